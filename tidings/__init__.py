@@ -1,0 +1,6 @@
+"""Tidings: self-hosted in-app messaging."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
