@@ -21,7 +21,6 @@ import multiprocessing as mp
 import os
 import resource
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
     data = sorted(samples_ms)
 
     def rank(p: float) -> float:
-        return data[min(len(data) - 1, max(0, int(round(p / 100 * len(data))) - 1))]
+        return data[min(len(data) - 1, max(0, round(p / 100 * len(data)) - 1))]
 
     return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": data[-1]}
 
@@ -120,7 +119,7 @@ async def _worker_main(
     to_parent.send(("connected", len(indexes), time.perf_counter() - t0))
     deadline = time.monotonic() + RESULT_TIMEOUT_S
     expected = len(indexes)
-    while len(latencies) < expected and time.monotonic() < deadline:
+    while len(latencies) < expected and time.monotonic() < deadline:  # noqa: ASYNC110 - polls with a deadline
         await asyncio.sleep(0.05)
     to_parent.send(("latencies", latencies))
     await asyncio.to_thread(from_parent.recv)  # parent says when to disconnect
@@ -153,7 +152,7 @@ async def _bare_server(port: int, control_port: int, n: int, frame_size: int) ->
 
     async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()
-        while len(conns) < n:
+        while len(conns) < n:  # noqa: ASYNC110 - polls until every client is in
             await asyncio.sleep(0.01)
         sent_at = int(time.time() * 1000)
         msg = {"id": "m" * 32, "kind": "banner", "title": "t", "body": "", "sent_at": sent_at}
