@@ -477,7 +477,14 @@ def evaluate(node: Node, profile: Profile, now: float, events: EventSource | Non
 
 
 class _Invalid(Exception):
-    """Internal: a validation problem, turned into a SegmentError with a path or column."""
+    """Internal: a validation problem, turned into a SegmentError with a path or column.
+
+    ``key`` names the JSON key at fault when it is not the node's head key.
+    """
+
+    def __init__(self, problem: str, key: str | None = None):
+        super().__init__(problem)
+        self.key = key
 
 
 def _check_name(v: object, what: str) -> str:
@@ -506,7 +513,14 @@ def _check_cmp(op: object, value: object) -> tuple[Op, Value]:
     try:
         op = Op(op)  # type: ignore[arg-type]
     except ValueError:
-        raise _Invalid(f"unknown op {op!r}; expected one of {', '.join(Op)}") from None
+        raise _Invalid(f"unknown op {op!r}; expected one of {', '.join(Op)}", "op") from None
+    try:
+        return _check_cmp_value(op, value)
+    except _Invalid as e:
+        raise _Invalid(str(e), "value") from None
+
+
+def _check_cmp_value(op: Op, value: object) -> tuple[Op, Value]:
     if op is Op.EXISTS:
         if value is not None:
             raise _Invalid("exists takes no value")
@@ -630,7 +644,7 @@ def filter_from_json(data: object, path: str = "$") -> PropFilter:
     try:
         op, value = _check_cmp(data.get("op"), data.get("value"))
     except _Invalid as e:
-        raise SegmentError(f"{path}.value" if "op" in data else f"{path}.op", str(e)) from None
+        raise SegmentError(f"{path}.{e.key or 'op'}", str(e)) from None
     return PropFilter(prop, op, value)
 
 
@@ -703,13 +717,13 @@ def _from_json(data: object, path: str, depth: int) -> Node:
         prop = data.get("prop")
         return Event(name, agg, op, value, within, where, prop if isinstance(prop, str) else None)
     except _Invalid as e:
-        raise SegmentError(sub, str(e)) from None
+        raise SegmentError(f"{path}.{e.key}" if e.key else sub, str(e)) from None
 
 
 def _check_field_value(field: str, op: Op, value: Value) -> None:
     values = value if isinstance(value, tuple) else (value,)
     if op is not Op.EXISTS and not all(isinstance(v, str) for v in values):
-        raise _Invalid(f"{field} compares with strings")
+        raise _Invalid(f"{field} compares with strings", "value")
 
 
 def to_json(node: Node) -> dict[str, Any]:
@@ -1038,12 +1052,12 @@ class _Parser:
             op, value = self.comparison()
             return Attr(name, op, value)
         if kw in FIELDS:
-            start = self.peek
+            start = self.i
             op, value = self.comparison()
             try:
                 _check_field_value(kw, op, value)
             except _Invalid as e:
-                self.fail(str(e), start)
+                self.fail(str(e), self.toks[min(start + 1, self.i - 1)])
             return Field(kw, op, value)
         if kw == "event":
             return self.event()
