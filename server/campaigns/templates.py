@@ -181,7 +181,7 @@ def _syntax_column(text: str, line: int) -> int:
         try:
             _ENV.parse(piece)
         except jinja2.TemplateSyntaxError as e:
-            if end < 0 or "end of template" not in e.message or piece.startswith("{{"):
+            if end < 0 or "end of template" not in (e.message or "") or piece.startswith("{{"):
                 return i + 1
     return starts[0] + 1 if starts else 1
 

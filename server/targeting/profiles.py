@@ -209,7 +209,7 @@ def apply_device(
     app_version: str | None = None,
 ) -> Profile:
     """Return ``profile`` with the device facts of the latest ``hello`` (None = unchanged)."""
-    changes = {
+    changes: dict[str, Any] = {
         k: v
         for k, v in (
             ("tz", tz),

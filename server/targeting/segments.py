@@ -63,7 +63,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
@@ -570,10 +570,9 @@ def _check_stages(values: Sequence[object], enum: type[Lifecycle] | type[Tier]) 
         raise _Invalid(f"needs at least one of {', '.join(enum)}")
     out = []
     for v in values:
-        try:
-            out.append(enum(v))
-        except ValueError:
-            raise _Invalid(f"unknown value {v!r}; expected one of {', '.join(enum)}") from None
+        if not isinstance(v, str) or v not in {e.value for e in enum}:
+            raise _Invalid(f"unknown value {v!r}; expected one of {', '.join(enum)}")
+        out.append(enum(v))
     return tuple(out)
 
 
@@ -792,7 +791,7 @@ def _duration(seconds: int) -> str:
     for unit, size in _UNITS:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the unit list ends with 1 s")
 
 
 def _cmp_text(op: Op, value: Value) -> str:
@@ -965,7 +964,7 @@ class _Parser:
     def peek(self) -> _Tok:
         return self.toks[self.i]
 
-    def fail(self, problem: str, tok: _Tok | None = None) -> SegmentSyntaxError:
+    def fail(self, problem: str, tok: _Tok | None = None) -> NoReturn:
         t = tok or self.peek
         raise SegmentSyntaxError(self.text, t.pos + 1, problem)
 
@@ -1072,7 +1071,6 @@ class _Parser:
             return LastSeen(mode, self.duration(f"expected a duration such as 7d after '{mode}'"))
         self.i -= 1
         self.fail(f"unknown condition {tok.text!r}")
-        raise AssertionError("unreachable")
 
     def name(self, problem: str) -> str:
         tok = self.peek
@@ -1142,7 +1140,6 @@ class _Parser:
             self.expect(")", "expected ',' or ')' in the list")
             return (Op.NOT_IN if negated else Op.IN), tuple(values)
         self.fail("expected a comparison (=, !=, <, <=, >, >=, in, between, exists, contains)")
-        raise AssertionError("unreachable")
 
     def value(self, problem: str) -> Scalar:
         tok = self.peek
@@ -1160,7 +1157,6 @@ class _Parser:
                 return low == "true"
             return tok.text
         self.fail(problem)
-        raise AssertionError("unreachable")
 
     def duration(self, problem: str) -> int:
         tok = self.peek
