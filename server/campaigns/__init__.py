@@ -40,6 +40,7 @@ from tidings.server.campaigns.templates import (
     render_content,
     user_context,
     validate,
+    validate_campaign,
     validate_content,
 )
 from tidings.server.campaigns.variants import Arm, assign, bucket, pick_winner, significance
@@ -89,6 +90,7 @@ __all__ = [
     "significance",
     "user_context",
     "validate",
+    "validate_campaign",
     "validate_content",
     "winner",
 ]

@@ -38,7 +38,7 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
-from tidings.server.campaigns.model import Action, Content, ContentKind
+from tidings.server.campaigns.model import Action, Campaign, Content, ContentKind
 from tidings.server.targeting.profiles import Profile
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "sample_context",
     "user_context",
     "validate",
+    "validate_campaign",
     "validate_content",
 ]
 
@@ -320,6 +321,21 @@ def validate_content(
         validate(a.url, sample=sample, field=f"{field}.actions[{i}].url")
     for k, v in content.data.items():
         validate(v, sample=sample, field=f"{field}.data.{k}")
+
+
+def validate_campaign(
+    campaign: Campaign,
+    *,
+    limits: ContentLimits = DEFAULT_LIMITS,
+    sample: Mapping[str, Any] | None = None,
+) -> None:
+    """Check the templates of a campaign's content and of every variant's content."""
+    validate_content(campaign.content, limits=limits, sample=sample)
+    for i, v in enumerate(campaign.variants):
+        if v.overrides:
+            validate_content(
+                v.content, limits=limits, sample=sample, field=f"variants[{i}].content"
+            )
 
 
 # --- rendering --------------------------------------------------------------------------------

@@ -169,3 +169,22 @@ def test_render_content_renders_every_field_and_enforces_limits() -> None:
         render_content(content, user=long_user, event=EVENT)
     cut = render_content(content, user=long_user, event=EVENT, truncate=True)
     assert len(cut.title) == 30 and cut.title.endswith("…")
+
+
+def test_a_campaign_is_checked_with_all_its_variants() -> None:
+    from tidings.server.campaigns.model import Campaign
+    from tidings.server.campaigns.templates import validate_campaign
+
+    data = {
+        "id": "c",
+        "app": "shop",
+        "name": "C",
+        "kind": "one_off",
+        "content": {"title": "Hi {{ user.first_name | default('there') }}", "body": "Sale"},
+        "variants": [{"name": "a"}, {"name": "b", "content": {"body": "{{ user.city }}"}}],
+    }
+    with pytest.raises(TemplateError) as info:
+        validate_campaign(Campaign.from_json(data))
+    assert info.value.field == "variants[1].content.body"
+    data["variants"] = [{"name": "a"}]
+    validate_campaign(Campaign.from_json(data))

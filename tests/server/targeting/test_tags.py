@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tidings.server.targeting.tags import (
     MAX_WINDOW_ENTRIES,
     TagChanges,
@@ -177,3 +179,29 @@ def test_rules_can_be_added_and_removed() -> None:
     assert e.remove_rule("sports_fan") == {"u1"}
     assert e.rule_names == frozenset()
     assert not view(e, 3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30 * DAY), st.sampled_from(["sports", "news"])), max_size=40),
+    st.lists(st.integers(0, 40 * DAY), max_size=5),
+)
+def test_engine_agrees_with_counting_every_window(
+    events: list[tuple[int, str]], expiries: list[int]
+) -> None:
+    e = engine()
+    seen: list[int] = []
+    clock = 0
+    for ts, category in sorted(events):
+        for t in sorted(expiries):
+            if clock < t <= ts:
+                e.expire(t)
+        clock = ts
+        view(e, ts, category)
+        if category == "sports":
+            seen.append(ts)
+        in_window = [s for s in seen if ts - 7 * DAY < s <= ts]
+        assert ("sports_fan" in e.tags_of("u1")) is (len(in_window) >= 3)
+    end = clock + 7 * DAY
+    e.expire(end)
+    assert e.tags_of("u1") == frozenset() and e.tracked == 0
