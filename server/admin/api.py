@@ -1,0 +1,638 @@
+"""The admin HTTP API: JSON over HTTP, one bearer admin key per app, an OpenAPI schema.
+
+Endpoints::
+
+    POST   /v1/messages              send a message now to users or devices     202, 401/403/404/422
+    DELETE /v1/messages/{id}?app=A   revoke a message                           204, 401/403/404
+    GET    /healthz                  liveness and connected devices (no auth)   200
+    GET    /metrics                  Prometheus text exposition (no auth)       200
+    GET    /openapi.json, /docs      the schema and its browser
+
+Authentication: ``Authorization: Bearer <admin key>``. Each key belongs to exactly one app. A
+missing or unknown key is ``401``; a valid key used on another app's data is ``403``; an app id
+that no configured app has is ``404`` (app ids are names, not secrets; nothing of another app's
+data is ever returned).
+
+``/healthz`` and ``/metrics`` need no key: they serve the operator's probes and Prometheus
+scraper, which hold no app's admin key, and they carry counters, never message content or user
+ids. Serve the admin port on a private interface (the default is ``127.0.0.1``).
+
+Every error, whatever raised it, has one shape::
+
+    {"error": {"code": "invalid_field", "message": "title: ...", "field": "title",
+               "details": [{"field": "title", "message": "..."}]}}
+
+``code`` is machine-readable (``unauthorized``, ``forbidden``, ``not_found``, ``invalid_field``,
+``invalid_json``, ``payload_too_large``, ``method_not_allowed``, ``unavailable``, ``internal``),
+``field`` names the offending input as a dotted path (``to.users[3]``, ``data.cart.total``) or is
+``null``, and ``details`` lists every problem found when there is more than one.
+
+Input is validated completely before the node sees it: types are strict (no ``"5"`` for 5),
+unknown fields are refused, strings must be encodable UTF-8 without control characters, numbers
+must be finite, request bodies are capped at :data:`MAX_REQUEST_BYTES`. The generic ``500``
+handler exists only so that a bug still answers in the documented shape.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from tidings.protocol import codes, limits
+from tidings.protocol.errors import InvalidField, TidingsError
+from tidings.protocol.frames import Action, check_json
+from tidings.server.config import AppConfig
+from tidings.server.node import Node, SendRequest
+
+from tidings import __version__
+
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "MAX_TARGETS",
+    "MAX_TTL_S",
+    "ApiError",
+    "create_admin_app",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 256 * 1024
+"""Security limit: largest admin request body, in bytes; larger bodies get ``413``."""
+
+MAX_TARGETS = 10_000
+"""Security limit: most users or devices named in one direct send (use a segment for more)."""
+
+MAX_TTL_S = 30 * 24 * 3600
+"""Longest message time-to-live, in seconds (30 days)."""
+
+_APP_ID_MAX = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_HTTP_URL = re.compile(r"^https?://[^\s]+$")
+
+# Codes used only by the HTTP API (the rest come from tidings.protocol.codes).
+ERR_INVALID_JSON = "invalid_json"
+ERR_PAYLOAD_TOO_LARGE = "payload_too_large"
+ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
+ERR_UNAVAILABLE = "unavailable"
+
+_STATUS_CODES = {
+    400: ERR_INVALID_JSON,
+    401: codes.ERR_UNAUTHORIZED,
+    403: codes.ERR_FORBIDDEN,
+    404: codes.ERR_NOT_FOUND,
+    405: ERR_METHOD_NOT_ALLOWED,
+    413: ERR_PAYLOAD_TOO_LARGE,
+    422: codes.ERR_INVALID_FIELD,
+    503: ERR_UNAVAILABLE,
+}
+
+
+class ApiError(TidingsError):
+    """An error the admin API answers with ``status`` and the documented JSON shape."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None):
+        super().__init__(message, code=code)
+        self.status = status
+        self.field = field
+
+
+# --- input models ------------------------------------------------------------------------------
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    # The "field" context lets the error handler name a path deeper than pydantic's loc.
+    return PydanticCustomError("invalid_field", "{message}", {"field": field, "message": message})
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _one_line(value: str) -> str:
+    _utf8(value)
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _multi_line(value: str) -> str:
+    _utf8(value)
+    if _CONTROL_BUT_NEWLINES.search(value):
+        raise ValueError("must not contain control characters other than tab and newline")
+    return value
+
+
+def _http_url(value: str) -> str:
+    _one_line(value)
+    if not _HTTP_URL.match(value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _url(value: str) -> str:
+    _one_line(value)
+    if value.lower().lstrip().startswith(("javascript:", "data:", "vbscript:")):
+        raise ValueError("must not be a javascript:, data: or vbscript: URL")
+    return value
+
+
+def _json_data(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        checked = check_json(value, "data")
+        # check_json bounds shape and size; text must also survive UTF-8 encoding on the wire.
+        json.dumps(checked, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except InvalidField as exc:
+        raise _field_error(exc.field, exc.reason) from None
+    except UnicodeEncodeError:
+        problem = "data: text must be valid Unicode (no lone surrogates)"
+        raise _field_error("data", problem) from None
+    return value
+
+
+AppId = Annotated[str, Field(min_length=1, max_length=_APP_ID_MAX), AfterValidator(_one_line)]
+Ident = Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_LEN), AfterValidator(_one_line)]
+Title = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_TITLE_LEN), AfterValidator(_one_line)
+]
+ImageUrl = Annotated[str, Field(max_length=limits.MAX_URL_LEN), AfterValidator(_http_url)]
+Body = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_BODY_LEN), AfterValidator(_multi_line)
+]
+
+
+class _Model(BaseModel):
+    # Strict: JSON types must match (no "5" for 5, no true for 1); unknown fields are typos.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Target(_Model):
+    """Who gets the message: exactly one of ``users`` or ``devices``, non-empty."""
+
+    users: list[Ident] | None = Field(default=None, max_length=MAX_TARGETS)
+    devices: list[Ident] | None = Field(default=None, max_length=MAX_TARGETS)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        given = [name for name in ("users", "devices") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise _field_error("to", "to: give exactly one of users or devices")
+        name = given[0]
+        if not getattr(self, name):
+            raise _field_error(f"to.{name}", f"to.{name}: must name at least one target")
+        return self
+
+
+class ActionIn(_Model):
+    """A button or deep link on the message."""
+
+    id: Ident
+    label: Annotated[
+        str, Field(min_length=1, max_length=limits.MAX_NAME_LEN), AfterValidator(_one_line)
+    ]
+    url: Annotated[str, Field(max_length=limits.MAX_URL_LEN), AfterValidator(_url)] = ""
+
+
+class SendBody(_Model):
+    """``POST /v1/messages``: one message to users or devices of one app, now."""
+
+    app: AppId
+    to: Target
+    kind: Literal["banner", "inbox", "both"] = "both"
+    title: Title
+    body: Body
+    category: Literal["marketing", "transactional"] = "marketing"
+    priority: Literal["normal", "urgent"] = "normal"
+    ttl: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TTL_S,
+        description="Seconds until the message expires; default: the app's TTL for the kind.",
+    )
+    collapse_key: Ident | None = None
+    image: ImageUrl | None = None
+    actions: list[ActionIn] = Field(default_factory=list, max_length=limits.MAX_ACTIONS)
+    data: Annotated[dict[str, Any], AfterValidator(_json_data)] = Field(default_factory=dict)
+    expire_after_read: bool = False
+
+    @model_validator(mode="after")
+    def _unique_action_ids(self) -> SendBody:
+        ids = [a.id for a in self.actions]
+        if len(set(ids)) != len(ids):
+            raise _field_error("actions", "actions: action ids must be unique")
+        return self
+
+
+class SendAccepted(BaseModel):
+    """``202``: the message and its deliveries are durably stored."""
+
+    message_id: str
+    ids: list[str]
+    devices: int = Field(description="Device deliveries queued.")
+    users: int = Field(description="Distinct users reached.")
+    skipped: dict[str, int] = Field(description="Targets not sent to, by reason.")
+
+
+class ErrorDetail(BaseModel):
+    """One problem with the request."""
+
+    field: str | None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong, machine- and human-readable."""
+
+    code: str
+    message: str
+    field: str | None = None
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error response."""
+
+    error: ErrorInfo
+
+
+class Health(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok"]
+    connections: int
+
+
+# --- error responses ---------------------------------------------------------------------------
+
+
+class _AsciiJSON(JSONResponse):
+    # Escaped output can never fail to encode, whatever text ends up in a message.
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    info: dict[str, Any] = {"code": code, "message": message, "field": field}
+    info["details"] = details or [{"field": field, "message": message}]
+    return _AsciiJSON({"error": info}, status_code=status, headers=headers)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(err: Any) -> dict[str, Any]:
+    loc = tuple(err.get("loc", ()))
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    # Pydantic appends the function or tagged-union name to loc for custom validators.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    ctx = err.get("ctx") or {}
+    field = ctx.get("field") or _path(loc) or (err.get("loc") or [None])[0]
+    msg = str(ctx.get("message") or err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if field == "body" and err.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+        msg = "must be a JSON object"
+    if field and not msg.startswith(f"{field}:"):
+        msg = f"{field}: {msg}"
+    return {"field": field, "message": msg}
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return _error(400, ERR_INVALID_JSON, "body: not valid JSON", "body")
+    details = [_describe(e) for e in errors]
+    field = details[0]["field"] if details else None
+    message = str(details[0]["message"]) if details else "invalid request"
+    return _error(422, codes.ERR_INVALID_FIELD, message, field, details)
+
+
+async def _on_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else "request refused"
+    if exc.status_code == 400:
+        message = "body: could not be parsed as UTF-8 JSON"
+        return _error(400, code, message, "body")
+    if exc.status_code in (404, 405):
+        what = "no such endpoint" if exc.status_code == 404 else "method not allowed"
+        message = f"{what}: {request.method} {request.url.path!r}"
+    return _error(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _error(exc.status, exc.code, exc.reason, exc.field, headers=headers)
+
+
+async def _on_tidings_error(request: Request, exc: Exception) -> Response:
+    # The node's own checks, translated at this one boundary.
+    assert isinstance(exc, TidingsError)
+    if isinstance(exc, InvalidField):
+        return _error(422, codes.ERR_INVALID_FIELD, exc.reason, exc.field)
+    if exc.temporary:
+        return _error(503, ERR_UNAVAILABLE, exc.reason, headers={"Retry-After": "1"})
+    return _error(400, exc.code, exc.reason)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("admin API: unexpected error on %s %s", request.method, request.url.path)
+    return _error(500, codes.ERR_INTERNAL, "internal error; the gateway log has the details")
+
+
+# --- the request body cap ----------------------------------------------------------------------
+
+_Scope = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_ASGIApp = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+class _BodyLimit:
+    """Buffer each request body up to ``limit`` bytes; answer ``413`` beyond it."""
+
+    def __init__(self, app: _ASGIApp, limit: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"body: larger than the {self.limit}-byte limit"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    await _error(413, ERR_PAYLOAD_TOO_LARGE, too_large, "body")(
+                        scope, receive, send
+                    )
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _error(413, ERR_PAYLOAD_TOO_LARGE, too_large, "body")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> _Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# --- authentication ----------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="The app's admin key.")
+
+
+def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AppConfig:
+    """The app whose admin key authorised this request (``401`` if none)."""
+    if credentials is None:
+        raise ApiError(
+            401,
+            codes.ERR_UNAUTHORIZED,
+            "authorization: send 'Authorization: Bearer <admin key>'",
+            field="authorization",
+        )
+    node: Node = request.app.state.node
+    given = credentials.credentials.encode("utf-8", "surrogateescape")
+    found = None
+    # Compare against every key in constant time, so timing reveals neither a key nor a prefix.
+    for app in node.config.apps:
+        if hmac.compare_digest(given, app.admin_key.encode("utf-8")):
+            found = app
+    if found is None:
+        raise ApiError(
+            401,
+            codes.ERR_UNAUTHORIZED,
+            "authorization: unknown admin key",
+            field="authorization",
+        )
+    return found
+
+
+Caller = Annotated[AppConfig, Depends(_caller)]
+
+
+def _resolve(node: Node, app_id: str, key_app: AppConfig, field: str) -> AppConfig:
+    """The app named in the request, if the caller's key may act on it (``403``/``404``)."""
+    target = node.config.app(app_id)
+    if target is None:
+        raise ApiError(404, codes.ERR_NOT_FOUND, f"{field}: no app {app_id!r}", field=field)
+    if target.id != key_app.id:
+        raise ApiError(
+            403,
+            codes.ERR_FORBIDDEN,
+            f"{field}: this admin key cannot act on app {app_id!r}",
+            field=field,
+        )
+    return target
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": desc}
+    for status, desc in (
+        (400, "The body is not UTF-8 JSON."),
+        (401, "Missing or unknown admin key."),
+        (403, "The admin key belongs to another app."),
+        (404, "No such app or message."),
+        (413, "The body is larger than the limit."),
+        (422, "A field is invalid; `error.field` names it."),
+    )
+}
+
+
+def create_admin_app(node: Node) -> FastAPI:
+    """Build the admin API for ``node`` (the CLI and the tests both use this factory)."""
+    api = FastAPI(
+        title="Tidings admin API",
+        version=__version__,
+        description=__doc__,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    api.state.node = node
+    api.add_exception_handler(RequestValidationError, _on_validation)
+    api.add_exception_handler(StarletteHTTPException, _on_http)
+    api.add_exception_handler(ApiError, _on_api_error)
+    api.add_exception_handler(TidingsError, _on_tidings_error)
+    api.add_exception_handler(Exception, _on_unexpected)
+    api.add_middleware(_BodyLimit)  # type: ignore[arg-type]
+
+    @api.post(
+        "/v1/messages",
+        status_code=202,
+        response_model=SendAccepted,
+        responses=_ERRORS,
+        summary="Send a message now",
+        tags=["messages"],
+    )
+    async def send_message(body: SendBody, key_app: Caller) -> SendAccepted:
+        """Store a message for users or devices of one app and fan it out.
+
+        Answers once the message and every delivery are durably stored. Banner limits
+        (``banner_title_max``, ``banner_body_max``) apply to kinds ``banner`` and ``both``,
+        inbox limits to ``inbox`` and ``both``.
+        """
+        app = _resolve(node, body.app, key_app, "app")
+        _check_lengths(app, body)
+        result = await node.send(
+            SendRequest(
+                app=app.id,
+                users=_unique(body.to.users or ()),
+                devices=_unique(body.to.devices or ()),
+                kind=body.kind,
+                title=body.title,
+                body=body.body,
+                category=body.category,
+                priority=body.priority,
+                ttl=body.ttl,
+                collapse_key=body.collapse_key,
+                image=body.image,
+                actions=tuple(Action(id=a.id, label=a.label, url=a.url) for a in body.actions),
+                data=body.data,
+                expire_after_read=body.expire_after_read,
+            )
+        )
+        return SendAccepted(
+            message_id=result.message_id,
+            ids=[result.message_id],
+            devices=result.devices,
+            users=result.users,
+            skipped=dict(result.skipped),
+        )
+
+    @api.delete(
+        "/v1/messages/{message_id}",
+        status_code=204,
+        response_class=Response,
+        responses=_ERRORS,
+        summary="Revoke a message",
+        tags=["messages"],
+    )
+    async def revoke_message(
+        message_id: Annotated[
+            str,
+            Path(min_length=1, max_length=limits.MAX_ID_LEN),
+            AfterValidator(_one_line),
+        ],
+        app: Annotated[str, Query(min_length=1, max_length=_APP_ID_MAX)],
+        key_app: Caller,
+    ) -> Response:
+        """Revoke a message: undelivered copies are dropped, devices remove it."""
+        target = _resolve(node, app, key_app, "app")
+        if not await node.revoke(target.id, message_id):
+            raise ApiError(
+                404,
+                codes.ERR_NOT_FOUND,
+                f"id: no message {message_id!r} in app {target.id!r}",
+                field="id",
+            )
+        return Response(status_code=204)
+
+    @api.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
+    async def healthz() -> Health:
+        """Liveness probe with the number of connected devices (all apps). No key needed."""
+        return Health(status="ok", connections=node.connected_devices())
+
+    @api.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        tags=["operations"],
+        summary="Prometheus metrics",
+    )
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text exposition. No key needed; carries counters only."""
+        return PlainTextResponse(
+            node.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return api
+
+
+def _unique(items: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _check_lengths(app: AppConfig, body: SendBody) -> None:
+    checks: list[tuple[str, str, int, str]] = []
+    if body.kind in ("banner", "both"):
+        checks += [
+            ("title", body.title, app.banner_title_max, "banners"),
+            ("body", body.body, app.banner_body_max, "banners"),
+        ]
+    if body.kind in ("inbox", "both"):
+        checks += [
+            ("title", body.title, app.inbox_title_max, "inbox messages"),
+            ("body", body.body, app.inbox_body_max, "inbox messages"),
+        ]
+    for field, text, limit, what in checks:
+        if len(text) > limit:
+            raise ApiError(
+                422,
+                codes.ERR_INVALID_FIELD,
+                f"{field}: {len(text)} characters, the limit for {what} of app "
+                f"{app.id!r} is {limit}",
+                field=field,
+            )
