@@ -23,18 +23,21 @@ Every error, whatever raised it, has one shape::
                "details": [{"field": "title", "message": "..."}]}}
 
 ``code`` is machine-readable (``unauthorized``, ``forbidden``, ``not_found``, ``invalid_field``,
-``invalid_json``, ``payload_too_large``, ``method_not_allowed``, ``unavailable``, ``internal``),
+``invalid_json``, ``payload_too_large``, ``timeout``, ``method_not_allowed``, ``unavailable``,
+``internal``),
 ``field`` names the offending input as a dotted path (``to.users[3]``, ``data.cart.total``) or is
 ``null``, and ``details`` lists every problem found when there is more than one.
 
 Input is validated completely before the node sees it: types are strict (no ``"5"`` for 5),
 unknown fields are refused, strings must be encodable UTF-8 without control characters, numbers
-must be finite, request bodies are capped at :data:`MAX_REQUEST_BYTES`. The generic ``500``
+must be finite, request bodies are capped at :data:`MAX_REQUEST_BYTES` and must arrive within
+:data:`BODY_TIMEOUT_S`. The generic ``500``
 handler exists only so that a bug still answers in the documented shape.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -64,6 +67,7 @@ from tidings.server.node import Node, SendRequest
 from tidings import __version__
 
 __all__ = [
+    "BODY_TIMEOUT_S",
     "MAX_REQUEST_BYTES",
     "MAX_TARGETS",
     "MAX_TTL_S",
@@ -75,6 +79,9 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 256 * 1024
 """Security limit: largest admin request body, in bytes; larger bodies get ``413``."""
+
+BODY_TIMEOUT_S = 30.0
+"""Security limit: seconds a client may take to send its whole request body (slow uploads)."""
 
 MAX_TARGETS = 10_000
 """Security limit: most users or devices named in one direct send (use a segment for more)."""
@@ -90,6 +97,7 @@ _HTTP_URL = re.compile(r"^https?://[^\s]+$")
 # Codes used only by the HTTP API (the rest come from tidings.protocol.codes).
 ERR_INVALID_JSON = "invalid_json"
 ERR_PAYLOAD_TOO_LARGE = "payload_too_large"
+ERR_TIMEOUT = "timeout"
 ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
 ERR_UNAVAILABLE = "unavailable"
 
@@ -99,6 +107,7 @@ _STATUS_CODES = {
     403: codes.ERR_FORBIDDEN,
     404: codes.ERR_NOT_FOUND,
     405: ERR_METHOD_NOT_ALLOWED,
+    408: ERR_TIMEOUT,
     413: ERR_PAYLOAD_TOO_LARGE,
     422: codes.ERR_INVALID_FIELD,
     503: ERR_UNAVAILABLE,
@@ -338,6 +347,9 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
     if any(e.get("type") == "json_invalid" for e in errors):
         return _error(400, ERR_INVALID_JSON, "body: not valid JSON", "body")
     details = [_describe(e) for e in errors]
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if details and details[0]["field"] == "body" and "json" not in media:
+        details[0]["message"] = "body: send a JSON object with Content-Type: application/json"
     field = details[0]["field"] if details else None
     message = str(details[0]["message"]) if details else "invalid request"
     return _error(422, codes.ERR_INVALID_FIELD, message, field, details)
@@ -387,11 +399,18 @@ _ASGIApp = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
 
 
 class _BodyLimit:
-    """Buffer each request body up to ``limit`` bytes; answer ``413`` beyond it."""
+    """Buffer each request body up to ``limit`` bytes within ``timeout`` seconds.
 
-    def __init__(self, app: _ASGIApp, limit: int = MAX_REQUEST_BYTES) -> None:
+    Beyond the size the answer is ``413``, beyond the time ``408``; the app only ever sees
+    complete, bounded bodies.
+    """
+
+    def __init__(
+        self, app: _ASGIApp, limit: int = MAX_REQUEST_BYTES, timeout: float = BODY_TIMEOUT_S
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] != "http":
@@ -411,18 +430,26 @@ class _BodyLimit:
                     return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await _error(413, ERR_PAYLOAD_TOO_LARGE, too_large, "body")(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.limit:
+                        await _error(413, ERR_PAYLOAD_TOO_LARGE, too_large, "body")(
+                            scope, receive, send
+                        )
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            slow = f"body: not received within {self.timeout:g} s"
+            await _error(408, ERR_TIMEOUT, slow, "body")(scope, receive, send)
+            return
         body = b"".join(chunks)
         replayed = False
 
@@ -508,7 +535,7 @@ def create_admin_app(node: Node) -> FastAPI:
     api = FastAPI(
         title="Tidings admin API",
         version=__version__,
-        description=__doc__,
+        description=__doc__ or "",
         docs_url="/docs",
         redoc_url=None,
     )

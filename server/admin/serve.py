@@ -11,8 +11,10 @@ import uvicorn
 from tidings.server.admin.api import create_admin_app
 from tidings.server.node import Node
 
-__all__ = ["DEFAULT_SHUTDOWN_S", "AdminServer"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_SHUTDOWN_S", "AdminServer"]
 
+DEFAULT_MAX_CONNECTIONS = 1000
+"""Security limit: concurrent admin connections; beyond it requests get ``503``."""
 DEFAULT_SHUTDOWN_S = 5
 """Seconds ``stop()`` lets in-flight admin requests finish before cancelling them."""
 
@@ -90,6 +92,7 @@ class AdminServer:
             log_config=None,
             access_log=False,
             server_header=False,
+            limit_concurrency=DEFAULT_MAX_CONNECTIONS,
             timeout_graceful_shutdown=self._shutdown_s,
         )
         self._server = server = _Server(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -351,3 +352,34 @@ async def test_every_field_mutated_to_nasty_values_never_fails_the_server(
         for params in [{"app": "demo"}, {"app": ""}, {"app": "x" * 100}, {}]:
             response = await admin.client.delete(path, params=params, headers=admin.auth())
             assert 400 <= response.status_code < 500, (path, params, response.text)
+
+
+async def test_body_sent_as_a_form_is_told_to_use_json(admin: AdminHarness) -> None:
+    response = await admin.client.post(
+        "/v1/messages",
+        content=b"app=demo&title=hi",
+        headers={**admin.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_error(response, 422, "invalid_field", "body")
+    assert "application/json" in response.json()["error"]["message"]
+
+
+async def test_a_body_that_trickles_in_too_slowly_is_408() -> None:
+    from tidings.server.admin.api import _BodyLimit
+
+    async def never_called(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app must not see an incomplete body")
+
+    async def slow_receive() -> dict[str, Any]:
+        await asyncio.sleep(1)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    guard = _BodyLimit(never_called, timeout=0.05)
+    await guard({"type": "http", "headers": []}, slow_receive, send)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["error"]["code"] == "timeout"
