@@ -545,7 +545,7 @@ def create_admin_app(node: Node) -> FastAPI:
     api.add_exception_handler(ApiError, _on_api_error)
     api.add_exception_handler(TidingsError, _on_tidings_error)
     api.add_exception_handler(Exception, _on_unexpected)
-    api.add_middleware(_BodyLimit)  # type: ignore[arg-type]
+    api.add_middleware(_BodyLimit)
 
     @api.post(
         "/v1/messages",

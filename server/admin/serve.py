@@ -19,7 +19,7 @@ DEFAULT_SHUTDOWN_S = 5
 """Seconds ``stop()`` lets in-flight admin requests finish before cancelling them."""
 
 
-class _Server(uvicorn.Server):  # type: ignore[misc]
+class _Server(uvicorn.Server):
     # The process that embeds the node owns SIGINT/SIGTERM; uvicorn must not take them over.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

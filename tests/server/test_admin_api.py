@@ -63,8 +63,8 @@ async def test_send_without_a_key_is_401(admin: AdminHarness) -> None:
     ["Bearer wrong-key-123", "Bearer", "Basic ZGVtbzpkZW1v", "{key}", "Bearer {key}x", "Bearer é"],
 )
 async def test_send_with_a_bad_key_is_401(admin: AdminHarness, header: str) -> None:
-    value = header.format(key=admin.demo.admin_key).encode("utf-8")
-    response = await admin.client.post("/v1/messages", json=VALID, headers={"Authorization": value})
+    raw = {b"Authorization": header.format(key=admin.demo.admin_key).encode("utf-8")}
+    response = await admin.client.post("/v1/messages", json=VALID, headers=raw)
     assert_error(response, 401, "unauthorized", "authorization")
 
 
