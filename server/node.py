@@ -1,19 +1,56 @@
 """The gateway node: hub + broker + store, and the operations the admin API calls.
 
-INTERFACE STUB — the server core fills in the bodies; the signatures are the contract the admin
-API, the CLI and the tests code against.
+A node owns this process's live sessions (:class:`~tidings.server.hub.Hub`), a
+:class:`~tidings.server.broker.Broker` that routes deliveries to the node holding a device, and a
+:class:`~tidings.server.storage.Store`. Sends are durable before they are fanned out: the message
+and every per-device delivery are group-committed, then written to connected devices without
+waiting on any of them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tidings.protocol.frames import Action
+from tidings.protocol import codes, limits
+from tidings.protocol.codec import encode, encode_message
+from tidings.protocol.errors import AuthError, InvalidField, TidingsError
+from tidings.protocol.frames import (
+    Ack,
+    Action,
+    Events,
+    Frame,
+    GoAway,
+    Hello,
+    Identify,
+    InboxState,
+    InboxUpdate,
+    Message,
+    Ok,
+    Ping,
+    Pong,
+    Prefs,
+    Receipt,
+    Welcome,
+)
+from tidings.protocol.tokens import TokenClaims, peek_app, verify_token
+from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.config import GatewayConfig
+from tidings.server.gateway.connection import RateLimiter, Session, monotonic
+from tidings.server.hub import Hub
+from tidings.server.metrics import Metrics
+from tidings.server.storage import DeviceRow, SqliteStore, Store, anonymous_key
+from websockets.asyncio.server import Server, ServerConnection
 
 __all__ = ["Node", "SendRequest", "SendResult"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,25 +93,61 @@ class Node:
         config: GatewayConfig,
         *,
         clock: Callable[[], float] | None = None,
+        store: Store | None = None,
+        broker: Broker | None = None,
     ) -> None:
-        raise NotImplementedError
+        self._config = config
+        self.clock = clock or time.time
+        self.hub = Hub()
+        self.store: Store = store or SqliteStore(config.db)
+        self.broker: Broker = broker or InProcessBroker(self.hub)
+        self.metrics = Metrics()
+        self._server: Server | None = None
+        self._last_seq: dict[tuple[str, str], int] = {}
+        self._started = False
 
     @property
     def config(self) -> GatewayConfig:
-        raise NotImplementedError
+        return self._config
 
     @property
     def port(self) -> int:
         """The bound WebSocket port (useful when the config says 0)."""
-        raise NotImplementedError
+        if self._server is None:
+            raise RuntimeError("the node is not started")
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store, run migrations, start listening for devices."""
-        raise NotImplementedError
+        from tidings.server.gateway.server import start_server
+
+        await self.store.open()
+        try:
+            self._server = await start_server(self, self._config.host, self._config.port)
+        except BaseException:
+            await self.store.close()
+            raise
+        self._started = True
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, go-away to every device, flush and close."""
-        raise NotImplementedError
+        if not self._started:
+            return
+        self._started = False
+        assert self._server is not None
+        self._server.close(close_connections=False)
+        goaway = encode(GoAway(reconnect_ms=1000, reason="server shutting down"))
+        sessions = self.hub.all()
+        for session in sessions:
+            session.write(goaway)
+            session.close(codes.CLOSE_DRAINING, "server shutting down")
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), self._config.drain_s)
+        except TimeoutError:
+            log.warning("shutdown: connections still open after %.1f s", self._config.drain_s)
+        await self.store.close()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -83,18 +156,250 @@ class Node:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    # --- admin operations ---------------------------------------------------------------------
+
     async def send(self, request: SendRequest) -> SendResult:
         """Store a message and its deliveries durably, then fan out to connected devices."""
-        raise NotImplementedError
+        app_cfg = self._config.app(request.app)
+        if app_cfg is None:
+            raise InvalidField("app", f"unknown app {request.app!r}")
+        t0 = time.perf_counter()
+        targets: dict[str, str] = {}  # device -> user key
+        if request.users:
+            for device, user in await self.store.devices_of_users(request.app, request.users):
+                targets[device] = user
+        if request.devices:
+            for device, user_key in await self.store.known_devices(request.app, request.devices):
+                targets.setdefault(device, user_key)
+        skipped: dict[str, int] = {}
+        if request.category == "marketing" and targets:
+            out = await self.store.opted_out(request.app, sorted(set(targets.values())))
+            if out:
+                before = len(targets)
+                targets = {d: u for d, u in targets.items() if u not in out}
+                skipped["opted_out"] = before - len(targets)
+        seqs = await self._allocate(request.app, list(targets))
+        now = self.clock()
+        ttl = request.ttl or (
+            app_cfg.banner_ttl_s if request.kind == "banner" else app_cfg.inbox_ttl_s
+        )
+        message = Message(
+            id=uuid.uuid4().hex,
+            kind=request.kind,
+            title=request.title,
+            body=request.body,
+            category=request.category,
+            priority=request.priority,
+            created_at=int(now * 1000),
+            expires_at=int((now + ttl) * 1000),
+            campaign=request.campaign,
+            variant=request.variant,
+            collapse_key=request.collapse_key,
+            image=request.image,
+            actions=request.actions,
+            data=request.data,
+            expire_after_read=request.expire_after_read,
+        )
+        await self.store.store_message(
+            app=request.app,
+            message_id=message.id,
+            fields={
+                "kind": message.kind,
+                "category": message.category,
+                "priority": message.priority,
+                "campaign": message.campaign,
+                "variant": message.variant,
+                "created_at": now,
+                "expires_at": now + ttl,
+            },
+            wire=encode_message(message),
+            deliveries=seqs,
+            collapse_key=request.collapse_key,
+        )
+        self.metrics.sends += 1
+        # Durable: now fan out. The live copy carries sent_at for latency measurement.
+        live = Message(**{**_fields(message), "sent_at": int(self.clock() * 1000)})
+        self.broker.deliver(request.app, seqs, encode_message(live))
+        self.metrics.observe_fanout(time.perf_counter() - t0)
+        return SendResult(
+            message_id=message.id,
+            devices=len(seqs),
+            users=len(set(targets.values())),
+            skipped=skipped,
+        )
+
+    async def _allocate(self, app: str, devices: list[str]) -> list[tuple[str, int]]:
+        """Give each device its next sequence number (one store read for the unknown ones)."""
+        missing = [d for d in devices if (app, d) not in self._last_seq]
+        if missing:
+            loaded = await self.store.last_seqs(app, missing)
+            for d in missing:
+                self._last_seq.setdefault((app, d), loaded.get(d, 0))
+        out = []
+        last = self._last_seq
+        for d in devices:
+            key = (app, d)
+            seq = last[key] + 1
+            last[key] = seq
+            out.append((d, seq))
+        return out
 
     async def revoke(self, app: str, message_id: str) -> bool:
         """Revoke a message: undelivered copies are dropped, devices are told to remove it."""
-        raise NotImplementedError
+        recipients = await self.store.revoke(app, message_id)
+        if recipients is None:
+            return False
+        self.broker.revoke(app, [d for d, _ in recipients], [message_id])
+        return True
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the node's metrics."""
-        raise NotImplementedError
+        return self.metrics.render()
 
     def connected_devices(self, app: str | None = None) -> int:
         """How many devices are connected (for one app, or all)."""
-        raise NotImplementedError
+        return self.hub.count(app)
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def authenticate(self, token: str) -> TokenClaims:
+        """Verify a device token against the secret of the app it names."""
+        app = self._config.app(peek_app(token))
+        if app is None:
+            raise AuthError("token: unknown app")
+        return verify_token(token, secret=app.secret, app=app.id, now=self.clock())
+
+    async def open_session(
+        self, ws: ServerConnection, claims: TokenClaims, hello: Hello
+    ) -> Session | None:
+        """Register the device, welcome it, replay what it missed (PROTOCOL.md §2)."""
+        now = self.clock()
+        dev = hello.device
+        row = await self.store.upsert_device(
+            DeviceRow(
+                app=claims.app,
+                device_id=claims.device,
+                user_id=claims.user,
+                platform=dev.platform,
+                app_version=dev.app_version,
+                locale=dev.locale,
+                tz=dev.tz,
+                sdk_version=dev.sdk_version,
+                first_seen=now,
+                last_seen=now,
+            )
+        )
+        key = (claims.app, claims.device)
+        last_seq = max(self._last_seq.get(key, 0), row.last_seq)
+        self._last_seq[key] = last_seq
+        cfg = self._config
+        session = Session(
+            ws=ws,
+            id=uuid.uuid4().hex,
+            app=claims.app,
+            device=claims.device,
+            user=claims.user,
+            user_key=claims.user or anonymous_key(claims.device),
+            queue_limit=cfg.send_queue_bytes,
+            limiter=RateLimiter(cfg.rate_limit_per_s, cfg.rate_burst, monotonic()),
+            metrics=self.metrics,
+        )
+        old = self.hub.add(session)
+        if old is not None:
+            old.close(codes.CLOSE_REPLACED, "the same device connected again")
+        self.metrics.connections[claims.app] += 1
+        session.send(
+            Welcome(
+                session=session.id,
+                device=claims.device,
+                user=claims.user,
+                server_time=int(now * 1000),
+                heartbeat_ms=int(cfg.heartbeat_s * 1000),
+                limits={
+                    "max_frame_bytes": cfg.max_frame_bytes,
+                    "max_events_per_batch": limits.MAX_EVENTS_PER_BATCH,
+                    "rate_limit_per_s": int(cfg.rate_limit_per_s),
+                    "rate_burst": cfg.rate_burst,
+                },
+            )
+        )
+        resume = min(hello.resume, last_seq)
+        try:
+            if resume > row.acked_seq:
+                await self.store.ack(claims.app, claims.device, resume)
+            session.last_sent = resume
+            for pending in await self.store.pending(claims.app, claims.device, resume, now):
+                session.replay(pending.seq, pending.wire)
+        finally:
+            session.end_replay()
+        ver, changes = await self.store.inbox_since(claims.app, session.user_key, hello.inbox_ver)
+        for i in range(0, len(changes), limits.MAX_IDS_PER_FRAME):
+            chunk = changes[i : i + limits.MAX_IDS_PER_FRAME]
+            last = i + limits.MAX_IDS_PER_FRAME >= len(changes)
+            session.send(InboxState(ver=ver if last else chunk[-1].ver, changes=tuple(chunk)))
+        return session
+
+    def close_session(self, session: Session) -> None:
+        """Forget a session whose connection ended."""
+        if self.hub.get(session.app, session.device) is session:
+            self.metrics.connections[session.app] -= 1
+        self.hub.remove(session)
+
+    # --- client frames ------------------------------------------------------------------------
+
+    async def dispatch(self, session: Session, frame: Frame) -> None:
+        """Handle one frame of the open phase (PROTOCOL.md §4)."""
+        store, app, now = self.store, session.app, self.clock()
+        if isinstance(frame, Ack):
+            seq = min(frame.seq, self._last_seq.get((app, session.device), 0))
+            if seq > 0:
+                await store.ack(app, session.device, seq)
+        elif isinstance(frame, Events):
+            self.metrics.events += len(frame.events)
+            await store.insert_events(app, session.device, session.user_key, frame.events, now)
+            session.send(Ok(rid=frame.rid))
+        elif isinstance(frame, Identify):
+            if frame.user is not None and frame.user != session.user:
+                raise TidingsError(
+                    "identify.user: must match the user of the device token; mint a token"
+                    " for that user",
+                    code=codes.ERR_FORBIDDEN,
+                )
+            if frame.attrs:
+                await store.merge_attrs(app, session.user_key, frame.attrs, now)
+            session.send(Ok(rid=frame.rid))
+        elif isinstance(frame, Receipt):
+            if not await store.was_delivered(app, session.device, frame.id):
+                raise TidingsError(
+                    f"receipt.id: message {frame.id[:40]!r} was not delivered to this device",
+                    code=codes.ERR_FORBIDDEN,
+                )
+            await store.add_receipt(
+                app, session.device, frame.id, frame.kind, frame.action, frame.ts / 1000
+            )
+            session.send(Ok(rid=frame.rid))
+        elif isinstance(frame, InboxUpdate):
+            ver, applied = await store.inbox_update(app, session.user_key, frame.changes)
+            session.send(Ok(rid=frame.rid))
+            if applied:
+                state = InboxState(ver=ver, changes=tuple(applied))
+                self.broker.inbox(app, session.user_key, state, exclude=session.device)
+        elif isinstance(frame, Prefs):
+            if frame.categories.get("transactional") is False:
+                raise InvalidField(
+                    "prefs.categories.transactional", "transactional messages cannot be refused"
+                )
+            await store.set_consent(app, session.user_key, frame.categories, now)
+            session.send(Ok(rid=frame.rid))
+        elif isinstance(frame, Ping):
+            session.send(Pong(ts=frame.ts))
+        # Pong needs no answer.
+
+
+def _fields(message: Message) -> dict[str, Any]:
+    return {name: getattr(message, name) for name in Message.__dataclass_fields__}
+
+
+def jitter_ms(low: int = 500, high: int = 3000) -> int:
+    """A go-away reconnect hint spread over a window so clients do not return together."""
+    return random.randint(low, high)

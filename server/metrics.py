@@ -1,0 +1,70 @@
+"""Node metrics: plain counters and one latency histogram, rendered as Prometheus text."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["LATENCY_BUCKETS_S", "Metrics"]
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds of the fan-out latency histogram, in seconds."""
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Everything /metrics reports; updated in place on the hot path (cheap increments)."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    deliveries: int = 0
+    events: int = 0
+    slow_consumers: int = 0
+    rate_limited: int = 0
+    protocol_errors: int = 0
+    auth_failures: int = 0
+    sends: int = 0
+    connections: Counter[str] = field(default_factory=Counter)
+    _buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    _latency_sum: float = 0.0
+    _latency_count: int = 0
+
+    def observe_fanout(self, seconds: float) -> None:
+        """Record one fan-out's duration (send accepted → last device write)."""
+        self._buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self._latency_sum += seconds
+        self._latency_count += 1
+
+    def render(self) -> str:
+        """Prometheus text exposition format 0.0.4."""
+        lines: list[str] = []
+
+        def counter(name: str, value: int, help_: str) -> None:
+            lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {value}"))
+
+        lines += [
+            "# HELP tidings_connections Devices connected now.",
+            "# TYPE tidings_connections gauge",
+        ]
+        for app, n in sorted(self.connections.items()):
+            lines.append(f'tidings_connections{{app="{app}"}} {n}')
+        counter("tidings_frames_in_total", self.frames_in, "Frames received from devices.")
+        counter("tidings_frames_out_total", self.frames_out, "Frames written to devices.")
+        counter("tidings_deliveries_total", self.deliveries, "Message deliveries written.")
+        counter("tidings_events_total", self.events, "Behaviour events received.")
+        counter("tidings_sends_total", self.sends, "Messages accepted for sending.")
+        counter("tidings_slow_consumers_total", self.slow_consumers, "Connections dropped as slow.")
+        counter("tidings_rate_limited_total", self.rate_limited, "Connections over the rate limit.")
+        counter("tidings_protocol_errors_total", self.protocol_errors, "Bad frames received.")
+        counter("tidings_auth_failures_total", self.auth_failures, "Refused device tokens.")
+        name = "tidings_fanout_latency_seconds"
+        lines += [f"# HELP {name} Fan-out duration per send.", f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, n in zip(LATENCY_BUCKETS_S, self._buckets, strict=False):
+            cumulative += n
+            lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self._latency_count}')
+        lines.append(f"{name}_sum {self._latency_sum}")
+        lines.append(f"{name}_count {self._latency_count}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,573 @@
+"""The store: a small interface and its SQLite implementation on one aiosqlite connection.
+
+Writes are *group-committed*: callers queue a write and await its future; one writer task runs
+every write queued so far in a single transaction and commits once, so a burst of thousands of
+frames costs one fsync-free WAL commit instead of thousands. Reads go straight to the same
+connection (aiosqlite serialises them on its thread).
+
+All SQL of the server lives under ``server/storage``. Every query is parameterised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
+from importlib import resources
+from typing import Any, Protocol, TypeVar
+
+import aiosqlite
+from tidings.protocol.frames import Event, InboxChange
+from tidings.server.errors import StoreError
+from tidings.server.storage.rows import DeviceRow, PendingDelivery, UserRow
+
+__all__ = ["SqliteStore", "Store", "anonymous_key"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Write = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
+_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
+
+
+def anonymous_key(device_id: str) -> str:
+    """The profile key of a device with no user: ``~`` cannot start a user id we mint."""
+    return "~" + device_id
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Store(Protocol):
+    """What the node needs from storage; SQLite is the embedded default."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def flush(self) -> None: ...
+
+    async def upsert_device(self, row: DeviceRow) -> DeviceRow: ...
+    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]: ...
+    async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]: ...
+    async def store_message(
+        self,
+        *,
+        app: str,
+        message_id: str,
+        fields: dict[str, Any],
+        wire: bytes,
+        deliveries: Sequence[tuple[str, int]],
+        collapse_key: str | None,
+    ) -> None: ...
+    async def pending(
+        self, app: str, device: str, after: int, now: float
+    ) -> list[PendingDelivery]: ...
+    async def ack(self, app: str, device: str, seq: int) -> None: ...
+    async def revoke(self, app: str, message_id: str) -> list[tuple[str, str]] | None: ...
+    async def insert_events(
+        self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
+    ) -> None: ...
+    async def merge_attrs(
+        self, app: str, user_key: str, attrs: dict[str, Any], now: float
+    ) -> None: ...
+    async def set_consent(
+        self, app: str, user_key: str, categories: dict[str, bool], now: float
+    ) -> None: ...
+    async def was_delivered(self, app: str, device: str, message_id: str) -> bool: ...
+    async def add_receipt(
+        self, app: str, device: str, message_id: str, kind: str, action: str | None, ts: float
+    ) -> None: ...
+    async def inbox_update(
+        self, app: str, user_key: str, changes: Sequence[InboxChange]
+    ) -> tuple[int, list[InboxChange]]: ...
+    async def inbox_since(
+        self, app: str, user_key: str, ver: int
+    ) -> tuple[int, list[InboxChange]]: ...
+    async def user(self, app: str, user_key: str) -> UserRow | None: ...
+
+
+class SqliteStore:
+    """The SQLite store: WAL, numbered migrations, group commit on one aiosqlite connection."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.commits = 0  # number of group commits, for metrics and tests
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the database, apply pending migrations, start the writer."""
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"db: cannot open {self.path!r}: {exc}") from exc
+        self._writer = asyncio.create_task(self._write_loop(), name="tidings-store-writer")
+
+    async def _migrate(self) -> None:
+        db = self._conn
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        folder = resources.files("tidings.server.storage") / "migrations"
+        scripts = sorted(
+            (int(p.name.split("_", 1)[0]), p) for p in folder.iterdir() if p.name.endswith(".sql")
+        )
+        for version, script in scripts:
+            if version <= current:
+                continue
+            sql = script.read_text(encoding="utf-8")
+            await db.executescript(
+                f"BEGIN;\n{sql}\nINSERT INTO schema_version VALUES ({version});\nCOMMIT;"
+            )
+            log.info("store: applied migration %s", script.name)
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed."""
+        if self._queue:
+            await self._submit(lambda db: asyncio.sleep(0))
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer and close the database."""
+        if self._db is None:
+            return
+        await self.flush()
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        await self._db.close()
+        self._db = None
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    # --- group commit -------------------------------------------------------------------------
+
+    def _submit(self, write: _Write) -> asyncio.Future[Any]:
+        if self._closing or self._db is None:
+            raise StoreError("store is closed", temporary=True)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((write, fut))
+        self._wake.set()
+        return fut
+
+    async def _write_loop(self) -> None:
+        db = self._conn
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                if self._closing:
+                    return
+                continue
+            results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            try:
+                await db.execute("BEGIN")
+                for write, fut in batch:
+                    await db.execute("SAVEPOINT w")
+                    try:
+                        results.append((fut, await write(db), None))
+                        await db.execute("RELEASE w")
+                    except sqlite3.Error as exc:
+                        # One bad write must not sink the batch: roll back just its part.
+                        await db.execute("ROLLBACK TO w")
+                        await db.execute("RELEASE w")
+                        results.append((fut, None, StoreError(f"db: {exc}")))
+                await db.execute("COMMIT")
+                self.commits += 1
+            except (sqlite3.Error, ValueError) as exc:
+                log.exception("store: group commit failed")
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                err = StoreError(f"db: commit failed: {exc}", temporary=True)
+                results = [(fut, None, err) for _, fut in batch]
+            for fut, value, error in results:
+                if fut.done():
+                    continue
+                if error is None:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(error)
+
+    # --- devices and users --------------------------------------------------------------------
+
+    async def upsert_device(self, row: DeviceRow) -> DeviceRow:
+        """Record a device at hello; return it with its stored sequence state."""
+
+        async def write(db: aiosqlite.Connection) -> DeviceRow:
+            await db.execute(
+                "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
+                " sdk_version, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
+                " platform=excluded.platform, app_version=excluded.app_version,"
+                " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
+                " last_seen=excluded.last_seen",
+                (
+                    row.app, row.device_id, row.user_id, row.platform, row.app_version,
+                    row.locale, row.tz, row.sdk_version, row.first_seen, row.last_seen,
+                ),
+            )  # fmt: skip
+            user_key = row.user_id or anonymous_key(row.device_id)
+            await db.execute(
+                "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES (?,?,?,?)"
+                " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen",
+                (row.app, user_key, row.first_seen, row.last_seen),
+            )
+            async with db.execute(
+                "SELECT first_seen, last_seq, acked_seq FROM devices WHERE app=? AND device_id=?",
+                (row.app, row.device_id),
+            ) as cur:
+                stored = await cur.fetchone()
+            assert stored is not None
+            return replace(row, first_seen=stored[0], last_seq=stored[1], acked_seq=stored[2])
+
+        result: DeviceRow = await self._submit(write)
+        return result
+
+    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
+        """(device_id, user_id) of every known device of these users."""
+        out: list[tuple[str, str]] = []
+        for chunk in _chunks(list(users)):
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT device_id, user_id FROM devices WHERE app=? AND user_id IN ({marks})",
+                (app, *chunk),
+            ) as cur:
+                out.extend((r[0], r[1]) for r in await cur.fetchall())
+        return out
+
+    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]:
+        """(device_id, user key) of the listed devices that exist."""
+        out: list[tuple[str, str]] = []
+        for chunk in _chunks(list(devices)):
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT device_id, user_id FROM devices WHERE app=? AND device_id IN ({marks})",
+                (app, *chunk),
+            ) as cur:
+                out.extend((r[0], r[1] or anonymous_key(r[0])) for r in await cur.fetchall())
+        return out
+
+    async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]:
+        """Highest sequence number queued so far for each device."""
+        out: dict[str, int] = {}
+        for chunk in _chunks(list(devices)):
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT device_id, last_seq FROM devices WHERE app=? AND device_id IN ({marks})",
+                (app, *chunk),
+            ) as cur:
+                out.update({r[0]: int(r[1]) for r in await cur.fetchall()})
+        return out
+
+    async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]:
+        """The users among ``user_keys`` who opted out of marketing."""
+        out: set[str] = set()
+        for chunk in _chunks(list(user_keys)):
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT user_key FROM users WHERE app=? AND marketing_opt_out=1"
+                f" AND user_key IN ({marks})",
+                (app, *chunk),
+            ) as cur:
+                out.update(r[0] for r in await cur.fetchall())
+        return out
+
+    async def user(self, app: str, user_key: str) -> UserRow | None:
+        """A user's profile row, or None."""
+        async with self._conn.execute(
+            "SELECT attrs, consent, first_seen, last_seen, inbox_ver FROM users"
+            " WHERE app=? AND user_key=?",
+            (app, user_key),
+        ) as cur:
+            r = await cur.fetchone()
+        if r is None:
+            return None
+        return UserRow(
+            app=app,
+            user_key=user_key,
+            attrs=json.loads(r[0]),
+            consent=json.loads(r[1]),
+            first_seen=r[2],
+            last_seen=r[3],
+            inbox_ver=r[4],
+        )
+
+    async def merge_attrs(self, app: str, user_key: str, attrs: dict[str, Any], now: float) -> None:
+        """Merge attributes into a profile (a ``None`` value removes the attribute)."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            async with db.execute(
+                "SELECT attrs FROM users WHERE app=? AND user_key=?", (app, user_key)
+            ) as cur:
+                r = await cur.fetchone()
+            merged = json.loads(r[0]) if r else {}
+            for key, value in attrs.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            await db.execute(
+                "INSERT INTO users (app, user_key, attrs, first_seen, last_seen) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (app, user_key) DO UPDATE SET attrs=excluded.attrs,"
+                " last_seen=excluded.last_seen",
+                (app, user_key, json.dumps(merged), now, now),
+            )
+
+        await self._submit(write)
+
+    async def set_consent(
+        self, app: str, user_key: str, categories: dict[str, bool], now: float
+    ) -> None:
+        """Record per-category consent (``{"marketing": False}`` opts out)."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            async with db.execute(
+                "SELECT consent FROM users WHERE app=? AND user_key=?", (app, user_key)
+            ) as cur:
+                r = await cur.fetchone()
+            consent = {**(json.loads(r[0]) if r else {}), **categories}
+            opt_out = 1 if consent.get("marketing") is False else 0
+            await db.execute(
+                "INSERT INTO users (app, user_key, consent, marketing_opt_out, first_seen,"
+                " last_seen) VALUES (?,?,?,?,?,?) ON CONFLICT (app, user_key) DO UPDATE SET"
+                " consent=excluded.consent, marketing_opt_out=excluded.marketing_opt_out",
+                (app, user_key, json.dumps(consent), opt_out, now, now),
+            )
+
+        await self._submit(write)
+
+    # --- messages and deliveries --------------------------------------------------------------
+
+    async def store_message(
+        self,
+        *,
+        app: str,
+        message_id: str,
+        fields: dict[str, Any],
+        wire: bytes,
+        deliveries: Sequence[tuple[str, int]],
+        collapse_key: str | None,
+    ) -> None:
+        """Store a message and its (device, seq) deliveries in one group-committed write.
+
+        With a collapse key, older pending deliveries with the same key to those devices are
+        dropped first (PROTOCOL.md §3).
+        """
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO messages (app, id, campaign, variant, kind, category, priority,"
+                " collapse_key, created_at, expires_at, wire) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    app, message_id, fields.get("campaign"), fields.get("variant"),
+                    fields["kind"], fields["category"], fields["priority"], collapse_key,
+                    fields["created_at"], fields["expires_at"], wire,
+                ),
+            )  # fmt: skip
+            if collapse_key is not None:
+                await db.executemany(
+                    "UPDATE deliveries SET state=2 WHERE app=? AND device_id=? AND state=0"
+                    " AND collapse_key=?",
+                    [(app, device, collapse_key) for device, _ in deliveries],
+                )
+            await db.executemany(
+                "INSERT INTO deliveries (app, device_id, seq, message_id, collapse_key)"
+                " VALUES (?,?,?,?,?)",
+                [(app, device, seq, message_id, collapse_key) for device, seq in deliveries],
+            )
+            await db.executemany(
+                "UPDATE devices SET last_seq=? WHERE app=? AND device_id=? AND last_seq<?",
+                [(seq, app, device, seq) for device, seq in deliveries],
+            )
+
+        await self._submit(write)
+
+    async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
+        """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
+        async with self._conn.execute(
+            "SELECT d.seq, d.message_id, m.wire FROM deliveries d JOIN messages m"
+            " ON m.app=d.app AND m.id=d.message_id"
+            " WHERE d.app=? AND d.device_id=? AND d.seq>? AND d.state=0 AND m.revoked=0"
+            " AND m.expires_at>? ORDER BY d.seq",
+            (app, device, after, now),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [PendingDelivery(seq=r[0], message_id=r[1], wire=bytes(r[2])) for r in rows]
+
+    async def ack(self, app: str, device: str, seq: int) -> None:
+        """Mark every delivery up to ``seq`` acknowledged."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE deliveries SET state=1 WHERE app=? AND device_id=? AND seq<=? AND state=0",
+                (app, device, seq),
+            )
+            await db.execute(
+                "UPDATE devices SET acked_seq=? WHERE app=? AND device_id=? AND acked_seq<?",
+                (seq, app, device, seq),
+            )
+
+        await self._submit(write)
+
+    async def revoke(self, app: str, message_id: str) -> list[tuple[str, str]] | None:
+        """Revoke a message; return its (device, user key) recipients, or None if unknown."""
+
+        async def write(db: aiosqlite.Connection) -> list[tuple[str, str]] | None:
+            cur = await db.execute(
+                "UPDATE messages SET revoked=1 WHERE app=? AND id=?", (app, message_id)
+            )
+            if cur.rowcount == 0:
+                return None
+            await db.execute(
+                "UPDATE deliveries SET state=2 WHERE app=? AND message_id=? AND state=0",
+                (app, message_id),
+            )
+            async with db.execute(
+                "SELECT DISTINCT d.device_id, v.user_id FROM deliveries d LEFT JOIN devices v"
+                " ON v.app=d.app AND v.device_id=d.device_id WHERE d.app=? AND d.message_id=?",
+                (app, message_id),
+            ) as c:
+                rows = await c.fetchall()
+            recipients = [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
+            for user_key in sorted({u for _, u in recipients}):
+                await _inbox_apply(db, app, user_key, [InboxChange(id=message_id, state="deleted")])
+            return recipients
+
+        result: list[tuple[str, str]] | None = await self._submit(write)
+        return result
+
+    async def was_delivered(self, app: str, device: str, message_id: str) -> bool:
+        """Whether this message was ever queued for this device."""
+        async with self._conn.execute(
+            "SELECT 1 FROM deliveries WHERE app=? AND message_id=? AND device_id=? LIMIT 1",
+            (app, message_id, device),
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    async def add_receipt(
+        self, app: str, device: str, message_id: str, kind: str, action: str | None, ts: float
+    ) -> None:
+        """Record a displayed/clicked/dismissed receipt once per (message, device, kind)."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT OR IGNORE INTO receipts (app, message_id, device_id, kind, action, ts)"
+                " VALUES (?,?,?,?,?,?)",
+                (app, message_id, device, kind, action, ts),
+            )
+
+        await self._submit(write)
+
+    # --- events -------------------------------------------------------------------------------
+
+    async def insert_events(
+        self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
+    ) -> None:
+        """Store behaviour events; a resent event id is ignored."""
+        rows = [
+            (app, device, e.id, user_key, e.name, e.ts / 1000, json.dumps(e.props), now)
+            for e in events
+        ]
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT OR IGNORE INTO events (app, device_id, event_id, user_key, name, ts,"
+                " props, received_at) VALUES (?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+        await self._submit(write)
+
+    async def count_events(self, app: str) -> int:
+        """How many events an app has stored (tests, metrics)."""
+        async with self._conn.execute("SELECT COUNT(*) FROM events WHERE app=?", (app,)) as cur:
+            r = await cur.fetchone()
+        return int(r[0]) if r else 0
+
+    # --- inbox state --------------------------------------------------------------------------
+
+    async def inbox_update(
+        self, app: str, user_key: str, changes: Sequence[InboxChange]
+    ) -> tuple[int, list[InboxChange]]:
+        """Apply inbox changes; return the new version and the changes that took effect."""
+
+        async def write(db: aiosqlite.Connection) -> tuple[int, list[InboxChange]]:
+            return await _inbox_apply(db, app, user_key, changes)
+
+        result: tuple[int, list[InboxChange]] = await self._submit(write)
+        return result
+
+    async def inbox_since(self, app: str, user_key: str, ver: int) -> tuple[int, list[InboxChange]]:
+        """The user's inbox version and every change after ``ver``."""
+        async with self._conn.execute(
+            "SELECT message_id, state, ver FROM inbox_state WHERE app=? AND user_key=? AND ver>?"
+            " ORDER BY ver",
+            (app, user_key, ver),
+        ) as cur:
+            rows = await cur.fetchall()
+        async with self._conn.execute(
+            "SELECT inbox_ver FROM users WHERE app=? AND user_key=?", (app, user_key)
+        ) as cur:
+            r = await cur.fetchone()
+        current = int(r[0]) if r else 0
+        return current, [InboxChange(id=m, state=s, ver=v) for m, s, v in rows]
+
+
+async def _inbox_apply(
+    db: aiosqlite.Connection, app: str, user_key: str, changes: Sequence[InboxChange]
+) -> tuple[int, list[InboxChange]]:
+    async with db.execute(
+        "SELECT inbox_ver FROM users WHERE app=? AND user_key=?", (app, user_key)
+    ) as cur:
+        r = await cur.fetchone()
+    ver = int(r[0]) if r else 0
+    applied: list[InboxChange] = []
+    for change in changes:
+        async with db.execute(
+            "SELECT state FROM inbox_state WHERE app=? AND user_key=? AND message_id=?",
+            (app, user_key, change.id),
+        ) as cur:
+            old = await cur.fetchone()
+        if old is not None and (old[0] == "deleted" or old[0] == change.state):
+            continue  # deleted is final; an unchanged state needs no new version
+        ver += 1
+        await db.execute(
+            "INSERT INTO inbox_state (app, user_key, message_id, state, ver) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (app, user_key, message_id) DO UPDATE SET state=excluded.state,"
+            " ver=excluded.ver",
+            (app, user_key, change.id, change.state, ver),
+        )
+        applied.append(InboxChange(id=change.id, state=change.state, ver=ver))
+    if applied:
+        await db.execute(
+            "INSERT INTO users (app, user_key, inbox_ver, first_seen, last_seen)"
+            " VALUES (?,?,?,0,0) ON CONFLICT (app, user_key) DO UPDATE SET"
+            " inbox_ver=excluded.inbox_ver",
+            (app, user_key, ver),
+        )
+    return ver, applied
