@@ -52,6 +52,7 @@ class Session:
     """An authenticated device session: identity, delivery cursor and the write path."""
 
     __slots__ = (
+        "_closer",
         "_held",
         "_replaying",
         "app",
@@ -93,6 +94,7 @@ class Session:
         self.closing = False
         self._replaying = True
         self._held: list[tuple[int, bytes]] = []
+        self._closer: asyncio.Task[None] | None = None
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -152,7 +154,12 @@ class Session:
         if self.closing:
             return
         self.closing = True
-        asyncio.get_running_loop().create_task(_close(self.ws, code, reason))
+        self._closer = asyncio.get_running_loop().create_task(_close(self.ws, code, reason))
+
+    async def closed(self) -> None:
+        """Wait for a close started by :meth:`close` to finish."""
+        if self._closer is not None:
+            await self._closer
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:

@@ -89,12 +89,14 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
     # --- open phase: the pump -----------------------------------------------------------------
     try:
         async for data in ws:
+            if session.closing:
+                continue  # keep reading so the closing handshake is not stuck behind frames
             metrics.frames_in += 1
             if not session.limiter.allow(monotonic()):
                 metrics.rate_limited += 1
                 session.error(codes.ERR_RATE_LIMITED, "too many frames; slow down")
                 session.close(codes.CLOSE_RATE_LIMITED, "rate limited")
-                break
+                continue
             try:
                 if isinstance(data, str):
                     raise ProtocolError("frames are binary MessagePack, got a text message")
@@ -104,7 +106,7 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
                 metrics.protocol_errors += 1
                 session.error(exc.code, exc.reason)
                 session.close(codes.CLOSE_BAD_FRAME, exc.code)
-                break
+                continue
             try:
                 await node.dispatch(session, frame)
             except TidingsError as exc:
@@ -116,6 +118,8 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
         session.close(codes.CLOSE_INTERNAL, "internal error")
     finally:
         node.close_session(session)
+        # Returning from the handler would close with 1000: let our close code go out first.
+        await session.closed()
 
 
 async def _refuse(ws: ServerConnection, code: str, message: str, close_code: int) -> None:
