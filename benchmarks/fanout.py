@@ -76,6 +76,28 @@ async def _bare_device(url: str, ready: asyncio.Event, latencies: list[float]) -
         latencies.append(now * 1000 - sent_at)
 
 
+async def _raw_device(url: str, index: int, ready: asyncio.Event, latencies: list[float]) -> None:
+    """A bare protocol client: hello, then ack the first delivery (no SDK logic)."""
+    from websockets.asyncio.client import connect
+
+    from tidings.protocol import SUBPROTOCOL
+    from tidings.protocol.codec import decode_server, encode
+    from tidings.protocol.frames import Ack, Deliver, Hello
+    from tidings.protocol.tokens import mint_token
+
+    token = mint_token(secret="dev-secret", app="demo", device=f"d{index}", user=f"u{index}")
+    async with connect(url, subprotocols=[SUBPROTOCOL], compression=None, ping_interval=None) as ws:  # type: ignore[list-item]
+        await ws.send(encode(Hello(token=token)))
+        await ws.recv()  # welcome
+        ready.set()
+        while True:
+            frame = decode_server(await ws.recv())
+            if isinstance(frame, Deliver):
+                latencies.append(time.time() * 1000 - frame.msg.sent_at)
+                await ws.send(encode(Ack(seq=frame.seq)))
+                return
+
+
 async def _tidings_device(
     url: str, index: int, ready: asyncio.Event, latencies: list[float], done: asyncio.Event
 ) -> Any:
@@ -109,8 +131,13 @@ async def _worker_main(
 
     async def start_one(pos: int, index: int) -> Any:
         async with sem:
-            if kind == "bare":
-                tasks.append(asyncio.create_task(_bare_device(url, readies[pos], latencies)))
+            if kind in ("bare", "raw"):
+                coro = (
+                    _bare_device(url, readies[pos], latencies)
+                    if kind == "bare"
+                    else _raw_device(url, index, readies[pos], latencies)
+                )
+                tasks.append(asyncio.create_task(coro))
                 await readies[pos].wait()
                 return None
             return await _tidings_device(url, index, readies[pos], latencies, dones[pos])
@@ -226,7 +253,7 @@ def _http_json(url: str, body: dict[str, Any] | None = None, key: str | None = N
         return json.loads(resp.read())
 
 
-def run_tidings(n: int, workers: int) -> dict[str, Any]:
+def run_tidings(n: int, workers: int, client: str = "tidings") -> dict[str, Any]:
     """Start a gateway subprocess, connect n SDK devices, send one message to all of them."""
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,7 +268,7 @@ def run_tidings(n: int, workers: int) -> dict[str, Any]:
                     break
                 except OSError:
                     time.sleep(0.05)
-            procs = _spawn_workers("tidings", f"ws://127.0.0.1:{port}", n, workers)
+            procs = _spawn_workers(client, f"ws://127.0.0.1:{port}", n, workers)
             connect_s = _wait_connected(procs, n)
             users = [f"u{i}" for i in range(n)]
             t0 = time.perf_counter()
@@ -310,10 +337,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     parser.add_argument("--frame-size", type=int, default=260, help="bytes of the bare frame")
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument(
+        "--client",
+        choices=["tidings", "raw"],
+        default="tidings",
+        help="devices: the real SDK (default) or a bare protocol client",
+    )
     args = parser.parse_args(argv)
     raise_nofile()
     print(f"Tidings: {args.devices} SDK devices over {args.workers} worker processes", flush=True)
-    tid = run_tidings(args.devices, args.workers)
+    tid = run_tidings(args.devices, args.workers, args.client)
     print(f"Bare websockets broadcast: {args.devices} raw clients", flush=True)
     bare = run_bare(args.devices, args.workers, args.frame_size)
     ratio = tid["latency_ms"]["p99"] / bare["latency_ms"]["p99"]
