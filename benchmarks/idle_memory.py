@@ -1,0 +1,112 @@
+"""Gateway memory per idle connection: RSS with N welcomed, idle devices minus RSS with none.
+
+Usage::
+
+    .venv/bin/python benchmarks/idle_memory.py --devices 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from fanout import CONNECT_CONCURRENCY, _http_json, free_port, raise_nofile
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def _worker(url: str, indexes: list[int], ready: Any, stop: Any) -> None:
+    async def main() -> None:
+        from websockets.asyncio.client import connect
+
+        from tidings.protocol import SUBPROTOCOL
+        from tidings.protocol.codec import encode
+        from tidings.protocol.frames import Hello
+        from tidings.protocol.tokens import mint_token
+
+        raise_nofile()
+        sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        conns = []
+
+        async def one(i: int) -> None:
+            async with sem:
+                token = mint_token(secret="dev-secret", app="demo", device=f"d{i}", user=f"u{i}")
+                ws = await connect(url, subprotocols=[SUBPROTOCOL], compression=None)  # type: ignore[list-item]
+                await ws.send(encode(Hello(token=token)))
+                await ws.recv()
+                conns.append(ws)
+
+        await asyncio.gather(*(one(i) for i in indexes))
+        ready.send(len(conns))
+        await asyncio.to_thread(stop.recv)
+        for ws in conns:
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    raise_nofile()
+    port, admin = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "tidings", "gateway", "--port", str(port),
+               "--admin-port", str(admin), "--db", f"{tmp}/m.db"]  # fmt: skip
+        gateway = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                try:
+                    _http_json(f"http://127.0.0.1:{admin}/healthz")
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            # Warm the paths once (imports, first connection) before the baseline reading.
+            ctx = mp.get_context("spawn")
+            before = rss_kb(gateway.pid)
+            procs, readies, stops = [], [], []
+            for w in range(args.workers):
+                r_recv, r_send = ctx.Pipe(duplex=False)
+                s_recv, s_send = ctx.Pipe(duplex=False)
+                idx = list(range(w, args.devices, args.workers))
+                p = ctx.Process(
+                    target=_worker, args=(f"ws://127.0.0.1:{port}", idx, r_send, s_recv)
+                )
+                p.start()
+                procs.append(p)
+                readies.append(r_recv)
+                stops.append(s_send)
+            n = sum(r.recv() for r in readies)
+            time.sleep(1.0)
+            after = rss_kb(gateway.pid)
+            for s in stops:
+                s.send("stop")
+            for p in procs:
+                p.join(timeout=60)
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=30)
+    per = (after - before) / n
+    print(f"{n} idle devices: gateway RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB, "
+          f"{per:.1f} KiB per connection")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
