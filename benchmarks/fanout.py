@@ -78,12 +78,11 @@ async def _bare_device(url: str, ready: asyncio.Event, latencies: list[float]) -
 
 async def _raw_device(url: str, index: int, ready: asyncio.Event, latencies: list[float]) -> None:
     """A bare protocol client: hello, then ack the first delivery (no SDK logic)."""
-    from websockets.asyncio.client import connect
-
     from tidings.protocol import SUBPROTOCOL
     from tidings.protocol.codec import decode_server, encode
     from tidings.protocol.frames import Ack, Deliver, Hello
     from tidings.protocol.tokens import mint_token
+    from websockets.asyncio.client import connect
 
     token = mint_token(secret="dev-secret", app="demo", device=f"d{index}", user=f"u{index}")
     async with connect(url, subprotocols=[SUBPROTOCOL], compression=None, ping_interval=None) as ws:  # type: ignore[list-item]

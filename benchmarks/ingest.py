@@ -26,12 +26,11 @@ WINDOW = 4  # frames in flight per device
 
 
 async def _device(url: str, index: int, until: float, counts: list[int]) -> None:
-    from websockets.asyncio.client import connect
-
     from tidings.protocol import SUBPROTOCOL
     from tidings.protocol.codec import decode_server, encode
     from tidings.protocol.frames import Event, Events, Hello, Ok
     from tidings.protocol.tokens import mint_token
+    from websockets.asyncio.client import connect
 
     token = mint_token(secret="dev-secret", app="demo", device=f"d{index}", user=f"u{index}")
     async with connect(url, subprotocols=[SUBPROTOCOL], compression=None) as ws:  # type: ignore[list-item]
