@@ -1,0 +1,592 @@
+"""TidingsClient: the SDK facade an app embeds.
+
+The client keeps one WebSocket to the gateway (reconnecting forever with full-jitter backoff and
+resuming from its cursor), an outbox of requests that survives being offline (and restarts, with
+``store_path``), a local inbox, and the banner pipeline with on-device quiet hours and caps.
+Display is exactly-once: every message id is remembered before it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tidings.client_sdk.banners import BannerPolicy, decide, release
+from tidings.client_sdk.clock import Clock, SystemClock
+from tidings.client_sdk.errors import ClientClosed, Refused
+from tidings.client_sdk.inbox import DEFAULT_INBOX_LIMIT, Inbox, InboxItem
+from tidings.client_sdk.quiet_hours import QuietHours, zone
+from tidings.client_sdk.store import open_store
+from tidings.protocol import SUBPROTOCOL, codes, limits
+from tidings.protocol.backoff import Backoff
+from tidings.protocol.codec import decode_server, encode
+from tidings.protocol.errors import ProtocolError
+from tidings.protocol.frames import (
+    Ack,
+    Deliver,
+    DeviceInfo,
+    Error,
+    Event,
+    Events,
+    Frame,
+    GoAway,
+    Hello,
+    Identify,
+    InboxChange,
+    InboxState,
+    InboxUpdate,
+    Message,
+    Ok,
+    Ping,
+    Pong,
+    Prefs,
+    Receipt,
+    Revoke,
+    Welcome,
+)
+from tidings.protocol.state import SERVER_ALLOWED, Phase, advance
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.protocol import State
+
+__all__ = ["DEFAULT_MAX_OUTBOX", "ClientStats", "TidingsClient"]
+
+log = logging.getLogger(__name__)
+
+SDK_VERSION = "0.1.0"
+DEFAULT_MAX_OUTBOX = 10_000
+"""Queued requests kept while offline; the oldest events are dropped first beyond it."""
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters for apps, tests and the simulator."""
+
+    received: int = 0
+    duplicates: int = 0
+    displayed: int = 0
+    acks_sent: int = 0
+    reconnects: int = 0
+    events_dropped: int = 0
+
+
+def _local_tz() -> str:
+    try:
+        import tzlocal  # type: ignore[import-not-found]
+
+        return str(tzlocal.get_localzone_name())
+    except Exception:
+        return "UTC"
+
+
+class TidingsClient:
+    """Connects one app install ("device") to a Tidings gateway.
+
+    Args:
+        url: The gateway, e.g. ``"ws://127.0.0.1:8765"``.
+        token: A device token minted by the app's backend (``tidings token`` in development).
+        device_id: This install's id (must match the token's).
+        store_path: SQLite file for the inbox, cursor and offline queue; None keeps them in
+            memory.
+        quiet_hours: Hold banners during this local window; they land in the inbox silently and
+            the newest few are shown when it ends.
+        clock: Time source (inject a FakeClock to test or accelerate quiet hours and caps).
+        device_tz: The device's current IANA time zone (default UTC); change it with
+            :meth:`set_timezone`.
+        banner_policy: Local caps, minimum gap, urgent bypass (see :class:`BannerPolicy`).
+        max_outbox: Offline queue bound.
+        inbox_limit: Inbox bound.
+        backoff_base, backoff_cap: Reconnect backoff window, seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        device_id: str,
+        *,
+        store_path: str | None = None,
+        quiet_hours: QuietHours | None = None,
+        clock: Clock | None = None,
+        device_tz: str = "UTC",
+        platform: str = "python",
+        app_version: str = "",
+        locale: str = "",
+        banner_policy: BannerPolicy | None = None,
+        max_outbox: int = DEFAULT_MAX_OUTBOX,
+        inbox_limit: int = DEFAULT_INBOX_LIMIT,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        zone(device_tz)
+        self.url, self.token, self.device_id = url, token, device_id
+        self.quiet_hours = quiet_hours
+        self.clock: Clock = clock or SystemClock()
+        self.device_tz = device_tz
+        self.policy = banner_policy or BannerPolicy()
+        self.device_info = DeviceInfo(platform=platform, app_version=app_version, locale=locale,
+                                      tz=device_tz, sdk_version=SDK_VERSION)  # fmt: skip
+        self.max_outbox = max_outbox
+        self.stats = ClientStats()
+        self.inbox = Inbox(self, inbox_limit)
+        self.session: str | None = None
+        self.user: str | None = None
+        self.last_error: Exception | None = None
+        self._store = open_store(store_path)
+        self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._ws: ClientConnection | None = None
+        self._connected = asyncio.Event()
+        self._failed: Exception | None = None
+        self._failed_event = asyncio.Event()
+        self._closed = False
+        self._started = False
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._cursor = 0
+        self._acked = 0
+        self._inbox_ver = 0
+        self._shown_at: list[float] = []
+        self._outbox: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._next_entry = 1
+        self._inflight: dict[int, list[int]] = {}
+        self._rid = 0
+        self._flush_scheduled = False
+        self._ack_scheduled = False
+        self._goaway_ms: int | None = None
+        self._on_banner: list[Callable[..., Any]] = []
+        self._on_inbox: list[Callable[..., Any]] = []
+        self._on_message: list[Callable[..., Any]] = []
+        self._on_error: list[Callable[..., Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- callbacks ----------------------------------------------------------------------------
+
+    def on_banner(self, callback: Callable[[InboxItem], Any]) -> None:
+        """Call ``callback(item)`` when a banner should be shown now (sync or async)."""
+        self._on_banner.append(callback)
+
+    def on_inbox_change(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` whenever the inbox changed."""
+        self._on_inbox.append(callback)
+
+    def on_message(self, callback: Callable[[Message, float], Any]) -> None:
+        """Call ``callback(message, received_at)`` once for every new message received."""
+        self._on_message.append(callback)
+
+    def on_error(self, callback: Callable[[Exception], Any]) -> None:
+        """Call ``callback(error)`` for errors reported by the gateway or a refusal."""
+        self._on_error.append(callback)
+
+    def _fire(self, callbacks: list[Callable[..., Any]], *args: Any) -> None:
+        for cb in callbacks:
+            try:
+                result = cb(*args)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception:
+                log.exception("tidings: callback %r failed", cb)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _inbox_changed(self) -> None:
+        self._fire(self._on_inbox)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a session with the gateway is open."""
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Load local state and start connecting (returns at once; see wait_connected)."""
+        if self._closed:
+            raise ClientClosed("this client was closed; create a new one")
+        if self._started:
+            return
+        self._started = True
+        await self._store.open()
+        self._cursor = self._acked = await self._store.get("seq")
+        self._inbox_ver = await self._store.get("inbox_ver")
+        self.inbox._load([InboxItem.from_json(d) for d in await self._store.load_items()])
+        for entry_id, entry in await self._store.outbox_load():
+            self._outbox[entry_id] = entry
+            self._next_entry = max(self._next_entry, entry_id + 1)
+        self._task = asyncio.create_task(self._run(), name=f"tidings-{self.device_id}")
+        self._reschedule()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until welcomed by the gateway; raise Refused if it refused the device."""
+        if self._failed is not None:
+            raise self._failed
+        failed = asyncio.ensure_future(self._failed_event.wait())
+        ok = asyncio.ensure_future(self._connected.wait())
+        try:
+            done, _ = await asyncio.wait({ok, failed}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            ok.cancel()
+            failed.cancel()
+        if self._failed is not None:
+            raise self._failed
+        if not done:
+            raise TimeoutError(f"not connected to {self.url} within {timeout} s")
+
+    async def close(self) -> None:
+        """Flush acks, close the connection and the local store."""
+        if self._closed:
+            return
+        self._closed = True
+        self._failed_event.set()
+        self._flush_ack()
+        for task in (self._task, self._timer, *self._tasks):
+            if task is not None:
+                task.cancel()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2)
+        for task in (self._task, self._timer):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._connected.clear()
+        if self._started:
+            await self._store.close()
+
+    async def __aenter__(self) -> TidingsClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- the app's actions --------------------------------------------------------------------
+
+    def track(self, name: str, props: dict[str, Any] | None = None) -> None:
+        """Record a behaviour event; never blocks and never fails when offline."""
+        event = {"k": "event", "id": uuid.uuid4().hex, "name": name,
+                 "ts": int(self.clock.now() * 1000), "props": props or {}}  # fmt: skip
+        self._queue(event)
+
+    async def identify(self, user: str | None, attrs: dict[str, Any] | None = None) -> None:
+        """Set profile attributes of this device's user (must be the token's user)."""
+        self._queue({"k": "identify", "user": user, "attrs": attrs or {}})
+
+    async def set_preferences(self, *, marketing: bool | None = None) -> None:
+        """Opt in or out of marketing messages (transactional ones always arrive)."""
+        if marketing is not None:
+            self._queue({"k": "prefs", "categories": {"marketing": marketing}})
+
+    async def click(self, item_id: str, action: str | None = None) -> None:
+        """Report a click (with the action id) and mark the item read."""
+        self._receipt(item_id, "clicked", action)
+        await self.inbox.mark_read(item_id)
+
+    async def dismiss(self, item_id: str) -> None:
+        """Report that the banner was dismissed."""
+        self._receipt(item_id, "dismissed", None)
+        await self.inbox.set_held(item_id, False)
+
+    def set_timezone(self, tz: str) -> None:
+        """The device moved to another time zone: quiet hours follow it."""
+        zone(tz)
+        self.device_tz = tz
+        self._reschedule()
+
+    def _receipt(self, item_id: str, kind: str, action: str | None) -> None:
+        self._queue({"k": "receipt", "id": item_id, "kind": kind, "action": action,
+                     "ts": int(self.clock.now() * 1000)})  # fmt: skip
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def _queue(self, entry: dict[str, Any]) -> None:
+        if self._closed:
+            raise ClientClosed("this client was closed")
+        entry_id = self._next_entry
+        self._next_entry += 1
+        self._outbox[entry_id] = entry
+        while len(self._outbox) > self.max_outbox:
+            victim = next((k for k, e in self._outbox.items() if e["k"] == "event"), None)
+            victim = victim if victim is not None else next(iter(self._outbox))
+            del self._outbox[victim]
+            self.stats.events_dropped += 1
+        if self._started:
+            self._spawn(self._store.outbox_add(entry_id, entry))
+        if not self._flush_scheduled and self.connected:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        self._flush_scheduled = False
+        if not self.connected:
+            return
+        sending = {i for ids in self._inflight.values() for i in ids}
+        events: list[tuple[int, Event]] = []
+        for entry_id, e in list(self._outbox.items()):
+            if entry_id in sending:
+                continue
+            if e["k"] == "event":
+                events.append((entry_id, Event(id=e["id"], name=e["name"], ts=e["ts"],
+                                               props=e["props"])))  # fmt: skip
+                if len(events) == limits.MAX_EVENTS_PER_BATCH:
+                    self._send_events(events)
+                    events = []
+                continue
+            rid = self._next_rid()
+            frame: Frame
+            if e["k"] == "identify":
+                frame = Identify(rid=rid, user=e["user"], attrs=e["attrs"])
+            elif e["k"] == "prefs":
+                frame = Prefs(rid=rid, categories=e["categories"])
+            elif e["k"] == "receipt":
+                frame = Receipt(rid=rid, id=e["id"], kind=e["kind"], ts=e["ts"], action=e["action"])
+            else:
+                frame = InboxUpdate(rid=rid, changes=(InboxChange(id=e["id"], state=e["state"]),))
+            self._inflight[rid] = [entry_id]
+            self._write(frame)
+        if events:
+            self._send_events(events)
+
+    def _send_events(self, events: list[tuple[int, Event]]) -> None:
+        rid = self._next_rid()
+        self._inflight[rid] = [i for i, _ in events]
+        self._write(Events(rid=rid, events=tuple(e for _, e in events)))
+
+    def _next_rid(self) -> int:
+        self._rid += 1
+        return self._rid
+
+    async def _answered(self, rid: int | None) -> None:
+        ids = self._inflight.pop(rid, []) if rid is not None else []
+        for entry_id in ids:
+            self._outbox.pop(entry_id, None)
+        if ids:
+            await self._store.outbox_remove(ids)
+
+    # --- the connection -----------------------------------------------------------------------
+
+    def _write(self, frame: Frame) -> None:
+        """Write a frame now, in order, without a task (like the gateway does)."""
+        ws = self._ws
+        if ws is None or ws.protocol.state is not State.OPEN:
+            return
+        try:
+            ws.protocol.send_binary(encode(frame))
+            ws.send_data()
+        except Exception as exc:  # the transport is going away; the reader will notice
+            log.debug("tidings: write failed: %s", exc)
+
+    async def _run(self) -> None:
+        while not self._closed:
+            close_code: int | None = None
+            try:
+                async with connect(self.url, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                                   compression=None, max_size=limits.MAX_FRAME_BYTES * 4,
+                                   open_timeout=HANDSHAKE_TIMEOUT_S,
+                                   close_timeout=2) as ws:  # fmt: skip
+                    self._ws = ws
+                    try:
+                        await self._session(ws)
+                    finally:
+                        close_code = ws.close_code
+            except Refused as exc:
+                self._refused(exc)
+                return
+            except (
+                OSError,
+                ConnectionClosed,
+                InvalidHandshake,
+                TimeoutError,
+                ProtocolError,
+            ) as exc:
+                log.debug("tidings: connection to %s lost: %s", self.url, exc)
+                if self._ws is not None:
+                    close_code = self._ws.close_code
+            finally:
+                self._ws = None
+                self._connected.clear()
+                self._inflight.clear()
+            if self._closed:
+                return
+            if codes.is_terminal(close_code):
+                self._refused(Refused(f"the gateway refused this device (close {close_code})",
+                                      close_code=close_code))  # fmt: skip
+                return
+            self.stats.reconnects += 1
+            if self._goaway_ms is not None:
+                delay, self._goaway_ms = self._goaway_ms / 1000 * _jitter(), None
+            else:
+                delay = self._backoff.next_delay()
+            await asyncio.sleep(delay)
+
+    def _refused(self, exc: Refused) -> None:
+        self._failed = self.last_error = exc
+        self._failed_event.set()
+        self._fire(self._on_error, exc)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        hello = Hello(token=self.token, device=self.device_info, resume=self._cursor,
+                      inbox_ver=self._inbox_ver)  # fmt: skip
+        await ws.send(encode(hello))
+        phase = Phase.HANDSHAKE
+        data = await asyncio.wait_for(_recv(ws), HANDSHAKE_TIMEOUT_S)
+        first = decode_server(data)
+        phase = advance(SERVER_ALLOWED, phase, first)
+        if isinstance(first, Error):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 5)
+            raise Refused(first.message, close_code=ws.close_code, code=first.code)
+        if not isinstance(first, Welcome):
+            return
+        self.session, self.user = first.session, first.user
+        self._backoff.reset()
+        self._connected.set()
+        self._flush_outbox()
+        async for message in ws:
+            if isinstance(message, str):
+                raise ProtocolError("the gateway sent a text message")
+            frame = decode_server(message)
+            phase = advance(SERVER_ALLOWED, phase, frame)
+            await self._on_frame(frame)
+
+    async def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Deliver):
+            await self._on_deliver(frame)
+        elif isinstance(frame, Ok):
+            await self._answered(frame.rid)
+        elif isinstance(frame, Error):
+            await self._answered(frame.rid)
+            self.last_error = Exception(f"{frame.code}: {frame.message}")
+            self._fire(self._on_error, self.last_error)
+        elif isinstance(frame, Revoke):
+            for message_id in frame.ids:
+                await self.inbox.remove(message_id)
+        elif isinstance(frame, InboxState):
+            for change in frame.changes:
+                await self.inbox.apply(change)
+            self._inbox_ver = max(self._inbox_ver, frame.ver)
+            await self._store.put("inbox_ver", self._inbox_ver)
+        elif isinstance(frame, Ping):
+            self._write(Pong(ts=frame.ts))
+        elif isinstance(frame, GoAway):
+            self._goaway_ms = frame.reconnect_ms
+
+    async def _on_deliver(self, frame: Deliver) -> None:
+        msg = frame.msg
+        if self._store.seen(msg.id) or self.inbox.get(msg.id) is not None:
+            self.stats.duplicates += 1
+        else:
+            received = time.time()
+            await self._store.add_seen(msg.id)
+            self.stats.received += 1
+            self._fire(self._on_message, msg, received)
+            await self._accept(msg)
+        self._cursor = max(self._cursor, frame.seq)
+        await self._store.put("seq", self._cursor)
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_ack)
+
+    def _flush_ack(self) -> None:
+        self._ack_scheduled = False
+        if self._cursor > self._acked and self.connected:
+            self._write(Ack(seq=self._cursor))
+            self._acked = self._cursor
+            self.stats.acks_sent += 1
+
+    # --- banners ------------------------------------------------------------------------------
+
+    async def _accept(self, msg: Message) -> None:
+        now = self.clock.now()
+        if msg.expires_at and msg.expires_at <= now * 1000:
+            return  # expired: never stored, never shown
+        item = InboxItem.from_message(msg, now)
+        if msg.kind == "inbox":
+            await self.inbox.add(item)
+            return
+        verdict = decide(msg, now, policy=self.policy, quiet=self.quiet_hours,
+                         device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
+        await self.inbox.add(item if verdict != "hold" else _held(item))
+        if verdict == "show":
+            self._show(item)
+        elif verdict == "hold":
+            self._reschedule()
+
+    def _show(self, item: InboxItem) -> None:
+        now = self.clock.now()
+        self._shown_at = [t for t in self._shown_at if now - t < 3600] + [now]
+        self.stats.displayed += 1
+        self._fire(self._on_banner, item)
+        self._receipt(item.id, "displayed", None)
+
+    def _reschedule(self) -> None:
+        """(Re)arm the timer that releases held banners."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._started or self._closed or not self.inbox.held():
+            return
+        self._timer = asyncio.get_running_loop().create_task(self._release_later())
+
+    async def _release_later(self) -> None:
+        while self.inbox.held():
+            now = self.clock.now()
+            if self.quiet_hours is not None and self.quiet_hours.is_quiet(now, self.device_tz):
+                await self.clock.sleep(
+                    self.quiet_hours.window_end(now, self.device_tz) - now + 0.001
+                )
+                continue
+            wait = self._cap_wait(now)
+            if wait > 0:
+                await self.clock.sleep(wait)
+                continue
+            held = self.inbox.held()
+            to_show, rest = release([i.to_message() for i in held], now, policy=self.policy)
+            shown = {m.id for m in to_show}
+            for item in held:
+                await self.inbox.set_held(item.id, False)
+            for item in sorted(held, key=lambda i: (i.created_at, i.id), reverse=True):
+                if item.id in shown:
+                    self._show(item)
+            del rest
+            return
+
+    def _cap_wait(self, now: float) -> float:
+        if not self._shown_at:
+            return 0.0
+        waits = [max(self._shown_at) + self.policy.min_gap_s - now]
+        recent = sorted(t for t in self._shown_at if now - t < 3600)
+        if self.policy.max_per_hour is not None and len(recent) >= self.policy.max_per_hour:
+            waits.append(recent[len(recent) - self.policy.max_per_hour] + 3600 - now)
+        return max(0.0, *waits)
+
+
+async def _recv(ws: ClientConnection) -> bytes:
+    data = await ws.recv()
+    if isinstance(data, str):
+        raise ProtocolError("the gateway sent a text message")
+    return data
+
+
+def _held(item: InboxItem) -> InboxItem:
+    from dataclasses import replace
+
+    return replace(item, held=True)
+
+
+def _jitter() -> float:
+    import random
+
+    return 0.5 + random.random()
