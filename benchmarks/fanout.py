@@ -106,11 +106,11 @@ async def _tidings_device(
     token = mint_token(secret="dev-secret", app="demo", device=f"d{index}", user=f"u{index}")
     client = TidingsClient(url=url, token=token, device_id=f"d{index}", store_path=None)
 
-    def on_banner(banner: Any) -> None:
-        latencies.append(time.time() * 1000 - banner.sent_at)
+    def on_message(msg: Any, received_at: float) -> None:
+        latencies.append(received_at * 1000 - msg.sent_at)
         done.set()
 
-    client.on_banner(on_banner)
+    client.on_message(on_message)
     await client.start()
     await client.wait_connected(timeout=60)
     ready.set()
