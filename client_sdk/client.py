@@ -210,6 +210,11 @@ class TidingsClient:
         """True while a session with the gateway is open."""
         return self._connected.is_set()
 
+    @property
+    def pending_requests(self) -> int:
+        """Requests (events, receipts, ...) not yet confirmed by the gateway."""
+        return len(self._outbox)
+
     async def start(self) -> None:
         """Load local state and start connecting (returns at once; see wait_connected)."""
         if self._closed:

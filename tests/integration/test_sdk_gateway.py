@@ -340,3 +340,45 @@ async def test_gateway_killed_after_accepting_a_send_delivers_exactly_once_after
         await client.close()
         gw.terminate()
         gw.wait(timeout=10)
+
+
+async def test_events_tracked_offline_survive_a_restart_and_are_stored_once(
+    gateway: Node, mint: Mint, tmp_path: Path, loop_errors: list[object]
+) -> None:
+    store = str(tmp_path / "app.db")
+    offline = TidingsClient(url=f"ws://127.0.0.1:{_free_port()}", token=mint("d1", user="u1"),
+                            device_id="d1", store_path=store, backoff_cap=0.1)  # fmt: skip
+    await offline.start()
+    for i in range(3):
+        offline.track("view_content", {"category": "sports", "i": i})
+    await offline.identify("u1", {"first_name": "Li"})
+    await asyncio.sleep(0.05)
+    await offline.close()
+    for _ in range(2):  # the second start must not send anything again
+        online = TidingsClient(url=f"ws://127.0.0.1:{gateway.port}", token=mint("d1", user="u1"),
+                               device_id="d1", store_path=store)  # fmt: skip
+        await online.start()
+        await online.wait_connected(timeout=timeout(5))
+        deadline = time.monotonic() + timeout(5)
+        while online.pending_requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await online.close()
+    await gateway.store.flush()
+    import sqlite3
+
+    with sqlite3.connect(gateway.config.db) as db:
+        assert db.execute("SELECT COUNT(*) FROM events WHERE device_id='d1'").fetchone() == (3,)
+        attrs = db.execute("SELECT attrs FROM users WHERE user_key='u1'").fetchone()
+    assert json.loads(attrs[0]) == {"first_name": "Li"}
+
+
+async def test_a_device_traveling_moves_its_quiet_hours(gateway: Node, devices: Any) -> None:
+    shanghai_night = dt.datetime(2026, 11, 22, 23, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    clock = FakeClock(shanghai_night.timestamp())
+    phone = await devices("phone", user="u1", clock=clock, device_tz="Asia/Shanghai",
+                          quiet_hours=QuietHours("22:00", "08:00"))  # fmt: skip
+    await gateway.send(SendRequest(app="demo", users=("u1",), title="t", body="b", ttl=86400 * 30))
+    await phone.until(lambda: bool(phone.client.inbox.items()))
+    assert phone.banners == []
+    phone.client.set_timezone("Europe/London")  # 15:00 there: not quiet any more
+    await phone.until(lambda: len(phone.banners) == 1)
