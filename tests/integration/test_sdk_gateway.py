@@ -382,3 +382,29 @@ async def test_a_device_traveling_moves_its_quiet_hours(gateway: Node, devices: 
     assert phone.banners == []
     phone.client.set_timezone("Europe/London")  # 15:00 there: not quiet any more
     await phone.until(lambda: len(phone.banners) == 1)
+
+
+def test_the_synchronous_wrapper_receives_and_reads_without_an_event_loop(tmp_path: Path) -> None:
+    from tidings.client_sdk import SyncTidingsClient
+
+    db, port, admin = tmp_path / "gw.db", _free_port(), _free_port()
+    gw = _start_gateway(db, port, admin)
+    try:
+        token = mint_token(secret="dev-secret", app="demo", device="kiosk", user="u9")
+        banners: list[Any] = []
+        with SyncTidingsClient(url=f"ws://127.0.0.1:{port}", token=token,
+                               device_id="kiosk") as client:  # fmt: skip
+            client.on_banner(banners.append)
+            body = {"app": "demo", "to": {"users": ["u9"]}, "kind": "both", "title": "Hi",
+                    "body": "sync", "category": "transactional"}  # fmt: skip
+            sent = _post(admin, body)
+            deadline = time.monotonic() + timeout(5)
+            while not banners and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert [b.id for b in banners] == [sent["message_id"]]
+            client.mark_read(sent["message_id"])
+            assert [i.read for i in client.inbox_items()] == [True]
+            client.track("opened_app")
+    finally:
+        gw.terminate()
+        gw.wait(timeout=10)
