@@ -44,6 +44,17 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (graceful shutdown), then SIGKILL if it takes more than 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        print("  (gateway did not stop within 30 s; killed)", flush=True)
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -286,8 +297,7 @@ def run_tidings(n: int, workers: int, client: str = "tidings") -> dict[str, Any]
             api_ms = (time.perf_counter() - t0) * 1000
             latencies = _collect(procs)
         finally:
-            gateway.terminate()
-            gateway.wait(timeout=30)
+            stop_process(gateway)
     return {
         "connect_s": connect_s,
         "api_ms": api_ms,

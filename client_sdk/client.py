@@ -65,6 +65,8 @@ SDK_VERSION = "0.1.0"
 DEFAULT_MAX_OUTBOX = 10_000
 """Queued requests kept while offline; the oldest events are dropped first beyond it."""
 HANDSHAKE_TIMEOUT_S = 10.0
+DEFAULT_FLUSH_DELAY_S = 0.1
+"""Seconds queued requests wait so that a burst leaves as one batch."""
 
 
 @dataclass(slots=True)
@@ -106,6 +108,7 @@ class TidingsClient:
         max_outbox: Offline queue bound.
         inbox_limit: Inbox bound.
         backoff_base, backoff_cap: Reconnect backoff window, seconds.
+        flush_delay: Seconds a queued request waits so that bursts are batched.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class TidingsClient:
         inbox_limit: int = DEFAULT_INBOX_LIMIT,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        flush_delay: float = DEFAULT_FLUSH_DELAY_S,
     ) -> None:
         zone(device_tz)
         self.url, self.token, self.device_id = url, token, device_id
@@ -136,6 +140,7 @@ class TidingsClient:
         self.device_info = DeviceInfo(platform=platform, app_version=app_version, locale=locale,
                                       tz=device_tz, sdk_version=SDK_VERSION)  # fmt: skip
         self.max_outbox = max_outbox
+        self.flush_delay = flush_delay
         self.stats = ClientStats()
         self.inbox = Inbox(self, inbox_limit)
         self.session: str | None = None
@@ -327,11 +332,12 @@ class TidingsClient:
             victim = victim if victim is not None else next(iter(self._outbox))
             del self._outbox[victim]
             self.stats.events_dropped += 1
-        if self._started:
+        if self._started and self._store.persistent:
             self._spawn(self._store.outbox_add(entry_id, entry))
         if not self._flush_scheduled and self.connected:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_outbox)
+            # Coalesce: a burst of track() calls or receipts leaves in one batch.
+            asyncio.get_running_loop().call_later(self.flush_delay, self._flush_outbox)
 
     def _flush_outbox(self) -> None:
         self._flush_scheduled = False

@@ -23,6 +23,8 @@ DEFAULT_SEEN_LIMIT = 10_000
 class LocalStore(Protocol):
     """What the client persists between runs."""
 
+    persistent: bool
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def get(self, key: str, default: int = 0) -> int: ...
@@ -39,6 +41,8 @@ class LocalStore(Protocol):
 
 class MemoryStore:
     """Everything in memory; nothing survives the process."""
+
+    persistent = False
 
     def __init__(self, seen_limit: int = DEFAULT_SEEN_LIMIT) -> None:
         self._kv: dict[str, int] = {}
@@ -95,6 +99,8 @@ CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 
 class SqliteStore(MemoryStore):
     """The same, persisted in one SQLite file through aiosqlite."""
+
+    persistent = True
 
     def __init__(self, path: str, seen_limit: int = DEFAULT_SEEN_LIMIT) -> None:
         super().__init__(seen_limit)
