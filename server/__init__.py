@@ -1,0 +1,8 @@
+"""The Tidings gateway: node (hub + broker + store), configuration, admin API, campaign engine."""
+
+from __future__ import annotations
+
+from tidings.server.config import AppConfig, GatewayConfig, load_config
+from tidings.server.node import Node, SendRequest, SendResult
+
+__all__ = ["AppConfig", "GatewayConfig", "Node", "SendRequest", "SendResult", "load_config"]

@@ -1,0 +1,81 @@
+"""Layering rules of the code base, checked on the source (STYLE.md §1, §9)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imports_of(folder: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for f in (ROOT / folder).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        out[str(f.relative_to(ROOT))] = names
+    return out
+
+
+def offenders(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path}: {name}"
+        for path, names in imports_of(folder).items()
+        for name in names
+        if name == forbidden
+        or (
+            name.startswith(forbidden)
+            and any(name == f or name.startswith(f + ".") for f in forbidden)
+        )
+    ]
+
+
+def test_protocol_is_sans_io_stdlib_and_msgpack_only() -> None:
+    allowed = set(sys.stdlib_module_names) | {"msgpack", "tidings"}
+    bad = [
+        f"{path}: {name}"
+        for path, names in imports_of("protocol").items()
+        for name in names
+        if name.split(".")[0] not in allowed
+        or name.split(".")[0] in {"asyncio", "socket", "selectors"}
+        or name.startswith(("tidings.server", "tidings.client_sdk", "tidings.simulator"))
+    ]
+    assert not bad
+
+
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [
+        ("client_sdk", ("tidings.server", "tidings.simulator", "fastapi", "uvicorn", "jinja2")),
+        ("server", ("tidings.client_sdk", "tidings.simulator", "textual")),
+    ],
+)
+def test_packages_do_not_reach_across_layers(folder: str, forbidden: tuple[str, ...]) -> None:
+    assert not offenders(folder, forbidden)
+
+
+def test_the_simulator_engine_does_not_import_textual() -> None:
+    if (ROOT / "simulator" / "engine").exists():
+        assert not offenders("simulator/engine", ("textual",))
+
+
+def test_sql_lives_only_under_server_storage() -> None:
+    bad = []
+    for f in (ROOT / "server").rglob("*.py"):
+        if "storage" in f.relative_to(ROOT / "server").parts:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value.upper()
+                if any(
+                    k in text for k in ("SELECT ", "INSERT INTO", "DELETE FROM", "UPDATE ")
+                ) and (" FROM " in text or "INTO " in text or " SET " in text):
+                    bad.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert not bad
