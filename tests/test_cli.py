@@ -328,3 +328,14 @@ def test_gateway_on_a_port_in_use_exits_2(gateway: Gateway, tmp_path: Path) -> N
             process.kill()
     err = stderr_path.read_text()
     assert "--admin-port" in err and port in err
+
+
+def test_demo_runs_a_gateway_and_a_device_that_shows_the_welcome_banner(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tidings", "demo", "--port", "0", "--admin-port", "0",
+         "--db", str(tmp_path / "demo.db"), "--seconds", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "BANNER" in result.stdout and "Welcome to Tidings" in result.stdout
+    assert "tidings send" in result.stdout
