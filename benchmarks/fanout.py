@@ -55,6 +55,23 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def start_gateway(db: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start ``tidings gateway`` on free ports with ``db``; return it once /healthz answers."""
+    port, admin = free_port(), free_port()
+    cmd = [sys.executable, "-m", "tidings", "gateway", "--port", str(port)]
+    cmd += ["--admin-port", str(admin), "--db", db]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(400):
+        try:
+            _http_json(f"http://127.0.0.1:{admin}/healthz")
+            return proc, port, admin
+        except OSError:
+            time.sleep(0.05)
+    stop_process(proc)
+    raise RuntimeError("the gateway did not start within 20 s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -265,19 +282,9 @@ def _http_json(url: str, body: dict[str, Any] | None = None, key: str | None = N
 
 def run_tidings(n: int, workers: int, client: str = "tidings") -> dict[str, Any]:
     """Start a gateway subprocess, connect n SDK devices, send one message to all of them."""
-    port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "tidings", "gateway", "--port", str(port)]
-        cmd += ["--admin-port", str(admin), "--db", f"{tmp}/bench.db"]
-        gateway = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        gateway, port, admin = start_gateway(f"{tmp}/bench.db")
         try:
-            for _ in range(200):
-                try:
-                    _http_json(f"http://127.0.0.1:{admin}/healthz")
-                    break
-                except OSError:
-                    time.sleep(0.05)
             procs = _spawn_workers(client, f"ws://127.0.0.1:{port}", n, workers)
             connect_s = _wait_connected(procs, n)
             users = [f"u{i}" for i in range(n)]

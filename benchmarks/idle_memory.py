@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
-from fanout import CONNECT_CONCURRENCY, _http_json, free_port, raise_nofile
+from fanout import (
+    CONNECT_CONCURRENCY,
+    raise_nofile,
+    start_gateway,
+    stop_process,
+)
 
 
 def rss_kb(pid: int) -> int:
@@ -64,18 +68,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     raise_nofile()
-    port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "tidings", "gateway", "--port", str(port),
-               "--admin-port", str(admin), "--db", f"{tmp}/m.db"]  # fmt: skip
-        gateway = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        gateway, port, _admin = start_gateway(f"{tmp}/m.db")
         try:
-            for _ in range(200):
-                try:
-                    _http_json(f"http://127.0.0.1:{admin}/healthz")
-                    break
-                except OSError:
-                    time.sleep(0.05)
             # Warm the paths once (imports, first connection) before the baseline reading.
             ctx = mp.get_context("spawn")
             before = rss_kb(gateway.pid)
@@ -99,8 +94,7 @@ def main() -> int:
             for p in procs:
                 p.join(timeout=60)
         finally:
-            gateway.terminate()
-            gateway.wait(timeout=30)
+            stop_process(gateway)
     per = (after - before) / n
     print(f"{n} idle devices: gateway RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB, "
           f"{per:.1f} KiB per connection")  # fmt: skip

@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from fanout import _http_json, free_port, raise_nofile
+from fanout import raise_nofile, start_gateway, stop_process
 
 WINDOW = 4  # frames in flight per device
 
@@ -76,21 +76,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    import subprocess
 
-    port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         db = f"{tmp}/ingest.db"
-        cmd = [sys.executable, "-m", "tidings", "gateway", "--port", str(port),
-               "--admin-port", str(admin), "--db", db]  # fmt: skip
-        gateway = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        gateway, port, _admin = start_gateway(db)
         try:
-            for _ in range(200):
-                try:
-                    _http_json(f"http://127.0.0.1:{admin}/healthz")
-                    break
-                except OSError:
-                    time.sleep(0.05)
             ctx = mp.get_context("spawn")
             pipes, procs = [], []
             t0 = time.perf_counter()
@@ -108,8 +98,7 @@ def main() -> int:
             for p in procs:
                 p.join()
         finally:
-            gateway.terminate()
-            gateway.wait(timeout=30)
+            stop_process(gateway)
         stored = sqlite3.connect(db).execute("SELECT COUNT(*) FROM events").fetchone()[0]
     print(f"{args.devices} devices, {args.seconds:.0f} s: {acked:,} events acknowledged, "
           f"{stored:,} stored")  # fmt: skip
