@@ -54,52 +54,44 @@ class Store(Protocol):
     async def flush(self) -> None: ...
 
     async def upsert_device(self, row: DeviceRow) -> DeviceRow: ...
-    async def _select_in(self, sql: str, app: str, values: Sequence[str]) -> list[Any]:
-        """Run ``sql`` (with ``{marks}`` for the IN list) over ``values`` in chunks."""
-        rows: list[Any] = []
-        for chunk in _chunks(list(values)):
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(sql.format(marks=marks), (app, *chunk)) as cur:
-                rows.extend(await cur.fetchall())
-        return rows
-
-    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user_id) of every known device of these users."""
-        rows = await self._select_in(
-            "SELECT device_id, user_id FROM devices WHERE app=? AND user_id IN ({marks})",
-            app,
-            users,
-        )
-        return [(r[0], r[1]) for r in rows]
-
-    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user key) of the listed devices that exist."""
-        rows = await self._select_in(
-            "SELECT device_id, user_id FROM devices WHERE app=? AND device_id IN ({marks})",
-            app,
-            devices,
-        )
-        return [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
-
-    async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]:
-        """Highest sequence number queued so far for each device."""
-        rows = await self._select_in(
-            "SELECT device_id, last_seq FROM devices WHERE app=? AND device_id IN ({marks})",
-            app,
-            devices,
-        )
-        return {r[0]: int(r[1]) for r in rows}
-
-    async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]:
-        """The users among ``user_keys`` who opted out of marketing."""
-        rows = await self._select_in(
-            "SELECT user_key FROM users WHERE app=? AND marketing_opt_out=1"
-            " AND user_key IN ({marks})",
-            app,
-            user_keys,
-        )
-        return {r[0] for r in rows}
-
+    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]: ...
+    async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]: ...
+    async def store_message(
+        self,
+        *,
+        app: str,
+        message_id: str,
+        fields: dict[str, Any],
+        wire: bytes,
+        deliveries: Sequence[tuple[str, int]],
+        collapse_key: str | None,
+    ) -> None: ...
+    async def pending(
+        self, app: str, device: str, after: int, now: float
+    ) -> list[PendingDelivery]: ...
+    async def ack(self, app: str, device: str, seq: int) -> None: ...
+    async def revoke(self, app: str, message_id: str) -> list[tuple[str, str]] | None: ...
+    async def insert_events(
+        self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
+    ) -> None: ...
+    async def merge_attrs(
+        self, app: str, user_key: str, attrs: dict[str, Any], now: float
+    ) -> None: ...
+    async def set_consent(
+        self, app: str, user_key: str, categories: dict[str, bool], now: float
+    ) -> None: ...
+    async def was_delivered(self, app: str, device: str, message_id: str) -> bool: ...
+    async def add_receipt(
+        self, app: str, device: str, message_id: str, kind: str, action: str | None, ts: float
+    ) -> None: ...
+    async def inbox_update(
+        self, app: str, user_key: str, changes: Sequence[InboxChange]
+    ) -> tuple[int, list[InboxChange]]: ...
+    async def inbox_since(
+        self, app: str, user_key: str, ver: int
+    ) -> tuple[int, list[InboxChange]]: ...
     async def user(self, app: str, user_key: str) -> UserRow | None: ...
 
 
@@ -256,54 +248,51 @@ class SqliteStore:
         result: DeviceRow = await self._submit(write)
         return result
 
+    async def _select_in(self, sql: str, app: str, values: Sequence[str]) -> list[Any]:
+        """Run ``sql`` (with ``{marks}`` for the IN list) over ``values`` in chunks."""
+        rows: list[Any] = []
+        for chunk in _chunks(list(values)):
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(sql.format(marks=marks), (app, *chunk)) as cur:
+                rows.extend(await cur.fetchall())
+        return rows
+
     async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
         """(device_id, user_id) of every known device of these users."""
-        out: list[tuple[str, str]] = []
-        for chunk in _chunks(list(users)):
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(
-                f"SELECT device_id, user_id FROM devices WHERE app=? AND user_id IN ({marks})",
-                (app, *chunk),
-            ) as cur:
-                out.extend((r[0], r[1]) for r in await cur.fetchall())
-        return out
+        rows = await self._select_in(
+            "SELECT device_id, user_id FROM devices WHERE app=? AND user_id IN ({marks})",
+            app,
+            users,
+        )
+        return [(r[0], r[1]) for r in rows]
 
     async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]:
         """(device_id, user key) of the listed devices that exist."""
-        out: list[tuple[str, str]] = []
-        for chunk in _chunks(list(devices)):
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(
-                f"SELECT device_id, user_id FROM devices WHERE app=? AND device_id IN ({marks})",
-                (app, *chunk),
-            ) as cur:
-                out.extend((r[0], r[1] or anonymous_key(r[0])) for r in await cur.fetchall())
-        return out
+        rows = await self._select_in(
+            "SELECT device_id, user_id FROM devices WHERE app=? AND device_id IN ({marks})",
+            app,
+            devices,
+        )
+        return [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
 
     async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]:
         """Highest sequence number queued so far for each device."""
-        out: dict[str, int] = {}
-        for chunk in _chunks(list(devices)):
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(
-                f"SELECT device_id, last_seq FROM devices WHERE app=? AND device_id IN ({marks})",
-                (app, *chunk),
-            ) as cur:
-                out.update({r[0]: int(r[1]) for r in await cur.fetchall()})
-        return out
+        rows = await self._select_in(
+            "SELECT device_id, last_seq FROM devices WHERE app=? AND device_id IN ({marks})",
+            app,
+            devices,
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]:
         """The users among ``user_keys`` who opted out of marketing."""
-        out: set[str] = set()
-        for chunk in _chunks(list(user_keys)):
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(
-                f"SELECT user_key FROM users WHERE app=? AND marketing_opt_out=1"
-                f" AND user_key IN ({marks})",
-                (app, *chunk),
-            ) as cur:
-                out.update(r[0] for r in await cur.fetchall())
-        return out
+        rows = await self._select_in(
+            "SELECT user_key FROM users WHERE app=? AND marketing_opt_out=1"
+            " AND user_key IN ({marks})",
+            app,
+            user_keys,
+        )
+        return {r[0] for r in rows}
 
     async def user(self, app: str, user_key: str) -> UserRow | None:
         """A user's profile row, or None."""
