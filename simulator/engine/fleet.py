@@ -1,0 +1,248 @@
+"""A fleet of simulated devices: real SDK clients spread over worker processes.
+
+Each worker process runs an asyncio loop with its share of devices, every one a real
+:class:`~tidings.client_sdk.TidingsClient` with an in-memory store. The parent talks to workers
+over pipes with small commands; workers answer with counts and measurements, never with one
+message per event. Device ``i`` has device id ``d{i}`` and user id ``u{i}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DEFAULT_RAMP", "DeviceReport", "Fleet", "FleetConfig", "raise_nofile"]
+
+DEFAULT_RAMP = 200
+"""Connections each worker opens at once: a bounded ramp instead of a SYN flood."""
+
+
+def raise_nofile() -> int:
+    """Lift this process's soft open-files limit to the hard limit; return the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetConfig:
+    """Where the devices connect and how many there are."""
+
+    url: str
+    devices: int
+    workers: int = 2
+    app: str = "demo"
+    secret: str = "dev-secret"
+    ramp: int = DEFAULT_RAMP
+    kind: str = "sdk"  # "sdk": TidingsClient; "bare": a raw websockets client (baseline)
+
+
+@dataclass(slots=True)
+class DeviceReport:
+    """What the devices of the whole fleet saw, merged from every worker."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    received: dict[str, int] = field(default_factory=dict)  # message id -> devices
+    displayed_twice: int = 0
+    duplicates_dropped: int = 0
+    reconnects: int = 0
+
+
+# --- inside a worker process -------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, cfg: FleetConfig, indexes: list[int]) -> None:
+        self.cfg = cfg
+        self.indexes = indexes
+        self.clients: list[Any] = []
+        self.bare: list[Any] = []
+        self.latencies: list[float] = []
+        self.received: dict[str, int] = {}
+        self.displayed: dict[tuple[int, str], int] = {}
+
+    async def connect(self, progress: Callable[[int], None]) -> None:
+        sem = asyncio.Semaphore(self.cfg.ramp)
+        done = 0
+
+        async def one(i: int) -> None:
+            nonlocal done
+            async with sem:
+                await (self._bare(i) if self.cfg.kind == "bare" else self._sdk(i))
+            done += 1
+            if done % 100 == 0:
+                progress(done)
+
+        await asyncio.gather(*(one(i) for i in self.indexes))
+        progress(done)
+
+    async def _sdk(self, i: int) -> None:
+        from tidings.client_sdk import TidingsClient
+        from tidings.protocol.tokens import mint_token
+
+        token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}")
+        client = TidingsClient(url=self.cfg.url, token=token, device_id=f"d{i}",
+                               backoff_base=0.5, backoff_cap=5.0)  # fmt: skip
+
+        def on_message(msg: Any, received_at: float) -> None:
+            if msg.sent_at:
+                self.latencies.append(received_at * 1000 - msg.sent_at)
+            self.received[msg.id] = self.received.get(msg.id, 0) + 1
+
+        def on_banner(item: Any) -> None:
+            key = (i, item.id)
+            self.displayed[key] = self.displayed.get(key, 0) + 1
+
+        client.on_message(on_message)
+        client.on_banner(on_banner)
+        await client.start()
+        await client.wait_connected(timeout=120)
+        self.clients.append(client)
+
+    async def _bare(self, i: int) -> None:
+        import msgpack
+        from websockets.asyncio.client import connect
+
+        ws = await connect(self.cfg.url, compression=None, max_size=None, ping_interval=None,
+                           open_timeout=120)  # fmt: skip
+        self.bare.append(ws)
+
+        async def receive() -> None:
+            async for data in ws:
+                now = time.time()
+                msg = msgpack.unpackb(data)["msg"]
+                self.latencies.append(now * 1000 - msg["sent_at"])
+                self.received[msg["id"]] = self.received.get(msg["id"], 0) + 1
+
+        asyncio.get_running_loop().create_task(receive())
+
+    def connected(self) -> int:
+        if self.cfg.kind == "bare":
+            return len(self.bare)
+        return sum(1 for c in self.clients if c.connected)
+
+    async def wait_received(self, message_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while self.received.get(message_id, 0) < len(self.indexes):
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.02)
+
+    async def wait_connected(self, timeout: float) -> None:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while self.connected() < len(self.indexes) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    def report(self) -> dict[str, Any]:
+        out = {
+            "latencies": self.latencies,
+            "received": self.received,
+            "displayed_twice": sum(1 for n in self.displayed.values() if n > 1),
+            "duplicates": sum(c.stats.duplicates for c in self.clients),
+            "reconnects": sum(c.stats.reconnects for c in self.clients),
+        }
+        self.latencies = []
+        return out
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+        await asyncio.gather(*(ws.close() for ws in self.bare), return_exceptions=True)
+
+
+def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
+    async def main() -> None:
+        raise_nofile()
+        worker = _Worker(cfg, indexes)
+        await worker.connect(lambda n: conn.send(("progress", n)))
+        conn.send(("connected", len(indexes)))
+        while True:
+            cmd, *args = await asyncio.to_thread(conn.recv)
+            if cmd == "wait_received":
+                await worker.wait_received(args[0], args[1])
+                conn.send(("report", worker.report()))
+            elif cmd == "wait_connected":
+                t0 = time.monotonic()
+                await worker.wait_connected(args[0])
+                conn.send(("connected", worker.connected(), time.monotonic() - t0))
+            elif cmd == "stop":
+                await worker.close()
+                conn.send(("stopped",))
+                return
+
+    asyncio.run(main())
+
+
+# --- the parent side ---------------------------------------------------------------------------
+
+
+class Fleet:
+    """The parent's handle on the worker processes."""
+
+    def __init__(self, cfg: FleetConfig) -> None:
+        self.cfg = cfg
+        self._procs: list[Any] = []
+        self._pipes: list[Any] = []
+
+    def start(self, progress: Callable[[int, int], None] | None = None) -> float:
+        """Spawn the workers and connect every device; return the seconds it took."""
+        ctx = mp.get_context("spawn")
+        t0 = time.perf_counter()
+        for w in range(self.cfg.workers):
+            indexes = list(range(w, self.cfg.devices, self.cfg.workers))
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(self.cfg, indexes, child), daemon=True)
+            proc.start()
+            self._procs.append(proc)
+            self._pipes.append(parent)
+        counts = [0] * len(self._pipes)
+        pending = set(range(len(self._pipes)))
+        while pending:
+            for w in list(pending):
+                pipe = self._pipes[w]
+                while pipe.poll(0.02):
+                    kind, n = pipe.recv()
+                    counts[w] = n
+                    if kind == "connected":
+                        pending.discard(w)
+                        break
+            if progress is not None:
+                progress(sum(counts), self.cfg.devices)
+        return time.perf_counter() - t0
+
+    def _ask(self, *command: Any) -> list[Any]:
+        for pipe in self._pipes:
+            pipe.send(command)
+        return [pipe.recv() for pipe in self._pipes]
+
+    def wait_received(self, message_id: str, timeout: float = 60.0) -> DeviceReport:
+        """Wait until every device got ``message_id`` (or the timeout); merge the reports."""
+        report = DeviceReport()
+        for _, r in self._ask("wait_received", message_id, timeout):
+            report.latencies_ms.extend(r["latencies"])
+            for mid, n in r["received"].items():
+                report.received[mid] = report.received.get(mid, 0) + n
+            report.displayed_twice += r["displayed_twice"]
+            report.duplicates_dropped += r["duplicates"]
+            report.reconnects += r["reconnects"]
+        return report
+
+    def wait_connected(self, timeout: float = 120.0) -> tuple[int, float]:
+        """Wait until every device is connected again; return (connected, seconds)."""
+        answers = self._ask("wait_connected", timeout)
+        return sum(a[1] for a in answers), max(a[2] for a in answers)
+
+    def stop(self) -> None:
+        """Close every device and end the workers."""
+        with contextlib.suppress(EOFError, OSError):
+            self._ask("stop")
+        for proc in self._procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()

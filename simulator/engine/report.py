@@ -1,0 +1,140 @@
+"""Load-test results: percentiles, the table, JSON and a latency plot (SVG, no dependencies)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LoadReport", "percentiles", "write_svg"]
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50, p95, p99 and max (nearest rank); NaN for no samples."""
+    if not samples:
+        return {k: math.nan for k in ("p50", "p95", "p99", "max")}
+    data = sorted(samples)
+
+    def rank(p: float) -> float:
+        return data[min(len(data) - 1, max(0, math.ceil(p / 100 * len(data)) - 1))]
+
+    return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": data[-1]}
+
+
+@dataclass(slots=True)
+class LoadReport:
+    """Everything a load test measured."""
+
+    devices: int
+    scenario: str
+    connect_s: float
+    latencies_ms: list[float]
+    delivery_ratio: float
+    precision: float
+    recall: float
+    violations: dict[str, int]
+    gateway_cpu_s: float
+    gateway_rss_mib: float
+    baseline_latencies_ms: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> bool:
+        return self.delivery_ratio < 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        lat = percentiles(self.latencies_ms)
+        base = (
+            None if self.baseline_latencies_ms is None else percentiles(self.baseline_latencies_ms)
+        )
+        return {
+            "devices": self.devices,
+            "scenario": self.scenario,
+            "connect_s": round(self.connect_s, 3),
+            "connect_rate_per_s": round(self.devices / self.connect_s, 1)
+            if self.connect_s
+            else None,
+            "latency_ms": lat,
+            "delivery_ratio": self.delivery_ratio,
+            "precision": self.precision,
+            "recall": self.recall,
+            "violations": sum(self.violations.values()),
+            "violation_detail": self.violations,
+            "gateway_cpu_s": round(self.gateway_cpu_s, 3),
+            "gateway_rss_mib": round(self.gateway_rss_mib, 1),
+            "baseline": None if base is None else {"latency_ms": base},
+            "ratio_p99_vs_baseline": None if base is None else lat["p99"] / base["p99"],
+            **self.extra,
+        }
+
+    def table(self) -> str:
+        j = self.to_json()
+        lat = j["latency_ms"]
+        rows = [
+            ("devices", f"{self.devices:,}"),
+            ("scenario", self.scenario),
+            ("connect", f"{self.connect_s:.2f} s ({j['connect_rate_per_s']:,}/s)"),
+            ("latency p50/p95/p99/max", _four(lat)),
+            ("delivery ratio", f"{self.delivery_ratio:.4f}"),
+            ("precision / recall", f"{self.precision:.3f} / {self.recall:.3f}"),
+            ("violations", f"{j['violations']} {self.violations or ''}".strip()),
+            ("gateway CPU / RSS", f"{self.gateway_cpu_s:.2f} s / {self.gateway_rss_mib:.1f} MiB"),
+        ]  # fmt: skip
+        if j["baseline"] is not None:
+            b = j["baseline"]["latency_ms"]
+            rows.append(("bare baseline p50/p95/p99/max", _four(b)))
+            rows.append(("p99 ratio vs baseline", f"{j['ratio_p99_vs_baseline']:.2f}"))
+        for key, value in self.extra.items():
+            rows.append((key.replace("_", " "), str(value)))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _four(lat: dict[str, float]) -> str:
+    return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f} ms"
+
+
+def write_svg(path: str | Path, series: Mapping[str, Sequence[float]], *, bins: int = 40) -> None:
+    """A latency histogram (one colour per series) as a standalone SVG file."""
+    values = [v for s in series.values() for v in s]
+    top = max(values) if values else 1.0
+    w, h, pad = 720, 360, 48
+    colours = ["#2b6cb0", "#dd6b20", "#38a169"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif"'
+        ' font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{w / 2}" y="20" text-anchor="middle">Fan-out latency (ms)</text>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - 10}" y2="{h - pad}" stroke="black"/>',
+        f'<line x1="{pad}" y1="30" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+        f'<text x="{pad}" y="{h - pad + 16}">0</text>',
+        f'<text x="{w - 10}" y="{h - pad + 16}" text-anchor="end">{top:.0f} ms</text>',
+    ]
+    plot_w, plot_h = w - pad - 10, h - pad - 40
+    counts_all = []
+    for samples in series.values():
+        counts = [0] * bins
+        for v in samples:
+            counts[min(bins - 1, int(v / top * bins)) if top else 0] += 1
+        counts_all.append(counts)
+    peak = max((max(c) for c in counts_all if c), default=1) or 1
+    for idx, ((name, _), counts) in enumerate(zip(series.items(), counts_all, strict=True)):
+        colour = colours[idx % len(colours)]
+        bar_w = plot_w / bins / len(series)
+        for b, n in enumerate(counts):
+            bh = n / peak * plot_h
+            x = pad + b * plot_w / bins + idx * bar_w
+            parts.append(f'<rect x="{x:.1f}" y="{h - pad - bh:.1f}" width="{bar_w:.1f}" '
+                         f'height="{bh:.1f}" fill="{colour}" opacity="0.8"/>')  # fmt: skip
+        parts.append(
+            f'<rect x="{w - 200}" y="{36 + 18 * idx}" width="12" height="12" fill="{colour}"/>'
+        )
+        parts.append(f'<text x="{w - 182}" y="{47 + 18 * idx}">{name}</text>')
+    parts.append("</svg>")
+    Path(path).write_text("\n".join(parts) + "\n")

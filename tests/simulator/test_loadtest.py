@@ -1,0 +1,54 @@
+"""The headless load test end to end, small: real gateway process, real SDK devices."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tidings.simulator.engine import percentiles, run_loadtest
+
+
+def test_a_broadcast_reaches_every_device_once_and_the_baseline_runs_beside_it() -> None:
+    report = run_loadtest(devices=40, scenario="broadcast", baseline=True, workers=2, timeout=30)
+    assert report.delivery_ratio == 1.0
+    assert (report.precision, report.recall) == (1.0, 1.0)
+    assert report.violations == {}
+    assert len(report.latencies_ms) == 40
+    assert report.baseline_latencies_ms is not None and len(report.baseline_latencies_ms) == 40
+    data = report.to_json()
+    assert set(data) >= {"devices", "scenario", "latency_ms", "delivery_ratio", "precision",
+                         "recall", "violations", "baseline", "ratio_p99_vs_baseline"}  # fmt: skip
+    assert data["ratio_p99_vs_baseline"] > 0
+
+
+def test_every_device_comes_back_after_the_gateway_is_killed() -> None:
+    report = run_loadtest(devices=30, scenario="reconnect-storm", workers=1, timeout=30)
+    assert report.extra["reconnected"] == 30
+    assert report.delivery_ratio == 1.0 and report.violations == {}
+
+
+def test_scenarios_that_need_campaigns_say_so() -> None:
+    with pytest.raises(ValueError, match="not available yet"):
+        run_loadtest(devices=1, scenario="segment")
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    assert percentiles([float(i) for i in range(1, 101)]) == {
+        "p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0,
+    }  # fmt: skip
+
+
+def test_the_command_writes_json_and_a_plot(tmp_path: Path) -> None:
+    out, plot = tmp_path / "r.json", tmp_path / "r.svg"
+    result = subprocess.run(
+        [sys.executable, "-m", "tidings", "loadtest", "--devices", "20", "--workers", "1",
+         "--json", str(out), "--plot", str(plot)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "delivery ratio" in result.stdout
+    assert json.loads(out.read_text())["delivery_ratio"] == 1.0
+    assert plot.read_text().startswith("<svg")
