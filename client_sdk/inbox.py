@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from tidings.protocol.frames import Action, InboxChange, Message
@@ -76,7 +76,7 @@ class InboxItem:
         return bool(self.expires_at) and self.expires_at <= now
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["actions"] = [a.to_wire() for a in self.actions]
         return d
 
@@ -184,7 +184,9 @@ class Inbox:
 
     async def _put(self, item: InboxItem) -> None:
         self._items[item.id] = item
-        await self._client._store.save_item(item.id, item.to_json())
+        store = self._client._store
+        if store.persistent:  # in memory, the dict above is the store
+            await store.save_item(item.id, item.to_json())
 
     def _load(self, items: list[InboxItem]) -> None:
         self._items = {i.id: i for i in items}
