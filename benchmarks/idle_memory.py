@@ -15,12 +15,8 @@ import tempfile
 import time
 from typing import Any
 
-from fanout import (
-    CONNECT_CONCURRENCY,
-    raise_nofile,
-    start_gateway,
-    stop_process,
-)
+from tidings.simulator.engine import GatewayProcess, raise_nofile
+from tidings.simulator.engine.fleet import DEFAULT_RAMP
 
 
 def rss_kb(pid: int) -> int:
@@ -40,7 +36,7 @@ def _worker(url: str, indexes: list[int], ready: Any, stop: Any) -> None:
         from websockets.asyncio.client import connect
 
         raise_nofile()
-        sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        sem = asyncio.Semaphore(DEFAULT_RAMP)
         conns = []
 
         async def one(i: int) -> None:
@@ -69,11 +65,13 @@ def main() -> int:
     args = parser.parse_args()
     raise_nofile()
     with tempfile.TemporaryDirectory() as tmp:
-        gateway, port, _admin = start_gateway(f"{tmp}/m.db")
+        gateway = GatewayProcess(f"{tmp}/m.db")
+        gateway.start()
+        port = gateway.port
         try:
             # Warm the paths once (imports, first connection) before the baseline reading.
             ctx = mp.get_context("spawn")
-            before = rss_kb(gateway.pid)
+            before = rss_kb(gateway.proc.pid)
             procs, readies, stops = [], [], []
             for w in range(args.workers):
                 r_recv, r_send = ctx.Pipe(duplex=False)
@@ -88,13 +86,13 @@ def main() -> int:
                 stops.append(s_send)
             n = sum(r.recv() for r in readies)
             time.sleep(1.0)
-            after = rss_kb(gateway.pid)
+            after = rss_kb(gateway.proc.pid)
             for s in stops:
                 s.send("stop")
             for p in procs:
                 p.join(timeout=60)
         finally:
-            stop_process(gateway)
+            gateway.stop()
     per = (after - before) / n
     print(f"{n} idle devices: gateway RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB, "
           f"{per:.1f} KiB per connection")  # fmt: skip

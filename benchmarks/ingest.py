@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from fanout import raise_nofile, start_gateway, stop_process
+from tidings.simulator.engine import GatewayProcess, raise_nofile
 
 WINDOW = 4  # frames in flight per device
 
@@ -79,7 +79,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         db = f"{tmp}/ingest.db"
-        gateway, port, _admin = start_gateway(db)
+        gateway = GatewayProcess(db)
+        gateway.start()
+        port = gateway.port
         try:
             ctx = mp.get_context("spawn")
             pipes, procs = [], []
@@ -98,7 +100,7 @@ def main() -> int:
             for p in procs:
                 p.join()
         finally:
-            stop_process(gateway)
+            gateway.stop()
         stored = sqlite3.connect(db).execute("SELECT COUNT(*) FROM events").fetchone()[0]
     print(f"{args.devices} devices, {args.seconds:.0f} s: {acked:,} events acknowledged, "
           f"{stored:,} stored")  # fmt: skip
