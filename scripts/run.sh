@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up (or refresh) .venv with everything installed and start the demo: an embedded gateway on
-# SQLite plus one example device showing banners and its inbox. Usage: bash scripts/run.sh [args]
+# Set up (or refresh) .venv with everything installed and start the simulator TUI: a gateway on
+# SQLite and 1,000 simulated SDK devices. Usage: bash scripts/run.sh [tidings sim options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh "all"
-exec .venv/bin/tidings demo "$@"
+exec .venv/bin/tidings sim "$@"

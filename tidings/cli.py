@@ -526,6 +526,43 @@ register(
 )
 
 
+def _configure_sim(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    p.add_argument("--workers", type=int, default=2, help="device worker processes (default 2)")
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    if args.devices < 1 or args.workers < 1:
+        return _fail("--devices and --workers must be at least 1")
+    try:
+        from tidings.simulator.app import make_app
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "textual":
+            return _fail("tidings sim needs the simulator extra: pip install 'tidings[simulator]'")
+        return _missing_server_extra(exc)
+    make_app(devices=args.devices, workers=args.workers).run()
+    return 0
+
+
+register(
+    Command(
+        name="sim",
+        help="run the simulator TUI: a gateway and N simulated devices on this machine",
+        description="Start a gateway on SQLite and N real SDK devices in worker processes, and "
+        "show a live dashboard (devices connected, deliveries per second, latency percentiles "
+        "and a sparkline), a composer that sends to every device, and a device browser whose "
+        "device view shows that device's inbox as its SDK holds it. Keys: c compose, d devices, "
+        "q quit; the mouse works too.",
+        examples="""
+            tidings sim
+            tidings sim --devices 5000 --workers 2
+        """,
+        configure=_configure_sim,
+        run=_run_sim,
+    )
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tidings`` parser with every registered subcommand."""
     parser = argparse.ArgumentParser(

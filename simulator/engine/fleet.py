@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import resource
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,6 +152,27 @@ class _Worker:
         self.latencies = []
         return out
 
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last call (latencies) and totals (the rest)."""
+        latencies, self.latencies = self.latencies, []
+        return {
+            "connected": self.connected(),
+            "received": sum(self.received.values()),
+            "displayed": sum(self.displayed.values()),
+            "latencies": latencies,
+        }
+
+    def inbox(self, index: int) -> list[dict[str, Any]]:
+        """The inbox of device ``index`` as the SDK holds it (newest first)."""
+        for client in self.clients:
+            if client.device_id == f"d{index}":
+                return [
+                    {"id": i.id, "title": i.title, "body": i.body, "read": i.read,
+                     "category": i.category, "held": i.held}
+                    for i in client.inbox.items()
+                ]  # fmt: skip
+        return []
+
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in self.bare), return_exceptions=True)
@@ -171,6 +193,10 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
                 t0 = time.monotonic()
                 await worker.wait_connected(args[0])
                 conn.send(("connected", worker.connected(), time.monotonic() - t0))
+            elif cmd == "stats":
+                conn.send(("stats", worker.stats()))
+            elif cmd == "inbox":
+                conn.send(("inbox", worker.inbox(args[0])))
             elif cmd == "stop":
                 await worker.close()
                 conn.send(("stopped",))
@@ -189,6 +215,7 @@ class Fleet:
         self.cfg = cfg
         self._procs: list[Any] = []
         self._pipes: list[Any] = []
+        self._lock = threading.Lock()
 
     def start(self, progress: Callable[[int, int], None] | None = None) -> float:
         """Spawn the workers and connect every device; return the seconds it took."""
@@ -217,9 +244,26 @@ class Fleet:
         return time.perf_counter() - t0
 
     def _ask(self, *command: Any) -> list[Any]:
-        for pipe in self._pipes:
-            pipe.send(command)
-        return [pipe.recv() for pipe in self._pipes]
+        with self._lock:  # the TUI asks from more than one thread
+            for pipe in self._pipes:
+                pipe.send(command)
+            return [pipe.recv() for pipe in self._pipes]
+
+    def stats(self) -> dict[str, Any]:
+        """Connected devices, messages received and shown, and latencies since the last call."""
+        merged: dict[str, Any] = {"connected": 0, "received": 0, "displayed": 0, "latencies": []}
+        for _, part in self._ask("stats"):
+            for key in ("connected", "received", "displayed"):
+                merged[key] += part[key]
+            merged["latencies"] += part["latencies"]
+        return merged
+
+    def inbox(self, index: int) -> list[dict[str, Any]]:
+        """The inbox of device ``index``."""
+        pipe = self._pipes[index % len(self._pipes)]
+        with self._lock:
+            pipe.send(("inbox", index))
+            return list(pipe.recv()[1])
 
     def wait_received(self, message_id: str, timeout: float = 60.0) -> DeviceReport:
         """Wait until every device got ``message_id`` (or the timeout); merge the reports."""
