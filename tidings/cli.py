@@ -484,13 +484,10 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         from tidings.simulator.engine import run_loadtest, write_svg
     except ModuleNotFoundError as exc:
         return _missing_server_extra(exc)
-    import random
-
-    random.seed(args.seed)
     try:
         report = run_loadtest(devices=args.devices, scenario=args.scenario,
                               baseline=args.baseline, workers=args.workers,
-                              timeout=args.timeout, progress=_progress)  # fmt: skip
+                              timeout=args.timeout, progress=_progress, seed=args.seed)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
     print(report.table())

@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import random
 import resource
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tidings.simulator.engine.personas import assign, click_probability
+from tidings.simulator.engine.truth import shown_in_quiet_hours
 
 __all__ = ["DEFAULT_RAMP", "DeviceReport", "Fleet", "FleetConfig", "raise_nofile"]
 
@@ -43,6 +47,10 @@ class FleetConfig:
     secret: str = "dev-secret"
     ramp: int = DEFAULT_RAMP
     kind: str = "sdk"  # "sdk": TidingsClient; "bare": a raw websockets client (baseline)
+    seed: int = 0
+    personas: bool = True
+    quiet_override: tuple[str, str] | None = None  # force every device's quiet window
+    fault: str | None = None  # "ignore_quiet_hours": devices break the rule (checker tests)
 
 
 @dataclass(slots=True)
@@ -52,8 +60,10 @@ class DeviceReport:
     latencies_ms: list[float] = field(default_factory=list)
     received: dict[str, int] = field(default_factory=dict)  # message id -> devices
     displayed_twice: int = 0
+    shown_in_quiet_hours: int = 0
     duplicates_dropped: int = 0
     reconnects: int = 0
+    clicks: dict[str, int] = field(default_factory=dict)
 
 
 # --- inside a worker process -------------------------------------------------------------------
@@ -68,6 +78,10 @@ class _Worker:
         self.latencies: list[float] = []
         self.received: dict[str, int] = {}
         self.displayed: dict[tuple[int, str], int] = {}
+        self.quiet_violations = 0
+        self.clicks = {"relevant_shown": 0, "relevant_clicked": 0,
+                       "generic_shown": 0, "generic_clicked": 0}  # fmt: skip
+        self.rng = random.Random(cfg.seed * 1_000_003 + (indexes[0] if indexes else 0))
 
     async def connect(self, progress: Callable[[int], None]) -> None:
         sem = asyncio.Semaphore(self.cfg.ramp)
@@ -85,12 +99,19 @@ class _Worker:
         progress(done)
 
     async def _sdk(self, i: int) -> None:
-        from tidings.client_sdk import TidingsClient
+        from tidings.client_sdk import QuietHours, TidingsClient
         from tidings.protocol.tokens import mint_token
 
+        persona = assign(self.cfg.seed, i) if self.cfg.personas else None
+        tz = persona.tz if persona else "UTC"
+        window = self.cfg.quiet_override or (persona.quiet if persona else None)
+        quiet = QuietHours(*window) if window else None
         token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}")
-        client = TidingsClient(url=self.cfg.url, token=token, device_id=f"d{i}",
-                               backoff_base=0.5, backoff_cap=5.0)  # fmt: skip
+        client = TidingsClient(
+            url=self.cfg.url, token=token, device_id=f"d{i}", device_tz=tz,
+            quiet_hours=None if self.cfg.fault == "ignore_quiet_hours" else quiet,
+            backoff_base=0.5, backoff_cap=5.0,
+        )  # fmt: skip
 
         def on_message(msg: Any, received_at: float) -> None:
             if msg.sent_at:
@@ -100,11 +121,25 @@ class _Worker:
         def on_banner(item: Any) -> None:
             key = (i, item.id)
             self.displayed[key] = self.displayed.get(key, 0) + 1
+            urgent = item.priority == "urgent" and item.category == "transactional"
+            if shown_in_quiet_hours(quiet, tz, time.time(), urgent_transactional=urgent):
+                self.quiet_violations += 1
+            if persona is not None:
+                topic = (item.data or {}).get("topic")
+                kind = "relevant" if topic in persona.interests else "generic"
+                self.clicks[f"{kind}_shown"] += 1
+                if self.rng.random() < click_probability(persona, topic):
+                    self.clicks[f"{kind}_clicked"] += 1
+                    asyncio.get_running_loop().create_task(client.click(item.id, "open"))
 
         client.on_message(on_message)
         client.on_banner(on_banner)
         await client.start()
         await client.wait_connected(timeout=120)
+        if persona is not None:
+            await client.identify(f"u{i}", {**persona.attrs, "persona": persona.name})
+            for name, props in persona.events:
+                client.track(name, dict(props))
         self.clients.append(client)
 
     async def _bare(self, i: int) -> None:
@@ -146,6 +181,8 @@ class _Worker:
             "latencies": self.latencies,
             "received": self.received,
             "displayed_twice": sum(1 for n in self.displayed.values() if n > 1),
+            "quiet_violations": self.quiet_violations,
+            "clicks": dict(self.clicks),
             "duplicates": sum(c.stats.duplicates for c in self.clients),
             "reconnects": sum(c.stats.reconnects for c in self.clients),
         }
@@ -273,6 +310,9 @@ class Fleet:
             for mid, n in r["received"].items():
                 report.received[mid] = report.received.get(mid, 0) + n
             report.displayed_twice += r["displayed_twice"]
+            report.shown_in_quiet_hours += r["quiet_violations"]
+            for key, n in r["clicks"].items():
+                report.clicks[key] = report.clicks.get(key, 0) + n
             report.duplicates_dropped += r["duplicates"]
             report.reconnects += r["reconnects"]
         return report

@@ -129,6 +129,8 @@ def _collect(fleet: Fleet, ids: list[str], timeout: float) -> DeviceReport:
         for mid, n in r.received.items():
             merged.received[mid] = max(merged.received.get(mid, 0), n)
         merged.displayed_twice += r.displayed_twice
+        merged.shown_in_quiet_hours = r.shown_in_quiet_hours
+        merged.clicks = r.clicks
         merged.duplicates_dropped = r.duplicates_dropped
         merged.reconnects = r.reconnects
     return merged
@@ -143,6 +145,10 @@ def run_loadtest(
     frame_size: int = 260,
     timeout: float = 120.0,
     progress: Progress | None = None,
+    seed: int = 0,
+    personas: bool = True,
+    quiet_override: tuple[str, str] | None = None,
+    fault: str | None = None,
 ) -> LoadReport:
     """Run one scenario end to end and return its report."""
     if scenario not in AVAILABLE:
@@ -154,7 +160,16 @@ def run_loadtest(
     with tempfile.TemporaryDirectory() as tmp:
         gateway = GatewayProcess(f"{tmp}/loadtest.db")
         gateway.start()
-        fleet = Fleet(FleetConfig(url=gateway.url, devices=devices, workers=workers))
+        config = FleetConfig(
+            url=gateway.url,
+            devices=devices,
+            workers=workers,
+            seed=seed,
+            personas=personas,
+            quiet_override=quiet_override,
+            fault=fault,
+        )
+        fleet = Fleet(config)
         try:
             connect_s = fleet.start(
                 None if progress is None else (lambda n, total: progress("connecting", n, total))
@@ -181,6 +196,8 @@ def run_loadtest(
     violations = {}
     if report.displayed_twice:
         violations["displayed_twice"] = report.displayed_twice
+    if report.shown_in_quiet_hours:
+        violations["shown_in_quiet_hours"] = report.shown_in_quiet_hours
     baseline_lat = None
     if baseline:
         baseline_lat = _run_baseline(devices, workers, frame_size, timeout, progress)

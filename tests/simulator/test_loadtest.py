@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -52,3 +53,24 @@ def test_the_command_writes_json_and_a_plot(tmp_path: Path) -> None:
     assert "delivery ratio" in result.stdout
     assert json.loads(out.read_text())["delivery_ratio"] == 1.0
     assert plot.read_text().startswith("<svg")
+
+
+def test_the_checker_catches_banners_shown_in_quiet_hours() -> None:
+    # Devices without personas live in UTC: make their quiet window the two hours around now.
+    now = dt.datetime.now(dt.UTC)
+    window = tuple((now + dt.timedelta(hours=h)).strftime("%H:%M") for h in (-1, 1))
+    healthy = run_loadtest(devices=12, scenario="broadcast", workers=1, timeout=5,
+                           personas=False, quiet_override=window)  # fmt: skip
+    assert healthy.violations == {}  # held, not shown: no violation
+    broken = run_loadtest(devices=12, scenario="broadcast", workers=1, timeout=10, personas=False,
+                          quiet_override=window, fault="ignore_quiet_hours")  # fmt: skip
+    assert broken.violations.get("shown_in_quiet_hours") == 12
+
+
+def test_personas_are_stable_for_a_seed_and_relevant_content_gets_more_clicks() -> None:
+    from tidings.simulator.engine.personas import PERSONAS, assign, click_probability
+
+    assert [assign(7, i).name for i in range(50)] == [assign(7, i).name for i in range(50)]
+    assert {assign(7, i).name for i in range(200)} == {p.name for p in PERSONAS}
+    fan = next(p for p in PERSONAS if p.name == "sports_fan")
+    assert click_probability(fan, "sports") > 5 * click_probability(fan, None)
