@@ -213,7 +213,11 @@ def run_loadtest(
         gateway_cpu_s=cpu,
         gateway_rss_mib=rss,
         baseline_latencies_ms=baseline_lat,
-        extra={**extra, "duplicates_dropped_by_devices": report.duplicates_dropped},
+        extra={
+            **extra,
+            "duplicates_dropped_by_devices": report.duplicates_dropped,
+            "banner_clicks": report.clicks,
+        },
     )
 
 
