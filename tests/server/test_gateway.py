@@ -35,6 +35,7 @@ from tidings.protocol.frames import (
     Welcome,
 )
 from tidings.server.node import Node, SendRequest
+from tidings.server.storage import SqliteStore
 from websockets.asyncio.client import connect
 
 Mint = Callable[..., str]
@@ -367,3 +368,41 @@ async def test_apps_are_isolated(gateway: Node, mint: Mint) -> None:
 def test_hello_frame_helper_is_valid() -> None:
     assert isinstance(Hello(token="x"), Hello)
     pytest.importorskip("msgpack")
+
+
+class SlowStore(SqliteStore):
+    """A store where every write takes 150 ms longer (a slow disk)."""
+
+    def _submit(self, write):  # type: ignore[no-untyped-def]
+        async def slowly(db):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.15)
+            return await write(db)
+
+        return super()._submit(slowly)
+
+
+async def test_a_slow_store_loses_nothing_and_shows_nothing_twice(
+    tmp_path: Path, mint: Mint, loop_errors: list[object]
+) -> None:
+    config = gateway_config(tmp_path / "slow.db")
+    node = Node(config, store=SlowStore(config.db))
+    await node.start()
+    try:
+        client = await open_session(node.port, mint("d1", user="u1"))
+        sends = [
+            node.send(SendRequest(app="demo", users=("u1",), title="t", body=str(i)))
+            for i in range(5)
+        ]
+        results = await asyncio.gather(*sends)
+        got = [await client.recv_until(Deliver) for _ in results]
+        assert sorted(d.msg.id for d in got) == sorted(r.message_id for r in results)
+        assert [d.seq for d in got] == [1, 2, 3, 4, 5]  # in order despite the slow commits
+        events = tuple(Event(id=f"e{i}", name="view", ts=1, props={}) for i in range(10))
+        for rid in (1, 2):
+            await client.send(Events(rid=rid, events=events[(rid - 1) * 5 : rid * 5]))
+        assert {(await client.recv_until(Ok)).rid for _ in range(2)} == {1, 2}
+        assert await client.nothing_for(0.3)
+    finally:
+        await node.stop()
+    with sqlite3.connect(config.db) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (10,)
