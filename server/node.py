@@ -48,7 +48,10 @@ from tidings.server.metrics import Metrics
 from tidings.server.storage import DeviceRow, SqliteStore, Store, anonymous_key
 from websockets.asyncio.server import Server, ServerConnection
 
-__all__ = ["Node", "SendRequest", "SendResult"]
+__all__ = ["BATCH_WINDOW_S", "Node", "SendRequest", "SendResult"]
+
+BATCH_WINDOW_S = 0.02
+"""Seconds acks and receipts wait to be written together."""
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,10 @@ class Node:
         self._server: Server | None = None
         self._last_seq: dict[tuple[str, str], int] = {}
         self._started = False
+        # Acks and receipts arrive in bursts after a fan-out: batch them into one write.
+        self._acks: dict[tuple[str, str], int] = {}
+        self._receipts: list[tuple[Session, Receipt]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> GatewayConfig:
@@ -138,6 +145,10 @@ class Node:
         self._started = False
         assert self._server is not None
         self._server.close(close_connections=False)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        await self._flush_batches(delay=0)
         goaway = encode(GoAway(reconnect_ms=1000, reason="server shutting down"))
         sessions = self.hub.all()
         for session in sessions:
@@ -339,6 +350,33 @@ class Node:
             session.send(InboxState(ver=ver if last else chunk[-1].ver, changes=tuple(chunk)))
         return session
 
+    def _schedule_flush(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_batches())
+
+    async def _flush_batches(self, delay: float = BATCH_WINDOW_S) -> None:
+        await asyncio.sleep(delay)
+        self._flusher = None
+        acks, self._acks = self._acks, {}
+        receipts, self._receipts = self._receipts, []
+        try:
+            if acks:
+                await self.store.ack_many([(a, d, seq) for (a, d), seq in acks.items()])
+            if receipts:
+                rows = [(s.app, s.device, r.id, r.kind, r.action, r.ts / 1000) for s, r in receipts]
+                accepted = await self.store.add_receipts(rows)
+                for (session, receipt), ok in zip(receipts, accepted, strict=True):
+                    if ok:
+                        session.send(Ok(rid=receipt.rid))
+                    else:
+                        session.error(codes.ERR_FORBIDDEN, f"receipt.id: message "
+                                      f"{receipt.id[:40]!r} was not delivered to this device",
+                                      receipt.rid)  # fmt: skip
+        except TidingsError as exc:  # unacked deliveries are resent; receipts are retried
+            log.warning("batched acks/receipts not stored: %s", exc.reason)
+            for session, receipt in receipts:
+                session.error(exc.code, exc.reason, receipt.rid)
+
     def close_session(self, session: Session) -> None:
         """Forget a session whose connection ended."""
         if self.hub.get(session.app, session.device) is session:
@@ -352,8 +390,10 @@ class Node:
         store, app, now = self.store, session.app, self.clock()
         if isinstance(frame, Ack):
             seq = min(frame.seq, self._last_seq.get((app, session.device), 0))
-            if seq > 0:
-                await store.ack(app, session.device, seq)
+            key = (app, session.device)
+            if seq > self._acks.get(key, 0):
+                self._acks[key] = seq
+                self._schedule_flush()
         elif isinstance(frame, Events):
             self.metrics.events += len(frame.events)
             await store.insert_events(app, session.device, session.user_key, frame.events, now)
@@ -369,15 +409,8 @@ class Node:
                 await store.merge_attrs(app, session.user_key, frame.attrs, now)
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Receipt):
-            if not await store.was_delivered(app, session.device, frame.id):
-                raise TidingsError(
-                    f"receipt.id: message {frame.id[:40]!r} was not delivered to this device",
-                    code=codes.ERR_FORBIDDEN,
-                )
-            await store.add_receipt(
-                app, session.device, frame.id, frame.kind, frame.action, frame.ts / 1000
-            )
-            session.send(Ok(rid=frame.rid))
+            self._receipts.append((session, frame))
+            self._schedule_flush()
         elif isinstance(frame, InboxUpdate):
             ver, applied = await store.inbox_update(app, session.user_key, frame.changes)
             session.send(Ok(rid=frame.rid))

@@ -72,6 +72,7 @@ class Store(Protocol):
         self, app: str, device: str, after: int, now: float
     ) -> list[PendingDelivery]: ...
     async def ack(self, app: str, device: str, seq: int) -> None: ...
+    async def ack_many(self, acks: Sequence[tuple[str, str, int]]) -> None: ...
     async def revoke(self, app: str, message_id: str) -> list[tuple[str, str]] | None: ...
     async def insert_events(
         self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
@@ -82,10 +83,9 @@ class Store(Protocol):
     async def set_consent(
         self, app: str, user_key: str, categories: dict[str, bool], now: float
     ) -> None: ...
-    async def was_delivered(self, app: str, device: str, message_id: str) -> bool: ...
-    async def add_receipt(
-        self, app: str, device: str, message_id: str, kind: str, action: str | None, ts: float
-    ) -> None: ...
+    async def add_receipts(
+        self, receipts: Sequence[tuple[str, str, str, str, str | None, float]]
+    ) -> list[bool]: ...
     async def inbox_update(
         self, app: str, user_key: str, changes: Sequence[InboxChange]
     ) -> tuple[int, list[InboxChange]]: ...
@@ -418,15 +418,19 @@ class SqliteStore:
 
     async def ack(self, app: str, device: str, seq: int) -> None:
         """Mark every delivery up to ``seq`` acknowledged."""
+        await self.ack_many([(app, device, seq)])
+
+    async def ack_many(self, acks: Sequence[tuple[str, str, int]]) -> None:
+        """Apply many (app, device, seq) acknowledgements in one write."""
 
         async def write(db: aiosqlite.Connection) -> None:
-            await db.execute(
+            await db.executemany(
                 "UPDATE deliveries SET state=1 WHERE app=? AND device_id=? AND seq<=? AND state=0",
-                (app, device, seq),
+                acks,
             )
-            await db.execute(
+            await db.executemany(
                 "UPDATE devices SET acked_seq=? WHERE app=? AND device_id=? AND acked_seq<?",
-                (seq, app, device, seq),
+                [(seq, app, device, seq) for app, device, seq in acks],
             )
 
         await self._submit(write)
@@ -458,27 +462,37 @@ class SqliteStore:
         result: list[tuple[str, str]] | None = await self._submit(write)
         return result
 
-    async def was_delivered(self, app: str, device: str, message_id: str) -> bool:
-        """Whether this message was ever queued for this device."""
-        async with self._conn.execute(
-            "SELECT 1 FROM deliveries WHERE app=? AND message_id=? AND device_id=? LIMIT 1",
-            (app, message_id, device),
-        ) as cur:
-            return await cur.fetchone() is not None
+    async def add_receipts(
+        self, receipts: Sequence[tuple[str, str, str, str, str | None, float]]
+    ) -> list[bool]:
+        """Record (app, device, message, kind, action, ts) receipts in one write.
 
-    async def add_receipt(
-        self, app: str, device: str, message_id: str, kind: str, action: str | None, ts: float
-    ) -> None:
-        """Record a displayed/clicked/dismissed receipt once per (message, device, kind)."""
+        Returns, for each, whether it was accepted: a receipt for a message that was never
+        delivered to that device is refused (and not stored).
+        """
 
-        async def write(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT OR IGNORE INTO receipts (app, message_id, device_id, kind, action, ts)"
+        async def write(db: aiosqlite.Connection) -> list[bool]:
+            delivered: set[tuple[str, str, str]] = set()
+            for i in range(0, len(receipts), _CHUNK // 3):
+                chunk = receipts[i : i + _CHUNK // 3]
+                marks = ",".join("(?,?,?)" for _ in chunk)
+                params = [v for app, device, mid, *_ in chunk for v in (app, device, mid)]
+                async with db.execute(
+                    "SELECT DISTINCT app, device_id, message_id FROM deliveries"
+                    f" WHERE (app, device_id, message_id) IN (VALUES {marks})",
+                    params,
+                ) as cur:
+                    delivered.update((r[0], r[1], r[2]) for r in await cur.fetchall())
+            ok = [(app, device, mid) in delivered for app, device, mid, *_ in receipts]
+            await db.executemany(
+                "INSERT OR IGNORE INTO receipts (app, device_id, message_id, kind, action, ts)"
                 " VALUES (?,?,?,?,?,?)",
-                (app, message_id, device, kind, action, ts),
+                [r for r, accepted in zip(receipts, ok, strict=True) if accepted],
             )
+            return ok
 
-        await self._submit(write)
+        result: list[bool] = await self._submit(write)
+        return result
 
     # --- events -------------------------------------------------------------------------------
 
