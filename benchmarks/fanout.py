@@ -28,8 +28,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
+    # Plain devices (no personas): this measures the delivery path itself.
     report = run_loadtest(devices=args.devices, scenario="broadcast", baseline=True,
-                          workers=args.workers)  # fmt: skip
+                          workers=args.workers, personas=False)  # fmt: skip
     print(report.table())
     if args.json:
         report.write_json(args.json)

@@ -466,6 +466,8 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PATH", help="write a latency histogram (SVG)")
     p.add_argument("--workers", type=int, default=2, help="device worker processes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (reproducible runs)")
+    p.add_argument("--no-personas", action="store_true",
+                   help="plain devices in UTC without quiet hours, events or clicks")  # fmt: skip
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for deliveries")
 
 
@@ -487,7 +489,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     try:
         report = run_loadtest(devices=args.devices, scenario=args.scenario,
                               baseline=args.baseline, workers=args.workers,
-                              timeout=args.timeout, progress=_progress, seed=args.seed)  # fmt: skip
+                              timeout=args.timeout, progress=_progress, seed=args.seed,
+                              personas=not args.no_personas)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
     print(report.table())
