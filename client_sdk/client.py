@@ -313,7 +313,7 @@ class TidingsClient:
         """The device moved to another time zone: quiet hours follow it."""
         zone(tz)
         self.device_tz = tz
-        self._reschedule()
+        self._reschedule(force=True)
 
     def _receipt(self, item_id: str, kind: str, action: str | None) -> None:
         self._queue({"k": "receipt", "id": item_id, "kind": kind, "action": action,
@@ -542,9 +542,11 @@ class TidingsClient:
         self._fire(self._on_banner, item)
         self._receipt(item.id, "displayed", None)
 
-    def _reschedule(self) -> None:
-        """(Re)arm the timer that releases held banners."""
+    def _reschedule(self, *, force: bool = False) -> None:
+        """(Re)arm the timer that releases held banners (a running one is kept unless forced)."""
         if self._timer is not None:
+            if not force and not self._timer.done():
+                return
             self._timer.cancel()
             self._timer = None
         if not self._started or self._closed or not self.inbox.held():

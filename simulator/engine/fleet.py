@@ -189,6 +189,12 @@ class _Worker:
         self.latencies = []
         return out
 
+    async def settle(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until every device's queued requests were answered by the gateway."""
+        deadline = time.monotonic() + timeout
+        while any(c.pending_requests for c in self.clients) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
     def stats(self) -> dict[str, Any]:
         """Counters since the last call (latencies) and totals (the rest)."""
         latencies, self.latencies = self.latencies, []
@@ -230,6 +236,9 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
                 t0 = time.monotonic()
                 await worker.wait_connected(args[0])
                 conn.send(("connected", worker.connected(), time.monotonic() - t0))
+            elif cmd == "settle":
+                await worker.settle(args[0])
+                conn.send(("settled",))
             elif cmd == "stats":
                 conn.send(("stats", worker.stats()))
             elif cmd == "inbox":
@@ -316,6 +325,10 @@ class Fleet:
             report.duplicates_dropped += r["duplicates"]
             report.reconnects += r["reconnects"]
         return report
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until the devices' start-up requests (identify, events) are all answered."""
+        self._ask("settle", timeout)
 
     def wait_connected(self, timeout: float = 120.0) -> tuple[int, float]:
         """Wait until every device is connected again; return (connected, seconds)."""

@@ -174,6 +174,7 @@ def run_loadtest(
             connect_s = fleet.start(
                 None if progress is None else (lambda n, total: progress("connecting", n, total))
             )
+            fleet.settle(timeout)  # measure the fan-out, not the start-up traffic
             cpu0 = gateway.cpu_seconds()
             if scenario == "reconnect-storm":
                 gateway.kill()
