@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from tidings.protocol import SUBPROTOCOL, codes
 from tidings.protocol.codec import decode_client
 from tidings.protocol.errors import AuthError, ProtocolError, TidingsError
-from tidings.protocol.frames import Hello
+from tidings.protocol.frames import ClientFrame, Hello
 from tidings.protocol.state import CLIENT_ALLOWED, Phase, advance
 from tidings.server.gateway.connection import monotonic
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -59,10 +59,7 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
     except ConnectionClosed:
         return
     try:
-        if isinstance(data, str):
-            raise ProtocolError("frames are binary MessagePack, got a text message")
-        hello = decode_client(data, max_size=node.config.max_frame_bytes)
-        advance(CLIENT_ALLOWED, Phase.HANDSHAKE, hello)
+        hello = _frame(node, data, Phase.HANDSHAKE)
         assert isinstance(hello, Hello)
         if hello.v != 1:
             await _refuse(ws, codes.ERR_BAD_FRAME, "hello.v: only version 1 is supported",
@@ -98,10 +95,7 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
                 session.close(codes.CLOSE_RATE_LIMITED, "rate limited")
                 continue
             try:
-                if isinstance(data, str):
-                    raise ProtocolError("frames are binary MessagePack, got a text message")
-                frame = decode_client(data, max_size=node.config.max_frame_bytes)
-                advance(CLIENT_ALLOWED, Phase.OPEN, frame)
+                frame = _frame(node, data, Phase.OPEN)
             except ProtocolError as exc:
                 metrics.protocol_errors += 1
                 session.error(exc.code, exc.reason)
@@ -120,6 +114,15 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
         node.close_session(session)
         # Returning from the handler would close with 1000: let our close code go out first.
         await session.closed()
+
+
+def _frame(node: Node, data: str | bytes, phase: Phase) -> ClientFrame:
+    """Decode one message and check it is allowed in ``phase`` (PROTOCOL.md §2, §6)."""
+    if isinstance(data, str):
+        raise ProtocolError("frames are binary MessagePack, got a text message")
+    frame = decode_client(data, max_size=node.config.max_frame_bytes)
+    advance(CLIENT_ALLOWED, phase, frame)
+    return frame
 
 
 async def _refuse(ws: ServerConnection, code: str, message: str, close_code: int) -> None:
