@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tidings.protocol import codes, limits
-from tidings.protocol.codec import encode, encode_message
+from tidings.protocol.codec import encode_message
 from tidings.protocol.errors import AuthError, InvalidField, TidingsError
 from tidings.protocol.frames import (
     Ack,
@@ -149,10 +149,9 @@ class Node:
             self._flusher.cancel()
             self._flusher = None
         await self._flush_batches(delay=0)
-        goaway = encode(GoAway(reconnect_ms=1000, reason="server shutting down"))
-        sessions = self.hub.all()
-        for session in sessions:
-            session.write(goaway)
+        for session in self.hub.all():
+            # Spread the hints so that devices do not all come back in the same second.
+            session.send(GoAway(reconnect_ms=jitter_ms(), reason="server shutting down"))
             session.close(codes.CLOSE_DRAINING, "server shutting down")
         try:
             await asyncio.wait_for(self._server.wait_closed(), self._config.drain_s)

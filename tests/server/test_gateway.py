@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
-import pytest
 from helpers import APP_B, gateway_config
 from rawclient import RawClient, open_session
 from tidings.protocol import SUBPROTOCOL, codes
@@ -21,7 +20,6 @@ from tidings.protocol.frames import (
     Event,
     Events,
     GoAway,
-    Hello,
     Identify,
     InboxChange,
     InboxState,
@@ -49,23 +47,20 @@ def db_rows(node: Node, sql: str) -> list[tuple[object, ...]]:
 async def test_bad_forged_expired_and_foreign_tokens_are_refused_before_a_session(
     gateway: Node, mint: Mint
 ) -> None:
-    cases = [
-        ("not-a-token", codes.CLOSE_UNAUTHORIZED, "unauthorized"),
-        (mint("d1")[:-4] + "AAAA", codes.CLOSE_UNAUTHORIZED, "unauthorized"),
-        (mint("d1", ttl=1).replace("", "") if False else None, None, None),
-    ]
     expired = mint("d1", ttl=1)
+    real_clock = gateway.clock
     gateway.clock = lambda: 10**10  # far future: every token has expired
     client = await RawClient.connect(gateway.port)
     answer = await client.hello(expired)
     assert isinstance(answer, Error) and answer.code == "token_expired"
     assert await client.close_code() == codes.CLOSE_TOKEN_EXPIRED
-    gateway.clock = __import__("time").time
-    for token, close, code in cases[:2]:
+    gateway.clock = real_clock
+    bad = ["not-a-token", mint("d1")[:-4] + "AAAA"]  # garbage; a forged signature
+    for token in bad:
         client = await RawClient.connect(gateway.port)
         answer = await client.hello(token)
-        assert isinstance(answer, Error) and answer.code == code
-        assert await client.close_code() == close
+        assert isinstance(answer, Error) and answer.code == "unauthorized"
+        assert await client.close_code() == codes.CLOSE_UNAUTHORIZED
     # A valid token of app B, signed with app A's secret, claiming app B: forged.
     from tidings.protocol.tokens import mint_token
 
@@ -363,11 +358,6 @@ async def test_apps_are_isolated(gateway: Node, mint: Mint) -> None:
     assert sent.devices == 1
     assert (await b.recv_until(Deliver)).msg.body == "B only"
     assert await a.nothing_for()
-
-
-def test_hello_frame_helper_is_valid() -> None:
-    assert isinstance(Hello(token="x"), Hello)
-    pytest.importorskip("msgpack")
 
 
 class SlowStore(SqliteStore):
