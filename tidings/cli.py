@@ -281,15 +281,7 @@ def _configure_send(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--expire-after-read", action="store_true", help="remove it from the inbox once read"
     )
-    p.add_argument(
-        "--admin-url",
-        help=f"admin API base URL (default: $TIDINGS_ADMIN_URL or {DEFAULT_ADMIN_URL})",
-    )
-    p.add_argument(
-        "--admin-key", help="the app's admin key (default: $TIDINGS_ADMIN_KEY or dev-admin-key)"
-    )
-    p.add_argument("--app", help="app id (default: $TIDINGS_APP or demo)")
-    p.add_argument("--json", action="store_true", help="print the API's JSON answer as is")
+    _add_admin_options(p)
 
 
 def _send_payload(args: argparse.Namespace) -> dict[str, Any]:
@@ -326,22 +318,20 @@ def _print_api_error(status: int, raw: bytes, out: TextIO) -> None:
         print(f"  also: {extra}", file=out)
 
 
-def _run_send(args: argparse.Namespace) -> int:
-    try:
-        payload = _send_payload(args)
-    except json.JSONDecodeError as exc:
-        return _fail(f"--data: not valid JSON ({exc.msg})")
+def _call_admin(args: argparse.Namespace, path: str, payload: dict[str, Any]) -> bytes | int:
+    """POST ``payload`` to the admin API; the answer's bytes, or an exit code after an error."""
     base = (args.admin_url or _env("TIDINGS_ADMIN_URL", DEFAULT_ADMIN_URL)).rstrip("/")
     key = args.admin_key or _env("TIDINGS_ADMIN_KEY", "dev-admin-key")
     request = urllib.request.Request(
-        f"{base}/v1/messages",
+        f"{base}{path}",
         data=json.dumps(payload).encode("utf-8"),
         method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=DEFAULT_SEND_TIMEOUT_S) as response:
-            raw = response.read()
+            raw: bytes = response.read()
+            return raw
     except urllib.error.HTTPError as exc:
         _print_api_error(exc.code, exc.read(), sys.stderr)
         return 1
@@ -355,6 +345,57 @@ def _run_send(args: argparse.Namespace) -> int:
         return _fail(f"cannot reach the admin API at {base}: {exc.reason}", 1)
     except (TimeoutError, OSError) as exc:
         return _fail(f"the admin API at {base} did not answer: {exc}", 1)
+
+
+def _add_admin_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--admin-url",
+        help=f"admin API base URL (default: $TIDINGS_ADMIN_URL or {DEFAULT_ADMIN_URL})",
+    )
+    p.add_argument(
+        "--admin-key", help="the app's admin key (default: $TIDINGS_ADMIN_KEY or dev-admin-key)"
+    )
+    p.add_argument("--app", help="app id (default: $TIDINGS_APP or demo)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer as is")
+
+
+def _configure_segment(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="segment_command", metavar="ACTION", required=True)
+    preview = sub.add_parser(
+        "preview",
+        help="count the users a segment selects now, with a sample",
+        description="Parse a segment in its text form and ask the admin API how many users it "
+        "selects now. A parse error points at the column.",
+    )
+    preview.add_argument("text", help="segment text, e.g. 'tag:sports_fan and attr.age >= 18'")
+    preview.add_argument("--sample", type=int, default=10, help="user ids to show (max 100)")
+    _add_admin_options(preview)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    payload = {"app": args.app or _env("TIDINGS_APP", "demo"), "text": args.text,
+               "sample": args.sample}  # fmt: skip
+    raw = _call_admin(args, "/v1/segments/preview", payload)
+    if isinstance(raw, int):
+        return raw
+    if args.json:
+        print(raw.decode("utf-8"))
+        return 0
+    result = json.loads(raw)
+    print(f"{result['count']} users match: {result['text']}")
+    for user in result["sample"]:
+        print(f"  {user}")
+    return 0
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    try:
+        payload = _send_payload(args)
+    except json.JSONDecodeError as exc:
+        return _fail(f"--data: not valid JSON ({exc.msg})")
+    raw = _call_admin(args, "/v1/messages", payload)
+    if isinstance(raw, int):
+        return raw
     if args.json:
         print(raw.decode("utf-8"))
         return 0
@@ -418,6 +459,22 @@ register(
         """,
         configure=_configure_send,
         run=_run_send,
+    )
+)
+
+
+register(
+    Command(
+        name="segment",
+        help="work with segments (preview the audience of a segment text)",
+        description="Segments select users by attributes, tags, lifecycle, tier, events, "
+        "last seen, locale, time zone, platform and app version.",
+        examples="""
+            tidings segment preview 'attr.region = "CN-SH" and attr.age >= 18'
+            tidings segment preview 'lifecycle in (active, new) and platform = ios' --sample 20
+        """,
+        configure=_configure_segment,
+        run=_run_segment,
     )
 )
 

@@ -635,6 +635,9 @@ def create_admin_app(node: Node) -> FastAPI:
             node.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    from tidings.server.admin import targeting_api  # imports this module: install it last
+
+    targeting_api.install(api, node)
     return api
 
 

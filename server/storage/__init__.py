@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tidings.server.storage.rows import DeviceRow, PendingDelivery, UserRow
+from tidings.server.storage.rows import DeviceRow, PendingDelivery, ProfileRow, UserRow
 from tidings.server.storage.store import SqliteStore, Store, anonymous_key
 
-__all__ = ["DeviceRow", "PendingDelivery", "SqliteStore", "Store", "UserRow", "anonymous_key"]
+__all__ = [
+    "DeviceRow",
+    "PendingDelivery",
+    "ProfileRow",
+    "SqliteStore",
+    "Store",
+    "UserRow",
+    "anonymous_key",
+]

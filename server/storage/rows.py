@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DeviceRow", "PendingDelivery", "UserRow"]
+__all__ = ["DeviceRow", "PendingDelivery", "ProfileRow", "UserRow"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,3 +46,21 @@ class UserRow:
     first_seen: float = 0.0
     last_seen: float = 0.0
     inbox_ver: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileRow:
+    """What the store knows for targeting: attributes, consent, device facts, purchases."""
+
+    user_key: str
+    attrs: dict[str, Any]
+    consent: dict[str, bool]
+    first_seen: float
+    last_seen: float
+    platform: str = ""
+    app_version: str = ""
+    locale: str = ""
+    tz: str = ""
+    purchase_count: int = 0
+    purchase_total: float = 0.0
+    last_purchase: float | None = None

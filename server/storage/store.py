@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import StoreError
-from tidings.server.storage.rows import DeviceRow, PendingDelivery, UserRow
+from tidings.server.storage.rows import DeviceRow, PendingDelivery, ProfileRow, UserRow
 
 __all__ = ["SqliteStore", "Store", "anonymous_key"]
 
@@ -93,6 +93,7 @@ class Store(Protocol):
         self, app: str, user_key: str, ver: int
     ) -> tuple[int, list[InboxChange]]: ...
     async def user(self, app: str, user_key: str) -> UserRow | None: ...
+    async def profile_rows(self, app: str) -> list[ProfileRow]: ...
 
 
 class SqliteStore:
@@ -293,6 +294,47 @@ class SqliteStore:
             user_keys,
         )
         return {r[0] for r in rows}
+
+    async def profile_rows(self, app: str) -> list[ProfileRow]:
+        """Every profile of an app with its latest device facts and purchase totals."""
+        db = self._conn
+        async with db.execute(
+            "SELECT user_key, attrs, consent, first_seen, last_seen FROM users WHERE app=?", (app,)
+        ) as cur:
+            users = await cur.fetchall()
+        async with db.execute(
+            "SELECT COALESCE(user_id, '~' || device_id), platform, app_version, locale, tz"
+            " FROM devices WHERE app=? ORDER BY last_seen",
+            (app,),
+        ) as cur:
+            facts = {r[0]: (r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
+        async with db.execute(
+            "SELECT user_key, COUNT(*), COALESCE(SUM(json_extract(props, '$.amount')), 0),"
+            " MAX(ts) FROM events WHERE app=? AND name='purchase' GROUP BY user_key",
+            (app,),
+        ) as cur:
+            buys = {r[0]: (int(r[1]), float(r[2] or 0), r[3]) for r in await cur.fetchall()}
+        rows = []
+        for key, attrs, consent, first, last in users:
+            platform, version, locale, tz = facts.get(key, ("", "", "", ""))
+            count, total, last_buy = buys.get(key, (0, 0.0, None))
+            rows.append(
+                ProfileRow(
+                    user_key=key,
+                    attrs=json.loads(attrs),
+                    consent=json.loads(consent),
+                    first_seen=first,
+                    last_seen=last,
+                    platform=platform,
+                    app_version=version,
+                    locale=locale,
+                    tz=tz,
+                    purchase_count=count,
+                    purchase_total=total,
+                    last_purchase=last_buy,
+                )
+            )
+        return rows
 
     async def user(self, app: str, user_key: str) -> UserRow | None:
         """A user's profile row, or None."""
