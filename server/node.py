@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,10 +45,19 @@ from tidings.server.config import GatewayConfig
 from tidings.server.gateway.connection import RateLimiter, Session, monotonic
 from tidings.server.hub import Hub
 from tidings.server.metrics import Metrics
-from tidings.server.storage import DeviceRow, SqliteStore, Store, anonymous_key
+from tidings.server.storage import (
+    DecisionRow,
+    DeviceRow,
+    OutMessage,
+    PendingSend,
+    SendRow,
+    SqliteStore,
+    Store,
+    anonymous_key,
+)
 from websockets.asyncio.server import Server, ServerConnection
 
-__all__ = ["BATCH_WINDOW_S", "Node", "SendRequest", "SendResult"]
+__all__ = ["BATCH_WINDOW_S", "Node", "Outgoing", "SendRequest", "SendResult"]
 
 BATCH_WINDOW_S = 0.02
 """Seconds acks and receipts wait to be written together."""
@@ -76,6 +85,14 @@ class SendRequest:
     expire_after_read: bool = False
     campaign: str | None = None
     variant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message and the devices it goes to."""
+
+    message: Message
+    devices: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,7 +205,6 @@ class Node:
                 before = len(targets)
                 targets = {d: u for d, u in targets.items() if u not in out}
                 skipped["opted_out"] = before - len(targets)
-        seqs = await self._allocate(request.app, list(targets))
         now = self.clock()
         ttl = request.ttl or (
             app_cfg.banner_ttl_s if request.kind == "banner" else app_cfg.inbox_ttl_s
@@ -210,41 +226,79 @@ class Node:
             data=request.data,
             expire_after_read=request.expire_after_read,
         )
-        await self.store.store_message(
-            app=request.app,
-            message_id=message.id,
-            fields={
-                "kind": message.kind,
-                "category": message.category,
-                "priority": message.priority,
-                "campaign": message.campaign,
-                "variant": message.variant,
-                "created_at": now,
-                "expires_at": now + ttl,
-            },
-            wire=encode_message(message),
-            deliveries=seqs,
-            collapse_key=request.collapse_key,
-        )
-        self.metrics.sends += 1
-        # Durable: now fan out. The live copy carries sent_at for latency measurement.
-        live = Message(**{**_fields(message), "sent_at": int(self.clock() * 1000)})
-        self.broker.deliver(request.app, seqs, encode_message(live))
+        users = sorted(set(targets.values()))
+        sends = [
+            SendRow(user_key=u, at=now, category=request.category, message_id=message.id,
+                    campaign=request.campaign, variant=request.variant)
+            for u in users
+        ]  # fmt: skip
+        await self.publish(request.app, [Outgoing(message, tuple(targets))], sends=sends)
         self.metrics.observe_fanout(time.perf_counter() - t0)
         return SendResult(
-            message_id=message.id,
-            devices=len(seqs),
-            users=len(set(targets.values())),
-            skipped=skipped,
+            message_id=message.id, devices=len(targets), users=len(users), skipped=skipped
         )
 
-    async def _allocate(self, app: str, devices: list[str]) -> list[tuple[str, int]]:
-        """Give each device its next sequence number (one store read for the unknown ones)."""
-        missing = [d for d in devices if (app, d) not in self._last_seq]
+    async def publish(
+        self,
+        app: str,
+        outgoing: Sequence[Outgoing],
+        *,
+        sends: Sequence[SendRow] = (),
+        decisions: Sequence[DecisionRow] = (),
+        done_pending: Sequence[int] = (),
+        new_pending: Sequence[PendingSend] = (),
+        campaign_sent: tuple[str, int] | None = None,
+    ) -> None:
+        """Store messages and their deliveries durably (with what else the send decided), then
+        fan them out to connected devices without waiting on any of them."""
+        await self._load_seqs(app, [d for o in outgoing for d in o.devices])
+        stored = []
+        for o in outgoing:
+            m = o.message
+            stored.append(
+                OutMessage(
+                    message_id=m.id,
+                    fields={
+                        "kind": m.kind,
+                        "category": m.category,
+                        "priority": m.priority,
+                        "campaign": m.campaign,
+                        "variant": m.variant,
+                        "created_at": m.created_at / 1000,
+                        "expires_at": m.expires_at / 1000,
+                    },
+                    wire=encode_message(m),
+                    deliveries=tuple(self._next_seqs(app, o.devices)),
+                    collapse_key=m.collapse_key,
+                )
+            )
+        await self.store.commit(
+            app,
+            messages=stored,
+            sends=sends,
+            decisions=decisions,
+            done_pending=done_pending,
+            new_pending=new_pending,
+            campaign_sent=campaign_sent,
+        )
+        self.metrics.sends += len(stored)
+        # Durable: now fan out. The live copy carries sent_at for latency measurement.
+        sent_at = int(self.clock() * 1000)
+        for o, out in zip(outgoing, stored, strict=True):
+            if out.deliveries:
+                live = Message(**{**_fields(o.message), "sent_at": sent_at})
+                self.broker.deliver(app, out.deliveries, encode_message(live))
+
+    async def _load_seqs(self, app: str, devices: list[str]) -> None:
+        """Load the last sequence numbers of devices this node has not seen (one store read)."""
+        missing = list(dict.fromkeys(d for d in devices if (app, d) not in self._last_seq))
         if missing:
             loaded = await self.store.last_seqs(app, missing)
             for d in missing:
                 self._last_seq.setdefault((app, d), loaded.get(d, 0))
+
+    def _next_seqs(self, app: str, devices: Sequence[str]) -> list[tuple[str, int]]:
+        """Give each device its next sequence number (loaded by :meth:`_load_seqs`)."""
         out = []
         last = self._last_seq
         for d in devices:

@@ -72,6 +72,7 @@ __all__ = [
     "CampaignError",
     "CampaignKind",
     "CampaignStatus",
+    "Category",
     "Content",
     "ContentKind",
     "Conversion",
@@ -149,12 +150,18 @@ class ContentKind(StrEnum):
     BOTH = "both"
 
 
-class Priority(StrEnum):
-    """Delivery priority (high may bypass on-device quiet hours for transactional messages)."""
+class Category(StrEnum):
+    """Message category, as on the wire; transactional bypasses marketing caps and opt-outs."""
 
-    LOW = "low"
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+
+
+class Priority(StrEnum):
+    """Delivery priority, as on the wire (urgent transactional messages may bypass quiet hours)."""
+
     NORMAL = "normal"
-    HIGH = "high"
+    URGENT = "urgent"
 
 
 class Reason(StrEnum):
@@ -212,7 +219,7 @@ class Content:
     image_url: str | None = None
     actions: tuple[Action, ...] = ()
     data: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    category: str = "marketing"
+    category: Category = Category.MARKETING
     priority: Priority = Priority.NORMAL
     ttl_s: int | None = None
     collapse_key: str | None = None
@@ -534,7 +541,7 @@ def _content(data: object, path: str) -> Content:
         image_url=_opt_str(d, "image_url", path, limits.MAX_URL_LEN),
         actions=_actions(d.get("actions", []), _join(path, "actions")),
         data=_data(d.get("data", {}), _join(path, "data")),
-        category=_str(d, "category", path, default="marketing"),
+        category=_enum(d, "category", path, Category, "marketing"),
         priority=_enum(d, "priority", path, Priority, "normal"),
         ttl_s=_int(d, "ttl_s", path, 1, MAX_TTL_S),
         collapse_key=_opt_str(d, "collapse_key", path, limits.MAX_ID_LEN),
@@ -754,7 +761,7 @@ def _content_json(c: Content) -> dict[str, Any]:
         out["actions"] = [{"id": a.id, "label": a.label, "url": a.url} for a in c.actions]
     if c.data:
         out["data"] = dict(c.data)
-    out.update(category=c.category, priority=str(c.priority))
+    out.update(category=str(c.category), priority=str(c.priority))
     return out | _drop_none(ttl_s=c.ttl_s, collapse_key=c.collapse_key)
 
 

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from tidings.server.storage.rows import DeviceRow, PendingDelivery, ProfileRow, UserRow
+from tidings.server.storage.rows import (
+    CampaignRow,
+    DecisionRow,
+    DeviceRow,
+    EventRow,
+    OutMessage,
+    PendingDelivery,
+    PendingSend,
+    ProfileRow,
+    SendRow,
+    UserRow,
+)
 from tidings.server.storage.store import SqliteStore, Store, anonymous_key
 
 __all__ = [
+    "CampaignRow",
+    "DecisionRow",
     "DeviceRow",
+    "EventRow",
+    "OutMessage",
     "PendingDelivery",
+    "PendingSend",
     "ProfileRow",
+    "SendRow",
     "SqliteStore",
     "Store",
     "UserRow",

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DeviceRow", "PendingDelivery", "ProfileRow", "UserRow"]
+__all__ = [
+    "CampaignRow",
+    "DecisionRow",
+    "DeviceRow",
+    "EventRow",
+    "OutMessage",
+    "PendingDelivery",
+    "PendingSend",
+    "ProfileRow",
+    "SendRow",
+    "UserRow",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,3 +75,74 @@ class ProfileRow:
     purchase_count: int = 0
     purchase_total: float = 0.0
     last_purchase: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRow:
+    """One stored behaviour event (``ts`` in unix seconds)."""
+
+    user_key: str
+    name: str
+    props: dict[str, Any]
+    ts: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignRow:
+    """A stored campaign: its JSON definition and its running state."""
+
+    app: str
+    id: str
+    spec: dict[str, Any]
+    status: str
+    sent_total: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRow:
+    """A message sent to one user (caps count these; stats read them)."""
+
+    user_key: str
+    at: float
+    category: str
+    message_id: str
+    campaign: str | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionRow:
+    """One entry of the decision log: why a user did or did not get a campaign's message."""
+
+    campaign: str
+    user_key: str
+    at: float
+    reason: str
+    detail: str = ""
+    variant: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingSend:
+    """Durable future work: a user's delayed or scheduled message, or a campaign run."""
+
+    app: str
+    campaign: str
+    user_key: str | None
+    due_at: float
+    event: dict[str, Any] | None = None
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutMessage:
+    """A message ready to store: its wire form and the (device, seq) deliveries."""
+
+    message_id: str
+    fields: dict[str, Any]
+    wire: bytes
+    deliveries: tuple[tuple[str, int], ...]
+    collapse_key: str | None = None

@@ -23,7 +23,18 @@ from typing import Any, Protocol, TypeVar
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import StoreError
-from tidings.server.storage.rows import DeviceRow, PendingDelivery, ProfileRow, UserRow
+from tidings.server.storage.rows import (
+    CampaignRow,
+    DecisionRow,
+    DeviceRow,
+    EventRow,
+    OutMessage,
+    PendingDelivery,
+    PendingSend,
+    ProfileRow,
+    SendRow,
+    UserRow,
+)
 
 __all__ = ["SqliteStore", "Store", "anonymous_key"]
 
@@ -58,15 +69,16 @@ class Store(Protocol):
     async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]: ...
     async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]: ...
     async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]: ...
-    async def store_message(
+    async def commit(
         self,
-        *,
         app: str,
-        message_id: str,
-        fields: dict[str, Any],
-        wire: bytes,
-        deliveries: Sequence[tuple[str, int]],
-        collapse_key: str | None,
+        *,
+        messages: Sequence[OutMessage] = (),
+        sends: Sequence[SendRow] = (),
+        decisions: Sequence[DecisionRow] = (),
+        done_pending: Sequence[int] = (),
+        new_pending: Sequence[PendingSend] = (),
+        campaign_sent: tuple[str, int] | None = None,
     ) -> None: ...
     async def pending(
         self, app: str, device: str, after: int, now: float
@@ -94,6 +106,35 @@ class Store(Protocol):
     ) -> tuple[int, list[InboxChange]]: ...
     async def user(self, app: str, user_key: str) -> UserRow | None: ...
     async def profile_rows(self, app: str) -> list[ProfileRow]: ...
+    async def events_since(
+        self, app: str, since: float, *, name: str | None = None, user_key: str | None = None
+    ) -> list[EventRow]: ...
+    async def campaigns(self, app: str | None = None) -> list[CampaignRow]: ...
+    async def save_campaign(
+        self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
+    ) -> None: ...
+    async def delete_campaign(self, app: str, cid: str) -> None: ...
+    async def set_campaign_status(self, app: str, cid: str, status: str, now: float) -> None: ...
+    async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]: ...
+    async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None: ...
+    async def sends_since(self, since: float) -> list[tuple[str, SendRow]]: ...
+    async def due_pending(self, now: float, limit: int) -> list[PendingSend]: ...
+    async def next_due(self) -> float | None: ...
+    async def count_pending(self, app: str, campaign: str) -> int: ...
+    async def drop_pending(self, app: str, campaign: str) -> None: ...
+    async def decisions(
+        self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
+    ) -> list[DecisionRow]: ...
+    async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]: ...
+    async def conversions(
+        self, app: str, campaign: str, event: str, window_s: float
+    ) -> list[tuple[str | None, str, dict[str, Any]]]: ...
+    async def undisplayed_messages(self, app: str, campaign: str) -> list[str]: ...
+    async def devices_of_keys(
+        self, app: str, user_keys: Sequence[str]
+    ) -> list[tuple[str, str]]: ...
+    async def erase_user(self, app: str, user_key: str) -> tuple[list[str], list[str]]: ...
+    async def export_user(self, app: str, user_key: str) -> dict[str, Any]: ...
 
 
 class SqliteStore:
@@ -402,47 +443,58 @@ class SqliteStore:
 
     # --- messages and deliveries --------------------------------------------------------------
 
-    async def store_message(
+    async def commit(
         self,
-        *,
         app: str,
-        message_id: str,
-        fields: dict[str, Any],
-        wire: bytes,
-        deliveries: Sequence[tuple[str, int]],
-        collapse_key: str | None,
+        *,
+        messages: Sequence[OutMessage] = (),
+        sends: Sequence[SendRow] = (),
+        decisions: Sequence[DecisionRow] = (),
+        done_pending: Sequence[int] = (),
+        new_pending: Sequence[PendingSend] = (),
+        campaign_sent: tuple[str, int] | None = None,
     ) -> None:
-        """Store a message and its (device, seq) deliveries in one group-committed write.
+        """Store the outcome of one send in one group-committed write, all or nothing.
 
-        With a collapse key, older pending deliveries with the same key to those devices are
-        dropped first (PROTOCOL.md §3).
+        Messages with their (device, seq) deliveries, the per-user send records, decision log
+        entries, pending work done and pending work added, and a campaign's sent total. With a
+        collapse key, older pending deliveries with the same key to those devices are dropped
+        first (PROTOCOL.md §3).
         """
 
         async def write(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO messages (app, id, campaign, variant, kind, category, priority,"
-                " collapse_key, created_at, expires_at, wire) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    app, message_id, fields.get("campaign"), fields.get("variant"),
-                    fields["kind"], fields["category"], fields["priority"], collapse_key,
-                    fields["created_at"], fields["expires_at"], wire,
-                ),
-            )  # fmt: skip
-            if collapse_key is not None:
+            for m in messages:
+                await _insert_message(db, app, m)
+            if sends:
                 await db.executemany(
-                    "UPDATE deliveries SET state=2 WHERE app=? AND device_id=? AND state=0"
-                    " AND collapse_key=?",
-                    [(app, device, collapse_key) for device, _ in deliveries],
+                    "INSERT INTO sends (app, user_key, at, category, campaign, variant,"
+                    " message_id) VALUES (?,?,?,?,?,?,?)",
+                    [(app, r.user_key, r.at, r.category, r.campaign, r.variant, r.message_id)
+                     for r in sends],
+                )  # fmt: skip
+            if decisions:
+                await db.executemany(
+                    "INSERT INTO decisions (app, campaign, user_key, at, reason, detail, variant,"
+                    " message_id) VALUES (?,?,?,?,?,?,?,?)",
+                    [(app, d.campaign, d.user_key, d.at, d.reason, d.detail, d.variant,
+                      d.message_id) for d in decisions],
+                )  # fmt: skip
+            if done_pending:
+                await db.executemany(
+                    "DELETE FROM pending_sends WHERE id=?", [(i,) for i in done_pending]
                 )
-            await db.executemany(
-                "INSERT INTO deliveries (app, device_id, seq, message_id, collapse_key)"
-                " VALUES (?,?,?,?,?)",
-                [(app, device, seq, message_id, collapse_key) for device, seq in deliveries],
-            )
-            await db.executemany(
-                "UPDATE devices SET last_seq=? WHERE app=? AND device_id=? AND last_seq<?",
-                [(seq, app, device, seq) for device, seq in deliveries],
-            )
+            if new_pending:
+                await db.executemany(
+                    "INSERT INTO pending_sends (app, campaign, user_key, due_at, event)"
+                    " VALUES (?,?,?,?,?)",
+                    [(app, p.campaign, p.user_key, p.due_at,
+                      None if p.event is None else json.dumps(p.event)) for p in new_pending],
+                )  # fmt: skip
+            if campaign_sent is not None and campaign_sent[1]:
+                await db.execute(
+                    "UPDATE campaigns SET sent_total=sent_total+? WHERE app=? AND id=?",
+                    (campaign_sent[1], app, campaign_sent[0]),
+                )
 
         await self._submit(write)
 
@@ -547,11 +599,19 @@ class SqliteStore:
             for e in events
         ]
 
+        latest = max((e.ts / 1000 for e in events), default=now)
+
         async def write(db: aiosqlite.Connection) -> None:
             await db.executemany(
                 "INSERT OR IGNORE INTO events (app, device_id, event_id, user_key, name, ts,"
                 " props, received_at) VALUES (?,?,?,?,?,?,?,?)",
                 rows,
+            )
+            await db.execute(
+                "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES (?,?,?,?)"
+                " ON CONFLICT (app, user_key) DO UPDATE SET"
+                " last_seen=MAX(last_seen, excluded.last_seen)",
+                (app, user_key, min(latest, now), min(latest, now)),
             )
 
         await self._submit(write)
@@ -561,6 +621,315 @@ class SqliteStore:
         async with self._conn.execute("SELECT COUNT(*) FROM events WHERE app=?", (app,)) as cur:
             r = await cur.fetchone()
         return int(r[0]) if r else 0
+
+    # --- targeting and campaigns -------------------------------------------------------------
+
+    async def events_since(
+        self, app: str, since: float, *, name: str | None = None, user_key: str | None = None
+    ) -> list[EventRow]:
+        """Stored events with ``ts >= since``, oldest first, optionally of one name or user."""
+        sql = "SELECT user_key, name, props, ts FROM events WHERE app=? AND ts>=?"
+        params: list[Any] = [app, since]
+        if name is not None:
+            sql += " AND name=?"
+            params.append(name)
+        if user_key is not None:
+            sql += " AND user_key=?"
+            params.append(user_key)
+        async with self._conn.execute(sql + " ORDER BY ts", params) as cur:
+            rows = await cur.fetchall()
+        return [EventRow(user_key=r[0], name=r[1], props=json.loads(r[2]), ts=r[3]) for r in rows]
+
+    async def campaigns(self, app: str | None = None) -> list[CampaignRow]:
+        """Every stored campaign (of one app, or of all), oldest first."""
+        sql = "SELECT app, id, spec, status, sent_total, created_at, updated_at FROM campaigns"
+        params: tuple[Any, ...] = ()
+        if app is not None:
+            sql, params = sql + " WHERE app=?", (app,)
+        async with self._conn.execute(sql + " ORDER BY created_at, id", params) as cur:
+            rows = await cur.fetchall()
+        return [
+            CampaignRow(app=r[0], id=r[1], spec=json.loads(r[2]), status=r[3], sent_total=r[4],
+                        created_at=r[5], updated_at=r[6])
+            for r in rows
+        ]  # fmt: skip
+
+    async def save_campaign(
+        self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
+    ) -> None:
+        """Create or replace a campaign definition (its sent total is kept)."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO campaigns (app, id, spec, status, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (app, id) DO UPDATE SET spec=excluded.spec,"
+                " status=excluded.status, updated_at=excluded.updated_at",
+                (app, cid, json.dumps(spec), status, now, now),
+            )
+
+        await self._submit(write)
+
+    async def delete_campaign(self, app: str, cid: str) -> None:
+        """Delete a campaign and its pending work (its log and messages stay for the record)."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM campaigns WHERE app=? AND id=?", (app, cid))
+            await db.execute("DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, cid))
+
+        await self._submit(write)
+
+    async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every stored tag rule as (app, rule JSON)."""
+        async with self._conn.execute("SELECT app, spec FROM tag_rules ORDER BY app, name") as c:
+            return [(r[0], json.loads(r[1])) for r in await c.fetchall()]
+
+    async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None:
+        """Create or replace a tag rule; ``None`` deletes it."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            if spec is None:
+                await db.execute("DELETE FROM tag_rules WHERE app=? AND name=?", (app, name))
+            else:
+                await db.execute(
+                    "INSERT INTO tag_rules (app, name, spec) VALUES (?,?,?) ON CONFLICT"
+                    " (app, name) DO UPDATE SET spec=excluded.spec",
+                    (app, name, json.dumps(spec)),
+                )
+
+        await self._submit(write)
+
+    async def sends_since(self, since: float) -> list[tuple[str, SendRow]]:
+        """Every send record newer than ``since`` as (app, row), oldest first."""
+        async with self._conn.execute(
+            "SELECT app, user_key, at, category, campaign, variant, message_id FROM sends"
+            " WHERE at>=? ORDER BY at",
+            (since,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            (r[0], SendRow(user_key=r[1], at=r[2], category=r[3], campaign=r[4], variant=r[5],
+                           message_id=r[6]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def due_pending(self, now: float, limit: int) -> list[PendingSend]:
+        """Pending work due at ``now``, earliest first."""
+        async with self._conn.execute(
+            "SELECT id, app, campaign, user_key, due_at, event FROM pending_sends"
+            " WHERE due_at<=? ORDER BY due_at, id LIMIT ?",
+            (now, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            PendingSend(id=r[0], app=r[1], campaign=r[2], user_key=r[3], due_at=r[4],
+                        event=None if r[5] is None else json.loads(r[5]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def next_due(self) -> float | None:
+        """When the earliest pending work is due, or None."""
+        async with self._conn.execute("SELECT MIN(due_at) FROM pending_sends") as cur:
+            r = await cur.fetchone()
+        return None if r is None or r[0] is None else float(r[0])
+
+    async def count_pending(self, app: str, campaign: str) -> int:
+        """How much work a campaign still has pending."""
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM pending_sends WHERE app=? AND campaign=?", (app, campaign)
+        ) as cur:
+            r = await cur.fetchone()
+        return int(r[0]) if r else 0
+
+    async def drop_pending(self, app: str, campaign: str) -> None:
+        """Forget a campaign's pending work (cancel)."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, campaign)
+            )
+
+        await self._submit(write)
+
+    async def set_campaign_status(self, app: str, cid: str, status: str, now: float) -> None:
+        """Record a campaign's new status."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE campaigns SET status=?, updated_at=? WHERE app=? AND id=?",
+                (status, now, app, cid),
+            )
+
+        await self._submit(write)
+
+    async def decisions(
+        self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
+    ) -> list[DecisionRow]:
+        """The decision log of a campaign (for one user, or everyone), newest first."""
+        sql = (
+            "SELECT campaign, user_key, at, reason, detail, variant, message_id FROM decisions"
+            " WHERE app=? AND campaign=?"
+        )
+        params: list[Any] = [app, campaign]
+        if user_key is not None:
+            sql += " AND user_key=?"
+            params.append(user_key)
+        async with self._conn.execute(
+            sql + " ORDER BY at DESC, rowid DESC LIMIT ?", [*params, limit]
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
+                        variant=r[5], message_id=r[6])
+            for r in rows
+        ]  # fmt: skip
+
+    async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]:
+        """Per variant: targeted, sent, delivered, displayed, clicked, dismissed counts."""
+        out: dict[str | None, dict[str, int]] = {}
+        queries = (
+            "SELECT variant, 'targeted', COUNT(DISTINCT user_key) FROM decisions"
+            " WHERE app=? AND campaign=? AND reason NOT IN ('not_in_segment', 'trigger_filter',"
+            " 'outside_trigger_window', 'campaign_inactive', 'scheduled') GROUP BY variant",
+            "SELECT variant, 'sent', COUNT(*) FROM sends WHERE app=? AND campaign=?"
+            " GROUP BY variant",
+            "SELECT s.variant, 'delivered', COUNT(DISTINCT s.message_id) FROM sends s"
+            " JOIN deliveries d ON d.app=s.app AND d.message_id=s.message_id AND d.state=1"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant",
+            "SELECT s.variant, r.kind, COUNT(DISTINCT s.message_id) FROM sends s"
+            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, r.kind",
+        )
+        for sql in queries:
+            async with self._conn.execute(sql, (app, campaign)) as cur:
+                for variant, stage, n in await cur.fetchall():
+                    out.setdefault(variant, {})[stage] = int(n)
+        return out
+
+    async def conversions(
+        self, app: str, campaign: str, event: str, window_s: float
+    ) -> list[tuple[str | None, str, dict[str, Any]]]:
+        """(variant, user, event props) of ``event`` within ``window_s`` after exposure.
+
+        Exposure is the display of the campaign's message, or for the holdout group the
+        decision that held the user out.
+        """
+        async with self._conn.execute(
+            "SELECT s.variant, s.user_key, e.props FROM sends s"
+            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id AND r.kind='displayed'"
+            " JOIN events e ON e.app=s.app AND e.user_key=s.user_key AND e.name=?"
+            " AND e.ts>=r.ts AND e.ts<=r.ts+? WHERE s.app=? AND s.campaign=?"
+            " UNION ALL SELECT d.variant, d.user_key, e.props FROM decisions d"
+            " JOIN events e ON e.app=d.app AND e.user_key=d.user_key AND e.name=?"
+            " AND e.ts>=d.at AND e.ts<=d.at+? WHERE d.app=? AND d.campaign=?"
+            " AND d.reason='holdout'",
+            (event, window_s, app, campaign, event, window_s, app, campaign),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    async def undisplayed_messages(self, app: str, campaign: str) -> list[str]:
+        """Ids of a campaign's messages that no device has displayed yet."""
+        async with self._conn.execute(
+            "SELECT m.id FROM messages m WHERE m.app=? AND m.campaign=? AND m.revoked=0"
+            " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.app=m.app AND r.message_id=m.id"
+            " AND r.kind='displayed')",
+            (app, campaign),
+        ) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def devices_of_keys(self, app: str, user_keys: Sequence[str]) -> list[tuple[str, str]]:
+        """(device_id, user key) of every known device of these profiles (anonymous too)."""
+        named = [k for k in user_keys if not k.startswith("~")]
+        out = await self.devices_of_users(app, named) if named else []
+        anonymous = [k[1:] for k in user_keys if k.startswith("~")]
+        if anonymous:
+            rows = await self._select_in(
+                "SELECT device_id FROM devices WHERE app=? AND user_id IS NULL"
+                " AND device_id IN ({marks})",
+                app,
+                anonymous,
+            )
+            out += [(r[0], anonymous_key(r[0])) for r in rows]
+        return out
+
+    async def erase_user(self, app: str, user_key: str) -> tuple[list[str], list[str]]:
+        """Erase a profile and everything about it; return its devices and pending messages.
+
+        Removes the profile, events, send records, decisions, pending work, inbox state,
+        receipts, the devices' queues and the devices themselves, and the messages that were
+        rendered for this user alone (campaign messages).
+        """
+
+        async def write(db: aiosqlite.Connection) -> tuple[list[str], list[str]]:
+            if user_key.startswith("~"):
+                sel, key = "device_id=? AND user_id IS NULL", user_key[1:]
+            else:
+                sel, key = "user_id=?", user_key
+            async with db.execute(f"SELECT device_id FROM devices WHERE app=? AND {sel}",
+                                  (app, key)) as cur:  # fmt: skip
+                devices = [r[0] for r in await cur.fetchall()]
+            pending: list[str] = []
+            for device in devices:
+                async with db.execute(
+                    "SELECT message_id FROM deliveries WHERE app=? AND device_id=? AND state=0",
+                    (app, device),
+                ) as cur:
+                    pending += [r[0] for r in await cur.fetchall()]
+                for table in ("deliveries", "receipts", "events", "devices"):
+                    await db.execute(f"DELETE FROM {table} WHERE app=? AND device_id=?",
+                                     (app, device))  # fmt: skip
+            await db.execute(
+                "DELETE FROM messages WHERE app=? AND campaign IS NOT NULL AND id IN"
+                " (SELECT message_id FROM sends WHERE app=? AND user_key=?)",
+                (app, app, user_key),
+            )
+            for table in ("sends", "decisions", "pending_sends", "inbox_state", "events",
+                          "users"):  # fmt: skip
+                await db.execute(f"DELETE FROM {table} WHERE app=? AND user_key=?",
+                                 (app, user_key))  # fmt: skip
+            return devices, sorted(set(pending))
+
+        result: tuple[list[str], list[str]] = await self._submit(write)
+        return result
+
+    async def export_user(self, app: str, user_key: str) -> dict[str, Any]:
+        """Everything stored about a profile, as JSON-ready data."""
+
+        async def rows(sql: str, params: tuple[Any, ...]) -> list[Any]:
+            async with self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+        user = await self.user(app, user_key)
+        events = await self.events_since(app, 0, user_key=user_key)
+        sends = await rows(
+            "SELECT s.message_id, s.at, s.category, s.campaign, s.variant, m.wire FROM sends s"
+            " LEFT JOIN messages m ON m.app=s.app AND m.id=s.message_id"
+            " WHERE s.app=? AND s.user_key=? ORDER BY s.at",
+            (app, user_key),
+        )
+        decisions = await rows(
+            "SELECT campaign, at, reason, detail, variant FROM decisions"
+            " WHERE app=? AND user_key=? ORDER BY at",
+            (app, user_key),
+        )
+        devices = await self.devices_of_keys(app, [user_key])
+        return {
+            "user": None if user is None else {
+                "attrs": user.attrs, "consent": user.consent, "first_seen": user.first_seen,
+                "last_seen": user.last_seen,
+            },
+            "devices": [d for d, _ in devices],
+            "events": [{"name": e.name, "props": e.props, "ts": e.ts} for e in events],
+            "messages": [
+                {"id": r[0], "at": r[1], "category": r[2], "campaign": r[3], "variant": r[4],
+                 "wire": None if r[5] is None else bytes(r[5])}
+                for r in sends
+            ],
+            "decisions": [
+                {"campaign": r[0], "at": r[1], "reason": r[2], "detail": r[3], "variant": r[4]}
+                for r in decisions
+            ],
+        }  # fmt: skip
 
     # --- inbox state --------------------------------------------------------------------------
 
@@ -624,3 +993,29 @@ async def _inbox_apply(
             (app, user_key, ver),
         )
     return ver, applied
+
+
+async def _insert_message(db: aiosqlite.Connection, app: str, m: OutMessage) -> None:
+    f = m.fields
+    await db.execute(
+        "INSERT INTO messages (app, id, campaign, variant, kind, category, priority,"
+        " collapse_key, created_at, expires_at, wire) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            app, m.message_id, f.get("campaign"), f.get("variant"), f["kind"], f["category"],
+            f["priority"], m.collapse_key, f["created_at"], f["expires_at"], m.wire,
+        ),
+    )  # fmt: skip
+    if m.collapse_key is not None:
+        await db.executemany(
+            "UPDATE deliveries SET state=2 WHERE app=? AND device_id=? AND state=0"
+            " AND collapse_key=?",
+            [(app, device, m.collapse_key) for device, _ in m.deliveries],
+        )
+    await db.executemany(
+        "INSERT INTO deliveries (app, device_id, seq, message_id, collapse_key) VALUES (?,?,?,?,?)",
+        [(app, device, seq, m.message_id, m.collapse_key) for device, seq in m.deliveries],
+    )
+    await db.executemany(
+        "UPDATE devices SET last_seq=? WHERE app=? AND device_id=? AND last_seq<?",
+        [(seq, app, device, seq) for device, seq in m.deliveries],
+    )

@@ -87,8 +87,8 @@ def test_transactional_messages_bypass_marketing_caps_and_opt_outs() -> None:
     ("consent", "category", "reason"),
     [
         ({"marketing": False}, "marketing", Reason.OPTED_OUT),
-        ({"marketing": False}, "news", Reason.SENT),
-        ({"news": False}, "news", Reason.OPTED_OUT),
+        ({"marketing": False}, "transactional", Reason.SENT),
+        ({"transactional": False}, "transactional", Reason.SENT),  # cannot be refused
         ({"marketing": True}, "marketing", Reason.SENT),
     ],
 )
