@@ -4,7 +4,9 @@
 
     TidingsError
     └── ServerError
-        └── StoreError      the database refused or failed (``temporary`` when retrying helps)
+        ├── StoreError      the database refused or failed (``temporary`` when retrying helps)
+        ├── NotFound        the named campaign, rule or user does not exist (HTTP 404)
+        └── Conflict        the request does not fit the object's state (HTTP 409)
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
 
-__all__ = ["ServerError", "StoreError"]
+__all__ = ["Conflict", "NotFound", "ServerError", "StoreError"]
 
 
 class ServerError(TidingsError):
@@ -23,3 +25,23 @@ class ServerError(TidingsError):
 
 class StoreError(ServerError):
     """The store could not do what was asked; sqlite3 errors are translated to this."""
+
+
+class NotFound(ServerError):
+    """The named object does not exist; ``field`` names the input that named it."""
+
+    code = codes.ERR_NOT_FOUND
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class Conflict(ServerError):
+    """The request does not fit the object's current state (e.g. editing a running campaign)."""
+
+    code = "conflict"
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field

@@ -41,6 +41,7 @@ from tidings.protocol.frames import (
 )
 from tidings.protocol.tokens import TokenClaims, peek_app, verify_token
 from tidings.server.broker import Broker, InProcessBroker
+from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
 from tidings.server.gateway.connection import RateLimiter, Session, monotonic
 from tidings.server.hub import Hub
@@ -122,6 +123,7 @@ class Node:
         self.store: Store = store or SqliteStore(config.db)
         self.broker: Broker = broker or InProcessBroker(self.hub)
         self.metrics = Metrics()
+        self.engine = CampaignEngine(self)
         self._server: Server | None = None
         self._last_seq: dict[tuple[str, str], int] = {}
         self._started = False
@@ -149,8 +151,10 @@ class Node:
 
         await self.store.open()
         try:
+            await self.engine.start()
             self._server = await start_server(self, self._config.host, self._config.port)
         except BaseException:
+            await self.engine.stop()
             await self.store.close()
             raise
         self._started = True
@@ -166,6 +170,7 @@ class Node:
             self._flusher.cancel()
             self._flusher = None
         await self._flush_batches(delay=0)
+        await self.engine.stop()
         for session in self.hub.all():
             # Spread the hints so that devices do not all come back in the same second.
             session.send(GoAway(reconnect_ms=jitter_ms(), reason="server shutting down"))
@@ -353,6 +358,14 @@ class Node:
                 last_seen=now,
             )
         )
+        self.engine.on_device(
+            claims.app,
+            claims.user or anonymous_key(claims.device),
+            tz=dev.tz,
+            locale=dev.locale,
+            platform=dev.platform,
+            app_version=dev.app_version,
+        )
         key = (claims.app, claims.device)
         last_seq = max(self._last_seq.get(key, 0), row.last_seq)
         self._last_seq[key] = last_seq
@@ -451,6 +464,9 @@ class Node:
             self.metrics.events += len(frame.events)
             await store.insert_events(app, session.device, session.user_key, frame.events, now)
             session.send(Ok(rid=frame.rid))
+            await self.engine.on_events(
+                app, session.user_key, [(e.name, e.props, e.ts / 1000) for e in frame.events]
+            )
         elif isinstance(frame, Identify):
             if frame.user is not None and frame.user != session.user:
                 raise TidingsError(
@@ -460,6 +476,7 @@ class Node:
                 )
             if frame.attrs:
                 await store.merge_attrs(app, session.user_key, frame.attrs, now)
+                self.engine.on_attrs(app, session.user_key, frame.attrs)
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Receipt):
             self._receipts.append((session, frame))
@@ -476,6 +493,7 @@ class Node:
                     "prefs.categories.transactional", "transactional messages cannot be refused"
                 )
             await store.set_consent(app, session.user_key, frame.categories, now)
+            self.engine.on_consent(app, session.user_key, frame.categories)
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Ping):
             session.send(Pong(ts=frame.ts))

@@ -10,7 +10,6 @@ from tidings.protocol import codes
 from tidings.server.admin.api import _ERRORS, ApiError, Caller, _Model, _resolve
 from tidings.server.node import Node
 from tidings.server.targeting import segments
-from tidings.server.targeting.service import build_index
 
 __all__ = ["MAX_SAMPLE", "install"]
 
@@ -69,8 +68,6 @@ def install(api: FastAPI, node: Node) -> None:
         """
         target = _resolve(node, body.app, key_app, "app")
         tree = _tree(body)
-        now = node.clock()
-        index = build_index(target.id, await node.store.profile_rows(target.id), now)
-        count, sample = index.preview(tree, now, sample=body.sample)
+        count, sample = await node.engine.preview(target.id, tree, sample=body.sample)
         return Preview(count=count, sample=sample, segment=segments.to_json(tree),
                        text=segments.to_text(tree))  # fmt: skip

@@ -98,6 +98,11 @@ class ProfileIndex:
         old = self._profiles.get(profile.user_id)
         if old is profile:
             return
+        if old is not None and _same_facets(old, profile):
+            # Only unindexed facts changed (last seen, active hours, purchases): the hot path
+            # of event ingest, so no re-indexing.
+            self._profiles[profile.user_id] = profile
+            return
         if old is not None:
             self._unindex(old)
         self._profiles[profile.user_id] = profile
@@ -284,6 +289,18 @@ class ProfileIndex:
 
 
 _INDEXABLE_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.EXISTS})
+
+
+def _same_facets(a: Profile, b: Profile) -> bool:
+    """True when every indexed facet of two versions of a profile is the same."""
+    return (
+        a.tags == b.tags
+        and a.lifecycle is b.lifecycle
+        and a.tier is b.tier
+        and (a.attrs is b.attrs or a.attrs == b.attrs)
+        and (a.consent is b.consent or a.consent == b.consent)
+        and all(getattr(a, f) == getattr(b, f) for f in INDEXED_FIELDS)
+    )
 
 
 def _union(sets: list[set[str]] | list[set[str] | frozenset[str]]) -> set[str] | frozenset[str]:

@@ -1,0 +1,774 @@
+"""The campaign engine: live profiles, segment resolution, and campaigns run to decisions.
+
+The engine keeps, per app, every profile in a :class:`~tidings.server.targeting.ProfileIndex`
+and the behaviour tags in a :class:`~tidings.server.targeting.TagEngine`, both fed as events
+arrive (from devices and from ``POST /v1/events``) and rebuilt at start from the store: profiles
+from their rows, tags and active hours by replaying the last :data:`REPLAY_S` of events.
+
+A campaign turns into *decisions* (one per user each time the engine asks "may this user get
+it now?") and messages. Everything a send decides — messages, deliveries, send records, the
+decision log, pending work done or added, the campaign's sent total — is stored in one
+group-committed write before anything goes on the wire, so a crash loses nothing and repeats
+nothing. Work that waits (a delayed trigger, a user's local send time, a scheduled run) is a
+row in ``pending_sends`` that :meth:`CampaignEngine.tick` picks up when due, also after a
+restart.
+
+The engine never touches sockets: it hands stored messages to :meth:`Node.publish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from tidings.protocol.errors import InvalidField, TidingsError
+from tidings.protocol.frames import Action as WireAction
+from tidings.protocol.frames import Message
+from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, check
+from tidings.server.campaigns.model import (
+    CONTROL,
+    Campaign,
+    CampaignKind,
+    CampaignStatus,
+    Reason,
+)
+from tidings.server.campaigns.sendtime import SendPolicy, choose_send_time, next_local_time
+from tidings.server.campaigns.stats import Funnel, Stage, compare_variants, winner
+from tidings.server.campaigns.templates import (
+    ContentLimits,
+    TemplateError,
+    event_context,
+    render_content,
+    user_context,
+    validate_campaign,
+)
+from tidings.server.errors import Conflict, NotFound
+from tidings.server.storage import DecisionRow, PendingSend, ProfileRow, SendRow
+from tidings.server.targeting.index import ProfileIndex
+from tidings.server.targeting.lifecycle import next_change_at
+from tidings.server.targeting.profiles import (
+    Profile,
+    apply_attributes,
+    apply_device,
+    apply_event,
+    local_hour,
+    new_profile,
+    reclassify,
+    set_consent,
+    with_tags,
+)
+from tidings.server.targeting.segments import Event as EventCond
+from tidings.server.targeting.segments import EventSource, Node, evaluate, walk
+from tidings.server.targeting.tags import TagEngine, TagRule
+
+if TYPE_CHECKING:
+    from tidings.server.node import Node as GatewayNode
+
+__all__ = ["DUE_BATCH", "HISTORY_S", "REPLAY_S", "TICK_S", "CampaignEngine"]
+
+log = logging.getLogger(__name__)
+
+REPLAY_S = 90 * 86_400
+"""Events this old or newer are replayed at start (the longest tag window is 90 days)."""
+
+HISTORY_S = 366 * 86_400
+"""Send records this old or newer are loaded for caps (the longest per-user cap window)."""
+
+TICK_S = 1.0
+"""Seconds between scheduler rounds (due pending sends, tag expiry, lifecycle changes)."""
+
+DUE_BATCH = 5_000
+"""Most pending sends one scheduler round takes."""
+
+_NOT_TARGETED = frozenset({Reason.NOT_IN_SEGMENT, Reason.TRIGGER_FILTER})
+
+
+@dataclass(slots=True)
+class _Live:
+    campaign: Campaign
+    sent_total: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(slots=True)
+class _App:
+    index: ProfileIndex
+    tags: TagEngine = field(default_factory=TagEngine)
+    history: dict[str, list[tuple[float, str, str | None]]] = field(default_factory=dict)
+    campaigns: dict[str, _Live] = field(default_factory=dict)
+    reclass: list[tuple[float, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One user to decide for; ``event`` is the triggering event's context, if any."""
+
+    user: str
+    event: Mapping[str, Any] | None = None
+    pending_id: int = 0
+
+
+class CampaignEngine:
+    """Targeting and campaigns of every app hosted by one node; see the module docstring."""
+
+    def __init__(self, node: GatewayNode, *, caps: CapConfig = DEFAULT_CAPS) -> None:
+        self.node = node
+        self.caps = caps
+        self._apps: dict[str, _App] = {}
+        self._loop: asyncio.Task[None] | None = None
+        self._tick_lock = asyncio.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild profiles, tags, send history and campaigns from the store; start ticking."""
+        store, now = self.node.store, self.node.clock()
+        for app_cfg in self.node.config.apps:
+            self._apps[app_cfg.id] = state = _App(ProfileIndex(app_cfg.id))
+            for row in await store.profile_rows(app_cfg.id):
+                state.index.upsert(_profile_from_row(app_cfg.id, row))
+            for stored in await store.campaigns(app_cfg.id):
+                campaign = Campaign.from_json({**stored.spec, "status": stored.status})
+                state.campaigns[stored.id] = _Live(
+                    campaign, stored.sent_total, stored.created_at, stored.updated_at
+                )
+        for app, spec in await store.tag_rules():
+            if app in self._apps:
+                self._apps[app].tags.add_rule(TagRule.from_json(spec))
+        for app, send in await store.sends_since(now - HISTORY_S):
+            if app in self._apps:
+                self._apps[app].history.setdefault(send.user_key, []).append(
+                    (send.at, send.category, send.campaign)
+                )
+        for app, state in self._apps.items():
+            profiles: dict[str, Profile] = {}
+            for e in await store.events_since(app, now - REPLAY_S):
+                p = profiles.get(e.user_key) or state.index.get(e.user_key)
+                if p is None:
+                    continue
+                state.tags.observe(e.user_key, e.name, e.props, e.ts)
+                hours = list(p.active_hours)
+                hours[local_hour(e.ts, p.tz)] += 1
+                profiles[e.user_key] = replace(p, active_hours=tuple(hours))
+            state.tags.expire(now)
+            for p in state.index:
+                p = profiles.get(p.user_id, p)
+                self._put(app, with_tags(p, added=state.tags.tags_of(p.user_id)), now)
+        self._loop = asyncio.get_running_loop().create_task(self._run(), name="tidings-campaigns")
+
+    async def stop(self) -> None:
+        """Stop the scheduler (pending work stays stored for the next start)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self.tick()
+            except TidingsError as exc:  # a store hiccup: the work stays pending, try again
+                log.warning("campaigns: scheduler round failed: %s", exc.reason)
+            except Exception:
+                log.exception("campaigns: scheduler round failed")
+
+    def _state(self, app: str) -> _App:
+        state = self._apps.get(app)
+        if state is None:
+            raise InvalidField("app", f"unknown app {app!r}")
+        return state
+
+    # --- profiles -----------------------------------------------------------------------------
+
+    def profile(self, app: str, user_key: str) -> Profile | None:
+        """The live profile of a user (lifecycle and tier current as of the last tick)."""
+        return self._state(app).index.get(user_key)
+
+    def _get_or_new(self, app: str, user_key: str, now: float) -> Profile:
+        return self._state(app).index.get(user_key) or new_profile(app, user_key, now)
+
+    def _put(self, app: str, profile: Profile, now: float) -> Profile:
+        state = self._apps[app]
+        profile = reclassify(profile, now)
+        state.index.upsert(profile)
+        due = next_change_at(profile.first_seen, profile.last_seen, profile.last_purchase, now)
+        if due is not None:
+            heapq.heappush(state.reclass, (due, profile.user_id))
+        return profile
+
+    def on_device(self, app: str, user_key: str, *, tz: str, locale: str, platform: str,
+                  app_version: str) -> None:  # fmt: skip
+        """A device said hello: its facts describe the user now."""
+        now = self.node.clock()
+        p = self._get_or_new(app, user_key, now)
+        p = apply_device(p, tz=tz, locale=locale, platform=platform, app_version=app_version)
+        self._put(app, replace(p, last_seen=max(p.last_seen, now)), now)
+
+    def on_attrs(self, app: str, user_key: str, attrs: Mapping[str, Any]) -> None:
+        """Attributes were merged into a profile (``None`` removes one)."""
+        now = self.node.clock()
+        self._put(app, apply_attributes(self._get_or_new(app, user_key, now), attrs), now)
+
+    def on_consent(self, app: str, user_key: str, categories: Mapping[str, bool]) -> None:
+        """A user chose which categories of messages they accept."""
+        now = self.node.clock()
+        p = self._get_or_new(app, user_key, now)
+        for category, allowed in categories.items():
+            p = set_consent(p, category, allowed)
+        self._put(app, p, now)
+
+    async def on_events(
+        self, app: str, user_key: str, events: Iterable[tuple[str, Mapping[str, Any], float]]
+    ) -> None:
+        """Behaviour events of one user (already stored): update the profile, run triggers."""
+        state, now = self._state(app), self.node.clock()
+        p = self._get_or_new(app, user_key, now)
+        fired: list[tuple[str, Mapping[str, Any], float]] = []
+        for name, props, ts in events:
+            ts = min(ts, now)  # a device clock ahead of ours does not make the future
+            p = apply_event(p, name, props, ts)
+            changes = state.tags.observe(user_key, name, props, ts)
+            if changes:
+                p = with_tags(p, changes.added, changes.removed)
+            fired.append((name, props, ts))
+        p = self._put(app, p, now)
+        triggered = [
+            live for live in state.campaigns.values()
+            if live.campaign.kind is CampaignKind.TRIGGERED
+            and live.campaign.status is CampaignStatus.RUNNING
+        ]  # fmt: skip
+        for live in triggered:
+            for name, props, ts in fired:
+                if name == live.campaign.trigger.event:  # type: ignore[union-attr]
+                    await self._on_trigger(app, live, p, name, props, ts, now)
+
+    async def _on_trigger(
+        self, app: str, live: _Live, p: Profile, name: str, props: Mapping[str, Any],
+        ts: float, now: float,
+    ) -> None:  # fmt: skip
+        c = live.campaign
+        trig = c.trigger
+        assert trig is not None
+        variant = _variant(c, p.user_id)
+        reason = None
+        if not all(f.matches(props) for f in trig.where):
+            reason = Reason.TRIGGER_FILTER
+        elif trig.window is not None and not trig.window.contains(ts):
+            reason = Reason.OUTSIDE_TRIGGER_WINDOW
+        elif not await self._in_segment(app, c.segment, p, now):
+            reason = Reason.NOT_IN_SEGMENT
+        event = {"name": name, "props": dict(props), "ts": ts}
+        if reason is not None:
+            await self.node.store.commit(app, decisions=[_decision(c, p.user_id, now, reason,
+                                                                   variant=variant)])  # fmt: skip
+            return
+        wait = max(trig.delay_s, trig.unless.within_s if trig.unless else 0)
+        if wait > 0:
+            due = ts + wait
+            await self.node.store.commit(
+                app,
+                new_pending=[PendingSend(app=app, campaign=c.id, user_key=p.user_id,
+                                         due_at=due, event=event)],
+                decisions=[_decision(c, p.user_id, now, Reason.SCHEDULED,
+                                     f"trigger {name}: due at {due:.0f}", variant)],
+            )  # fmt: skip
+            return
+        await self._dispatch(app, live, [_Item(p.user_id, event)], now)
+
+    # --- segments -----------------------------------------------------------------------------
+
+    async def _event_source(
+        self, app: str, tree: Node, now: float, user: str | None = None
+    ) -> EventSource | None:
+        """Answer the tree's event conditions with one store read per condition."""
+        conds = [n for n in walk(tree) if isinstance(n, EventCond)]
+        if not conds:
+            return None
+        values: dict[EventCond, dict[str, float]] = {}
+        for cond in conds:
+            per_user: dict[str, float] = {}
+            for e in await self.node.store.events_since(
+                app, now - cond.within_s, name=cond.name, user_key=user
+            ):
+                if e.ts > now or not all(f.matches(e.props) for f in cond.where):
+                    continue
+                if cond.agg == "count":
+                    add = 1.0
+                else:
+                    v = e.props.get(cond.prop or "")
+                    add = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0
+                per_user[e.user_key] = per_user.get(e.user_key, 0.0) + add
+            values[cond] = per_user
+
+        def source(user_id: str, cond: EventCond, at: float) -> float:
+            return values.get(cond, {}).get(user_id, 0.0)
+
+        return source
+
+    async def _in_segment(self, app: str, tree: Node, p: Profile, now: float) -> bool:
+        events = await self._event_source(app, tree, now, user=p.user_id)
+        return evaluate(tree, p, now, events)
+
+    async def resolve(self, app: str, tree: Node) -> set[str]:
+        """The users in a segment now."""
+        now = self.node.clock()
+        self._refresh(app, now)
+        events = await self._event_source(app, tree, now)
+        return self._state(app).index.resolve(tree, now, events)
+
+    async def preview(self, app: str, tree: Node, sample: int = 10) -> tuple[int, list[str]]:
+        """Audience size of a segment now, and a sample of its user ids."""
+        users = await self.resolve(app, tree)
+        return len(users), sorted(users)[:sample]
+
+    def _refresh(self, app: str, now: float) -> None:
+        """Drop expired tags and move users whose lifecycle or tier changed with time."""
+        state = self._apps[app]
+        for user, dropped in state.tags.expire(now).items():
+            p = state.index.get(user)
+            if p is not None:
+                self._put(app, with_tags(p, removed=dropped), now)
+        heap = state.reclass
+        while heap and heap[0][0] <= now:
+            _, user = heapq.heappop(heap)
+            p = state.index.get(user)
+            if p is not None:
+                state.index.upsert(reclassify(p, now))
+
+    # --- tag rules ----------------------------------------------------------------------------
+
+    def tag_rules(self, app: str) -> list[TagRule]:
+        """The app's tag rules."""
+        tags = self._state(app).tags
+        return [tags._by_name[n] for n in sorted(tags.rule_names)]
+
+    async def put_tag_rule(self, app: str, rule: TagRule) -> None:
+        """Create or replace a tag rule; stored events within its window count at once."""
+        state, now = self._state(app), self.node.clock()
+        await self.node.store.save_tag_rule(app, rule.name, rule.to_json())
+        if rule.name in state.tags.rule_names:
+            self._untag(app, rule.name, state.tags.remove_rule(rule.name), now)
+        state.tags.add_rule(rule)
+        gained: set[str] = set()
+        for e in await self.node.store.events_since(app, now - rule.window_s, name=rule.event):
+            if rule.name in state.tags.observe(e.user_key, e.name, e.props, e.ts).added:
+                gained.add(e.user_key)
+        state.tags.expire(now)
+        for user in gained:
+            p = state.index.get(user)
+            if p is not None and rule.name in state.tags.tags_of(user):
+                self._put(app, with_tags(p, added=frozenset({rule.name})), now)
+
+    async def delete_tag_rule(self, app: str, name: str) -> bool:
+        """Delete a tag rule; its holders lose the tag. False if there was no such rule."""
+        state = self._state(app)
+        if name not in state.tags.rule_names:
+            return False
+        await self.node.store.save_tag_rule(app, name, None)
+        self._untag(app, name, state.tags.remove_rule(name), self.node.clock())
+        return True
+
+    def _untag(self, app: str, tag: str, users: Iterable[str], now: float) -> None:
+        index = self._apps[app].index
+        for user in users:
+            p = index.get(user)
+            if p is not None:
+                self._put(app, with_tags(p, removed=frozenset({tag})), now)
+
+    # --- users --------------------------------------------------------------------------------
+
+    async def erase(self, app: str, user_key: str) -> bool:
+        """Erase a user: profile, events, messages, decisions, pending work, devices' queues."""
+        state = self._state(app)
+        known = user_key in state.index or await self.node.store.user(app, user_key) is not None
+        devices, pending = await self.node.store.erase_user(app, user_key)
+        if pending:
+            self.node.broker.revoke(app, devices, pending)
+        state.index.remove(user_key)
+        state.tags.forget(user_key)
+        state.history.pop(user_key, None)
+        return known or bool(devices)
+
+    # --- campaigns ----------------------------------------------------------------------------
+
+    def campaigns(self, app: str) -> list[tuple[Campaign, int]]:
+        """Every campaign of an app with its sent total, oldest first."""
+        return [(c.campaign, c.sent_total) for c in self._state(app).campaigns.values()]
+
+    def campaign(self, app: str, cid: str) -> tuple[Campaign, int]:
+        """One campaign and its sent total; raises NotFound."""
+        live = self._live(app, cid)
+        return live.campaign, live.sent_total
+
+    def _live(self, app: str, cid: str) -> _Live:
+        live = self._state(app).campaigns.get(cid)
+        if live is None:
+            raise NotFound("id", f"no campaign {cid!r} in app {app!r}")
+        return live
+
+    def limits(self, app: str) -> ContentLimits:
+        """The rendered length limits of an app's messages."""
+        cfg = self.node.config.app(app)
+        if cfg is None:
+            raise InvalidField("app", f"unknown app {app!r}")
+        return ContentLimits(
+            banner_title_max=cfg.banner_title_max, banner_body_max=cfg.banner_body_max,
+            inbox_title_max=cfg.inbox_title_max, inbox_body_max=cfg.inbox_body_max,
+        )  # fmt: skip
+
+    async def save(self, spec: Mapping[str, Any], *, replace_existing: bool = False) -> Campaign:
+        """Validate and store a campaign (new, or a replacement of a draft or paused one).
+
+        Raises:
+            CampaignError / TemplateError: naming the offending field.
+            InvalidField: the id exists (create) or the campaign is running or over (replace).
+        """
+        campaign = Campaign.from_json(dict(spec))
+        state = self._state(campaign.app)
+        validate_campaign(campaign, limits=self.limits(campaign.app))
+        old = state.campaigns.get(campaign.id)
+        if old is not None and not replace_existing:
+            raise Conflict("id", f"campaign {campaign.id!r} exists; PUT replaces it")
+        if old is None and replace_existing:
+            raise NotFound("id", f"no campaign {campaign.id!r} in app {campaign.app!r}")
+        status = CampaignStatus.DRAFT if old is None else old.campaign.status
+        if status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
+            raise Conflict("status", f"a {status} campaign cannot be changed")
+        campaign = campaign.with_status(status)
+        now = self.node.clock()
+        await self.node.store.save_campaign(
+            campaign.app, campaign.id, campaign.to_json(), str(status), now
+        )
+        state.campaigns[campaign.id] = _Live(
+            campaign, old.sent_total if old else 0, old.created_at if old else now, now
+        )
+        return campaign
+
+    async def delete(self, app: str, cid: str) -> None:
+        """Delete a campaign that never ran (a draft); others are cancelled instead."""
+        live = self._live(app, cid)
+        if live.campaign.status is not CampaignStatus.DRAFT:
+            raise Conflict("status", "only a draft can be deleted; cancel this campaign")
+        await self.node.store.delete_campaign(app, cid)
+        del self._state(app).campaigns[cid]
+
+    async def _set_status(self, app: str, live: _Live, status: CampaignStatus) -> None:
+        now = self.node.clock()
+        await self.node.store.set_campaign_status(app, live.campaign.id, str(status), now)
+        live.campaign = live.campaign.with_status(status)
+        live.updated_at = now
+
+    async def start_campaign(self, app: str, cid: str) -> Campaign:
+        """Start a draft (or resume a paused) campaign."""
+        live = self._live(app, cid)
+        c, now = live.campaign, self.node.clock()
+        if c.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
+            raise Conflict("status", f"a {c.status} campaign cannot be started")
+        first = c.status is CampaignStatus.DRAFT
+        await self._set_status(app, live, CampaignStatus.RUNNING)
+        if first and c.kind is CampaignKind.ONE_OFF:
+            await self._run_audience(app, live, now)
+        elif first and c.kind is CampaignKind.SCHEDULED:
+            assert c.schedule is not None
+            if c.schedule.at is not None and c.schedule.at > now:
+                run = PendingSend(app=app, campaign=cid, user_key=None, due_at=c.schedule.at)
+                await self.node.store.commit(app, new_pending=[run])
+            else:
+                await self._run_audience(app, live, now)
+        elif not first:
+            await self.tick()  # work that fell due while paused
+        return live.campaign
+
+    async def pause(self, app: str, cid: str) -> Campaign:
+        """Pause a running campaign: triggers are ignored, pending work waits."""
+        live = self._live(app, cid)
+        if live.campaign.status is not CampaignStatus.RUNNING:
+            raise Conflict("status", f"a {live.campaign.status} campaign cannot be paused")
+        await self._set_status(app, live, CampaignStatus.PAUSED)
+        return live.campaign
+
+    async def cancel(self, app: str, cid: str) -> tuple[Campaign, int]:
+        """Cancel a campaign: pending work is dropped, undisplayed messages are revoked."""
+        live = self._live(app, cid)
+        if live.campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
+            raise Conflict("status", f"a {live.campaign.status} campaign cannot be cancelled")
+        await self._set_status(app, live, CampaignStatus.CANCELLED)
+        await self.node.store.drop_pending(app, cid)
+        revoked = await self.node.store.undisplayed_messages(app, cid)
+        await asyncio.gather(*(self.node.revoke(app, mid) for mid in revoked))
+        return live.campaign, len(revoked)
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def tick(self, now: float | None = None) -> None:
+        """One scheduler round: refresh profiles, then run every pending send that is due."""
+        async with self._tick_lock:
+            now = self.node.clock() if now is None else now
+            for app in self._apps:
+                self._refresh(app, now)
+            due = await self.node.store.due_pending(now, DUE_BATCH)
+            groups: dict[tuple[str, str], list[PendingSend]] = {}
+            for p in due:
+                groups.setdefault((p.app, p.campaign), []).append(p)
+            for (app, cid), items in groups.items():
+                live = self._apps[app].campaigns.get(cid) if app in self._apps else None
+                if live is None or live.campaign.status is CampaignStatus.CANCELLED:
+                    await self.node.store.commit(app, done_pending=[p.id for p in items])
+                    continue
+                if live.campaign.status is not CampaignStatus.RUNNING:
+                    continue  # paused: the work waits
+                runs = [p for p in items if p.user_key is None]
+                if runs:
+                    await self.node.store.commit(app, done_pending=[p.id for p in runs])
+                    await self._run_audience(app, live, now)
+                users = [p for p in items if p.user_key is not None]
+                if users:
+                    await self._dispatch(app, live, [
+                        _Item(p.user_key or "", p.event, p.id) for p in users
+                    ], now, due=True)  # fmt: skip
+
+    async def _run_audience(self, app: str, live: _Live, now: float) -> None:
+        """Resolve a campaign's segment and decide for everyone in it (now or at their time)."""
+        users = sorted(await self.resolve(app, live.campaign.segment))
+        await self._dispatch(app, live, [_Item(u) for u in users], now)
+        await self._maybe_complete(app, live)
+
+    async def _maybe_complete(self, app: str, live: _Live) -> None:
+        c = live.campaign
+        if c.status is not CampaignStatus.RUNNING:
+            return
+        budget = c.frequency.total_budget
+        spent = budget is not None and live.sent_total >= budget
+        one_shot = c.kind is not CampaignKind.TRIGGERED
+        if spent or (one_shot and await self.node.store.count_pending(app, c.id) == 0):
+            await self._set_status(app, live, CampaignStatus.COMPLETED)
+
+    def _send_at(self, c: Campaign, p: Profile, now: float) -> float:
+        st = c.send_time
+        if c.schedule is not None and c.schedule.local_time is not None:
+            start = max(now, c.schedule.not_before or now)
+            return next_local_time(start, p.tz, c.schedule.local_time)
+        if st.policy is SendPolicy.IMMEDIATE and st.window is None:
+            return now
+        return choose_send_time(st.policy, p, now, at=st.at, local_time=st.local_time,
+                                default_hour=st.default_hour, window=st.window)  # fmt: skip
+
+    async def _dispatch(
+        self, app: str, live: _Live, items: Sequence[_Item], now: float, *, due: bool = False
+    ) -> None:
+        """Decide for each user, render, and store everything in one write, then fan out.
+
+        ``due``: the items are pending work whose time came (no second send-time choice).
+        """
+        from tidings.server.node import Outgoing
+
+        state, c = self._state(app), live.campaign
+        limits = self.limits(app)
+        decisions: list[DecisionRow] = []
+        later: list[PendingSend] = []
+        sends: list[SendRow] = []
+        out: list[Outgoing] = []
+        keep: list[tuple[str, Message]] = []
+        sent_total = live.sent_total
+        for item in items:
+            p = state.index.get(item.user)
+            variant = _variant(c, item.user)
+            if p is None:
+                decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT,
+                                           "no profile", variant))  # fmt: skip
+                continue
+            if due and c.kind is CampaignKind.TRIGGERED and item.event is not None:
+                reason = await self._unless_matched(app, c, item)
+                if reason is not None:
+                    decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
+                                               reason, variant))  # fmt: skip
+                    continue
+            if due and not await self._in_segment(app, c.segment, p, now):
+                left = "left the segment before the send time"
+                decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT, left, variant))
+                continue
+            if variant == CONTROL:
+                decisions.append(_decision(c, item.user, now, Reason.HOLDOUT, "", variant))
+                continue
+            history = state.history.get(item.user, [])
+            by_category: dict[str, list[float]] = {}
+            for at, category, _ in history:
+                by_category.setdefault(category, []).append(at)
+            verdict = check(
+                by_category, p, c, now, config=self.caps, campaign_sent_total=sent_total,
+                campaign_history=[at for at, _, cid in history if cid == c.id],
+            )  # fmt: skip
+            if not verdict.allowed:
+                decisions.append(_decision(c, item.user, now, verdict.reason, verdict.detail,
+                                           variant))  # fmt: skip
+                continue
+            if not due:
+                at = self._send_at(c, p, now)
+                if at > now + 1:
+                    later.append(PendingSend(app=app, campaign=c.id, user_key=item.user,
+                                             due_at=at, event=_plain(item.event)))  # fmt: skip
+                    decisions.append(_decision(c, item.user, now, Reason.SCHEDULED,
+                                               f"send at {at:.0f}", variant))  # fmt: skip
+                    continue
+            content = c.content_for(variant)
+            try:
+                event = item.event
+                rendered = render_content(
+                    content, user=user_context(p), limits=limits,
+                    event=None if event is None else event_context(
+                        event["name"], event.get("props", {}), event.get("ts", 0)),
+                )  # fmt: skip
+            except TemplateError as exc:
+                decisions.append(_decision(c, item.user, now, Reason.TEMPLATE_ERROR,
+                                           exc.reason, variant))  # fmt: skip
+                continue
+            message = Message(
+                id=uuid.uuid4().hex,
+                kind=str(content.kind),  # type: ignore[arg-type]
+                title=rendered.title,
+                body=rendered.body,
+                category=str(content.category),  # type: ignore[arg-type]
+                priority=str(content.priority),  # type: ignore[arg-type]
+                created_at=int(now * 1000),
+                expires_at=int((now + content.effective_ttl_s) * 1000),
+                campaign=c.id,
+                variant=variant,
+                collapse_key=content.collapse_key,
+                image=rendered.image_url,
+                actions=tuple(
+                    WireAction(id=a.id, label=a.label, url=a.url) for a in rendered.actions
+                ),
+                data=dict(rendered.data),
+            )
+            keep.append((item.user, message))
+            sent_total += 1
+        devices: dict[str, list[str]] = {}
+        if keep:
+            for device, user in await self.node.store.devices_of_keys(app, [u for u, _ in keep]):
+                devices.setdefault(user, []).append(device)
+        for user, message in keep:
+            targets = devices.get(user, [])
+            decisions.append(_decision(c, user, now, Reason.SENT,
+                                       f"{len(targets)} device(s)", message.variant,
+                                       message.id))  # fmt: skip
+            sends.append(SendRow(user_key=user, at=now, category=message.category,
+                                 message_id=message.id, campaign=c.id,
+                                 variant=message.variant))  # fmt: skip
+            out.append(Outgoing(message, tuple(targets)))
+        await self.node.publish(
+            app, out, sends=sends, decisions=decisions, new_pending=later,
+            done_pending=[i.pending_id for i in items if i.pending_id],
+            campaign_sent=(c.id, len(sends)),
+        )  # fmt: skip
+        live.sent_total += len(sends)
+        for s in sends:
+            state.history.setdefault(s.user_key, []).append((s.at, s.category, c.id))
+        await self._maybe_complete(app, live)
+
+    async def _unless_matched(self, app: str, c: Campaign, item: _Item) -> str | None:
+        unless = c.trigger.unless if c.trigger else None
+        if unless is None or item.event is None:
+            return None
+        start = float(item.event.get("ts", 0))
+        for e in await self.node.store.events_since(
+            app, start, name=unless.event, user_key=item.user
+        ):
+            if e.ts <= start + unless.within_s and all(f.matches(e.props) for f in unless.where):
+                return f"{unless.event} followed within {unless.within_s} s"
+        return None
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def decisions(
+        self, app: str, cid: str, user: str | None = None, limit: int = 100
+    ) -> list[DecisionRow]:
+        """The decision log of a campaign, newest first."""
+        self._live(app, cid)
+        return await self.node.store.decisions(app, cid, user, limit)
+
+    async def stats(self, app: str, cid: str) -> dict[str, Any]:
+        """Per-variant funnels, totals, comparisons and the current winner (if any)."""
+        c = self._live(app, cid).campaign
+        counts = await self.node.store.funnel_counts(app, cid)
+        converted: dict[str | None, set[str]] = {}
+        if c.conversion is not None:
+            conv = c.conversion
+            for variant, user, props in await self.node.store.conversions(
+                app, cid, conv.event, conv.window_s
+            ):
+                if all(f.matches(props) for f in conv.where):
+                    converted.setdefault(variant, set()).add(user)
+        names: list[str | None] = [v.name for v in c.variants] or [None]
+        if c.control_share:
+            names.append(CONTROL)
+        funnels: dict[str, Funnel] = {}
+        for name in dict.fromkeys([*names, *counts]):
+            n = counts.get(name, {})
+            funnels[name or "default"] = Funnel.from_counts(
+                {s: n.get(s, 0) for s in Stage} | {"converted": len(converted.get(name, ()))}
+            )
+        total = Funnel()
+        for name, f in funnels.items():
+            if name != CONTROL:
+                total = total + f
+        arms = {k: f for k, f in funnels.items() if k != CONTROL}
+        metric = "conversion" if c.conversion is not None else "ctr"
+        return {
+            "campaign": cid,
+            "status": str(c.status),
+            "metric": metric,
+            "total": total.to_json(),
+            "variants": {k: f.to_json() for k, f in funnels.items()},
+            "comparisons": [
+                {"variant": x.variant, "rate": x.rate, "baseline_rate": x.baseline_rate,
+                 "lift": x.lift, "z": x.z, "p_value": x.p_value}
+                for x in compare_variants(arms, metric=metric)
+            ] if len(arms) > 1 else [],
+            "winner": winner(arms, metric=metric) if len(arms) > 1 else None,
+        }  # fmt: skip
+
+
+def _variant(c: Campaign, user: str) -> str | None:
+    from tidings.server.campaigns.variants import assign
+
+    return assign(c.id, user, c.variants, c.control_share)
+
+
+def _decision(
+    c: Campaign, user: str, now: float, reason: Reason, detail: str = "",
+    variant: str | None = None, message_id: str | None = None,
+) -> DecisionRow:  # fmt: skip
+    return DecisionRow(campaign=c.id, user_key=user, at=now, reason=str(reason), detail=detail,
+                       variant=variant, message_id=message_id)  # fmt: skip
+
+
+def _plain(event: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if event is None else dict(event)
+
+
+def _profile_from_row(app: str, row: ProfileRow) -> Profile:
+    return Profile(
+        app=app,
+        user_id=row.user_key,
+        attrs=MappingProxyType(dict(row.attrs)),
+        consent=MappingProxyType(dict(row.consent)),
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        tz=row.tz,
+        locale=row.locale,
+        platform=row.platform,
+        app_version=row.app_version,
+        purchase_count=row.purchase_count,
+        purchase_total=row.purchase_total,
+        last_purchase=row.last_purchase,
+    )
