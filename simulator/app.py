@@ -1,153 +1,162 @@
 """``tidings sim``: the Textual TUI over the simulator engine.
 
-The UI never receives one message per event: it samples the engine on a timer from a worker
-thread and renders the counters, a latency sparkline, the device list and a device's inbox.
+The app owns one :class:`~tidings.simulator.engine.sim.SimEngine` and samples it on a timer from
+a worker thread (never one UI message per event); each sample lands in the ``snapshot`` reactive,
+which the screens watch. Modes, one screen stack each, switched with F1–F4 from anywhere::
+
+    dashboard   devices connected, events/s, deliveries/s, latency percentiles and plots
+    devices     the device browser (search) → Enter pushes the device view
+    campaigns   campaigns with their funnels; start, pause, cancel
+    composer    a campaign with a live audience preview, or a direct message to everyone
+
+Styles live in ``sim.tcss``; visual state (quiet now, preview error, tile state) is CSS classes.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
-from textual.binding import BindingType
-from textual.containers import Horizontal
-from textual.widgets import Button, DataTable, Footer, Header, Input, Sparkline, Static
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
 from tidings.simulator.engine.sim import SimEngine, Snapshot
+from tidings.simulator.screens import (
+    CampaignsScreen,
+    ComposerScreen,
+    DashboardScreen,
+    DevicesScreen,
+)
 
-__all__ = ["SimApp", "make_app"]
+__all__ = ["HISTORY", "SAMPLE_S", "SimApp", "make_app"]
 
 SAMPLE_S = 0.5
+"""Seconds between two samples of the engine."""
+
+HISTORY = 120
+"""Samples kept for the dashboard's plots (a minute at ``SAMPLE_S``)."""
 
 
 class SimApp(App[None]):
-    """Dashboard, composer, device browser and device view of a running simulation."""
+    """Dashboard, device browser and device view, campaigns and composer of a simulation."""
 
     CSS_PATH = "sim.tcss"
     TITLE = "Tidings simulator"
-    AUTO_FOCUS = "#devices"
+    MODES: ClassVar[dict[str, Any]] = {
+        "dashboard": DashboardScreen,
+        "devices": DevicesScreen,
+        "campaigns": CampaignsScreen,
+        "composer": ComposerScreen,
+    }
+    DEFAULT_MODE = "dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
-        ("q", "quit", "Quit"),
-        ("escape", "devices", "Back to devices"),
-        ("c", "compose", "Compose"),
-        ("d", "devices", "Devices"),
+        Binding("f1", "switch_mode('dashboard')", "Dashboard"),
+        Binding("f2", "switch_mode('devices')", "Devices"),
+        Binding("f3", "switch_mode('campaigns')", "Campaigns"),
+        Binding("f4", "switch_mode('composer')", "Compose"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Single keys for when no text input has the focus.
+        Binding("1", "switch_mode('dashboard')", show=False),
+        Binding("2,d", "switch_mode('devices')", show=False),
+        Binding("3", "switch_mode('campaigns')", show=False),
+        Binding("4,c", "switch_mode('composer')", show=False),
+        Binding("q", "quit", show=False),
     ]
 
-    def __init__(self, engine: SimEngine) -> None:
+    snapshot: reactive[Snapshot] = reactive(Snapshot(0, 0, 0), always_update=True)
+    """The latest sample of the engine."""
+    status: reactive[str] = reactive("starting the gateway…")
+    """What the engine is doing until every device is connected, then ``"running"``."""
+    selected_campaign: reactive[str | None] = reactive(None)
+    """The campaign highlighted on the campaigns screen (the device view shows its decisions)."""
+
+    def __init__(self, engine: SimEngine, sample_s: float = SAMPLE_S) -> None:
         super().__init__()
         self.engine = engine
-        self.history: list[float] = []
-        self.snapshot = Snapshot(0, 0, 0)
-        self._last_received = 0
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Horizontal(id="tiles"):
-            yield Static("connecting…", id="connected", classes="tile")
-            yield Static("deliveries 0", id="deliveries", classes="tile")
-            yield Static("latency –", id="latency", classes="tile")
-        yield Sparkline(self.history, id="latency-plot")
-        with Horizontal(id="composer"):
-            yield Input(placeholder="title", id="title")
-            yield Input(placeholder="body", id="body")
-            yield Button("Send to all", id="send", variant="primary")
-        with Horizontal(id="bottom"):
-            yield DataTable(id="devices", cursor_type="row")
-            yield Static("select a device", id="device-view")
-        yield Footer()
+        self.sample_s = sample_s
+        self.running = False
+        self.latency_history: list[float] = []
+        self.delivery_history: list[float] = []
+        self.deliveries_per_s = 0.0
+        self.events_per_s: float | None = None
+        self._last: tuple[float, Snapshot] | None = None
 
     def on_mount(self) -> None:
-        table = self.query_one("#devices", DataTable)
-        table.add_columns("device", "user")
-        for i in range(min(self.engine.devices, 5000)):
-            table.add_row(f"d{i}", f"u{i}", key=str(i))
         self.start_engine()
 
     @work(thread=True, exclusive=True, group="start")
     def start_engine(self) -> None:
-        def progress(n: int, total: int) -> None:
-            self.call_from_thread(self._show_connecting, n, total)
+        """Start the gateway and connect every device, reporting progress."""
 
-        seconds = self.engine.start(progress)
+        def progress(n: int, total: int) -> None:
+            self.call_from_thread(self._set_status, f"connecting {n:,} / {total:,}")
+
+        try:
+            seconds = self.engine.start(progress)
+        except Exception as exc:  # shown to the user: the app stays up to say what went wrong
+            self.call_from_thread(self._start_failed, exc)
+            return
         self.call_from_thread(self._started, seconds)
 
-    def _show_connecting(self, n: int, total: int) -> None:
-        self.query_one("#connected", Static).update(f"connecting {n}/{total}")
+    def _set_status(self, status: str) -> None:
+        self.status = status
+
+    def _start_failed(self, exc: Exception) -> None:
+        self.status = f"failed to start: {exc}"
+        self.notify(self.status, severity="error", timeout=30)
 
     def _started(self, seconds: float) -> None:
-        self.notify(f"{self.engine.devices} devices connected in {seconds:.1f} s")
-        self.set_interval(SAMPLE_S, self.sample)
+        self.running = True
+        self.status = "running"
+        self.notify(f"{self.engine.devices:,} devices connected in {seconds:.1f} s")
+        self.set_interval(self.sample_s, self.sample)
+        self.sample()
 
     @work(thread=True, exclusive=True, group="sample")
     def sample(self) -> None:
-        snap = self.engine.sample()
-        self.call_from_thread(self._render, snap)
-
-    def _render(self, snap: Snapshot) -> None:
-        self.snapshot = snap
-        rate = (snap.received - self._last_received) / SAMPLE_S
-        self._last_received = snap.received
-        self.query_one("#connected", Static).update(
-            f"devices {snap.connected}/{self.engine.devices}"
-        )
-        self.query_one("#deliveries", Static).update(f"deliveries {snap.received} ({rate:.0f}/s)")
-        if snap.latency_ms:
-            lat = snap.latency_ms
-            self.query_one("#latency", Static).update(
-                f"p50 {lat['p50']:.0f} · p95 {lat['p95']:.0f} · p99 {lat['p99']:.0f} ms"
-            )
-            self.history = [*self.history, lat["p99"]][-120:]
-            self.query_one("#latency-plot", Sparkline).data = self.history
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "send":
-            self._send_composed()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._send_composed()
-
-    def _send_composed(self) -> None:
-        title = self.query_one("#title", Input).value or "Hello"
-        body = self.query_one("#body", Input).value or "from the simulator"
-        self.send(title, body)
-
-    @work(thread=True, group="send")
-    def send(self, title: str, body: str) -> None:
+        """Take one sample of the engine (in a thread: it asks the worker processes)."""
         try:
-            result = self.engine.send(title=title, body=body)
-        except Exception as exc:  # the admin API's error text is the useful part
-            self.call_from_thread(self.notify, f"send failed: {exc}", severity="error")
+            snap = self.engine.sample()
+        except (OSError, EOFError):  # the fleet is stopping
             return
-        self.call_from_thread(self.notify, f"sent {result['message_id'][:8]} to "
-                                           f"{result['devices']} devices")  # fmt: skip
+        try:
+            self.call_from_thread(self.apply_sample, snap, time.monotonic())
+        except RuntimeError:  # the app has closed meanwhile
+            return
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.show_device(int(str(event.row_key.value)))
-
-    @work(thread=True, exclusive=True, group="device")
-    def show_device(self, index: int) -> None:
-        items = self.engine.inbox(index)
-        self.call_from_thread(self._render_device, index, items)
-
-    def _render_device(self, index: int, items: list[dict[str, Any]]) -> None:
-        lines = [f"[b]d{index}[/b] (user u{index}) — inbox, newest first", ""]
-        for item in items:
-            mark = " " if item["read"] else "●"
-            lines.append(f"{mark} [b]{item['title']}[/b]  {item['body']}")
-        if not items:
-            lines.append("(empty)")
-        self.query_one("#device-view", Static).update("\n".join(lines))
-
-    def action_compose(self) -> None:
-        self.query_one("#title", Input).focus()
-
-    def action_devices(self) -> None:
-        self.query_one("#devices", DataTable).focus()
+    def apply_sample(self, snap: Snapshot, now: float) -> None:
+        """Derive rates from the previous sample, extend the plots, publish ``snapshot``."""
+        if self._last is not None:
+            then, prev = self._last
+            elapsed = max(now - then, 1e-3)
+            self.deliveries_per_s = max(0, snap.received - prev.received) / elapsed
+            if snap.events is not None and prev.events is not None:
+                self.events_per_s = max(0, snap.events - prev.events) / elapsed
+            self.delivery_history = [*self.delivery_history, self.deliveries_per_s][-HISTORY:]
+        self._last = (now, snap)
+        if snap.latency_ms:
+            self.latency_history = [*self.latency_history, snap.latency_ms["p99"]][-HISTORY:]
+        self.snapshot = snap
 
     def on_unmount(self) -> None:
         self.engine.stop()
 
 
-def make_app(devices: int = 1000, workers: int = 2) -> SimApp:
-    """The simulator app over a fresh engine (used by ``tidings sim`` and the tests)."""
-    return SimApp(SimEngine(devices=devices, workers=workers))
+def make_app(
+    devices: int = 1000,
+    workers: int = 2,
+    *,
+    engine: SimEngine | None = None,
+    sample_s: float = SAMPLE_S,
+) -> SimApp:
+    """The simulator app over a fresh engine (used by ``tidings sim`` and the tests).
+
+    Args:
+        devices: Simulated devices to connect.
+        workers: Worker processes the devices are spread over.
+        engine: Use this engine instead of a new one (``devices`` and ``workers`` are then
+            ignored); the app stops it on exit.
+        sample_s: Seconds between samples of the engine.
+    """
+    return SimApp(engine or SimEngine(devices=devices, workers=workers), sample_s)

@@ -1,23 +1,79 @@
 """The engine behind ``tidings sim``: a gateway process and a fleet, sampled on demand.
 
 No Textual here: the TUI calls these blocking methods from worker threads and keeps its own
-history for plots.
+history for plots. Admin API failures reach the UI as :class:`AdminError` (HTTP and socket
+errors are translated in one place, :meth:`SimEngine.call`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
+from tidings.client_sdk import QuietHours
+from tidings.client_sdk.quiet_hours import zone
+from tidings.protocol.errors import TidingsError
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
-from tidings.simulator.engine.loadtest import GatewayProcess
+from tidings.simulator.engine.loadtest import DEV_ADMIN_KEY, GatewayProcess
+from tidings.simulator.engine.personas import assign
 from tidings.simulator.engine.report import percentiles
 
-__all__ = ["SimEngine", "Snapshot"]
+__all__ = ["AdminError", "DeviceInfo", "SimEngine", "Snapshot"]
+
+ADMIN_TIMEOUT_S = 30.0
+"""How long one admin API call from the UI may take before it counts as failed."""
+
+
+class AdminError(TidingsError):
+    """The admin API refused a request (or could not be reached).
+
+    Attributes:
+        status: HTTP status, 0 when the gateway did not answer at all.
+        field: The request field the error names (``"text"``, ``"content.title"``), if any.
+    """
+
+    def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
+        super().__init__(reason, code=code, temporary=status == 0 or status >= 500)
+        self.status = status
+        self.field = field
+
+    @property
+    def missing_endpoint(self) -> bool:
+        """True when this gateway has no such endpoint (an older server)."""
+        return self.status in (404, 405) and self.reason.startswith("no such endpoint")
+
+    @property
+    def detail(self) -> str:
+        """The message without its leading ``"<field>: "`` (a caret line then lines up)."""
+        if self.field and self.reason.startswith(f"{self.field}: "):
+            return self.reason[len(self.field) + 2 :]
+        return self.reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceInfo:
+    """Who a simulated device is and whether it is in its quiet hours right now."""
+
+    index: int
+    device: str
+    user: str
+    persona: str
+    interests: tuple[str, ...]
+    tz: str
+    local_time: str  # "HH:MM" on the device's clock
+    quiet: tuple[str, str] | None
+    quiet_now: bool
+    next_change_in: float | None  # seconds until quiet_now flips; None without a window
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +84,7 @@ class Snapshot:
     received: int
     displayed: int
     latency_ms: dict[str, float] = field(default_factory=dict)
+    events: int | None = None  # behaviour events the gateway received (None: unknown)
 
 
 class SimEngine:
@@ -60,13 +117,36 @@ class SimEngine:
         stats = self.fleet.stats()
         self._latencies = (self._latencies + stats["latencies"])[-5000:]
         lat = percentiles(self._latencies) if self._latencies else {}
-        return Snapshot(stats["connected"], stats["received"], stats["displayed"], lat)
+        events = self.gateway_counters().get("tidings_events_total")
+        return Snapshot(
+            stats["connected"],
+            stats["received"],
+            stats["displayed"],
+            lat,
+            None if events is None else int(events),
+        )
+
+    def gateway_counters(self) -> dict[str, float]:
+        """The gateway's unlabelled Prometheus counters (``{}`` when it does not answer)."""
+        try:
+            text = self._http("GET", "/metrics", None).decode()
+        except (OSError, urllib.error.URLError):
+            return {}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name and not name.startswith("#") and "{" not in name:
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    continue
+        return out
 
     def send(self, *, title: str, body: str, users: list[str] | None = None,
              kind: str = "both", category: str = "marketing") -> dict[str, Any]:  # fmt: skip
         """Send a message to some users (default: every device's user) through the admin API."""
         targets = users or [f"u{i}" for i in range(min(self.devices, 10_000))]
-        result: dict[str, Any] = self.gateway.admin("POST", "/v1/messages", {
+        result: dict[str, Any] = self.call("POST", "/v1/messages", {
             "app": "demo", "to": {"users": targets}, "kind": kind, "title": title, "body": body,
             "category": category,
         })  # fmt: skip
@@ -76,6 +156,107 @@ class SimEngine:
         """Device ``index``'s inbox as its SDK holds it."""
         return self.fleet.inbox(index)
 
+    def device_rows(self) -> list[tuple[str, str, str, str]]:
+        """(device, user, persona, time zone) of every device, from the run's seed."""
+        return [self._identity(i) for i in range(self.devices)]
+
+    def _identity(self, index: int) -> tuple[str, str, str, str]:
+        cfg = self.fleet.cfg
+        if not cfg.personas:
+            return f"d{index}", f"u{index}", "-", "UTC"
+        persona = assign(cfg.seed, index)
+        return f"d{index}", f"u{index}", persona.name, persona.tz
+
+    def device_info(self, index: int, now: float | None = None) -> DeviceInfo:
+        """Device ``index``'s persona, zone and quiet-hours state at ``now`` (default: now).
+
+        Derived the way the fleet sets each device up (persona from the seed, window possibly
+        overridden), so it matches what that device's SDK applies.
+        """
+        now = time.time() if now is None else now
+        cfg = self.fleet.cfg
+        persona = assign(cfg.seed, index) if cfg.personas else None
+        tz = persona.tz if persona else "UTC"
+        window = cfg.quiet_override or (persona.quiet if persona else None)
+        quiet = QuietHours(*window) if window else None
+        quiet_now = quiet.is_quiet(now, tz) if quiet else False
+        change = None
+        if quiet is not None and quiet.start != quiet.end:
+            change = quiet.window_end(now, tz) if quiet_now else quiet.next_start(now, tz)
+        return DeviceInfo(
+            index=index,
+            device=f"d{index}",
+            user=f"u{index}",
+            persona=persona.name if persona else "-",
+            interests=tuple(sorted(persona.interests)) if persona else (),
+            tz=tz,
+            local_time=dt.datetime.fromtimestamp(now, zone(tz)).strftime("%H:%M"),
+            quiet=window,
+            quiet_now=quiet_now,
+            next_change_in=None if change is None else change - now,
+        )
+
+    # --- admin API (campaigns, segments) ---------------------------------------------------
+
+    def preview(self, text: str, sample: int = 5) -> dict[str, Any]:
+        """The audience segment ``text`` selects now: ``{"count", "sample", "segment", "text"}``."""
+        result: dict[str, Any] = self.call(
+            "POST", "/v1/segments/preview", {"app": "demo", "text": text, "sample": sample}
+        )
+        return result
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        """Every campaign of the demo app (JSON form with ``status`` and ``sent_total``)."""
+        result = self.call("GET", "/v1/campaigns?app=demo")
+        return list(result.get("campaigns", []))
+
+    def campaign_stats(self, campaign: str) -> dict[str, Any]:
+        """The funnel of one campaign: ``{"total": {...}, "variants": {name: {...}}}``."""
+        result: dict[str, Any] = self.call("GET", f"/v1/campaigns/{_q(campaign)}/stats?app=demo")
+        return result
+
+    def create_campaign(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a campaign from its JSON form (the admin API validates it)."""
+        result: dict[str, Any] = self.call("POST", "/v1/campaigns", spec)
+        return result
+
+    def campaign_action(self, campaign: str, action: str) -> dict[str, Any]:
+        """``start``, ``pause`` or ``cancel`` a campaign."""
+        if action not in ("start", "pause", "cancel"):
+            raise ValueError(f"unknown campaign action {action!r}")
+        result = self.call("POST", f"/v1/campaigns/{_q(campaign)}/{action}?app=demo")
+        return result if isinstance(result, dict) else {}
+
+    def decisions(self, campaign: str, user: str) -> list[dict[str, Any]]:
+        """The decision log of ``campaign`` for one user, oldest first."""
+        result = self.call(
+            "GET", f"/v1/campaigns/{_q(campaign)}/decisions?app=demo&user={_q(user)}"
+        )
+        items = result.get("decisions", []) if isinstance(result, dict) else result
+        return [d for d in items if isinstance(d, dict)]
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One admin API request; its JSON answer, or :class:`AdminError`."""
+        try:
+            raw = self._http(method, path, body)
+        except urllib.error.HTTPError as exc:
+            raise _admin_error(exc.code, exc.read()) from None
+        except (OSError, urllib.error.URLError) as exc:
+            raise AdminError(0, "unreachable", f"the gateway did not answer: {exc}") from None
+        return json.loads(raw) if raw else {}
+
+    def _http(self, method: str, path: str, body: dict[str, Any] | None) -> bytes:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.gateway.admin_port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {DEV_ADMIN_KEY}",
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=ADMIN_TIMEOUT_S) as resp:
+            data: bytes = resp.read()
+            return data
+
     def stop(self) -> None:
         """Disconnect every device and stop the gateway."""
         if self.started:
@@ -83,3 +264,17 @@ class SimEngine:
         self.gateway.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _q(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+def _admin_error(status: int, raw: bytes) -> AdminError:
+    try:
+        err = json.loads(raw)["error"]
+        return AdminError(status, str(err.get("code", "error")), str(err["message"]),
+                          err.get("field"))  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        text = raw.decode(errors="replace").strip()[:200]
+        return AdminError(status, "http_error", f"HTTP {status}: {text or 'no body'}")

@@ -1,32 +1,154 @@
-"""The simulator TUI driven with Textual's pilot over a real (small) fleet."""
+"""The simulator TUI driven with Textual's pilot over a real (small) fleet and gateway."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from textual.widgets import Input, Static
-from tidings.simulator.app import make_app
+from helpers import timeout
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+from tidings.simulator.app import SimApp, make_app
+from tidings.simulator.engine.sim import AdminError
+from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
+from tidings.simulator.widgets import InboxView, MetricTile
+
+DEVICES = 12
+SIZE = (130, 42)
 
 
-async def _until(pilot, predicate, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
+async def _until(pilot: Pilot[None], predicate: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout(seconds)
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await pilot.pause(0.1)
 
 
+def _text(app: SimApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).content)
+
+
+def _table_users(app: SimApp) -> list[str]:
+    table = app.screen.query_one("#devices", DataTable)
+    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+
+
+async def _connected(pilot: Pilot[None], app: SimApp) -> None:
+    await _until(pilot, lambda: app.running and app.snapshot.connected == DEVICES)
+
+
 async def test_compose_a_message_watch_it_deliver_and_open_a_device() -> None:
-    app = make_app(devices=12, workers=1)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await _until(pilot, lambda: app.snapshot.connected == 12)
-        await pilot.press("c")
-        app.query_one("#title", Input).value = "Spring sale"
-        app.query_one("#body", Input).value = "20% off shoes"
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        tile = app.screen.query_one("#connected", MetricTile)
+        await _until(pilot, lambda: tile.value == f"{DEVICES} / {DEVICES}")
+        assert tile.has_class("-ok")
+
+        await pilot.press("f4")
+        assert isinstance(app.screen, ComposerScreen)
+        app.screen.query_one("#title", Input).value = "Spring sale"
+        app.screen.query_one("#body", Input).value = "20% off shoes"
         await pilot.click("#send")
-        await _until(pilot, lambda: app.snapshot.received >= 12)
-        assert "deliveries 12" in str(app.query_one("#deliveries", Static).render())
-        await pilot.press("d")
+        await _until(pilot, lambda: app.snapshot.received >= DEVICES)
+
+        await pilot.press("f1")
+        deliveries = app.screen.query_one("#deliveries", MetricTile)
+        await _until(pilot, lambda: f"(total {DEVICES})" in deliveries.value)
+        await _until(pilot, lambda: "–" not in app.screen.query_one("#latency", MetricTile).value)
+
+        await pilot.press("f2")
+        assert isinstance(app.screen, DevicesScreen)
         await pilot.press("down", "enter")  # the second device
-        view = app.query_one("#device-view", Static)
-        await _until(pilot, lambda: "Spring sale" in str(view.render()))
-        assert "d1" in str(view.render())
+        assert isinstance(app.screen, DeviceScreen) and app.screen.index == 1
+        inbox = app.screen.query_one("#inbox", InboxView)
+        await _until(pilot, lambda: "Spring sale" in str(inbox.content))
+        assert "20% off shoes" in str(inbox.content)
+        assert "1 unread" in str(inbox.border_title)
+
+        info = app.engine.device_info(1)
+        panel = app.screen.query_one("#device-info", Static)
+        await _until(pilot, lambda: info.persona in str(panel.content))
+        shown = str(panel.content)
+        assert info.tz in shown and f"{info.quiet[0]}–{info.quiet[1]}" in shown  # type: ignore[index]
+        assert ("QUIET NOW" in shown) == info.quiet_now == panel.has_class("-quiet")
+        assert "(no campaign selected)" in _text(app, "#decisions")
+
+        await pilot.press("escape")
+        assert isinstance(app.screen, DevicesScreen)
+
+
+async def test_the_search_box_filters_the_device_table_by_id_user_and_persona() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        assert _table_users(app) == [f"u{i}" for i in range(DEVICES)]
+
+        await pilot.press("slash", *"d1")
+        await _until(pilot, lambda: _table_users(app) == ["u1", "u10", "u11"])
+        assert _text(app, "#match-count").startswith(f"3 of {DEVICES} devices")
+
+        persona = app.engine.device_rows()[0][2]
+        expected = [r[1] for r in app.engine.device_rows() if r[2] == persona]
+        search = app.screen.query_one("#search", Input)
+        search.value = persona.upper()  # case does not matter
+        await _until(pilot, lambda: _table_users(app) == expected)
+
+        search.value = "no-such-device"
+        await _until(pilot, lambda: _table_users(app) == [])
+        assert app.screen.query_one("#match-count", Static).has_class("-none")
+
+        search.value = "u7"
+        await pilot.press("enter")  # applies at once and moves to the table
+        assert _table_users(app) == ["u7"]
+        await pilot.press("enter")
+        assert isinstance(app.screen, DeviceScreen) and app.screen.index == 7
+
+
+async def test_the_composer_previews_the_audience_live_and_shows_a_parse_error_in_place() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        await pilot.press("f4")
+        preview = app.screen.query_one("#preview", Static)
+        await _until(pilot, lambda: f"{DEVICES} users" in str(preview.content))  # everyone
+
+        persona = app.engine.device_rows()[0][2]
+        fans = sum(1 for r in app.engine.device_rows() if r[2] == persona)
+        app.screen.query_one("#segment", Input).focus()
+        await pilot.press(*f"attr.persona = {persona}")
+        # Each key restarts the debounce; the profiles are stored once the devices identified.
+        await _until(pilot, lambda: str(preview.content).startswith(f"{fans} users"))
+        assert preview.has_class("-ok") and not preview.has_class("-error")
+        assert f'attr.persona = "{persona}"' in str(preview.content)  # the canonical text
+
+        await pilot.press(*" and attr.age >")
+        await _until(pilot, lambda: preview.has_class("-error"))
+        echo, caret = str(preview.content).splitlines()
+        text = f"attr.persona = {persona} and attr.age >"
+        assert echo == text
+        assert caret.index("^") == len(text) and "expected a value" in caret
+
+        await pilot.press("backspace", "backspace", *"> 30")
+        await _until(pilot, lambda: preview.has_class("-ok"))
+
+
+async def test_the_campaigns_screen_lists_campaigns_or_says_the_gateway_has_none_yet() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        try:
+            app.engine.campaigns()
+            available = True
+        except AdminError as exc:
+            assert exc.missing_endpoint, exc
+            available = False
+        await pilot.press("f3")
+        assert isinstance(app.screen, CampaignsScreen)
+        message = app.screen.query_one("#campaigns-message", Static)
+        if available:
+            await _until(pilot, lambda: "campaigns" in str(message.content).lower())
+            assert not message.has_class("-error")
+        else:
+            await _until(pilot, lambda: message.has_class("-error"))
+            assert "not available on this gateway yet" in str(message.content)

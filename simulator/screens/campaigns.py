@@ -1,0 +1,191 @@
+"""Campaigns with their funnels, refreshed on the sample timer; start, pause or cancel one.
+
+The highlighted campaign is also the one whose decision log the device view shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Footer, Header, Static
+from tidings.simulator.engine.sim import AdminError, Snapshot
+from tidings.simulator.screens.base import SimScreen
+from tidings.simulator.widgets import FunnelView
+
+__all__ = ["MAX_LISTED", "CampaignsScreen"]
+
+MAX_LISTED = 50
+"""Campaigns whose stats are fetched on each sample (newest first)."""
+
+_COLUMNS = ("campaign", "name", "status", "targeted", "sent", "delivered", "displayed",
+            "clicked", "CTR")  # fmt: skip
+_STATUS_STYLE = {"running": "bold green", "paused": "yellow", "cancelled": "red",
+                 "completed": "dim", "draft": "italic"}  # fmt: skip
+_ACTION_DONE = {"start": "started", "pause": "paused", "cancel": "cancelled"}
+
+Listing = list[tuple[dict[str, Any], dict[str, Any] | None]]
+
+
+def _row(campaign: dict[str, Any], stats: dict[str, Any] | None) -> list[Any]:
+    total = (stats or {}).get("total") or {}
+    status = str(campaign.get("status", "?"))
+
+    def n(key: str) -> str:
+        value = total.get(key)
+        return f"{value:,}" if isinstance(value, int) else "–"
+
+    ctr = total.get("ctr")
+    return [
+        str(campaign.get("id", "?")),
+        str(campaign.get("name", "")),
+        Text(status, style=_STATUS_STYLE.get(status, "")),
+        n("targeted"),
+        n("sent") if total else f"{campaign.get('sent_total', 0):,}",
+        n("delivered"),
+        n("displayed"),
+        n("clicked"),
+        f"{ctr * 100:.1f}%" if isinstance(ctr, int | float) else "–",
+    ]
+
+
+class CampaignsScreen(SimScreen):
+    """Every campaign of the demo app with its funnel."""
+
+    AUTO_FOCUS = "#campaigns"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "act('start')", "Start"),
+        Binding("p", "act('pause')", "Pause"),
+        Binding("x", "act('cancel')", "Cancel"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listing: Listing = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("loading campaigns…", id="campaigns-message")
+        yield DataTable(id="campaigns", cursor_type="row")
+        yield FunnelView("select a campaign", id="funnel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#campaigns", DataTable)
+        for name in _COLUMNS:
+            table.add_column(name, key=name)
+        self.watch(self.sim, "snapshot", self._sampled, init=False)
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    def _sampled(self, _snap: Snapshot) -> None:
+        if self.is_current:
+            self.action_reload()
+
+    @property
+    def highlighted(self) -> str | None:
+        """The id of the campaign under the cursor."""
+        table = self.query_one("#campaigns", DataTable)
+        if not table.row_count:
+            return None
+        key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return None if key.value is None else str(key.value)
+
+    def action_reload(self) -> None:
+        """Fetch the campaign list and every listed campaign's stats."""
+        self.load()
+
+    @work(thread=True, exclusive=True, group="campaigns")
+    def load(self) -> None:
+        try:
+            campaigns = self.engine.campaigns()[-MAX_LISTED:][::-1]
+        except AdminError as exc:
+            self.deliver(self._failed, exc)
+            return
+        listing: Listing = []
+        for c in campaigns:
+            try:
+                stats: dict[str, Any] | None = self.engine.campaign_stats(str(c.get("id")))
+            except AdminError:
+                stats = None
+            listing.append((c, stats))
+        self.deliver(self._show, listing)
+
+    def _failed(self, exc: AdminError) -> None:
+        message = self.query_one("#campaigns-message", Static)
+        if exc.missing_endpoint:
+            text = (
+                f"The campaigns API is not available on this gateway yet ({exc.reason}). "
+                "Direct messages still work from the composer (F4)."
+            )
+        else:
+            text = f"Could not list campaigns: {exc.reason}"
+        message.update(Text(text))
+        message.add_class("-error")
+        self.query_one("#funnel", FunnelView).show_message("no campaigns", error=True)
+
+    def _show(self, listing: Listing) -> None:
+        self.listing = listing
+        message = self.query_one("#campaigns-message", Static)
+        message.remove_class("-error")
+        running = sum(1 for c, _ in listing if c.get("status") == "running")
+        message.update(
+            f"{len(listing)} campaigns, {running} running · s start · p pause · x cancel"
+            if listing
+            else "No campaigns yet: compose one with F4."
+        )
+        table = self.query_one("#campaigns", DataTable)
+        keep = self.highlighted
+        ids = [str(c.get("id")) for c, _ in listing]
+        if ids == [str(k.value) for k in table.rows]:
+            for (c, stats), cid in zip(listing, ids, strict=True):
+                for column, value in zip(_COLUMNS, _row(c, stats), strict=True):
+                    table.update_cell(cid, column, value)
+        else:
+            table.clear()
+            for (c, stats), cid in zip(listing, ids, strict=True):
+                table.add_row(*_row(c, stats), key=cid)
+            if keep in ids:
+                table.move_cursor(row=ids.index(keep))
+        self._show_funnel()
+
+    def _show_funnel(self) -> None:
+        funnel = self.query_one("#funnel", FunnelView)
+        cid = self.highlighted
+        if cid is None:
+            funnel.show_message("select a campaign")
+            return
+        stats = next((s for c, s in self.listing if str(c.get("id")) == cid), None)
+        if stats is None:
+            funnel.show_message(f"no stats for {cid} yet", error=True)
+        else:
+            funnel.show(cid, stats)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.sim.selected_campaign = str(event.row_key.value)
+        self._show_funnel()
+
+    def action_act(self, action: str) -> None:
+        """Start, pause or cancel the highlighted campaign."""
+        cid = self.highlighted
+        if cid is None:
+            self.notify("no campaign selected", severity="warning")
+            return
+        self.act(cid, action)
+
+    @work(thread=True, group="campaign-action")
+    def act(self, campaign: str, action: str) -> None:
+        try:
+            self.engine.campaign_action(campaign, action)
+        except AdminError as exc:
+            self.deliver(self.notify, f"{action} {campaign}: {exc.reason}", severity="error")
+            return
+        self.deliver(self.notify, f"{campaign} {_ACTION_DONE[action]}")
+        self.deliver(self.load)

@@ -1,0 +1,296 @@
+"""The composer: a campaign (segment with a live audience preview, content, variants, start
+now) or a direct message to every device.
+
+The preview runs ``PREVIEW_DELAY_S`` after the last key, so typing never floods the gateway; a
+segment that does not parse shows the server's caret line right under the input. Errors the
+admin API names a field for appear next to that field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.timer import Timer
+from textual.widgets import Button, Footer, Header, Input, Label, RadioButton, RadioSet, Static
+from tidings.simulator.engine.sim import AdminError
+from tidings.simulator.screens.base import SimScreen
+
+__all__ = ["PREVIEW_DELAY_S", "ComposerScreen", "build_campaign", "field_target", "slug"]
+
+PREVIEW_DELAY_S = 0.3
+"""Typing pause before the audience preview is asked for."""
+
+PREVIEW_SAMPLE = 5
+KINDS = ("banner", "inbox", "both")
+_ERROR_TARGETS = ("name", "segment", "title", "body", "kind", "variant-b", "form")
+
+
+def slug(name: str) -> str:
+    """A campaign id from its name: lower-case words joined by ``-`` (at most 48 characters)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48].strip("-")
+
+
+def build_campaign(
+    *, name: str, segment: str, title: str, body: str, kind: str, variant_b: str = ""
+) -> dict[str, Any]:
+    """The JSON of a one-off campaign; a ``variant_b`` title adds an A/B test at 50/50."""
+    spec: dict[str, Any] = {
+        "id": slug(name),
+        "app": "demo",
+        "name": name.strip(),
+        "kind": "one_off",
+        "segment": segment.strip() or "everyone",
+        "content": {"kind": kind, "title": title, "body": body, "category": "marketing"},
+    }
+    if variant_b.strip():
+        spec["variants"] = [
+            {"name": "a", "weight": 50},
+            {"name": "b", "weight": 50, "content": {"title": variant_b.strip()}},
+        ]
+    return spec
+
+
+def field_target(field: str | None) -> str:
+    """Which part of the form an admin API error about ``field`` belongs to."""
+    if not field:
+        return "form"
+    head, _, rest = field.partition(".")
+    head = head.split("[")[0]
+    if head in ("id", "name"):
+        return "name"
+    if head in ("segment", "text"):
+        return "segment"
+    if head == "variants":
+        return "variant-b"
+    if head == "content":
+        sub = rest.split(".")[0]
+        return sub if sub in ("title", "body", "kind") else "form"
+    return head if head in ("title", "body", "kind") else "form"
+
+
+class ComposerScreen(SimScreen):
+    """Compose a campaign for a segment, or a direct message to everyone."""
+
+    AUTO_FOCUS = "#name"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "create", "Create & start", priority=True),
+        Binding("ctrl+t", "send", "Send to all", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._preview_timer: Timer | None = None
+        self._preview_seq = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="form"):
+            yield from self._row("Name", Input(placeholder="Spring sale", id="name"), "name")
+            yield from self._row(
+                "Segment",
+                Input(placeholder='everyone · attr.persona = "sports_fan" · tag:vip', id="segment"),
+                "segment",
+                hint="empty: everyone",
+            )
+            yield from self._row("Title", Input(placeholder="Hello", id="title"), "title")
+            yield from self._row(
+                "Body",
+                Input(placeholder='Hi {{ user.first_name | default("there") }}', id="body"),
+                "body",
+            )
+            with RadioSet(id="kind"):
+                yield RadioButton("banner", id="kind-banner")
+                yield RadioButton("inbox", id="kind-inbox")
+                yield RadioButton("both", id="kind-both", value=True)
+            yield Static("", id="kind-error", classes="field-error")
+            yield from self._row(
+                "Variant b",
+                Input(placeholder="optional: a second title, A/B test at 50/50", id="variant-b"),
+                "variant-b",
+            )
+            with Horizontal(classes="form-row"):
+                yield Label("Schedule", classes="field-label")
+                yield Static("now: the campaign starts as soon as it is created", id="schedule")
+            yield Static("", id="form-error", classes="field-error")
+            with Horizontal(id="actions"):
+                yield Button("Create & start  ^s", id="create", variant="primary")
+                yield Button("Send to all now (direct)  ^t", id="send")
+        yield Footer()
+
+    @staticmethod
+    def _row(label: str, field: Input, name: str, hint: str = "") -> ComposeResult:
+        with Horizontal(classes="form-row"):
+            yield Label(label, classes="field-label")
+            with Vertical(classes="field"):
+                yield field
+                if name == "segment":
+                    yield Static(hint, id="preview", classes="-hint")
+                else:
+                    yield Static("", id=f"{name}-error", classes="field-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#kind", RadioSet).border_title = "Kind"
+        self.watch(self.sim, "status", lambda _status: self._schedule_preview())
+
+    # --- live audience preview ----------------------------------------------------------------
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "segment":
+            self._schedule_preview()
+        elif event.input.id is not None:
+            self._clear_error(field_target(event.input.id))
+
+    def _schedule_preview(self) -> None:
+        if self._preview_timer is not None:
+            self._preview_timer.stop()
+        self._preview_seq += 1
+        if not self.sim.running:
+            self._set_preview("the audience preview starts once the gateway is up", "-hint")
+            return
+        seq, text = self._preview_seq, self.query_one("#segment", Input).value
+        self._set_preview("…", "-pending")
+        self._preview_timer = self.set_timer(PREVIEW_DELAY_S, lambda: self.preview(seq, text))
+
+    @work(thread=True, group="preview")
+    def preview(self, seq: int, text: str) -> None:
+        """Ask the gateway for the audience of ``text`` (an answer to an older text is dropped)."""
+        try:
+            result = self.engine.preview(text.strip() or "everyone", PREVIEW_SAMPLE)
+        except AdminError as exc:
+            self.deliver(self._preview_failed, seq, exc)
+            return
+        self.deliver(self._preview_done, seq, result)
+
+    def _preview_done(self, seq: int, result: dict[str, Any]) -> None:
+        if seq != self._preview_seq:
+            return
+        count, sample = int(result.get("count", 0)), list(result.get("sample", []))
+        line = Text()
+        line.append(f"{count:,} users", style="bold")
+        if sample:
+            more = " …" if count > len(sample) else ""
+            line.append(f"  e.g. {', '.join(map(str, sample))}{more}")
+        line.append(f"  ·  {result.get('text', '')}", style="dim")
+        self._set_preview(line, "-ok")
+
+    def _preview_failed(self, seq: int, exc: AdminError) -> None:
+        if seq != self._preview_seq:
+            return
+        if exc.missing_endpoint:
+            self._set_preview(f"audience preview not available on this gateway: {exc.reason}",
+                              "-error")  # fmt: skip
+        else:
+            self._set_preview(exc.detail, "-error")
+
+    def _set_preview(self, content: str | Text, state: str) -> None:
+        preview = self.query_one("#preview", Static)
+        preview.update(Text(content) if isinstance(content, str) else content)
+        for name in ("-hint", "-pending", "-ok", "-error"):
+            preview.set_class(name == state, name)
+
+    # --- errors next to their fields ------------------------------------------------------------
+
+    def _error_widget(self, target: str) -> Static:
+        return self.query_one("#preview" if target == "segment" else f"#{target}-error", Static)
+
+    def show_error(self, target: str, message: str) -> None:
+        """Show ``message`` under the field ``target`` (one of the form's field names)."""
+        if target == "segment":
+            self._set_preview(message, "-error")
+            return
+        widget = self._error_widget(target)
+        widget.update(Text(message))
+        widget.add_class("-shown")
+
+    def _clear_error(self, target: str) -> None:
+        if target != "segment":
+            widget = self._error_widget(target)
+            widget.update("")
+            widget.remove_class("-shown")
+
+    def _clear_errors(self) -> None:
+        for target in _ERROR_TARGETS:
+            self._clear_error(target)
+
+    def _failed(self, exc: AdminError, what: str) -> None:
+        target = field_target(exc.field)
+        if exc.missing_endpoint:
+            self.show_error("form", f"{what}: not available on this gateway yet ({exc.reason})")
+        elif target == "form":
+            self.show_error("form", f"{what}: {exc.reason}")
+        else:
+            self.show_error(target, exc.detail)
+        self.notify(f"{what} failed: {exc.reason.splitlines()[0]}", severity="error")
+
+    # --- submitting -----------------------------------------------------------------------------
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self.focus_next()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "create":
+            self.action_create()
+        elif event.button.id == "send":
+            self.action_send()
+
+    def _value(self, name: str) -> str:
+        return self.query_one(f"#{name}", Input).value
+
+    @property
+    def kind(self) -> str:
+        """The content kind picked: banner, inbox or both."""
+        pressed = self.query_one("#kind", RadioSet).pressed_button
+        return "both" if pressed is None or pressed.id is None else pressed.id.removeprefix("kind-")
+
+    def action_create(self) -> None:
+        """Create the campaign from the form and start it now."""
+        self._clear_errors()
+        name = self._value("name")
+        if not slug(name):
+            self.show_error("name", "give the campaign a name (letters or digits)")
+            return
+        spec = build_campaign(name=name, segment=self._value("segment"), title=self._value("title"),
+                              body=self._value("body"), kind=self.kind,
+                              variant_b=self._value("variant-b"))  # fmt: skip
+        self.create(spec)
+
+    @work(thread=True, exclusive=True, group="submit")
+    def create(self, spec: dict[str, Any]) -> None:
+        try:
+            self.engine.create_campaign(spec)
+        except AdminError as exc:
+            self.deliver(self._failed, exc, "create campaign")
+            return
+        try:
+            self.engine.campaign_action(spec["id"], "start")
+        except AdminError as exc:
+            self.deliver(self._failed, exc, f"created {spec['id']}, but start")
+            return
+        self.deliver(self._created, spec["id"])
+
+    def _created(self, campaign: str) -> None:
+        self.notify(f"campaign {campaign} started")
+        self.sim.selected_campaign = campaign
+        self.app.switch_mode("campaigns")
+
+    def action_send(self) -> None:
+        """Send the title and body now, directly, to every device's user."""
+        self._clear_errors()
+        title = self._value("title") or "Hello"
+        body = self._value("body") or "from the simulator"
+        self.send(title, body, self.kind)
+
+    @work(thread=True, group="send")
+    def send(self, title: str, body: str, kind: str) -> None:
+        try:
+            result = self.engine.send(title=title, body=body, kind=kind)
+        except AdminError as exc:
+            self.deliver(self._failed, exc, "send")
+            return
+        self.deliver(self.notify, f"sent {result['message_id'][:8]} to {result['devices']} devices")

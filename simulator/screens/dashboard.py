@@ -1,0 +1,68 @@
+"""The live dashboard: devices connected, events/s, deliveries/s, latency percentiles."""
+
+from __future__ import annotations
+
+import math
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Footer, Header, Sparkline
+from tidings.simulator.engine.sim import Snapshot
+from tidings.simulator.screens.base import SimScreen
+from tidings.simulator.widgets import MetricTile
+
+__all__ = ["DashboardScreen"]
+
+
+def _ms(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.0f}"
+
+
+class DashboardScreen(SimScreen):
+    """Counters of the running simulation, refreshed on every sample."""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="tiles"):
+            yield MetricTile("devices connected", id="connected")
+            yield MetricTile("events / s", id="events")
+            yield MetricTile("deliveries / s", id="deliveries")
+            yield MetricTile("latency p50 · p95 · p99 (ms)", id="latency")
+        plot = Sparkline([], id="latency-plot", summary_function=max)
+        plot.border_title = "p99 fan-out latency (ms), server send → device receive"
+        yield plot
+        rate = Sparkline([], id="delivery-plot", summary_function=max)
+        rate.border_title = "deliveries / s"
+        yield rate
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.sim, "status", self._status)
+        self.watch(self.sim, "snapshot", self._sampled)
+
+    def _status(self, status: str) -> None:
+        if not self.sim.running:
+            self.query_one("#connected", MetricTile).show(status, "-idle")
+
+    def _sampled(self, snap: Snapshot) -> None:
+        sim = self.sim
+        if not sim.running:
+            return
+        total = sim.engine.devices
+        self.query_one("#connected", MetricTile).show(
+            f"{snap.connected:,} / {total:,}", "-ok" if snap.connected == total else "-warn"
+        )
+        if sim.events_per_s is None:
+            self.query_one("#events", MetricTile).show("n/a", "-idle")
+        else:
+            self.query_one("#events", MetricTile).show(f"{sim.events_per_s:,.0f}")
+        self.query_one("#deliveries", MetricTile).show(
+            f"{sim.deliveries_per_s:,.0f}  (total {snap.received:,})"
+        )
+        lat = snap.latency_ms
+        if lat:
+            self.query_one("#latency", MetricTile).show(
+                f"{_ms(lat['p50'])} · {_ms(lat['p95'])} · {_ms(lat['p99'])}"
+            )
+        self.query_one("#latency-plot", Sparkline).data = list(sim.latency_history)
+        self.query_one("#delivery-plot", Sparkline).data = list(sim.delivery_history)

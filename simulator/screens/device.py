@@ -1,0 +1,155 @@
+"""The device view: one device's inbox as its SDK holds it, its persona and quiet hours, and
+the decision log of the selected campaign for its user."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import Footer, Header, Static
+from tidings.simulator.engine.sim import AdminError, DeviceInfo, Snapshot
+from tidings.simulator.screens.base import SimScreen
+from tidings.simulator.widgets import InboxView
+
+__all__ = ["DeviceScreen", "decisions_text", "info_text"]
+
+NO_CAMPAIGN = "(no campaign selected)"
+_FIRST_KEYS = ("at", "time", "reason", "allowed", "decision", "variant", "detail")
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(0, round(seconds / 60))
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def info_text(info: DeviceInfo) -> Text:
+    """Who the device is, its clock and its quiet-hours state, one fact per line."""
+    out = Text()
+    for label, value in (
+        ("device", info.device),
+        ("user", info.user),
+        ("persona", info.persona),
+        ("interests", ", ".join(info.interests) or "–"),
+        ("time zone", info.tz),
+        ("local time", info.local_time),
+    ):
+        out.append(f"{label:<12}", style="dim")
+        out.append(f"{value}\n")
+    out.append(f"{'quiet hours':<12}", style="dim")
+    if info.quiet is None:
+        out.append("none")
+        return out
+    out.append(f"{info.quiet[0]}–{info.quiet[1]}  ")
+    if info.quiet_now:
+        out.append("QUIET NOW", style="bold")
+        out.append(" (banners held)")
+        verb = "ends"
+    else:
+        out.append("awake", style="bold")
+        verb = "starts"
+    if info.next_change_in is not None:
+        out.append(f"\n{'':<12}{verb} in {_duration(info.next_change_in)}", style="dim")
+    return out
+
+
+def decisions_text(decisions: Sequence[Mapping[str, Any]]) -> Text:
+    """One decision per line: when, the reason, then the other fields it carries."""
+    if not decisions:
+        return Text("(no decisions for this user yet)", style="dim")
+    out = Text()
+    for d in decisions:
+        keys = [k for k in _FIRST_KEYS if k in d] + sorted(k for k in d if k not in _FIRST_KEYS)
+        parts = []
+        for k in keys:
+            v = d[k]
+            if k in ("at", "time") and isinstance(v, int | float):
+                stamp = v / 1000 if v > 1e11 else v  # milliseconds or seconds
+                v = time.strftime("%H:%M:%SZ", time.gmtime(stamp))
+            parts.append(str(v) if k in ("at", "time", "reason") else f"{k}={v}")
+        out.append(" · ".join(parts) + "\n")
+    out.rstrip()
+    return out
+
+
+class DeviceScreen(SimScreen):
+    """Everything about one simulated device; refreshed on every sample while shown."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="device-top"):
+            info = Static(id="device-info")
+            info.border_title = f"Device d{self.index}"
+            yield info
+            decisions = Static(NO_CAMPAIGN, id="decisions")
+            decisions.border_title = "Decision log"
+            yield decisions
+        yield InboxView("loading…", id="inbox")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"device d{self.index}"
+        self.watch(self.sim, "snapshot", self._sampled, init=False)
+        self.watch(self.sim, "selected_campaign", self._campaign_changed, init=False)
+        self.action_reload()
+
+    def _sampled(self, _snap: Snapshot) -> None:
+        if self.is_current:
+            self.action_reload()
+
+    def _campaign_changed(self, _campaign: str | None) -> None:
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        """Ask the engine again for the inbox, the quiet-hours state and the decisions."""
+        self.load(self.sim.selected_campaign)
+
+    @work(thread=True, exclusive=True, group="device")
+    def load(self, campaign: str | None) -> None:
+        info = self.engine.device_info(self.index)
+        items = self.engine.inbox(self.index) if self.sim.running else []
+        decisions: list[dict[str, Any]] | str
+        if campaign is None:
+            decisions = NO_CAMPAIGN
+        else:
+            try:
+                decisions = self.engine.decisions(campaign, info.user)
+            except AdminError as exc:
+                decisions = (
+                    f"decision log not available on this gateway yet ({exc.reason})"
+                    if exc.missing_endpoint
+                    else f"could not load the decision log: {exc.reason}"
+                )
+        self.deliver(self._show, info, items, campaign, decisions)
+
+    def _show(
+        self,
+        info: DeviceInfo,
+        items: list[dict[str, Any]],
+        campaign: str | None,
+        decisions: list[dict[str, Any]] | str,
+    ) -> None:
+        panel = self.query_one("#device-info", Static)
+        panel.update(info_text(info))
+        panel.set_class(info.quiet_now, "-quiet")
+        panel.set_class(not info.quiet_now, "-awake")
+        if self.sim.running:
+            self.query_one("#inbox", InboxView).show(items)
+        log = self.query_one("#decisions", Static)
+        log.border_title = f"Decision log · {campaign}" if campaign else "Decision log"
+        log.set_class(isinstance(decisions, str) and campaign is not None, "-error")
+        log.update(decisions_text(decisions) if isinstance(decisions, list) else Text(decisions))

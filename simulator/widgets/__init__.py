@@ -1,0 +1,9 @@
+"""Widgets of the simulator TUI: metric tiles, the device inbox view and campaign funnels."""
+
+from __future__ import annotations
+
+from tidings.simulator.widgets.funnel import FunnelView, funnel_text
+from tidings.simulator.widgets.inbox import InboxView, inbox_text
+from tidings.simulator.widgets.tiles import MetricTile
+
+__all__ = ["FunnelView", "InboxView", "MetricTile", "funnel_text", "inbox_text"]

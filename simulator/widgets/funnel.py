@@ -1,0 +1,69 @@
+"""A campaign's funnel: one bar per stage, then the same counters per variant."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Static
+
+__all__ = ["STAGES", "FunnelView", "funnel_text"]
+
+STAGES = ("targeted", "sent", "delivered", "displayed", "clicked", "dismissed", "converted")
+BAR_WIDTH = 40
+
+
+def _bar(n: int, top: int) -> str:
+    if top <= 0 or n <= 0:
+        return ""
+    eighths = round(BAR_WIDTH * 8 * min(n, top) / top)
+    full, part = divmod(eighths, 8)
+    return "█" * full + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[part]
+
+
+def _int(funnel: Mapping[str, Any], key: str) -> int:
+    value = funnel.get(key, 0)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def funnel_text(stats: Mapping[str, Any]) -> Text:
+    """The funnel of ``{"total": {...}, "variants": {name: {...}}}`` as bars and a table."""
+    total = stats.get("total") or {}
+    top = max([_int(total, s) for s in STAGES] + [1])
+    out = Text()
+    for stage in STAGES:
+        n = _int(total, stage)
+        out.append(f"{stage:<10}{n:>8}  ")
+        out.append(_bar(n, top))
+        out.append("\n")
+    ctr = total.get("ctr")
+    if isinstance(ctr, int | float):
+        out.append(f"{'CTR':<10}{ctr * 100:>7.1f}%\n", style="bold")
+    variants = stats.get("variants") or {}
+    if variants:
+        out.append("\nvariant   " + "".join(f"{s[:9]:>10}" for s in STAGES) + "       CTR\n",
+                   style="bold")  # fmt: skip
+        for name, funnel in sorted(variants.items()):
+            row = "".join(f"{_int(funnel, s):>10}" for s in STAGES)
+            v_ctr = funnel.get("ctr")
+            tail = f"{v_ctr * 100:>9.1f}%" if isinstance(v_ctr, int | float) else f"{'–':>10}"
+            out.append(f"{name[:10]:<10}{row}{tail}\n")
+    out.rstrip()
+    return out
+
+
+class FunnelView(Static):
+    """The funnel of the highlighted campaign."""
+
+    def show(self, campaign: str, stats: Mapping[str, Any]) -> None:
+        """Render the funnel of ``campaign``."""
+        self.border_title = f"Funnel · {campaign}"
+        self.remove_class("-error")
+        self.update(funnel_text(stats))
+
+    def show_message(self, message: str, *, error: bool = False) -> None:
+        """Show a line instead of a funnel (nothing selected, or the stats failed)."""
+        self.border_title = "Funnel"
+        self.set_class(error, "-error")
+        self.update(message)
