@@ -692,9 +692,28 @@ class CampaignEngine:
     async def decisions(
         self, app: str, cid: str, user: str | None = None, limit: int = 100
     ) -> list[DecisionRow]:
-        """The decision log of a campaign, newest first."""
-        self._live(app, cid)
-        return await self.node.store.decisions(app, cid, user, limit)
+        """The decision log of a campaign, newest first.
+
+        A campaign logs the users it considered (its audience, its triggers' users). Asked
+        about someone it never considered, the answer is evaluated now: not in the segment,
+        or not considered yet.
+        """
+        live = self._live(app, cid)
+        c = live.campaign
+        rows = await self.node.store.decisions(app, cid, user, limit)
+        if rows or user is None:
+            return rows
+        p, now = self._state(app).index.get(user), self.node.clock()
+        budget = c.frequency.total_budget
+        if budget is not None and live.sent_total >= budget:
+            reason, detail = Reason.BUDGET_EXHAUSTED, f"budget of {budget} used"
+        elif p is None:
+            reason, detail = Reason.NOT_IN_SEGMENT, "no such user (no profile)"
+        elif not await self._in_segment(app, c.segment, p, now):
+            reason, detail = Reason.NOT_IN_SEGMENT, "not in the segment (evaluated now)"
+        else:
+            reason, detail = Reason.CAMPAIGN_INACTIVE, f"not considered yet (campaign {c.status})"
+        return [_decision(c, user, now, reason, detail)]
 
     async def stats(self, app: str, cid: str) -> dict[str, Any]:
         """Per-variant funnels, totals, comparisons and the current winner (if any)."""

@@ -12,67 +12,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import pytest_asyncio
-from helpers import APP_A, APP_B, timeout
+from helpers import APP_A, APP_B, Device, timeout
 from tidings.client_sdk import FakeClock, QuietHours, TidingsClient
 from tidings.protocol.tokens import mint_token
 from tidings.server.node import Node, SendRequest
 
 Mint = Callable[..., str]
-
-
-class Device:
-    """An SDK client plus what it showed, for assertions."""
-
-    def __init__(self, client: TidingsClient) -> None:
-        self.client = client
-        self.banners: list[Any] = []
-        self.messages: list[Any] = []
-        self.inbox_changes = 0
-        client.on_banner(self.banners.append)
-        client.on_message(lambda msg, received_at: self.messages.append(msg))
-        client.on_inbox_change(self._changed)
-
-    def _changed(self, *args: object) -> None:
-        self.inbox_changes += 1
-
-    async def until(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout(seconds)
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.01)
-
-
-@pytest_asyncio.fixture
-async def devices(gateway: Node, mint: Mint) -> AsyncIterator[Callable[..., Any]]:
-    """Factory: ``await devices("dev-1", user="u1", **client_kwargs)`` → a started Device."""
-    started: list[TidingsClient] = []
-
-    async def make(device: str, user: str | None = None, *, token: str | None = None,
-                   connect: bool = True, **kwargs: Any) -> Device:  # fmt: skip
-        client = TidingsClient(
-            url=f"ws://127.0.0.1:{gateway.port}",
-            token=token or mint(device, user=user),
-            device_id=device,
-            **kwargs,
-        )
-        d = Device(client)
-        await client.start()
-        started.append(client)
-        if connect:
-            await client.wait_connected(timeout=timeout(5))
-        return d
-
-    yield make
-    for client in started:
-        await client.close()
 
 
 async def test_direct_send_reaches_all_devices_of_a_user(gateway: Node, devices: Any) -> None:
