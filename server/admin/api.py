@@ -4,6 +4,11 @@ Endpoints::
 
     POST   /v1/messages              send a message now to users or devices     202, 401/403/404/422
     DELETE /v1/messages/{id}?app=A   revoke a message                           204, 401/403/404
+    /v1/campaigns...                 campaigns: CRUD, start/pause/cancel, stats, decision log
+                                     (:mod:`.campaigns_api`)
+    /v1/segments/preview, /v1/tag-rules..., /v1/users/{id}..., /v1/events
+                                     targeting, profiles, export/erase, server-side events
+                                     (:mod:`.targeting_api`)
     GET    /healthz                  liveness and connected devices (no auth)   200
     GET    /metrics                  Prometheus text exposition (no auth)       200
     GET    /openapi.json, /docs      the schema and its browser
@@ -23,8 +28,8 @@ Every error, whatever raised it, has one shape::
                "details": [{"field": "title", "message": "..."}]}}
 
 ``code`` is machine-readable (``unauthorized``, ``forbidden``, ``not_found``, ``invalid_field``,
-``invalid_json``, ``payload_too_large``, ``timeout``, ``method_not_allowed``, ``unavailable``,
-``internal``),
+``invalid_json``, ``payload_too_large``, ``timeout``, ``method_not_allowed``, ``conflict``,
+``unavailable``, ``internal``),
 ``field`` names the offending input as a dotted path (``to.users[3]``, ``data.cart.total``) or is
 ``null``, and ``details`` lists every problem found when there is more than one.
 
@@ -41,6 +46,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Annotated, Any, Literal
@@ -100,6 +106,7 @@ ERR_PAYLOAD_TOO_LARGE = "payload_too_large"
 ERR_TIMEOUT = "timeout"
 ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
 ERR_UNAVAILABLE = "unavailable"
+ERR_CONFLICT = "conflict"
 
 _STATUS_CODES = {
     400: ERR_INVALID_JSON,
@@ -108,6 +115,7 @@ _STATUS_CODES = {
     404: codes.ERR_NOT_FOUND,
     405: ERR_METHOD_NOT_ALLOWED,
     408: ERR_TIMEOUT,
+    409: ERR_CONFLICT,
     413: ERR_PAYLOAD_TOO_LARGE,
     422: codes.ERR_INVALID_FIELD,
     503: ERR_UNAVAILABLE,
@@ -167,17 +175,62 @@ def _url(value: str) -> str:
     return value
 
 
-def _json_data(value: dict[str, Any]) -> dict[str, Any]:
-    try:
-        checked = check_json(value, "data")
-        # check_json bounds shape and size; text must also survive UTF-8 encoding on the wire.
-        json.dumps(checked, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except InvalidField as exc:
-        raise _field_error(exc.field, exc.reason) from None
-    except UnicodeEncodeError:
-        problem = "data: text must be valid Unicode (no lone surrogates)"
-        raise _field_error("data", problem) from None
-    return value
+def _json_object(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A validator for a free-form JSON object field (``data``, ``attrs``, ``props``)."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            checked = check_json(value, name)
+            # check_json bounds shape and size; text must also survive UTF-8 encoding.
+            json.dumps(checked, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except InvalidField as exc:
+            raise _field_error(exc.field, exc.reason) from None
+        except UnicodeEncodeError:
+            problem = f"{name}: text must be valid Unicode (no lone surrogates)"
+            raise _field_error(name, problem) from None
+        return value
+
+    return check
+
+
+_json_data = _json_object("data")
+
+
+MAX_DOCUMENT_DEPTH = 32
+"""Security limit: deepest nesting of a free-form JSON document (a campaign, a tag rule)."""
+
+
+def _check_document(value: Any, field: str, depth: int = 0) -> None:
+    """Refuse what JSON parsing lets through but nothing downstream can store or send.
+
+    Non-finite numbers, lone surrogates and absurd nesting answer ``422`` naming the path; the
+    document's meaning is checked by its own parser (``Campaign.from_json``, ``TagRule``...).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(422, codes.ERR_INVALID_FIELD, f"{field}: must be a finite number",
+                       field=field)  # fmt: skip
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(422, codes.ERR_INVALID_FIELD,
+                           f"{field}: must be valid Unicode text (no lone surrogates)",
+                           field=field) from None  # fmt: skip
+        return
+    if not isinstance(value, dict | list):
+        return
+    if depth >= MAX_DOCUMENT_DEPTH:
+        raise ApiError(422, codes.ERR_INVALID_FIELD,
+                       f"{field}: nests deeper than {MAX_DOCUMENT_DEPTH} levels",
+                       field=field)  # fmt: skip
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_document(item, f"{field}[{i}]", depth + 1)
+        return
+    for key, item in value.items():
+        where = f"{field}.{key}" if field else str(key)
+        _check_document(key, f"{field or 'body'} key", depth + 1)
+        _check_document(item, where, depth + 1)
 
 
 AppId = Annotated[str, Field(min_length=1, max_length=_APP_ID_MAX), AfterValidator(_one_line)]
@@ -189,6 +242,11 @@ ImageUrl = Annotated[str, Field(max_length=limits.MAX_URL_LEN), AfterValidator(_
 Body = Annotated[
     str, Field(min_length=1, max_length=limits.MAX_BODY_LEN), AfterValidator(_multi_line)
 ]
+
+PathId = Annotated[str, Path(min_length=1, max_length=limits.MAX_ID_LEN), AfterValidator(_one_line)]
+"""An id in the URL path (campaign, user, tag rule)."""
+AppQuery = Annotated[str, Query(min_length=1, max_length=_APP_ID_MAX)]
+"""The ``?app=`` of a request without a body."""
 
 
 class _Model(BaseModel):
@@ -374,11 +432,18 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status, exc.code, exc.reason, exc.field, headers=headers)
 
 
+_FIELD_ERROR_STATUS = {codes.ERR_NOT_FOUND: 404, ERR_CONFLICT: 409}
+
+
 async def _on_tidings_error(request: Request, exc: Exception) -> Response:
     # The node's own checks, translated at this one boundary.
     assert isinstance(exc, TidingsError)
-    if isinstance(exc, InvalidField):
-        return _error(422, codes.ERR_INVALID_FIELD, exc.reason, exc.field)
+    field = getattr(exc, "field", None)
+    if isinstance(field, str):
+        # Errors that name a field: invalid input (campaign, template, tag rule, wire field),
+        # an unknown object (NotFound) or a state that refuses the request (Conflict).
+        status = _FIELD_ERROR_STATUS.get(exc.code, 422)
+        return _error(status, _STATUS_CODES[status], exc.reason, field)
     if exc.temporary:
         return _error(503, ERR_UNAVAILABLE, exc.reason, headers={"Retry-After": "1"})
     return _error(400, exc.code, exc.reason)
@@ -523,7 +588,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "The body is not UTF-8 JSON."),
         (401, "Missing or unknown admin key."),
         (403, "The admin key belongs to another app."),
-        (404, "No such app or message."),
+        (404, "No such app or object."),
         (413, "The body is larger than the limit."),
         (422, "A field is invalid; `error.field` names it."),
     )
@@ -635,9 +700,11 @@ def create_admin_app(node: Node) -> FastAPI:
             node.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    from tidings.server.admin import targeting_api  # imports this module: install it last
+    # Both import this module: install them last.
+    from tidings.server.admin import campaigns_api, targeting_api
 
     targeting_api.install(api, node)
+    campaigns_api.install(api, node)
     return api
 
 

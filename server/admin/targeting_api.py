@@ -1,17 +1,55 @@
-"""Admin endpoints for targeting: segment preview (more to come: tag rules, users, campaigns)."""
+"""Admin endpoints for targeting: segment preview, tag rules, user profiles and events.
+
+::
+
+    POST   /v1/segments/preview        audience size and a sample                 200
+    GET    /v1/tag-rules?app=A         the app's tag rules                        200
+    GET    /v1/tag-rules/{name}?app=A  one rule                                   200, 404
+    PUT    /v1/tag-rules/{name}?app=A  create or replace a rule (body: rule JSON)  200, 422
+    DELETE /v1/tag-rules/{name}?app=A  delete a rule; holders lose the tag        204, 404
+    GET    /v1/users/{id}?app=A        the live profile                           200, 404
+    PATCH  /v1/users/{id}              merge attributes, set consent              200, 422
+    GET    /v1/users/{id}/export?app=A everything stored about the user           200
+    DELETE /v1/users/{id}?app=A        erase the user                             204, 404
+    POST   /v1/events                  server-side behaviour events               202, 422
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Annotated, Any
 
-from fastapi import FastAPI
-from pydantic import BaseModel, Field
-from tidings.protocol import codes
-from tidings.server.admin.api import _ERRORS, ApiError, Caller, _Model, _resolve
+from fastapi import Body, FastAPI
+from fastapi.responses import Response
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+from tidings.protocol import codes, limits
+from tidings.protocol.codec import decode_map
+from tidings.protocol.errors import TidingsError
+from tidings.protocol.frames import Event, Message
+from tidings.server.admin.api import (
+    _ERRORS,
+    ApiError,
+    AppId,
+    AppQuery,
+    Caller,
+    Ident,
+    PathId,
+    _check_document,
+    _field_error,
+    _json_object,
+    _Model,
+    _one_line,
+    _resolve,
+)
 from tidings.server.node import Node
 from tidings.server.targeting import segments
+from tidings.server.targeting.profiles import TRANSACTIONAL, Profile
+from tidings.server.targeting.tags import TagRule
 
-__all__ = ["MAX_SAMPLE", "install"]
+__all__ = ["MAX_SAMPLE", "SERVER_DEVICE", "install", "profile_json"]
+
+SERVER_DEVICE = "~server"
+"""Device id recorded for events posted through the admin API (devices never use ``~``)."""
 
 MAX_SAMPLE = 100
 """Most user ids a preview returns as its sample."""
@@ -51,6 +89,81 @@ def _tree(body: PreviewBody) -> segments.Node:
                        field="segment" + str(path).removeprefix("$")) from None  # fmt: skip
 
 
+Name = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_NAME_LEN), AfterValidator(_one_line)
+]
+
+
+class UserPatch(_Model):
+    """``PATCH /v1/users/{id}``: merge attributes (``null`` removes one) and set consent."""
+
+    app: AppId
+    attrs: Annotated[dict[str, Any], AfterValidator(_json_object("attrs"))] | None = None
+    consent: dict[Name, bool] | None = Field(default=None, max_length=limits.MAX_KEYS)
+
+    @model_validator(mode="after")
+    def _transactional_is_mandatory(self) -> UserPatch:
+        if self.consent and self.consent.get(TRANSACTIONAL) is False:
+            raise _field_error(f"consent.{TRANSACTIONAL}",
+                               f"consent.{TRANSACTIONAL}: transactional messages cannot be "
+                               "refused")  # fmt: skip
+        return self
+
+
+class EventIn(_Model):
+    """One behaviour event; ``id`` de-duplicates resends, ``ts`` is unix ms (default now)."""
+
+    id: Ident | None = None
+    name: Name
+    props: Annotated[dict[str, Any], AfterValidator(_json_object("props"))] = Field(
+        default_factory=dict
+    )
+    ts: int | None = Field(default=None, ge=0, le=limits.MAX_INT)
+
+
+class EventsBody(_Model):
+    """``POST /v1/events``: events of one user, e.g. purchases reported by the app's backend."""
+
+    app: AppId
+    user: Ident
+    events: list[EventIn] = Field(min_length=1, max_length=limits.MAX_EVENTS_PER_BATCH)
+
+
+class EventsAccepted(BaseModel):
+    """``202``: the events are stored and the profile, tags and triggers updated."""
+
+    accepted: int
+
+
+def profile_json(p: Profile) -> dict[str, Any]:
+    """The admin API's view of a live profile."""
+    return {
+        "user": p.user_id, "app": p.app, "attrs": dict(p.attrs), "tags": sorted(p.tags),
+        "lifecycle": str(p.lifecycle), "tier": str(p.tier), "active_hours": list(p.active_hours),
+        "consent": dict(p.consent), "first_seen": p.first_seen, "last_seen": p.last_seen,
+        "tz": p.tz, "locale": p.locale, "platform": p.platform, "app_version": p.app_version,
+        "purchase_count": p.purchase_count, "purchase_total": p.purchase_total,
+        "last_purchase": p.last_purchase,
+    }  # fmt: skip
+
+
+def _readable_message(wire: bytes | None) -> dict[str, Any]:
+    if wire is None:
+        return {}
+    try:
+        m = Message.from_wire(decode_map(wire))
+    except TidingsError:
+        return {}
+    return {"kind": m.kind, "title": m.title, "body": m.body}
+
+
+_RULE_EXAMPLE = {
+    "name": "sports_fan", "event": "view_content",
+    "where": [{"prop": "category", "op": "eq", "value": "sports"}],
+    "threshold": {"count": 3}, "window_s": 604800,
+}  # fmt: skip
+
+
 def install(api: FastAPI, node: Node) -> None:
     """Add the targeting endpoints to the admin app."""
 
@@ -71,3 +184,142 @@ def install(api: FastAPI, node: Node) -> None:
         count, sample = await node.engine.preview(target.id, tree, sample=body.sample)
         return Preview(count=count, sample=sample, segment=segments.to_json(tree),
                        text=segments.to_text(tree))  # fmt: skip
+
+    # --- tag rules ------------------------------------------------------------------------------
+
+    @api.get("/v1/tag-rules", responses=_ERRORS, summary="List tag rules", tags=["targeting"])
+    async def list_tag_rules(app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """The app's behaviour tag rules, by name."""
+        target = _resolve(node, app, key_app, "app")
+        return {"rules": [r.to_json() for r in node.engine.tag_rules(target.id)]}
+
+    def _rule(app: str, name: str) -> TagRule:
+        for rule in node.engine.tag_rules(app):
+            if rule.name == name:
+                return rule
+        raise ApiError(404, codes.ERR_NOT_FOUND, f"name: no tag rule {name!r} in app {app!r}",
+                       field="name")  # fmt: skip
+
+    @api.get("/v1/tag-rules/{name}", responses=_ERRORS, summary="Read a tag rule",
+             tags=["targeting"])  # fmt: skip
+    async def get_tag_rule(name: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """One tag rule."""
+        target = _resolve(node, app, key_app, "app")
+        return _rule(target.id, name).to_json()
+
+    @api.put("/v1/tag-rules/{name}", responses=_ERRORS, summary="Create or replace a tag rule",
+             tags=["targeting"])  # fmt: skip
+    async def put_tag_rule(
+        name: PathId,
+        app: AppQuery,
+        key_app: Caller,
+        rule: Annotated[
+            dict[str, Any],
+            Body(
+                openapi_examples={
+                    "count": {"summary": "3 sports views in 7 days", "value": _RULE_EXAMPLE}
+                }
+            ),
+        ],
+    ) -> dict[str, Any]:
+        """Create or replace a tag rule (``name`` in the body, if given, must match the path).
+
+        Stored events within the rule's window count at once: users who already qualify hold
+        the tag when this answers.
+        """
+        target = _resolve(node, app, key_app, "app")
+        _check_document(rule, "")
+        if rule.setdefault("name", name) != name:
+            raise ApiError(422, codes.ERR_INVALID_FIELD,
+                           f"name: must match the path ({name!r})", field="name")  # fmt: skip
+        parsed = TagRule.from_json(rule)  # TagRuleError names the field: 422
+        await node.engine.put_tag_rule(target.id, parsed)
+        return parsed.to_json()
+
+    @api.delete("/v1/tag-rules/{name}", status_code=204, response_class=Response,
+                responses=_ERRORS, summary="Delete a tag rule", tags=["targeting"])  # fmt: skip
+    async def delete_tag_rule(name: PathId, app: AppQuery, key_app: Caller) -> Response:
+        """Delete a tag rule; users holding its tag lose it."""
+        target = _resolve(node, app, key_app, "app")
+        if not await node.engine.delete_tag_rule(target.id, name):
+            _rule(target.id, name)  # raises the 404
+        return Response(status_code=204)
+
+    # --- users ----------------------------------------------------------------------------------
+
+    def _profile(app: str, user: str) -> Profile:
+        p = node.engine.profile(app, user)
+        if p is None:
+            raise ApiError(404, codes.ERR_NOT_FOUND, f"id: no user {user!r} in app {app!r}",
+                           field="id")  # fmt: skip
+        return p
+
+    @api.get("/v1/users/{user_id}", responses=_ERRORS, summary="Read a user's profile",
+             tags=["users"])  # fmt: skip
+    async def get_user(user_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """The live profile: attributes, tags, lifecycle, tier, active hours, consent, device
+        facts and purchase statistics."""
+        target = _resolve(node, app, key_app, "app")
+        return profile_json(_profile(target.id, user_id))
+
+    @api.patch("/v1/users/{user_id}", responses=_ERRORS, summary="Update a user's profile",
+               tags=["users"])  # fmt: skip
+    async def patch_user(user_id: PathId, body: UserPatch, key_app: Caller) -> dict[str, Any]:
+        """Merge attributes (``null`` removes one) and set consent per category; creates the
+        profile if the user is new. ``transactional`` consent cannot be refused."""
+        target = _resolve(node, body.app, key_app, "app")
+        now = node.clock()
+        if body.attrs:
+            await node.store.merge_attrs(target.id, user_id, body.attrs, now)
+            node.engine.on_attrs(target.id, user_id, body.attrs)
+        if body.consent:
+            await node.store.set_consent(target.id, user_id, dict(body.consent), now)
+            node.engine.on_consent(target.id, user_id, body.consent)
+        if node.engine.profile(target.id, user_id) is None:
+            node.engine.on_attrs(target.id, user_id, {})
+        return profile_json(_profile(target.id, user_id))
+
+    @api.get("/v1/users/{user_id}/export", responses=_ERRORS, summary="Export a user's data",
+             tags=["users"])  # fmt: skip
+    async def export_user(user_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """Everything stored about a user (profile, devices, events, messages with their text,
+        decisions) and the live profile (``null`` when nothing is known)."""
+        target = _resolve(node, app, key_app, "app")
+        data = await node.store.export_user(target.id, user_id)
+        data["messages"] = [
+            {k: v for k, v in m.items() if k != "wire"} | _readable_message(m.get("wire"))
+            for m in data["messages"]
+        ]
+        live = node.engine.profile(target.id, user_id)
+        data["profile"] = None if live is None else profile_json(live)
+        return data
+
+    @api.delete("/v1/users/{user_id}", status_code=204, response_class=Response,
+                responses=_ERRORS, summary="Erase a user", tags=["users"])  # fmt: skip
+    async def erase_user(user_id: PathId, app: AppQuery, key_app: Caller) -> Response:
+        """Erase a user: profile, events, messages, decisions, pending work and the messages
+        still queued for their devices."""
+        target = _resolve(node, app, key_app, "app")
+        if not await node.engine.erase(target.id, user_id):
+            _profile(target.id, user_id)  # raises the 404
+        return Response(status_code=204)
+
+    # --- events ---------------------------------------------------------------------------------
+
+    @api.post("/v1/events", status_code=202, response_model=EventsAccepted, responses=_ERRORS,
+              summary="Report behaviour events", tags=["users"])  # fmt: skip
+    async def post_events(body: EventsBody, key_app: Caller) -> EventsAccepted:
+        """Store a user's events (e.g. purchases from the app's backend) and update the profile,
+        tags and triggered campaigns, as if a device had sent them."""
+        target = _resolve(node, body.app, key_app, "app")
+        now = node.clock()
+        events = [
+            Event(id=e.id or uuid.uuid4().hex, name=e.name,
+                  ts=int(now * 1000) if e.ts is None else e.ts, props=e.props)
+            for e in body.events
+        ]  # fmt: skip
+        await node.store.insert_events(target.id, SERVER_DEVICE, body.user, events, now)
+        await node.engine.on_events(
+            target.id, body.user, [(e.name, e.props, e.ts / 1000) for e in events]
+        )
+        return EventsAccepted(accepted=len(events))

@@ -1,0 +1,206 @@
+"""Admin endpoints for campaigns: create, edit, run, read stats and the decision log.
+
+::
+
+    POST   /v1/campaigns                          create a draft (body: campaign JSON)   201
+    GET    /v1/campaigns?app=A                    every campaign of the app              200
+    GET    /v1/campaigns/{id}?app=A               one campaign                           200
+    PUT    /v1/campaigns/{id}                     replace a draft or paused campaign     200, 409
+    DELETE /v1/campaigns/{id}?app=A               delete a draft                         204, 409
+    POST   /v1/campaigns/{id}/start?app=A         start (or resume) it                   200, 409
+    POST   /v1/campaigns/{id}/pause?app=A         pause it                               200, 409
+    POST   /v1/campaigns/{id}/cancel?app=A        cancel it, revoke undisplayed messages 200, 409
+    GET    /v1/campaigns/{id}/stats?app=A         funnels per variant, comparisons       200
+    GET    /v1/campaigns/{id}/decisions?app=A     why each user did or did not get it    200
+
+The body of ``POST`` and ``PUT`` is the campaign JSON of
+:mod:`tidings.server.campaigns.model`; the engine validates it, templates included, and its
+errors name the field (``content.title``, ``segment``, ``variants[1].content.body``). The
+node's ``NotFound`` and ``Conflict`` become ``404`` and ``409`` in the API's one error handler.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query
+from fastapi.responses import Response
+from pydantic import AfterValidator
+from tidings.protocol import codes, limits
+from tidings.server.admin.api import (
+    _ERRORS,
+    ApiError,
+    AppQuery,
+    Caller,
+    ErrorBody,
+    PathId,
+    _check_document,
+    _one_line,
+    _resolve,
+)
+from tidings.server.campaigns.model import Campaign
+from tidings.server.node import Node
+
+__all__ = ["MAX_DECISIONS", "install"]
+
+MAX_DECISIONS = 1_000
+"""Most decision log entries one request returns."""
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"model": ErrorBody, "description": "The campaign's status refuses the request."},
+}
+
+_EXAMPLE = {
+    "id": "spring-sale",
+    "app": "demo",
+    "name": "Spring sale",
+    "kind": "one_off",
+    "segment": "tag:sports_fan and lifecycle in (active, new)",
+    "content": {
+        "kind": "banner",
+        "title": "Hi {{ user.first_name | default('there') }}",
+        "body": "20% off running shoes today",
+        "category": "marketing",
+    },
+    "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1,
+                                             "content": {"title": "Spring sale!"}}],
+    "control_share": 0.1,
+}  # fmt: skip
+
+CampaignBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="The campaign JSON (see the campaigns model); ``app`` names the app.",
+        openapi_examples={"one_off": {"summary": "A one-off A/B test", "value": _EXAMPLE}},
+    ),
+]
+
+
+def _campaign_json(campaign: Campaign, sent_total: int) -> dict[str, Any]:
+    return {**campaign.to_json(), "sent_total": sent_total}
+
+
+def install(api: FastAPI, node: Node) -> None:
+    """Add the campaign endpoints to the admin app."""
+    engine = node.engine
+
+    def _app_of(body: dict[str, Any], key_app: Any) -> str:
+        app = body.get("app")
+        if not isinstance(app, str) or not app:
+            raise ApiError(422, codes.ERR_INVALID_FIELD, "app: required, the app's id",
+                           field="app")  # fmt: skip
+        _check_document(body, "")
+        return _resolve(node, app, key_app, "app").id
+
+    @api.post("/v1/campaigns", status_code=201, responses=_RESPONSES,
+              summary="Create a campaign", tags=["campaigns"])  # fmt: skip
+    async def create_campaign(body: CampaignBody, key_app: Caller) -> dict[str, Any]:
+        """Validate and store a new campaign as a draft; ``start`` runs it.
+
+        A template that does not compile, uses an unknown variable without a default, or
+        renders longer than the app's limits is refused here, naming the field.
+        """
+        _app_of(body, key_app)
+        campaign = await engine.save(body)
+        return _campaign_json(campaign, 0)
+
+    @api.get("/v1/campaigns", responses=_RESPONSES, summary="List campaigns",
+             tags=["campaigns"])  # fmt: skip
+    async def list_campaigns(app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """Every campaign of the app, oldest first, with its sent total."""
+        target = _resolve(node, app, key_app, "app")
+        return {"campaigns": [_campaign_json(c, n) for c, n in engine.campaigns(target.id)]}
+
+    @api.get("/v1/campaigns/{campaign_id}", responses=_RESPONSES, summary="Read a campaign",
+             tags=["campaigns"])  # fmt: skip
+    async def get_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """One campaign with its status and sent total."""
+        target = _resolve(node, app, key_app, "app")
+        return _campaign_json(*engine.campaign(target.id, campaign_id))
+
+    @api.put("/v1/campaigns/{campaign_id}", responses=_RESPONSES, summary="Replace a campaign",
+             tags=["campaigns"])  # fmt: skip
+    async def replace_campaign(
+        campaign_id: PathId, body: CampaignBody, key_app: Caller
+    ) -> dict[str, Any]:
+        """Replace a draft or paused campaign (``409`` once it runs or is over).
+
+        The body's ``id`` must be the path's.
+        """
+        app = _app_of(body, key_app)
+        if body.get("id") != campaign_id:
+            raise ApiError(422, codes.ERR_INVALID_FIELD,
+                           f"id: must match the path ({campaign_id!r})", field="id")  # fmt: skip
+        campaign = await engine.save(body, replace_existing=True)
+        return _campaign_json(*engine.campaign(app, campaign.id))
+
+    @api.delete("/v1/campaigns/{campaign_id}", status_code=204, response_class=Response,
+                responses=_RESPONSES, summary="Delete a draft campaign",
+                tags=["campaigns"])  # fmt: skip
+    async def delete_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> Response:
+        """Delete a campaign that never ran; a started one is cancelled instead (``409``)."""
+        target = _resolve(node, app, key_app, "app")
+        await engine.delete(target.id, campaign_id)
+        return Response(status_code=204)
+
+    @api.post("/v1/campaigns/{campaign_id}/start", responses=_RESPONSES,
+              summary="Start or resume a campaign", tags=["campaigns"])  # fmt: skip
+    async def start_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """Start a draft or resume a paused campaign. A one-off campaign decides for its whole
+        audience before this answers; the decision log says what happened to each user."""
+        target = _resolve(node, app, key_app, "app")
+        await engine.start_campaign(target.id, campaign_id)
+        return _campaign_json(*engine.campaign(target.id, campaign_id))
+
+    @api.post("/v1/campaigns/{campaign_id}/pause", responses=_RESPONSES,
+              summary="Pause a campaign", tags=["campaigns"])  # fmt: skip
+    async def pause_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """Pause a running campaign: triggers are ignored and pending sends wait."""
+        target = _resolve(node, app, key_app, "app")
+        await engine.pause(target.id, campaign_id)
+        return _campaign_json(*engine.campaign(target.id, campaign_id))
+
+    @api.post("/v1/campaigns/{campaign_id}/cancel", responses=_RESPONSES,
+              summary="Cancel a campaign", tags=["campaigns"])  # fmt: skip
+    async def cancel_campaign(
+        campaign_id: PathId, app: AppQuery, key_app: Caller
+    ) -> dict[str, Any]:
+        """Cancel a campaign: pending sends are dropped and messages not yet displayed are
+        revoked from devices; ``revoked`` counts them."""
+        target = _resolve(node, app, key_app, "app")
+        _, revoked = await engine.cancel(target.id, campaign_id)
+        return {**_campaign_json(*engine.campaign(target.id, campaign_id)), "revoked": revoked}
+
+    @api.get("/v1/campaigns/{campaign_id}/stats", responses=_RESPONSES,
+             summary="Campaign funnel stats", tags=["campaigns"])  # fmt: skip
+    async def campaign_stats(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+        """Per-variant funnels (targeted, sent, delivered, displayed, clicked, dismissed,
+        converted, rates), totals, significance tests between variants and the winner."""
+        target = _resolve(node, app, key_app, "app")
+        return await engine.stats(target.id, campaign_id)
+
+    @api.get("/v1/campaigns/{campaign_id}/decisions", responses=_RESPONSES,
+             summary="Campaign decision log", tags=["campaigns"])  # fmt: skip
+    async def campaign_decisions(
+        campaign_id: PathId,
+        app: AppQuery,
+        key_app: Caller,
+        user: Annotated[
+            str | None,
+            Query(min_length=1, max_length=limits.MAX_ID_LEN),
+            AfterValidator(lambda v: v if v is None else _one_line(v)),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_DECISIONS)] = 100,
+    ) -> dict[str, Any]:
+        """Why users did or did not get the campaign's message, newest first (``user``
+        narrows it to one user): sent, scheduled, not_in_segment, opted_out, capped_*, ..."""
+        target = _resolve(node, app, key_app, "app")
+        rows = await engine.decisions(target.id, campaign_id, user, limit)
+        return {
+            "decisions": [
+                {"user": r.user_key, "at": r.at, "reason": r.reason, "detail": r.detail,
+                 "variant": r.variant, "message_id": r.message_id}
+                for r in rows
+            ]
+        }  # fmt: skip
