@@ -57,7 +57,7 @@ from tidings.server.targeting.profiles import (
     Profile,
     apply_attributes,
     apply_device,
-    apply_event,
+    apply_events,
     local_hour,
     new_profile,
     reclassify,
@@ -105,6 +105,16 @@ class _App:
     history: dict[str, list[tuple[float, str, str | None]]] = field(default_factory=dict)
     campaigns: dict[str, _Live] = field(default_factory=dict)
     reclass: list[tuple[float, str]] = field(default_factory=list)
+    due: dict[str, float] = field(default_factory=dict)  # user -> their live reclass entry
+
+    @property
+    def triggered(self) -> list[_Live]:
+        """Running triggered campaigns."""
+        return [
+            live for live in self.campaigns.values()
+            if live.campaign.kind is CampaignKind.TRIGGERED
+            and live.campaign.status is CampaignStatus.RUNNING
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +212,8 @@ class CampaignEngine:
         profile = reclassify(profile, now)
         state.index.upsert(profile)
         due = next_change_at(profile.first_seen, profile.last_seen, profile.last_purchase, now)
-        if due is not None:
+        if due is not None and state.due.get(profile.user_id) != due:
+            state.due[profile.user_id] = due
             heapq.heappush(state.reclass, (due, profile.user_id))
         return profile
 
@@ -232,22 +243,15 @@ class CampaignEngine:
     ) -> None:
         """Behaviour events of one user (already stored): update the profile, run triggers."""
         state, now = self._state(app), self.node.clock()
-        p = self._get_or_new(app, user_key, now)
-        fired: list[tuple[str, Mapping[str, Any], float]] = []
-        for name, props, ts in events:
-            ts = min(ts, now)  # a device clock ahead of ours does not make the future
-            p = apply_event(p, name, props, ts)
+        # A device clock ahead of ours does not make the future.
+        fired = [(name, props, min(ts, now)) for name, props, ts in events]
+        p = apply_events(self._get_or_new(app, user_key, now), fired)
+        for name, props, ts in fired:
             changes = state.tags.observe(user_key, name, props, ts)
             if changes:
                 p = with_tags(p, changes.added, changes.removed)
-            fired.append((name, props, ts))
         p = self._put(app, p, now)
-        triggered = [
-            live for live in state.campaigns.values()
-            if live.campaign.kind is CampaignKind.TRIGGERED
-            and live.campaign.status is CampaignStatus.RUNNING
-        ]  # fmt: skip
-        for live in triggered:
+        for live in state.triggered:
             for name, props, ts in fired:
                 if name == live.campaign.trigger.event:  # type: ignore[union-attr]
                     await self._on_trigger(app, live, p, name, props, ts, now)
@@ -340,10 +344,13 @@ class CampaignEngine:
                 self._put(app, with_tags(p, removed=dropped), now)
         heap = state.reclass
         while heap and heap[0][0] <= now:
-            _, user = heapq.heappop(heap)
+            due, user = heapq.heappop(heap)
+            if state.due.get(user) != due:
+                continue  # superseded by a later entry
+            del state.due[user]
             p = state.index.get(user)
             if p is not None:
-                state.index.upsert(reclassify(p, now))
+                self._put(app, p, now)
 
     # --- tag rules ----------------------------------------------------------------------------
 
@@ -397,6 +404,7 @@ class CampaignEngine:
         state.index.remove(user_key)
         state.tags.forget(user_key)
         state.history.pop(user_key, None)
+        state.due.pop(user_key, None)
         return known or bool(devices)
 
     # --- campaigns ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Consent is opt-out: a category absent from :attr:`Profile.consent` is allowed, a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
@@ -40,6 +40,7 @@ __all__ = [
     "apply_attributes",
     "apply_device",
     "apply_event",
+    "apply_events",
     "best_hour",
     "local_hour",
     "new_profile",
@@ -158,24 +159,45 @@ def apply_event(
     in the user's local time, and the purchase statistics for ``purchase_event``. Lifecycle and
     tier are left to :func:`reclassify`, which needs the evaluation ``now``.
     """
+    return apply_events(
+        profile, ((name, props, ts),), purchase_event=purchase_event, amount_prop=amount_prop
+    )
+
+
+def apply_events(
+    profile: Profile,
+    events: Iterable[tuple[str, Mapping[str, Any], float]],
+    *,
+    purchase_event: str = DEFAULT_PURCHASE_EVENT,
+    amount_prop: str = DEFAULT_AMOUNT_PROP,
+) -> Profile:
+    """Return ``profile`` updated by a batch of ``(name, props, ts)`` events, in one copy."""
     hours = list(profile.active_hours)
-    hours[local_hour(ts, profile.tz)] += 1
-    changes: dict[str, Any] = {
-        "active_hours": tuple(hours),
-        "first_seen": min(profile.first_seen, ts) if profile.first_seen else ts,
-        "last_seen": max(profile.last_seen, ts),
-    }
-    if name == purchase_event:
-        amount = props.get(amount_prop, 0)
-        if isinstance(amount, bool) or not isinstance(amount, int | float):
-            amount = 0
-        if not math.isfinite(amount) or amount < 0:
-            amount = 0
-        changes["purchase_count"] = profile.purchase_count + 1
-        changes["purchase_total"] = profile.purchase_total + float(amount)
-        last = profile.last_purchase
-        changes["last_purchase"] = ts if last is None else max(last, ts)
-    return replace(profile, **changes)
+    first, last = profile.first_seen, profile.last_seen
+    count, total, last_buy = profile.purchase_count, profile.purchase_total, profile.last_purchase
+    tz = zone(profile.tz)
+    for name, props, ts in events:
+        hours[datetime.fromtimestamp(ts, tz).hour] += 1
+        first = min(first, ts) if first else ts
+        last = max(last, ts)
+        if name == purchase_event:
+            amount = props.get(amount_prop, 0)
+            if isinstance(amount, bool) or not isinstance(amount, int | float):
+                amount = 0
+            if not math.isfinite(amount) or amount < 0:
+                amount = 0
+            count += 1
+            total += float(amount)
+            last_buy = ts if last_buy is None else max(last_buy, ts)
+    return replace(
+        profile,
+        active_hours=tuple(hours),
+        first_seen=first,
+        last_seen=last,
+        purchase_count=count,
+        purchase_total=total,
+        last_purchase=last_buy,
+    )
 
 
 def reclassify(profile: Profile, now: float, th: Thresholds = DEFAULT_THRESHOLDS) -> Profile:
