@@ -1,12 +1,13 @@
 """Campaigns: the campaign model, caps, variants, templates, send times and funnel stats.
 
-Pure functions and frozen values with an injected ``now``; the scheduler and delivery code
-that run campaigns against the store and the hub build on these.
+Pure functions and frozen values with an injected ``now``, and :class:`CampaignEngine`, which
+runs campaigns against the store and hands messages to the node for fan-out.
 """
 
 from __future__ import annotations
 
 from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, CapRule, check
+from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.campaigns.model import (
     CONTROL,
     Action,
@@ -14,6 +15,7 @@ from tidings.server.campaigns.model import (
     CampaignError,
     CampaignKind,
     CampaignStatus,
+    Category,
     Content,
     ContentKind,
     Conversion,
@@ -52,11 +54,13 @@ __all__ = [
     "Action",
     "Arm",
     "Campaign",
+    "CampaignEngine",
     "CampaignError",
     "CampaignKind",
     "CampaignStatus",
     "CapConfig",
     "CapRule",
+    "Category",
     "Comparison",
     "Content",
     "ContentKind",
