@@ -182,3 +182,94 @@ def test_revoke_never_answers_5xx(client: httpx.Client, message_id: str, app: st
     path = "/v1/messages/" + quote(message_id.encode("utf-8", "surrogatepass"), safe="")
     response = client.delete(path, params=params, headers={"Authorization": f"Bearer {KEY}"})
     _check(response)
+
+
+plausible_campaigns = st.fixed_dictionaries(
+    {
+        "id": _text,
+        "app": st.sampled_from(["demo", "other", "nope"]),
+        "name": _text,
+        "kind": st.sampled_from(["one_off", "scheduled", "triggered", "x"]),
+        "content": st.fixed_dictionaries(
+            {"kind": st.sampled_from(["banner", "inbox", "both"]), "title": _text,
+             "body": _text},
+            optional={"actions": json_values, "data": json_values, "ttl_s": json_values},
+        ),
+    },
+    optional={
+        "segment": st.one_of(st.text(max_size=40), json_values),
+        "variants": json_values,
+        "control_share": json_values,
+        "trigger": json_values,
+        "frequency": json_values,
+        "schedule": json_values,
+        "send_time": json_values,
+        "conversion": json_values,
+    },
+)  # fmt: skip
+"""Campaign JSON of the right outline with any values in the optional parts."""
+
+_BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/campaigns"): st.one_of(plausible_campaigns, json_values),
+    ("PUT", "/v1/campaigns/{id}"): st.one_of(plausible_campaigns, json_values),
+    ("PUT", "/v1/tag-rules/{id}?app=demo"): st.one_of(
+        st.fixed_dictionaries(
+            {"event": _text, "threshold": json_values, "window_s": json_values},
+            optional={"where": json_values},
+        ),
+        json_values,
+    ),
+    ("PATCH", "/v1/users/{id}"): st.fixed_dictionaries(
+        {"app": st.sampled_from(["demo", "other"])},
+        optional={"attrs": json_values, "consent": json_values, "x": json_values},
+    ),
+    ("POST", "/v1/events"): st.fixed_dictionaries(
+        {
+            "app": st.sampled_from(["demo", "nope"]),
+            "user": _text,
+            "events": st.lists(
+                st.dictionaries(st.sampled_from(["id", "name", "props", "ts"]), json_values),
+                max_size=3,
+            ),
+        },
+    ),
+}
+
+
+@_SETTINGS
+@given(route=st.sampled_from(sorted(_BODIES)), data=st.data(), ident=_text)
+def test_campaign_and_user_writes_never_answer_5xx(
+    client: httpx.Client, route: tuple[str, str], data: st.DataObject, ident: str
+) -> None:
+    method, path = route
+    body = data.draw(_BODIES[route])
+    raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
+    url = path.replace("{id}", quote(ident.encode("utf-8", "surrogatepass"), safe=""))
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    _check(client.request(method, url, content=raw, headers=headers))
+
+
+_READS = [
+    ("GET", "/v1/campaigns/{id}"), ("DELETE", "/v1/campaigns/{id}"),
+    ("POST", "/v1/campaigns/{id}/start"), ("POST", "/v1/campaigns/{id}/pause"),
+    ("POST", "/v1/campaigns/{id}/cancel"), ("GET", "/v1/campaigns/{id}/stats"),
+    ("GET", "/v1/campaigns/{id}/decisions"), ("GET", "/v1/tag-rules/{id}"),
+    ("DELETE", "/v1/tag-rules/{id}"), ("GET", "/v1/users/{id}"),
+    ("GET", "/v1/users/{id}/export"), ("DELETE", "/v1/users/{id}"),
+]  # fmt: skip
+
+
+@_SETTINGS
+@given(
+    route=st.sampled_from(_READS),
+    ident=st.text(min_size=1, max_size=200).filter(lambda s: s not in (".", "..")),
+    params=st.dictionaries(st.sampled_from(["app", "user", "limit"]), st.text(max_size=20)),
+)
+def test_campaign_and_user_reads_never_answer_5xx(
+    client: httpx.Client, route: tuple[str, str], ident: str, params: dict[str, str]
+) -> None:
+    method, path = route
+    url = path.replace("{id}", quote(ident.encode("utf-8", "surrogatepass"), safe=""))
+    query = {k: v.encode("utf-8", "surrogatepass") for k, v in params.items()}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    _check(client.request(method, url, params=query, headers=headers))
