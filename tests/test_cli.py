@@ -60,6 +60,9 @@ def _free_port() -> int:
                 *("--priority", "--ttl", "--collapse-key", "--admin-url", "--admin-key", "--app"),
             ],
         ),
+        ("campaign", ["create", "list", "show", "start", "pause", "cancel", "stats"]),
+        ("why", ["--limit", "--admin-url", "--json"]),
+        ("user", ["show", "export", "erase", "set"]),
     ],
 )
 def test_each_subcommand_has_help_naming_its_options(
@@ -316,6 +319,64 @@ def test_send_with_a_wrong_admin_key_exits_1(
     args = ["send", "--to-user", "u", "--title", "t", "--body", "b", "--admin-key", "nope-nope"]
     assert main([*args, "--admin-url", gateway.admin_url]) == 1
     assert "HTTP 401" in capsys.readouterr().err
+
+
+def test_campaign_create_start_stats_and_why_through_a_real_gateway(
+    gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ["--admin-url", gateway.admin_url]
+    for user in ("cli-u1", "cli-u2"):
+        assert main(["user", "set", user, "cohort=cli", "age=30", "first_name=Ada", *url]) == 0
+    out = capsys.readouterr().out
+    assert '"cohort": "cli"' in out and '"age": 30' in out and "lifecycle:" in out
+    assert main(["user", "set", "cli-u2", "vip=true", *url]) == 0
+    capsys.readouterr()
+    spec = {
+        "id": "cli-sale", "name": "CLI sale", "kind": "one_off",
+        "segment": 'attr.cohort = "cli"',
+        "content": {"kind": "banner", "title": "Hi {{ user.first_name | default('you') }}",
+                    "body": "20% off"},
+        "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}],
+    }  # fmt: skip
+    path = tmp_path / "sale.json"
+    path.write_text(json.dumps(spec))
+    assert main(["campaign", "create", str(path), *url]) == 0
+    assert capsys.readouterr().out.startswith("cli-sale: draft (one_off, sent 0)")
+    assert main(["campaign", "list", *url]) == 0
+    assert "cli-sale: draft" in capsys.readouterr().out
+    assert main(["campaign", "start", "cli-sale", *url]) == 0
+    assert "cli-sale: completed (one_off, sent 2)" in capsys.readouterr().out
+    assert main(["campaign", "stats", "cli-sale", *url]) == 0
+    stats = capsys.readouterr().out
+    assert "variant" in stats and "targeted" in stats and "total" in stats
+    assert main(["why", "cli-sale", "cli-u1", *url]) == 0
+    why = capsys.readouterr().out
+    assert why.startswith("cli-u1 got cli-sale [variant ") and "sent (0 device(s))" in why
+    assert " UTC" in why
+    assert main(["why", "cli-sale", "nobody", *url]) == 0
+    nobody = capsys.readouterr().out
+    assert "no decisions" in nobody or "nobody did not get cli-sale: not_in_segment" in nobody
+    assert main(["user", "show", "cli-u2", *url]) == 0
+    shown = capsys.readouterr().out
+    assert "lifecycle:" in shown and '"vip": true' in shown
+    assert main(["user", "erase", "cli-u2", *url]) == 0
+    assert main(["user", "show", "cli-u2", *url]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+
+
+def test_campaign_create_names_the_bad_field(
+    gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"id": "bad", "name": "Bad", "kind": "one_off",
+                                "content": {"kind": "banner", "title": "{{ user.nick }}",
+                                            "body": "b"}}))  # fmt: skip
+    assert main(["campaign", "create", str(path), "--admin-url", gateway.admin_url]) == 1
+    err = capsys.readouterr().err
+    assert "content.title" in err and "HTTP 422" in err
+    path.write_text("{nope")
+    assert main(["campaign", "create", str(path), "--admin-url", gateway.admin_url]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_gateway_on_a_port_in_use_exits_2(gateway: Gateway, tmp_path: Path) -> None:

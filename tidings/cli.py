@@ -20,6 +20,7 @@ import signal
 import sys
 import textwrap
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -318,16 +319,29 @@ def _print_api_error(status: int, raw: bytes, out: TextIO) -> None:
         print(f"  also: {extra}", file=out)
 
 
-def _call_admin(args: argparse.Namespace, path: str, payload: dict[str, Any]) -> bytes | int:
-    """POST ``payload`` to the admin API; the answer's bytes, or an exit code after an error."""
+def _call_admin(
+    args: argparse.Namespace,
+    path: str,
+    payload: Any = None,
+    *,
+    method: str = "POST",
+    query: dict[str, Any] | None = None,
+) -> bytes | int:
+    """Call the admin API; the answer's bytes, or an exit code after an error.
+
+    ``payload`` (if not None) is sent as the JSON body; ``query`` becomes the query string.
+    """
     base = (args.admin_url or _env("TIDINGS_ADMIN_URL", DEFAULT_ADMIN_URL)).rstrip("/")
     key = args.admin_key or _env("TIDINGS_ADMIN_KEY", "dev-admin-key")
-    request = urllib.request.Request(
-        f"{base}{path}",
-        data=json.dumps(payload).encode("utf-8"),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
+    url = f"{base}{path}"
+    if query:
+        url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    headers = {"Authorization": f"Bearer {key}"}
+    data = None
+    if payload is not None:
+        data = json.dumps(payload).encode("utf-8")
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=DEFAULT_SEND_TIMEOUT_S) as response:
             raw: bytes = response.read()
@@ -409,6 +423,225 @@ def _run_send(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- tidings campaign / why / user ------------------------------------------------------------
+
+
+def _app(args: argparse.Namespace) -> str:
+    return str(args.app or _env("TIDINGS_APP", "demo"))
+
+
+def _q(ident: str) -> str:
+    return urllib.parse.quote(ident, safe="")
+
+
+def _when(ts: float | None) -> str:
+    from datetime import UTC, datetime
+
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _get_json(args: argparse.Namespace, path: str, **query: Any) -> Any:
+    """GET ``path`` with ``?app=``; the parsed answer, or an exit code after an error."""
+    raw = _call_admin(args, path, method="GET", query={"app": _app(args), **query})
+    return raw if isinstance(raw, int) else json.loads(raw)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _configure_campaign(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="campaign_command", metavar="ACTION", required=True)
+    create = sub.add_parser(
+        "create",
+        help="create a draft from campaign JSON",
+        description="Create a campaign (a draft) from its JSON; 'app' defaults to --app. "
+        "Errors name the field, templates included.",
+    )
+    create.add_argument("file", help="campaign JSON file, or - for standard input")
+    _add_admin_options(create)
+    listing = sub.add_parser("list", help="list the app's campaigns")
+    _add_admin_options(listing)
+    for name, what in (("show", "print a campaign's JSON"), ("start", "start or resume it"),
+                       ("pause", "pause it"), ("cancel", "cancel it, revoking undisplayed "
+                                                         "messages"),
+                       ("stats", "funnel per variant, comparisons and the winner")):  # fmt: skip
+        action = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        action.add_argument("id", help="campaign id")
+        _add_admin_options(action)
+
+
+def _campaign_line(c: dict[str, Any]) -> str:
+    return f"{c['id']}: {c['status']} ({c['kind']}, sent {c['sent_total']}) - {c['name']}"
+
+
+_STAGES = ("targeted", "sent", "delivered", "displayed", "clicked", "dismissed", "converted")
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    print(f"{stats['campaign']} ({stats['status']}), compared on {stats['metric']}")
+    rows = [("variant", *_STAGES, "ctr", "conv")]
+    arms = {**stats["variants"], "total": stats["total"]}
+    for name, f in arms.items():
+        rows.append((name, *(str(f[s]) for s in _STAGES), f"{f['ctr']:.1%}",
+                     f"{f['conversion_rate']:.1%}"))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        print("  ".join(cells).rstrip())
+    for c in stats["comparisons"]:
+        lift = "n/a" if c["lift"] is None else f"{c['lift']:+.1%}"
+        p_value = "n/a" if c["p_value"] is None else f"{c['p_value']:.3f}"
+        print(f"{c['variant']}: {c['rate']:.1%} vs {c['baseline_rate']:.1%} "
+              f"(lift {lift}, p={p_value})")  # fmt: skip
+    if stats["comparisons"]:
+        print(f"winner: {stats['winner'] or 'none yet'}")
+
+
+def _run_campaign(args: argparse.Namespace) -> int:
+    action = args.campaign_command
+    if action == "create":
+        try:
+            if args.file == "-":
+                spec = json.load(sys.stdin)
+            else:
+                with open(args.file, encoding="utf-8") as f:
+                    spec = json.load(f)
+        except OSError as exc:
+            return _fail(f"{args.file}: {exc.strerror or exc}")
+        except json.JSONDecodeError as exc:
+            return _fail(f"{args.file}: not valid JSON ({exc.msg}, line {exc.lineno})")
+        if isinstance(spec, dict):
+            spec.setdefault("app", _app(args))
+        raw = _call_admin(args, "/v1/campaigns", spec)
+    elif action == "list":
+        raw = _call_admin(args, "/v1/campaigns", method="GET", query={"app": _app(args)})
+    elif action in ("show", "stats"):
+        path = f"/v1/campaigns/{_q(args.id)}" + ("/stats" if action == "stats" else "")
+        raw = _call_admin(args, path, method="GET", query={"app": _app(args)})
+    else:
+        raw = _call_admin(args, f"/v1/campaigns/{_q(args.id)}/{action}", query={"app": _app(args)})
+    if isinstance(raw, int):
+        return raw
+    result = json.loads(raw)
+    if args.json or action == "show":
+        _print_json(result)
+    elif action == "list":
+        for c in result["campaigns"]:
+            print(_campaign_line(c))
+        if not result["campaigns"]:
+            print("no campaigns")
+    elif action == "stats":
+        _print_stats(result)
+    else:
+        extra = f", revoked {result['revoked']} undisplayed" if action == "cancel" else ""
+        print(_campaign_line(result) + extra)
+    return 0
+
+
+def _configure_why(p: argparse.ArgumentParser) -> None:
+    p.add_argument("campaign", help="campaign id")
+    p.add_argument("user", help="user id")
+    p.add_argument("--limit", type=int, default=5, help="latest decisions to show (default 5)")
+    _add_admin_options(p)
+
+
+def _why_line(campaign: str, d: dict[str, Any]) -> str:
+    reason, detail = d["reason"], d["detail"]
+    explained = f"{reason} ({detail})" if detail else reason
+    variant = f" [variant {d['variant']}]" if d.get("variant") else ""
+    if reason == "sent":
+        verdict = f"got {campaign}{variant}: message {d['message_id']}, {explained}"
+    elif reason == "scheduled":
+        verdict = f"is scheduled for {campaign}{variant}: {explained}"
+    else:
+        verdict = f"did not get {campaign}{variant}: {explained}"
+    return f"{d['user']} {verdict} at {_when(d['at'])}"
+
+
+def _run_why(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        return _fail("--limit must be between 1 and 1000")
+    result = _get_json(args, f"/v1/campaigns/{_q(args.campaign)}/decisions", user=args.user,
+                       limit=args.limit)  # fmt: skip
+    if isinstance(result, int):
+        return result
+    if args.json:
+        _print_json(result)
+        return 0
+    if not result["decisions"]:
+        print(f"{args.user}: no decisions for {args.campaign} (the user was not in its "
+              "audience when it ran, or it has not run yet)")  # fmt: skip
+    for d in result["decisions"]:
+        print(_why_line(args.campaign, d))
+    return 0
+
+
+def _configure_user(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    for name, what in (("show", "print the user's live profile"),
+                       ("export", "print everything stored about the user (JSON)"),
+                       ("erase", "erase the user: profile, events, messages, queues")):  # fmt: skip
+        action = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        action.add_argument("id", help="user id")
+        _add_admin_options(action)
+    put = sub.add_parser("set", help="merge attributes into the profile",
+                         description="Merge attributes: each value is parsed as JSON when it "
+                         "parses (18, true, null removes), else taken as a string.")  # fmt: skip
+    put.add_argument("id", help="user id")
+    put.add_argument("attrs", nargs="+", metavar="KEY=VALUE", help="attributes to set")
+    _add_admin_options(put)
+
+
+def _parse_attrs(pairs: Sequence[str]) -> dict[str, Any] | str:
+    attrs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            return f"{pair!r}: expected KEY=VALUE"
+        try:
+            attrs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            attrs[key] = value
+    return attrs
+
+
+def _print_profile(p: dict[str, Any]) -> None:
+    hours = p.pop("active_hours")
+    for key, value in p.items():
+        shown = _when(value) if key in ("first_seen", "last_seen", "last_purchase") else value
+        if isinstance(shown, dict | list):
+            shown = json.dumps(shown, ensure_ascii=False)
+        print(f"{key + ':':<16}{shown}")
+    print(f"{'active_hours:':<16}{' '.join(str(h) for h in hours)}")
+
+
+def _run_user(args: argparse.Namespace) -> int:
+    action, path = args.user_command, f"/v1/users/{_q(args.id)}"
+    if action == "set":
+        attrs = _parse_attrs(args.attrs)
+        if isinstance(attrs, str):
+            return _fail(attrs)
+        raw = _call_admin(args, path, {"app": _app(args), "attrs": attrs}, method="PATCH")
+    elif action == "erase":
+        raw = _call_admin(args, path, method="DELETE", query={"app": _app(args)})
+    else:
+        suffix = "/export" if action == "export" else ""
+        raw = _call_admin(args, path + suffix, method="GET", query={"app": _app(args)})
+    if isinstance(raw, int):
+        return raw
+    if action == "erase":
+        print(f"erased {args.id}")
+    elif args.json or action == "export":
+        _print_json(json.loads(raw))
+    else:
+        _print_profile(json.loads(raw))
+    return 0
+
+
 # --- the parser --------------------------------------------------------------------------------
 
 register(
@@ -475,6 +708,56 @@ register(
         """,
         configure=_configure_segment,
         run=_run_segment,
+    )
+)
+register(
+    Command(
+        name="campaign",
+        help="create, list, run and measure campaigns",
+        description="Campaigns through the admin API: create a draft from JSON (the shape is "
+        "in the README), list, show, start, pause, cancel, and stats (a funnel per variant "
+        "with significance tests and the winner).",
+        examples="""
+            tidings campaign create spring-sale.json
+            cat spring-sale.json | tidings campaign create -
+            tidings campaign list
+            tidings campaign start spring-sale
+            tidings campaign stats spring-sale
+            tidings campaign cancel spring-sale --json
+        """,
+        configure=_configure_campaign,
+        run=_run_campaign,
+    )
+)
+register(
+    Command(
+        name="why",
+        help="why a user did or did not get a campaign's message",
+        description="Print the latest decisions of a campaign for one user, newest first: "
+        "sent, scheduled, not in segment, opted out, capped (which cap), holdout, budget "
+        "exhausted, outside the send window...",
+        examples="""
+            tidings why spring-sale user-42
+            tidings why spring-sale user-42 --limit 20 --json
+        """,
+        configure=_configure_why,
+        run=_run_why,
+    )
+)
+register(
+    Command(
+        name="user",
+        help="read, update, export or erase a user's profile",
+        description="User profiles through the admin API: show the live profile (attributes, "
+        "tags, lifecycle, tier, consent...), set attributes, export everything stored, erase.",
+        examples="""
+            tidings user show user-42
+            tidings user set user-42 first_name=Ada age=36 vip=true region=null
+            tidings user export user-42 > user-42.json
+            tidings user erase user-42
+        """,
+        configure=_configure_user,
+        run=_run_user,
     )
 )
 
