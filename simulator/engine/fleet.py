@@ -4,6 +4,12 @@ Each worker process runs an asyncio loop with its share of devices, every one a 
 :class:`~tidings.client_sdk.TidingsClient` with an in-memory store. The parent talks to workers
 over pipes with small commands; workers answer with counts and measurements, never with one
 message per event. Device ``i`` has device id ``d{i}`` and user id ``u{i}``.
+
+With personas on, each device follows its :func:`~tidings.simulator.engine.personas.plan`: it
+identifies with the plan's attributes and tracks the plan's events once connected, and on
+:meth:`Fleet.shop` it adds to its cart (and perhaps buys) as the plan says. Every campaign
+message a device receives is logged (user, campaign, message id, title, times) for the ground
+truth checks in :mod:`~tidings.simulator.engine.truth`.
 """
 
 from __future__ import annotations
@@ -19,10 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.simulator.engine.personas import assign, click_probability
+from tidings.simulator.engine.personas import click_probability, plan
 from tidings.simulator.engine.truth import shown_in_quiet_hours
 
-__all__ = ["DEFAULT_RAMP", "DeviceReport", "Fleet", "FleetConfig", "raise_nofile"]
+__all__ = [
+    "DEFAULT_RAMP",
+    "CampaignReceipt",
+    "DeviceReport",
+    "Fleet",
+    "FleetConfig",
+    "raise_nofile",
+]
 
 DEFAULT_RAMP = 200
 """Connections each worker opens at once: a bounded ramp instead of a SYN flood."""
@@ -64,6 +77,20 @@ class DeviceReport:
     duplicates_dropped: int = 0
     reconnects: int = 0
     clicks: dict[str, int] = field(default_factory=dict)
+    campaign: list[CampaignReceipt] = field(default_factory=list)
+    cart_at: dict[str, float] = field(default_factory=dict)  # user -> add_to_cart time (ms)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignReceipt:
+    """One campaign message as a device received it (times in unix milliseconds)."""
+
+    user: str
+    campaign: str
+    message_id: str
+    title: str
+    received_ms: float
+    sent_ms: float | None
 
 
 # --- inside a worker process -------------------------------------------------------------------
@@ -79,6 +106,8 @@ class _Worker:
         self.received: dict[str, int] = {}
         self.displayed: dict[tuple[int, str], int] = {}
         self.quiet_violations = 0
+        self.campaign_log: list[tuple[str, str, str, str, float, float | None]] = []
+        self.cart_at: dict[str, float] = {}  # user -> when add_to_cart was tracked (unix ms)
         self.clicks = {"relevant_shown": 0, "relevant_clicked": 0,
                        "generic_shown": 0, "generic_clicked": 0}  # fmt: skip
         self.rng = random.Random(cfg.seed * 1_000_003 + (indexes[0] if indexes else 0))
@@ -102,7 +131,8 @@ class _Worker:
         from tidings.client_sdk import QuietHours, TidingsClient
         from tidings.protocol.tokens import mint_token
 
-        persona = assign(self.cfg.seed, i) if self.cfg.personas else None
+        device_plan = plan(self.cfg.seed, i) if self.cfg.personas else None
+        persona = device_plan.persona if device_plan else None
         tz = persona.tz if persona else "UTC"
         window = self.cfg.quiet_override or (persona.quiet if persona else None)
         quiet = QuietHours(*window) if window else None
@@ -117,6 +147,10 @@ class _Worker:
             if msg.sent_at:
                 self.latencies.append(received_at * 1000 - msg.sent_at)
             self.received[msg.id] = self.received.get(msg.id, 0) + 1
+            if msg.campaign:
+                self.campaign_log.append(
+                    (f"u{i}", msg.campaign, msg.id, msg.title, received_at * 1000, msg.sent_at)
+                )
 
         def on_banner(item: Any) -> None:
             key = (i, item.id)
@@ -136,9 +170,9 @@ class _Worker:
         client.on_banner(on_banner)
         await client.start()
         await client.wait_connected(timeout=120)
-        if persona is not None:
-            await client.identify(f"u{i}", {**persona.attrs, "persona": persona.name})
-            for name, props in persona.events:
+        if device_plan is not None:
+            await client.identify(f"u{i}", dict(device_plan.attrs))
+            for name, props in device_plan.events:
                 client.track(name, dict(props))
         self.clients.append(client)
 
@@ -176,6 +210,29 @@ class _Worker:
         while self.connected() < len(self.indexes) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
+    async def shop(self, buy_after: float) -> int:
+        """Every device whose plan has a cart adds to it; buyers buy ``buy_after`` s later."""
+        if not self.cfg.personas:
+            return 0
+        buyers = []
+        for client in self.clients:
+            index = int(client.device_id[1:])
+            cart = plan(self.cfg.seed, index).cart
+            if cart == "none":
+                continue
+            self.cart_at[f"u{index}"] = time.time() * 1000
+            client.track("add_to_cart", {"item": "kettle", "price": 59})
+            if cart == "purchase":
+                buyers.append(client)
+        await asyncio.sleep(buy_after)
+        for client in buyers:
+            client.track("purchase", {"item": "kettle", "amount": 59})
+        return len(self.cart_at)
+
+    def campaign_count(self, campaign: str) -> int:
+        """Campaign messages of ``campaign`` received so far (by this worker's devices)."""
+        return sum(1 for entry in self.campaign_log if entry[1] == campaign)
+
     def report(self) -> dict[str, Any]:
         out = {
             "latencies": self.latencies,
@@ -185,6 +242,8 @@ class _Worker:
             "clicks": dict(self.clicks),
             "duplicates": sum(c.stats.duplicates for c in self.clients),
             "reconnects": sum(c.stats.reconnects for c in self.clients),
+            "campaign_log": list(self.campaign_log),
+            "cart_at": dict(self.cart_at),
         }
         self.latencies = []
         return out
@@ -239,6 +298,12 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
             elif cmd == "settle":
                 await worker.settle(args[0])
                 conn.send(("settled",))
+            elif cmd == "report":
+                conn.send(("report", worker.report()))
+            elif cmd == "shop":
+                conn.send(("shopped", await worker.shop(args[0])))
+            elif cmd == "campaign_count":
+                conn.send(("count", worker.campaign_count(args[0])))
             elif cmd == "stats":
                 conn.send(("stats", worker.stats()))
             elif cmd == "inbox":
@@ -313,8 +378,16 @@ class Fleet:
 
     def wait_received(self, message_id: str, timeout: float = 60.0) -> DeviceReport:
         """Wait until every device got ``message_id`` (or the timeout); merge the reports."""
+        return self._merge(self._ask("wait_received", message_id, timeout))
+
+    def report(self) -> DeviceReport:
+        """What the devices saw so far, merged (latencies since the last report)."""
+        return self._merge(self._ask("report"))
+
+    @staticmethod
+    def _merge(answers: list[Any]) -> DeviceReport:
         report = DeviceReport()
-        for _, r in self._ask("wait_received", message_id, timeout):
+        for _, r in answers:
             report.latencies_ms.extend(r["latencies"])
             for mid, n in r["received"].items():
                 report.received[mid] = report.received.get(mid, 0) + n
@@ -324,7 +397,17 @@ class Fleet:
                 report.clicks[key] = report.clicks.get(key, 0) + n
             report.duplicates_dropped += r["duplicates"]
             report.reconnects += r["reconnects"]
+            report.campaign += [CampaignReceipt(*entry) for entry in r["campaign_log"]]
+            report.cart_at.update(r["cart_at"])
         return report
+
+    def shop(self, buy_after: float = 0.5) -> int:
+        """Devices with a cart in their plan add to it, buyers buy; return the carts."""
+        return sum(n for _, n in self._ask("shop", buy_after))
+
+    def campaign_count(self, campaign: str) -> int:
+        """Campaign messages of ``campaign`` received by the whole fleet so far."""
+        return sum(n for _, n in self._ask("campaign_count", campaign))
 
     def settle(self, timeout: float = 120.0) -> None:
         """Wait until the devices' start-up requests (identify, events) are all answered."""

@@ -3,6 +3,28 @@
 The gateway runs as ``python -m tidings gateway`` in its own process (so it has a core of its
 own and its CPU and RSS can be read from /proc); devices run in worker processes; the optional
 bare baseline runs the same fleet harness against a minimal websockets broadcast server.
+
+Scenarios:
+
+- ``broadcast``: one message to every device's user through ``POST /v1/messages``.
+- ``reconnect-storm``: the gateway is killed (SIGKILL) and restarted; every device must come
+  back, then a broadcast.
+- ``segment``: a tag rule (:data:`SPORTS_FAN`: three sports articles in a week) and a one-off
+  campaign to ``tag:sports_fan and attr.age >= 18`` with the personalised title
+  :data:`GREETING`. Devices identify with their plan's attributes and track its events through
+  the SDK; the expected audience is computed from the plans alone
+  (:func:`~tidings.simulator.engine.truth.segment_audience`), and every received title must
+  equal :func:`~tidings.simulator.engine.truth.greeting` for that device.
+- ``trigger``: an abandoned-cart campaign (``add_to_cart`` unless ``purchase`` within
+  :data:`CART_WAIT_S`, sent then). Devices add to their cart as their plan says, some buy half
+  a second later; the expected audience is those who added and did not buy. Latency runs from
+  the send's due time (add to cart + :data:`CART_WAIT_S`) to receipt, so it includes the
+  scheduler's round; send-to-receipt is reported beside it.
+
+Every campaign is checked against the ground truth: precision and recall, titles, at most
+one message per user (the campaign's cap), nothing shown twice or in quiet hours. Users who got
+a campaign they should not have (``not_in_audience``) or missed one they should have
+(``missed``) count as violations, so the command fails on any of them.
 """
 
 from __future__ import annotations
@@ -15,20 +37,58 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tidings.simulator.engine.baseline import BareServer
-from tidings.simulator.engine.fleet import DeviceReport, Fleet, FleetConfig
-from tidings.simulator.engine.report import LoadReport
+from tidings.simulator.engine.fleet import CampaignReceipt, DeviceReport, Fleet, FleetConfig
+from tidings.simulator.engine.personas import plan
+from tidings.simulator.engine.report import LoadReport, percentiles
+from tidings.simulator.engine.truth import (
+    CountRule,
+    accuracy,
+    cap_violations,
+    cart_audience,
+    greeting,
+    segment_audience,
+)
 
-__all__ = ["SCENARIOS", "GatewayProcess", "run_loadtest"]
+__all__ = [
+    "CART_WAIT_S",
+    "GREETING",
+    "MIN_AGE",
+    "SCENARIOS",
+    "SPORTS_FAN",
+    "GatewayProcess",
+    "run_loadtest",
+]
 
 SCENARIOS = ("broadcast", "reconnect-storm", "segment", "trigger")
-AVAILABLE = ("broadcast", "reconnect-storm")
+CAMPAIGN_SCENARIOS = ("segment", "trigger")
 MAX_TARGETS_PER_SEND = 10_000
 DEV_ADMIN_KEY = "dev-admin-key"
+
+SPORTS_FAN = CountRule(name="sports_fan", event="view_content", prop="category", value="sports",
+                       at_least=3)  # fmt: skip
+"""The segment scenario's tag rule: three sports articles within seven days."""
+
+MIN_AGE = 18
+"""The segment scenario's age condition (``attr.age >= 18``)."""
+
+GREETING = 'Hi {{ user.first_name | default("there") }}'
+"""The personalised title of both campaign scenarios (see :func:`truth.greeting`)."""
+
+CART_WAIT_S = 3
+"""Seconds an abandoned cart waits for a purchase before the reminder goes out."""
+
+BUY_AFTER_S = 0.5
+"""Seconds between adding to the cart and buying, for devices that buy."""
+
+GRACE_S = 0.5
+"""Seconds to keep listening once every expected message arrived (late extras still count)."""
 
 Progress = Callable[[str, int, int], None]
 
@@ -90,8 +150,13 @@ class GatewayProcess:
                 "Content-Type": "application/json",
             },
         )
-        with urllib.request.urlopen(req, timeout=300) as resp:
-            return json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(req, timeout=300) as resp:
+                body_text = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code} {detail}") from None
+        return json.loads(body_text) if body_text else None
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
@@ -136,6 +201,86 @@ def _collect(fleet: Fleet, ids: list[str], timeout: float) -> DeviceReport:
     return merged
 
 
+@dataclass(slots=True)
+class _CampaignRun:
+    """What a campaign scenario expected and what the server said it sent."""
+
+    campaign: str
+    expected: set[str]
+    titles: dict[str, str]
+    sent: int = 0
+
+
+def _create_campaign(gateway: GatewayProcess, spec: dict[str, Any]) -> None:
+    gateway.admin("POST", "/v1/campaigns", {"app": "demo", **spec})
+    gateway.admin("POST", f"/v1/campaigns/{spec['id']}/start?app=demo")
+
+
+def _sent(gateway: GatewayProcess, campaign: str) -> int:
+    stats = gateway.admin("GET", f"/v1/campaigns/{campaign}/stats?app=demo")
+    return int(stats["total"]["sent"])
+
+
+def _wait_campaign(
+    fleet: Fleet, gateway: GatewayProcess, run: _CampaignRun, timeout: float, not_before: float
+) -> None:
+    """Wait until the fleet holds every message expected and every message sent, then a grace.
+
+    ``not_before`` (monotonic): the server may still be deciding until then (pending sends).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if time.monotonic() >= not_before:
+            run.sent = _sent(gateway, run.campaign)
+            if fleet.campaign_count(run.campaign) >= max(run.sent, len(run.expected)):
+                break
+        time.sleep(0.05)
+    time.sleep(GRACE_S)
+    run.sent = _sent(gateway, run.campaign)
+
+
+def _segment(gateway: GatewayProcess, fleet: Fleet, devices: int, seed: int,
+             timeout: float) -> _CampaignRun:  # fmt: skip
+    plans = [plan(seed, i) for i in range(devices)]
+    run = _CampaignRun(
+        campaign="loadtest-segment",
+        expected=segment_audience(plans, SPORTS_FAN, MIN_AGE),
+        titles={p.user: greeting(p) for p in plans},
+    )
+    _create_campaign(gateway, {
+        "id": run.campaign, "name": "Sports fans", "kind": "one_off",
+        "segment": f"tag:{SPORTS_FAN.name} and attr.age >= {MIN_AGE}",
+        "content": {"kind": "banner", "title": GREETING, "body": "The derby is on tonight",
+                    "category": "marketing", "data": {"topic": "sports"}},
+        "frequency": {"per_user_limit": 1},
+    })  # fmt: skip
+    _wait_campaign(fleet, gateway, run, timeout, time.monotonic())
+    return run
+
+
+def _trigger(gateway: GatewayProcess, fleet: Fleet, devices: int, seed: int,
+             timeout: float) -> _CampaignRun:  # fmt: skip
+    plans = [plan(seed, i) for i in range(devices)]
+    run = _CampaignRun(
+        campaign="loadtest-cart",
+        expected=cart_audience(plans),
+        titles={p.user: greeting(p) for p in plans},
+    )
+    _create_campaign(gateway, {
+        "id": run.campaign, "name": "Abandoned cart", "kind": "triggered",
+        "trigger": {"event": "add_to_cart", "delay_s": CART_WAIT_S,
+                    "unless": {"event": "purchase", "within_s": CART_WAIT_S}},
+        "content": {"kind": "banner", "title": GREETING,
+                    "body": 'Your {{ event.item | default("cart") }} is waiting',
+                    "category": "marketing", "data": {"topic": "sale"}},
+        "frequency": {"per_user_limit": 1},
+    })  # fmt: skip
+    fleet.shop(BUY_AFTER_S)
+    # Sends fall due CART_WAIT_S after the carts; the scheduler runs about once a second.
+    _wait_campaign(fleet, gateway, run, timeout, time.monotonic() + CART_WAIT_S)
+    return run
+
+
 def run_loadtest(
     *,
     devices: int,
@@ -151,15 +296,19 @@ def run_loadtest(
     fault: str | None = None,
 ) -> LoadReport:
     """Run one scenario end to end and return its report."""
-    if scenario not in AVAILABLE:
-        raise ValueError(
-            f"scenario {scenario!r} is not available yet (available: {', '.join(AVAILABLE)}); "
-            "segment and trigger scenarios need the campaign engine"
-        )
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    if scenario in CAMPAIGN_SCENARIOS and not personas:
+        raise ValueError(f"the {scenario} scenario needs personas (drop --no-personas)")
     extra: dict[str, Any] = {}
+    ids: list[str] = []
+    run: _CampaignRun | None = None
     with tempfile.TemporaryDirectory() as tmp:
         gateway = GatewayProcess(f"{tmp}/loadtest.db")
         gateway.start()
+        if scenario == "segment":
+            # Defined before anyone connects: the tag is earned live, as events arrive.
+            gateway.admin("PUT", f"/v1/tag-rules/{SPORTS_FAN.name}?app=demo", SPORTS_FAN.to_json())
         config = FleetConfig(
             url=gateway.url,
             devices=devices,
@@ -184,32 +333,47 @@ def run_loadtest(
                 extra["reconnected"] = back
                 extra["reconnect_s"] = round(time.perf_counter() - t0, 3)
                 cpu0 = gateway.cpu_seconds()
-            ids = _broadcast(gateway, devices)
-            report = _collect(fleet, ids, timeout)
+            if scenario == "segment":
+                run = _segment(gateway, fleet, devices, seed, timeout)
+            elif scenario == "trigger":
+                run = _trigger(gateway, fleet, devices, seed, timeout)
+            else:
+                ids = _broadcast(gateway, devices)
+            report = _collect(fleet, ids, timeout) if run is None else fleet.report()
             cpu = gateway.cpu_seconds() - cpu0
             rss = gateway.rss_mib()
         finally:
             fleet.stop()
             gateway.stop()
-    expected = devices * len(ids)
-    got = sum(min(devices, report.received.get(mid, 0)) for mid in ids)
-    unexpected = sum(n for mid, n in report.received.items() if mid not in ids)
     violations = {}
     if report.displayed_twice:
         violations["displayed_twice"] = report.displayed_twice
     if report.shown_in_quiet_hours:
         violations["shown_in_quiet_hours"] = report.shown_in_quiet_hours
+    if run is None:
+        expected = devices * len(ids)
+        got = sum(min(devices, report.received.get(mid, 0)) for mid in ids)
+        unexpected = sum(n for mid, n in report.received.items() if mid not in ids)
+        delivery = got / expected if expected else 1.0
+        precision = got / (got + unexpected) if got + unexpected else 1.0
+        recall = delivery
+        latencies = report.latencies_ms
+        audience = devices
+    else:
+        latencies, delivery, precision, recall = _judge(run, report, violations, extra)
+        audience = len(run.expected)
     baseline_lat = None
     if baseline:
-        baseline_lat = _run_baseline(devices, workers, frame_size, timeout, progress)
+        # The same number of messages as the run delivered, as one bare broadcast.
+        baseline_lat = _run_baseline(max(1, audience), workers, frame_size, timeout, progress)
     return LoadReport(
         devices=devices,
         scenario=scenario,
         connect_s=connect_s,
-        latencies_ms=report.latencies_ms,
-        delivery_ratio=got / expected if expected else 1.0,
-        precision=got / (got + unexpected) if got + unexpected else 1.0,
-        recall=got / expected if expected else 1.0,
+        latencies_ms=latencies,
+        delivery_ratio=delivery,
+        precision=precision,
+        recall=recall,
         violations=violations,
         gateway_cpu_s=cpu,
         gateway_rss_mib=rss,
@@ -220,6 +384,44 @@ def run_loadtest(
             "banner_clicks": report.clicks,
         },
     )
+
+
+def _judge(
+    run: _CampaignRun, report: DeviceReport, violations: dict[str, int], extra: dict[str, Any]
+) -> tuple[list[float], float, float, float]:
+    """Compare a campaign's receipts with the ground truth; fill violations and extras.
+
+    Returns (latencies, delivery ratio, precision, recall).
+    """
+    mine = [r for r in report.campaign if r.campaign == run.campaign]
+    actual = {r.user for r in mine}
+    acc = accuracy(run.expected, actual)
+    if acc.false_positives:
+        violations["not_in_audience"] = acc.false_positives
+    if acc.false_negatives:
+        violations["missed"] = acc.false_negatives
+    over = cap_violations(((r.user, r.campaign, r.message_id) for r in mine), per_user_limit=1)
+    if over:
+        violations["over_cap"] = over
+    wrong = [r for r in mine if r.title != run.titles.get(r.user)]
+    if wrong:
+        violations["wrong_title"] = len(wrong)
+        extra["wrong_title_example"] = f"{wrong[0].user}: {wrong[0].title!r}"
+    send_ms = _send_latencies(mine)
+    extra.update(audience=len(run.expected), server_sent=run.sent, received=len(mine))
+    latencies = send_ms
+    if report.cart_at:
+        due = {u: at + CART_WAIT_S * 1000 for u, at in report.cart_at.items()}
+        latencies = [r.received_ms - due[r.user] for r in mine if r.user in due]
+        extra["send_to_receipt_ms"] = {k: round(v, 1) for k, v in percentiles(send_ms).items()}
+        extra["latency_measured_from"] = "trigger due time (cart + wait)"
+    delivered = len({r.user for r in mine})
+    delivery = min(1.0, delivered / run.sent) if run.sent else 1.0
+    return latencies, delivery, acc.precision, acc.recall
+
+
+def _send_latencies(receipts: list[CampaignReceipt]) -> list[float]:
+    return [r.received_ms - r.sent_ms for r in receipts if r.sent_ms]
 
 
 def _run_baseline(

@@ -31,9 +31,11 @@ def test_every_device_comes_back_after_the_gateway_is_killed() -> None:
     assert report.delivery_ratio == 1.0 and report.violations == {}
 
 
-def test_scenarios_that_need_campaigns_say_so() -> None:
-    with pytest.raises(ValueError, match="not available yet"):
-        run_loadtest(devices=1, scenario="segment")
+def test_unknown_scenarios_and_campaigns_without_personas_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown scenario"):
+        run_loadtest(devices=1, scenario="flood")
+    with pytest.raises(ValueError, match="needs personas"):
+        run_loadtest(devices=1, scenario="segment", personas=False)
 
 
 def test_percentiles_use_nearest_rank() -> None:
