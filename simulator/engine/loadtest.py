@@ -413,11 +413,18 @@ def _judge(
     if report.cart_at:
         due = {u: at + CART_WAIT_S * 1000 for u, at in report.cart_at.items()}
         latencies = [r.received_ms - due[r.user] for r in mine if r.user in due]
-        extra["send_to_receipt_ms"] = {k: round(v, 1) for k, v in percentiles(send_ms).items()}
+        extra["send_to_receipt_ms"] = _rounded(send_ms)
+        extra["due_to_send_ms"] = _rounded(
+            [r.sent_ms - due[r.user] for r in mine if r.sent_ms and r.user in due]
+        )
         extra["latency_measured_from"] = "trigger due time (cart + wait)"
     delivered = len({r.user for r in mine})
     delivery = min(1.0, delivered / run.sent) if run.sent else 1.0
     return latencies, delivery, acc.precision, acc.recall
+
+
+def _rounded(samples: list[float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in percentiles(samples).items()}
 
 
 def _send_latencies(receipts: list[CampaignReceipt]) -> list[float]:
