@@ -309,8 +309,8 @@ def install(api: FastAPI, node: Node) -> None:
     @api.post("/v1/events", status_code=202, response_model=EventsAccepted, responses=_ERRORS,
               summary="Report behaviour events", tags=["users"])  # fmt: skip
     async def post_events(body: EventsBody, key_app: Caller) -> EventsAccepted:
-        """Store a user's events (e.g. purchases from the app's backend) and update the profile,
-        tags and triggered campaigns, as if a device had sent them."""
+        """Store a user's events (e.g. purchases the app's backend saw); the profile, tags and
+        triggered campaigns follow as if a device had sent them."""
         target = _resolve(node, body.app, key_app, "app")
         now = node.clock()
         events = [
