@@ -111,7 +111,6 @@ class SimApp(App[None]):
         self.status = "running"
         self.notify(f"{self.engine.devices:,} devices connected in {seconds:.1f} s")
         self.set_interval(self.sample_s, self.sample)
-        self.sample()
 
     @work(thread=True, exclusive=True, group="sample")
     def sample(self) -> None:

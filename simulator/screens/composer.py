@@ -143,8 +143,8 @@ class ComposerScreen(SimScreen):
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "segment":
             self._schedule_preview()
-        elif event.input.id is not None:
-            self._clear_error(field_target(event.input.id))
+        elif event.input.id in _ERROR_TARGETS:
+            self._clear_error(event.input.id)
 
     def _schedule_preview(self) -> None:
         if self._preview_timer is not None:

@@ -27,7 +27,7 @@ class DashboardScreen(SimScreen):
             yield MetricTile("devices connected", id="connected")
             yield MetricTile("events / s", id="events")
             yield MetricTile("deliveries / s", id="deliveries")
-            yield MetricTile("latency p50 · p95 · p99 (ms)", id="latency")
+            yield MetricTile("latency ms p50 · p95 · p99", id="latency")
         plot = Sparkline([], id="latency-plot", summary_function=max)
         plot.border_title = "p99 fan-out latency (ms), server send → device receive"
         yield plot

@@ -1,7 +1,8 @@
-"""The device browser: every simulated device in one table, filtered by a search box.
+"""The device browser: every simulated device in one list, filtered by a search box.
 
-The filter runs in Python over plain tuples and repopulates the one table: no widget per row,
-so it stays responsive with thousands of devices.
+The filter runs in Python over plain tuples and hands the matching indexes to one
+:class:`~tidings.simulator.widgets.DeviceList`, which draws only the lines on screen: no
+widget per row, no per-row measuring, so it stays responsive with thousands of devices.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input, Static
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.screens.device import DeviceScreen
+from tidings.simulator.widgets import DeviceList
+from tidings.simulator.widgets.device_list import Row
 
 __all__ = ["FILTER_DELAY_S", "DevicesScreen", "matches"]
 
 FILTER_DELAY_S = 0.15
 """Typing pause before the table is filtered again (one repopulation per burst of keys)."""
-
-Row = tuple[str, str, str, str]
 
 
 def matches(rows: Sequence[Row], query: str) -> list[int]:
@@ -62,25 +63,17 @@ class DevicesScreen(SimScreen):
         with Horizontal(id="search-bar"):
             yield Input(placeholder="search: device id, user id or persona  (/)", id="search")
             yield Static("", id="match-count")
-        yield DataTable(id="devices", cursor_type="row", zebra_stripes=True)
+        yield DeviceList(id="devices")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#devices", DataTable)
-        table.add_column("device", key="device", width=8)
-        table.add_column("user", key="user", width=8)
-        table.add_column("persona", key="persona", width=16)
-        table.add_column("time zone", key="tz", width=18)
         self.rows = self.engine.device_rows()
         self.apply_filter("")
 
     def apply_filter(self, query: str) -> None:
         """Show only the devices matching ``query`` (see :func:`matches`)."""
         self.shown = matches(self.rows, query)
-        table = self.query_one("#devices", DataTable)
-        table.clear()
-        for i in self.shown:
-            table.add_row(*self.rows[i], key=str(i))
+        self.query_one("#devices", DeviceList).show(self.rows, self.shown)
         count = self.query_one("#match-count", Static)
         count.update(f"{len(self.shown):,} of {len(self.rows):,} devices")
         count.set_class(not self.shown, "-none")
@@ -98,10 +91,10 @@ class DevicesScreen(SimScreen):
             if self._filter_timer is not None:
                 self._filter_timer.stop()
             self.apply_filter(event.value)
-            self.query_one("#devices", DataTable).focus()
+            self.query_one("#devices", DeviceList).focus()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.open_device(int(str(event.row_key.value)))
+    def on_device_list_selected(self, event: DeviceList.Selected) -> None:
+        self.open_device(event.index)
 
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()

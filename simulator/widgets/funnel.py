@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
@@ -27,7 +28,7 @@ def _int(funnel: Mapping[str, Any], key: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-def funnel_text(stats: Mapping[str, Any]) -> Text:
+def funnel_text(stats: Mapping[str, Any], bar_style: Style | str = "") -> Text:
     """The funnel of ``{"total": {...}, "variants": {name: {...}}}`` as bars and a table."""
     total = stats.get("total") or {}
     top = max([_int(total, s) for s in STAGES] + [1])
@@ -35,7 +36,7 @@ def funnel_text(stats: Mapping[str, Any]) -> Text:
     for stage in STAGES:
         n = _int(total, stage)
         out.append(f"{stage:<10}{n:>8}  ")
-        out.append(_bar(n, top))
+        out.append(_bar(n, top), style=bar_style)
         out.append("\n")
     ctr = total.get("ctr")
     if isinstance(ctr, int | float):
@@ -54,13 +55,15 @@ def funnel_text(stats: Mapping[str, Any]) -> Text:
 
 
 class FunnelView(Static):
-    """The funnel of the highlighted campaign."""
+    """The funnel of the highlighted campaign; the bars take the ``funnel--bar`` style."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"funnel--bar"}
 
     def show(self, campaign: str, stats: Mapping[str, Any]) -> None:
         """Render the funnel of ``campaign``."""
         self.border_title = f"Funnel · {campaign}"
         self.remove_class("-error")
-        self.update(funnel_text(stats))
+        self.update(funnel_text(stats, self.get_component_rich_style("funnel--bar")))
 
     def show_message(self, message: str, *, error: bool = False) -> None:
         """Show a line instead of a funnel (nothing selected, or the stats failed)."""

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from helpers import timeout
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.sim import AdminError
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
-from tidings.simulator.widgets import InboxView, MetricTile
+from tidings.simulator.widgets import DeviceList, InboxView, MetricTile
 
 DEVICES = 12
 SIZE = (130, 42)
@@ -29,8 +29,7 @@ def _text(app: SimApp, selector: str) -> str:
 
 
 def _table_users(app: SimApp) -> list[str]:
-    table = app.screen.query_one("#devices", DataTable)
-    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+    return [row[1] for row in app.screen.query_one("#devices", DeviceList).shown_rows()]
 
 
 async def _connected(pilot: Pilot[None], app: SimApp) -> None:

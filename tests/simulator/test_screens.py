@@ -1,0 +1,393 @@
+"""The simulator screens over a scripted engine: campaign flows the gateway may not serve yet,
+5,000 devices, and SVG snapshots of every main screen.
+
+The scripted engine answers like the admin API contract says (campaign list, stats, start,
+pause, cancel, decisions, segment preview with its 422 caret message) and never samples on its
+own: the tests feed the app samples with fixed times, so the snapshots are byte for byte stable.
+Set ``TIDINGS_UPDATE_SNAPSHOTS=1`` to rewrite them after a deliberate change, then look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import timeout
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
+from tidings.simulator.app import SimApp, make_app
+from tidings.simulator.engine.fleet import Fleet, FleetConfig
+from tidings.simulator.engine.sim import AdminError, DeviceInfo, SimEngine, Snapshot
+from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
+from tidings.simulator.widgets import DeviceList, FunnelView, InboxView
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+SIZE = (120, 36)
+NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC: 08:00 in Shanghai, 01:00 in Berlin
+BAD_SEGMENT = "attr.persona = sports_fan and attr.age >"
+CARET = f"text: {BAD_SEGMENT}\n{' ' * len(BAD_SEGMENT)}^ expected a value after '>'"
+
+
+class ScriptedEngine(SimEngine):
+    """A ``SimEngine`` with no gateway or fleet processes: fixed, contract-shaped answers."""
+
+    def __init__(self, devices: int = 24, *, campaigns_api: bool = True) -> None:
+        # No super().__init__(): it would prepare a gateway process; only the fleet config
+        # (seed, personas) is needed for device_rows() and device_info().
+        self.devices = devices
+        self.started = False
+        self.fleet = Fleet(FleetConfig(url="ws://127.0.0.1:9", devices=devices, workers=1))
+        self.campaigns_api = campaigns_api
+        self.calls: list[tuple[str, ...]] = []
+        self.created: list[dict[str, Any]] = []
+        self.store: dict[str, dict[str, Any]] = {
+            "welcome": {"id": "welcome", "name": "Welcome", "status": "completed",
+                        "sent_total": 24},
+            "spring-sale": {"id": "spring-sale", "name": "Spring sale", "status": "running",
+                            "sent_total": 9},
+        }  # fmt: skip
+
+    def start(self, progress: Callable[[int, int], None] | None = None) -> float:
+        if progress is not None:
+            progress(self.devices, self.devices)
+        self.started = True
+        return 1.0
+
+    def sample(self) -> Snapshot:
+        return Snapshot(self.devices, 0, 0)
+
+    def stop(self) -> None:
+        self.started = False
+
+    def inbox(self, index: int) -> list[dict[str, Any]]:
+        return [
+            {"id": "m2", "title": "Spring sale", "body": "20% off running shoes", "read": False,
+             "category": "marketing", "held": True},
+            {"id": "m1", "title": "Welcome", "body": "Hi there, glad you are here", "read": True,
+             "category": "marketing", "held": False},
+        ]  # fmt: skip
+
+    def device_info(self, index: int, now: float | None = None) -> DeviceInfo:
+        return super().device_info(index, NOW)
+
+    def _need_api(self) -> None:
+        if not self.campaigns_api:
+            raise AdminError(404, "not_found", "no such endpoint: GET '/v1/campaigns'")
+
+    def preview(self, text: str, sample: int = 5) -> dict[str, Any]:
+        self.calls.append(("preview", text))
+        if text.endswith(">"):
+            raise AdminError(422, "invalid_field", f"text: {text}\n{' ' * len(text)}^ expected "
+                             "a value after '>'", "text")  # fmt: skip
+        count = 4 if "sports_fan" in text else self.devices
+        return {"count": count, "sample": [f"u{i}" for i in range(min(sample, count))],
+                "segment": {}, "text": text}  # fmt: skip
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        self._need_api()
+        return list(self.store.values())
+
+    def campaign_stats(self, campaign: str) -> dict[str, Any]:
+        self._need_api()
+        if campaign == "welcome":
+            total = {"targeted": 24, "sent": 24, "delivered": 24, "displayed": 20,
+                     "clicked": 3, "dismissed": 9, "converted": 1, "ctr": 0.15}  # fmt: skip
+            return {"total": total, "variants": {}}
+        a = {"targeted": 6, "sent": 5, "delivered": 5, "displayed": 4, "clicked": 2,
+             "dismissed": 1, "converted": 1, "ctr": 0.5}  # fmt: skip
+        b = {"targeted": 6, "sent": 4, "delivered": 4, "displayed": 4, "clicked": 1,
+             "dismissed": 2, "converted": 0, "ctr": 0.25}  # fmt: skip
+        total = {k: a[k] + b[k] for k in a if k != "ctr"} | {"ctr": 3 / 8}
+        return {"total": total, "variants": {"a": a, "b": b}}
+
+    def create_campaign(self, spec: dict[str, Any]) -> dict[str, Any]:
+        self._need_api()
+        if not spec["content"]["title"]:
+            raise AdminError(422, "invalid_field", "content.title: a banner needs a title",
+                             "content.title")  # fmt: skip
+        self.created.append(spec)
+        self.store[spec["id"]] = {**spec, "status": "draft", "sent_total": 0}
+        return self.store[spec["id"]]
+
+    def campaign_action(self, campaign: str, action: str) -> dict[str, Any]:
+        self._need_api()
+        self.calls.append((action, campaign))
+        status = {"start": "running", "pause": "paused", "cancel": "cancelled"}[action]
+        self.store[campaign] = {**self.store[campaign], "status": status}
+        return self.store[campaign]
+
+    def decisions(self, campaign: str, user: str) -> list[dict[str, Any]]:
+        self._need_api()
+        return [
+            {"at": NOW - 60, "reason": "scheduled", "variant": "a"},
+            {"at": NOW, "reason": "sent", "variant": "a", "detail": "banner held: quiet hours"},
+        ]
+
+    def send(self, *, title: str, body: str, users: list[str] | None = None,
+             kind: str = "both", category: str = "marketing") -> dict[str, Any]:  # fmt: skip
+        self.calls.append(("send", title, body, kind))
+        return {"message_id": "0123456789abcdef", "devices": self.devices}
+
+
+async def _until(pilot: Pilot[None], predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout(seconds)
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await pilot.pause(0.05)
+
+
+def _app(engine: ScriptedEngine | None = None) -> SimApp:
+    return make_app(engine=engine or ScriptedEngine(), sample_s=3600)  # the tests sample
+
+
+async def _running(pilot: Pilot[None], app: SimApp) -> None:
+    await _until(pilot, lambda: app.running)
+    app.apply_sample(Snapshot(app.engine.devices, 0, 0), 0.0)
+
+
+async def _snapshot(pilot: Pilot[None], app: SimApp, name: str) -> None:
+    """Compare the screen with ``snapshots/<name>.svg`` (rewrite it when asked to)."""
+    app.clear_notifications()
+    for field in app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would make two screenshots differ
+    await pilot.pause(0.2)
+    await pilot.wait_for_scheduled_animations()
+    svg = app.export_screenshot(title=name)
+    path = SNAPSHOTS / f"{name}.svg"
+    if os.environ.get("TIDINGS_UPDATE_SNAPSHOTS"):
+        path.write_text(svg)
+    assert path.exists(), f"no snapshot {path.name}: run with TIDINGS_UPDATE_SNAPSHOTS=1"
+    if path.read_text() != svg:
+        actual = path.with_suffix(".actual.svg")
+        actual.write_text(svg)
+        pytest.fail(f"{name} differs from {path.name}; this run's screen is in {actual}")
+
+
+# --- the dashboard -------------------------------------------------------------------------------
+
+
+async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        received, events = 0, 100
+        for t in range(1, 41):
+            received += 24 * (t % 5 == 0)
+            events += 3 * (t % 3)
+            lat = {"p50": 8.0 + t % 7, "p95": 20.0 + t % 11, "p99": 30.0 + (t * 7) % 23,
+                   "max": 60.0}  # fmt: skip
+            app.apply_sample(Snapshot(24, received, received, lat, events), t * 0.5)
+        await pilot.pause()
+        assert app.deliveries_per_s == 48.0 and app.events_per_s == 6.0  # the last half second
+        assert len(app.latency_history) == 40 and len(app.delivery_history) == 40
+        assert max(app.delivery_history) == 48.0  # 24 deliveries in half a second
+        await _snapshot(pilot, app, "dashboard")
+
+
+# --- the device browser and the device view ----------------------------------------------------
+
+
+async def test_the_device_list_filters_5000_devices_without_per_row_cost() -> None:
+    app = _app(ScriptedEngine(devices=5000))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        screen = app.screen
+        assert isinstance(screen, DevicesScreen)
+        devices = screen.query_one("#devices", DeviceList)
+        assert devices.row_count == 5000
+        t0 = time.perf_counter()
+        screen.apply_filter("night_owl")
+        elapsed = time.perf_counter() - t0
+        assert 0 < devices.row_count < 5000
+        assert all(row[2] == "night_owl" for row in devices.shown_rows())
+        assert elapsed < timeout(0.25), f"filtering took {elapsed:.3f} s"
+
+        await pilot.press("end")
+        assert devices.cursor == devices.row_count - 1
+        await pilot.press("enter")
+        assert isinstance(app.screen, DeviceScreen)
+        assert app.screen.index == devices.shown[-1]
+
+
+async def test_the_device_browser_snapshot_after_a_search() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2", "slash", *"sports", "enter", "down")
+        devices = app.screen.query_one("#devices", DeviceList)
+        assert devices.has_focus and devices.cursor == 1
+        assert {r[2] for r in devices.shown_rows()} == {"sports_fan"}
+        await _snapshot(pilot, app, "devices")
+
+
+async def test_the_device_view_shows_inbox_quiet_hours_and_the_selected_campaign_log() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        index = next(i for i, r in enumerate(app.engine.device_rows()) if r[2] == "sports_fan")
+        info = app.engine.device_info(index)
+        assert info.quiet == ("23:00", "07:00") and info.local_time == "08:00"
+        assert not info.quiet_now and info.next_change_in == 15 * 3600
+
+        await pilot.press("f3")  # highlight a campaign: the device view follows it
+        await _until(pilot, lambda: app.selected_campaign == "spring-sale")
+        await pilot.press("f2")
+        devices = app.screen.query_one("#devices", DeviceList)
+        devices.cursor = index
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, DeviceScreen) and screen.index == index
+        log = screen.query_one("#decisions", Static)
+        await _until(pilot, lambda: "banner held" in str(log.content))
+        assert "Spring sale" in str(screen.query_one("#inbox", InboxView).content)
+        panel = screen.query_one("#device-info", Static)
+        assert "awake" in str(panel.content) and "starts in 15h00m" in str(panel.content)
+        assert panel.has_class("-awake") and not panel.has_class("-quiet")
+        await _snapshot(pilot, app, "device")
+
+
+async def test_a_device_in_its_quiet_hours_is_marked_quiet() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        # Midnight in London is inside the dormant user's 22:00-08:00 window.
+        index = next(i for i, r in enumerate(app.engine.device_rows()) if r[2] == "dormant_user")
+        await pilot.press("f2")
+        app.screen.query_one("#devices", DeviceList).cursor = index
+        await pilot.press("enter")
+        panel = app.screen.query_one("#device-info", Static)
+        await _until(pilot, lambda: panel.has_class("-quiet"))
+        assert "QUIET NOW" in str(panel.content) and "ends in 8h00m" in str(panel.content)
+        assert "(no campaign selected)" in str(app.screen.query_one("#decisions", Static).content)
+
+
+# --- campaigns -----------------------------------------------------------------------------------
+
+
+async def test_campaigns_show_their_funnels_and_the_keys_start_pause_and_cancel_them() -> None:
+    engine = ScriptedEngine()
+    app = _app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f3")
+        screen = app.screen
+        assert isinstance(screen, CampaignsScreen)
+        funnel = screen.query_one("#funnel", FunnelView)
+        await _until(pilot, lambda: "variant" in str(funnel.content))
+        assert screen.highlighted == "spring-sale" == app.selected_campaign  # newest first
+        lines = str(funnel.content).splitlines()
+        assert lines[0].split()[:2] == ["targeted", "12"]
+        assert any(line.split()[:1] == ["b"] and line.endswith("25.0%") for line in lines)
+        await _snapshot(pilot, app, "campaigns")
+
+        await pilot.press("p")
+        await _until(pilot, lambda: ("pause", "spring-sale") in engine.calls)
+        table = screen.query_one("#campaigns")
+        await _until(pilot, lambda: "paused" in str(table.get_row("spring-sale")[2]))  # type: ignore[attr-defined]
+        await pilot.press("s")
+        await _until(pilot, lambda: ("start", "spring-sale") in engine.calls)
+        await pilot.press("down", "x")
+        await _until(pilot, lambda: ("cancel", "welcome") in engine.calls)
+        assert app.selected_campaign == "welcome"
+
+
+async def test_campaigns_say_plainly_when_the_gateway_has_no_campaigns_api() -> None:
+    app = _app(ScriptedEngine(campaigns_api=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f3")
+        message = app.screen.query_one("#campaigns-message", Static)
+        await _until(pilot, lambda: message.has_class("-error"))
+        assert "not available on this gateway yet" in str(message.content)
+        await pilot.press("s")  # nothing highlighted: a warning, no crash
+        await pilot.pause()
+        assert app.selected_campaign is None
+
+
+# --- the composer --------------------------------------------------------------------------------
+
+
+async def _fill(pilot: Pilot[None], app: SimApp, **values: str) -> None:
+    for name, value in values.items():
+        app.screen.query_one(f"#{name.replace('_', '-')}", Input).value = value
+    await pilot.pause()
+
+
+async def test_the_composer_creates_a_campaign_with_variants_and_starts_it() -> None:
+    engine = ScriptedEngine()
+    app = _app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f4")
+        assert isinstance(app.screen, ComposerScreen)
+        await _fill(pilot, app, name="Match day!", segment='attr.persona = "sports_fan"',
+                    title="Big game tonight", body='Hi {{ user.first_name | default("there") }}',
+                    variant_b="Kick-off at 8")  # fmt: skip
+        await pilot.click("#kind-banner")
+        await pilot.press("ctrl+s")
+        await _until(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        assert engine.created == [{
+            "id": "match-day", "app": "demo", "name": "Match day!", "kind": "one_off",
+            "segment": 'attr.persona = "sports_fan"',
+            "content": {"kind": "banner", "title": "Big game tonight",
+                        "body": 'Hi {{ user.first_name | default("there") }}',
+                        "category": "marketing"},
+            "variants": [{"name": "a", "weight": 50},
+                         {"name": "b", "weight": 50, "content": {"title": "Kick-off at 8"}}],
+        }]  # fmt: skip
+        assert ("start", "match-day") in engine.calls
+        assert app.selected_campaign == "match-day"
+
+
+async def test_the_composer_shows_an_api_error_next_to_the_field_it_names() -> None:
+    engine = ScriptedEngine()
+    app = _app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f4", "ctrl+s")  # no name: caught before asking the gateway
+        name_error = app.screen.query_one("#name-error", Static)
+        assert name_error.has_class("-shown") and "name" in str(name_error.content)
+        await _fill(pilot, app, name="No title", body="just a body")
+        assert not name_error.has_class("-shown")  # typing in the field clears its error
+        await pilot.press("ctrl+s")
+        title_error = app.screen.query_one("#title-error", Static)
+        await _until(pilot, lambda: title_error.has_class("-shown"))
+        assert str(title_error.content) == "a banner needs a title"
+        assert engine.created == [] and isinstance(app.screen, ComposerScreen)
+
+
+async def test_the_composer_previews_as_you_type_and_sends_directly_to_everyone() -> None:
+    engine = ScriptedEngine()
+    app = _app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f4")
+        preview = app.screen.query_one("#preview", Static)
+        await _until(pilot, lambda: str(preview.content).startswith("24 users"))
+        app.screen.query_one("#segment", Input).focus()
+        await pilot.press(*"attr.persona = sports_fan")
+        await _until(pilot, lambda: str(preview.content).startswith("4 users"))
+        # Debounced: one preview for the whole burst of keys, not one per key.
+        assert [c for c in engine.calls if c[0] == "preview"] == [
+            ("preview", "everyone"), ("preview", "attr.persona = sports_fan")]  # fmt: skip
+
+        await _fill(pilot, app, title="Hello", body="everyone")
+        await pilot.press("ctrl+t")
+        await _until(pilot, lambda: ("send", "Hello", "everyone", "both") in engine.calls)
+
+
+async def test_the_composer_snapshot_with_a_segment_that_does_not_parse() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f4")
+        await _fill(pilot, app, name="Sports fans over 30", title="Match day",
+                    body='Hi {{ user.first_name | default("there") }}, kick-off at 8')  # fmt: skip
+        app.screen.query_one("#segment", Input).focus()
+        await pilot.press(*BAD_SEGMENT)
+        preview = app.screen.query_one("#preview", Static)
+        await _until(pilot, lambda: preview.has_class("-error"))
+        assert str(preview.content) == CARET.removeprefix("text: ")
+        await _snapshot(pilot, app, "composer")
