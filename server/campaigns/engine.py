@@ -82,7 +82,8 @@ HISTORY_S = 366 * 86_400
 """Send records this old or newer are loaded for caps (the longest per-user cap window)."""
 
 TICK_S = 1.0
-"""Seconds between scheduler rounds (due pending sends, tag expiry, lifecycle changes)."""
+"""Longest wait between scheduler rounds (tag expiry, lifecycle changes); pending sends wake the
+scheduler at their due time."""
 
 DUE_BATCH = 5_000
 """Most pending sends one scheduler round takes."""
@@ -135,6 +136,8 @@ class CampaignEngine:
         self._apps: dict[str, _App] = {}
         self._loop: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
+        self._next_due = 0.0  # earliest pending send known to this process
+        self._wake = asyncio.Event()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -182,9 +185,19 @@ class CampaignEngine:
                 await self._loop
             self._loop = None
 
+    def _due_at(self, due: float) -> None:
+        """Pending work was stored for ``due``: wake the scheduler then, not a tick later."""
+        if due < self._next_due:
+            self._next_due = due
+            self._wake.set()
+
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            wait = min(TICK_S, self._next_due - self.node.clock())
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
             try:
                 await self.tick()
             except TidingsError as exc:  # a store hiccup: the work stays pending, try again
@@ -286,6 +299,7 @@ class CampaignEngine:
                 decisions=[_decision(c, p.user_id, now, Reason.SCHEDULED,
                                      f"trigger {name}: due at {due:.0f}", variant)],
             )  # fmt: skip
+            self._due_at(due)
             return
         await self._dispatch(app, live, [_Item(p.user_id, event)], now)
 
@@ -491,6 +505,7 @@ class CampaignEngine:
             if c.schedule.at is not None and c.schedule.at > now:
                 run = PendingSend(app=app, campaign=cid, user_key=None, due_at=c.schedule.at)
                 await self.node.store.commit(app, new_pending=[run])
+                self._due_at(run.due_at)
             else:
                 await self._run_audience(app, live, now)
         elif not first:
@@ -544,6 +559,9 @@ class CampaignEngine:
                     await self._dispatch(app, live, [
                         _Item(p.user_key or "", p.event, p.id) for p in users
                     ], now, due=True)  # fmt: skip
+            later = await self.node.store.next_due()
+            # Work still due now belongs to paused campaigns: look again on the next tick.
+            self._next_due = now + TICK_S if later is None or later <= now else later
 
     async def _run_audience(self, app: str, live: _Live, now: float) -> None:
         """Resolve a campaign's segment and decide for everyone in it (now or at their time)."""
@@ -679,6 +697,8 @@ class CampaignEngine:
             campaign_sent=(c.id, len(sends)),
         )  # fmt: skip
         live.sent_total += len(sends)
+        if later:
+            self._due_at(min(p.due_at for p in later))
         for s in sends:
             state.history.setdefault(s.user_key, []).append((s.at, s.category, c.id))
         await self._maybe_complete(app, live)
