@@ -255,6 +255,15 @@ class SqliteStore:
                 else:
                     fut.set_exception(error)
 
+    async def _execute(self, *statements: Any) -> None:
+        """Run ``sql, params`` pairs as one group-committed write."""
+
+        async def write(db: aiosqlite.Connection) -> None:
+            for i in range(0, len(statements), 2):
+                await db.execute(statements[i], statements[i + 1])
+
+        await self._submit(write)
+
     # --- devices and users --------------------------------------------------------------------
 
     async def upsert_device(self, row: DeviceRow) -> DeviceRow:
@@ -658,25 +667,21 @@ class SqliteStore:
         self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
     ) -> None:
         """Create or replace a campaign definition (its sent total is kept)."""
-
-        async def write(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO campaigns (app, id, spec, status, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT (app, id) DO UPDATE SET spec=excluded.spec,"
-                " status=excluded.status, updated_at=excluded.updated_at",
-                (app, cid, json.dumps(spec), status, now, now),
-            )
-
-        await self._submit(write)
+        await self._execute(
+            "INSERT INTO campaigns (app, id, spec, status, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (app, id) DO UPDATE SET spec=excluded.spec,"
+            " status=excluded.status, updated_at=excluded.updated_at",
+            (app, cid, json.dumps(spec), status, now, now),
+        )
 
     async def delete_campaign(self, app: str, cid: str) -> None:
         """Delete a campaign and its pending work (its log and messages stay for the record)."""
-
-        async def write(db: aiosqlite.Connection) -> None:
-            await db.execute("DELETE FROM campaigns WHERE app=? AND id=?", (app, cid))
-            await db.execute("DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, cid))
-
-        await self._submit(write)
+        await self._execute(
+            "DELETE FROM campaigns WHERE app=? AND id=?",
+            (app, cid),
+            "DELETE FROM pending_sends WHERE app=? AND campaign=?",
+            (app, cid),
+        )
 
     async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]:
         """Every stored tag rule as (app, rule JSON)."""
@@ -685,18 +690,14 @@ class SqliteStore:
 
     async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None:
         """Create or replace a tag rule; ``None`` deletes it."""
-
-        async def write(db: aiosqlite.Connection) -> None:
-            if spec is None:
-                await db.execute("DELETE FROM tag_rules WHERE app=? AND name=?", (app, name))
-            else:
-                await db.execute(
-                    "INSERT INTO tag_rules (app, name, spec) VALUES (?,?,?) ON CONFLICT"
-                    " (app, name) DO UPDATE SET spec=excluded.spec",
-                    (app, name, json.dumps(spec)),
-                )
-
-        await self._submit(write)
+        if spec is None:
+            await self._execute("DELETE FROM tag_rules WHERE app=? AND name=?", (app, name))
+        else:
+            await self._execute(
+                "INSERT INTO tag_rules (app, name, spec) VALUES (?,?,?) ON CONFLICT"
+                " (app, name) DO UPDATE SET spec=excluded.spec",
+                (app, name, json.dumps(spec)),
+            )
 
     async def sends_since(self, since: float) -> list[tuple[str, SendRow]]:
         """Every send record newer than ``since`` as (app, row), oldest first."""
@@ -742,24 +743,14 @@ class SqliteStore:
 
     async def drop_pending(self, app: str, campaign: str) -> None:
         """Forget a campaign's pending work (cancel)."""
-
-        async def write(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, campaign)
-            )
-
-        await self._submit(write)
+        await self._execute("DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, campaign))
 
     async def set_campaign_status(self, app: str, cid: str, status: str, now: float) -> None:
         """Record a campaign's new status."""
-
-        async def write(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "UPDATE campaigns SET status=?, updated_at=? WHERE app=? AND id=?",
-                (status, now, app, cid),
-            )
-
-        await self._submit(write)
+        await self._execute(
+            "UPDATE campaigns SET status=?, updated_at=? WHERE app=? AND id=?",
+            (status, now, app, cid),
+        )
 
     async def decisions(
         self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
