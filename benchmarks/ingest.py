@@ -4,9 +4,12 @@ Devices in worker processes send ``events`` frames (100 events each) to a gatewa
 and count the ``ok`` answers, which the gateway sends only after the group commit. At the end
 the harness counts the rows in the database to check nothing was lost.
 
+With ``--tag-rules N`` the gateway first gets N tag rules on the event the devices send, so
+every event also updates the sender's profile and slides N tag windows (the engine's live path).
+
 Usage::
 
-    .venv/bin/python benchmarks/ingest.py --devices 200 --seconds 10
+    .venv/bin/python benchmarks/ingest.py --devices 200 --seconds 10 [--tag-rules 3]
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--tag-rules", type=int, default=0, help="tag rules on the sent event")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +87,11 @@ def main() -> int:
         gateway.start()
         port = gateway.port
         try:
+            for i in range(args.tag_rules):
+                rule = {"event": "view_content", "threshold": {"count": 3 + i},
+                        "window_s": 604800,
+                        "where": [{"prop": "category", "op": "eq", "value": "sports"}]}  # fmt: skip
+                gateway.admin("PUT", f"/v1/tag-rules/fan{i}?app=demo", rule)
             ctx = mp.get_context("spawn")
             pipes, procs = [], []
             t0 = time.perf_counter()
