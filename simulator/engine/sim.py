@@ -228,7 +228,7 @@ class SimEngine:
         return result if isinstance(result, dict) else {}
 
     def decisions(self, campaign: str, user: str) -> list[dict[str, Any]]:
-        """The decision log of ``campaign`` for one user, oldest first."""
+        """The decision log of ``campaign`` for one user, newest first."""
         result = self.call(
             "GET", f"/v1/campaigns/{_q(campaign)}/decisions?app=demo&user={_q(user)}"
         )

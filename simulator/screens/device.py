@@ -20,7 +20,8 @@ from tidings.simulator.widgets import InboxView
 __all__ = ["DeviceScreen", "decisions_text", "info_text"]
 
 NO_CAMPAIGN = "(no campaign selected)"
-_FIRST_KEYS = ("at", "time", "reason", "allowed", "decision", "variant", "detail")
+_SHOWN_FIRST = frozenset({"at", "reason", "user"})  # the user is the device's own
+_LABELS = {"variant": "variant", "detail": "", "message_id": "msg"}  # in this order
 
 
 def _duration(seconds: float) -> str:
@@ -59,20 +60,26 @@ def info_text(info: DeviceInfo) -> Text:
 
 
 def decisions_text(decisions: Sequence[Mapping[str, Any]]) -> Text:
-    """One decision per line: when, the reason, then the other fields it carries."""
+    """One decision per line, as the gateway lists them (newest first): when (UTC), the
+    reason, then the variant, the detail and the message id when there are any."""
     if not decisions:
         return Text("(no decisions for this user yet)", style="dim")
     out = Text()
     for d in decisions:
-        keys = [k for k in _FIRST_KEYS if k in d] + sorted(k for k in d if k not in _FIRST_KEYS)
-        parts = []
-        for k in keys:
-            v = d[k]
-            if k in ("at", "time") and isinstance(v, int | float):
-                stamp = v / 1000 if v > 1e11 else v  # milliseconds or seconds
-                v = time.strftime("%H:%M:%SZ", time.gmtime(stamp))
-            parts.append(str(v) if k in ("at", "time", "reason") else f"{k}={v}")
-        out.append(" · ".join(parts) + "\n")
+        at = d.get("at")
+        if isinstance(at, int | float):
+            stamp = at / 1000 if at > 1e11 else at  # milliseconds or seconds
+            out.append(time.strftime("%H:%M:%SZ ", time.gmtime(stamp)), style="dim")
+        out.append(str(d.get("reason", "?")), style="bold")
+        rest = sorted(k for k in d if k not in _SHOWN_FIRST and k not in _LABELS)
+        for key in [*_LABELS, *rest]:
+            value = d.get(key)
+            if value in (None, ""):
+                continue
+            label = _LABELS.get(key, key)
+            text = str(value)[:8] if key == "message_id" else str(value)
+            out.append(f" · {label} {text}" if label else f" · {text}")
+        out.append("\n")
     out.rstrip()
     return out
 

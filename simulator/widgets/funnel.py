@@ -42,7 +42,7 @@ def funnel_text(stats: Mapping[str, Any], bar_style: Style | str = "") -> Text:
     if isinstance(ctr, int | float):
         out.append(f"{'CTR':<10}{ctr * 100:>7.1f}%\n", style="bold")
     variants = stats.get("variants") or {}
-    if variants:
+    if len(variants) > 1:
         out.append("\nvariant   " + "".join(f"{s[:9]:>10}" for s in STAGES) + "       CTR\n",
                    style="bold")  # fmt: skip
         for name, funnel in sorted(variants.items()):
@@ -50,6 +50,15 @@ def funnel_text(stats: Mapping[str, Any], bar_style: Style | str = "") -> Text:
             v_ctr = funnel.get("ctr")
             tail = f"{v_ctr * 100:>9.1f}%" if isinstance(v_ctr, int | float) else f"{'–':>10}"
             out.append(f"{name[:10]:<10}{row}{tail}\n")
+    for c in stats.get("comparisons") or ():
+        lift, p = c.get("lift"), c.get("p_value")
+        if isinstance(lift, int | float) and isinstance(p, int | float):
+            out.append(f"{c.get('variant', '?')} vs baseline: lift {lift * 100:+.1f}%, "
+                       f"p = {p:.3f}\n")  # fmt: skip
+    if stats.get("comparisons") is not None or stats.get("winner") is not None:
+        winner = stats.get("winner")
+        out.append(f"winner: {winner}" if winner else "winner: none yet (not significant)",
+                   style="bold" if winner else "dim")  # fmt: skip
     out.rstrip()
     return out
 

@@ -7,11 +7,10 @@ from collections.abc import Callable
 
 from helpers import timeout
 from textual.pilot import Pilot
-from textual.widgets import Input, Static
+from textual.widgets import DataTable, Input, Static
 from tidings.simulator.app import SimApp, make_app
-from tidings.simulator.engine.sim import AdminError
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
-from tidings.simulator.widgets import DeviceList, InboxView, MetricTile
+from tidings.simulator.widgets import DeviceList, FunnelView, InboxView, MetricTile
 
 DEVICES = 12
 SIZE = (130, 42)
@@ -132,22 +131,49 @@ async def test_the_composer_previews_the_audience_live_and_shows_a_parse_error_i
         await _until(pilot, lambda: preview.has_class("-ok"))
 
 
-async def test_the_campaigns_screen_lists_campaigns_or_says_the_gateway_has_none_yet() -> None:
+async def test_a_composed_campaign_runs_shows_its_funnel_and_each_device_its_decision() -> None:
     app = make_app(devices=DEVICES, workers=1)
     async with app.run_test(size=SIZE) as pilot:
         await _connected(pilot, app)
-        try:
-            app.engine.campaigns()
-            available = True
-        except AdminError as exc:
-            assert exc.missing_endpoint, exc
-            available = False
-        await pilot.press("f3")
-        assert isinstance(app.screen, CampaignsScreen)
-        message = app.screen.query_one("#campaigns-message", Static)
-        if available:
-            await _until(pilot, lambda: "campaigns" in str(message.content).lower())
-            assert not message.has_class("-error")
-        else:
-            await _until(pilot, lambda: message.has_class("-error"))
-            assert "not available on this gateway yet" in str(message.content)
+        rows = app.engine.device_rows()
+        persona = rows[0][2]
+        fans = [i for i, r in enumerate(rows) if r[2] == persona]
+        other = next(i for i, r in enumerate(rows) if r[2] != persona)
+
+        await pilot.press("f4")
+        preview = app.screen.query_one("#preview", Static)
+        for name, value in (("name", "Match day"), ("segment", f"attr.persona = {persona}"),
+                            ("title", "Big game"), ("body", "Hi {{ user.first_name }}"),
+                            ("variant-b", "Kick-off at 8")):  # fmt: skip
+            app.screen.query_one(f"#{name}", Input).value = value
+        await _until(pilot, lambda: str(preview.content).startswith(f"{len(fans)} users"))
+        await pilot.press("ctrl+s")  # the gateway refuses a template that may not render
+        body_error = app.screen.query_one("#body-error", Static)
+        await _until(pilot, lambda: body_error.has_class("-shown"))
+        assert "default" in str(body_error.content)
+        body = app.screen.query_one("#body", Input)
+        body.value = 'Hi {{ user.first_name | default("there") }}'
+        await pilot.press("ctrl+s")
+        await _until(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        assert app.selected_campaign == "match-day"
+
+        funnel = app.screen.query_one("#funnel", FunnelView)
+        await _until(pilot, lambda: "Funnel · match-day" in str(funnel.border_title))
+        lines = str(funnel.content).splitlines()
+        assert lines[0].split()[:2] == ["targeted", str(len(fans))]
+        assert any(line.split()[:1] == ["b"] for line in lines)  # the A/B table
+        table = app.screen.query_one("#campaigns", DataTable)
+        assert str(table.get_row("match-day")[2]) in ("running", "completed")
+
+        for index, reason in ((fans[0], "sent"), (other, "not_in_segment")):
+            await pilot.press("f2")
+            app.screen.query_one("#devices", DeviceList).cursor = index
+            await pilot.press("enter")
+            screen = app.screen
+            assert isinstance(screen, DeviceScreen) and screen.index == index
+            await _until(pilot, lambda: reason in _text(app, "#decisions"))  # noqa: B023
+            assert "match-day" in str(screen.query_one("#decisions", Static).border_title)
+            if reason == "sent":
+                await _until(pilot, lambda: "Hi " in _text(app, "#inbox"))
+                assert any(t in _text(app, "#inbox") for t in ("Big game", "Kick-off at 8"))
+            await pilot.press("escape")

@@ -10,6 +10,7 @@ Set ``TIDINGS_UPDATE_SNAPSHOTS=1`` to rewrite them after a deliberate change, th
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,11 @@ class ScriptedEngine(SimEngine):
         b = {"targeted": 6, "sent": 4, "delivered": 4, "displayed": 4, "clicked": 1,
              "dismissed": 2, "converted": 0, "ctr": 0.25}  # fmt: skip
         total = {k: a[k] + b[k] for k in a if k != "ctr"} | {"ctr": 3 / 8}
-        return {"total": total, "variants": {"a": a, "b": b}}
+        comparison = {"variant": "b", "rate": 0.25, "baseline_rate": 0.5, "lift": -0.5,
+                      "z": -0.7, "p_value": 0.484}  # fmt: skip
+        return {"campaign": campaign, "status": "running", "metric": "ctr", "total": total,
+                "variants": {"a": a, "b": b}, "comparisons": [comparison],
+                "winner": None}  # fmt: skip
 
     def create_campaign(self, spec: dict[str, Any]) -> dict[str, Any]:
         self._need_api()
@@ -122,10 +127,12 @@ class ScriptedEngine(SimEngine):
 
     def decisions(self, campaign: str, user: str) -> list[dict[str, Any]]:
         self._need_api()
-        return [
-            {"at": NOW - 60, "reason": "scheduled", "variant": "a"},
-            {"at": NOW, "reason": "sent", "variant": "a", "detail": "banner held: quiet hours"},
-        ]
+        return [  # newest first, as the gateway lists them
+            {"user": user, "at": NOW, "reason": "sent", "detail": "1 device(s)", "variant": "a",
+             "message_id": "07dc9607c7c7438192c794f70a1c3ea8"},
+            {"user": user, "at": NOW - 60, "reason": "scheduled", "detail": "",
+             "variant": "a", "message_id": None},
+        ]  # fmt: skip
 
     def send(self, *, title: str, body: str, users: list[str] | None = None,
              kind: str = "both", category: str = "marketing") -> dict[str, Any]:  # fmt: skip
@@ -162,7 +169,7 @@ async def _snapshot(pilot: Pilot[None], app: SimApp, name: str) -> None:
         path.write_text(svg)
     assert path.exists(), f"no snapshot {path.name}: run with TIDINGS_UPDATE_SNAPSHOTS=1"
     if path.read_text() != svg:
-        actual = path.with_suffix(".actual.svg")
+        actual = Path(tempfile.mkdtemp(prefix="tidings-snapshot-")) / path.name
         actual.write_text(svg)
         pytest.fail(f"{name} differs from {path.name}; this run's screen is in {actual}")
 
@@ -241,7 +248,11 @@ async def test_the_device_view_shows_inbox_quiet_hours_and_the_selected_campaign
         screen = app.screen
         assert isinstance(screen, DeviceScreen) and screen.index == index
         log = screen.query_one("#decisions", Static)
-        await _until(pilot, lambda: "banner held" in str(log.content))
+        await _until(pilot, lambda: "1 device(s)" in str(log.content))
+        assert str(log.content).splitlines() == [
+            "00:00:00Z sent · variant a · 1 device(s) · msg 07dc9607",
+            "23:59:00Z scheduled · variant a",
+        ]
         assert "Spring sale" in str(screen.query_one("#inbox", InboxView).content)
         panel = screen.query_one("#device-info", Static)
         assert "awake" in str(panel.content) and "starts in 15h00m" in str(panel.content)
@@ -280,6 +291,8 @@ async def test_campaigns_show_their_funnels_and_the_keys_start_pause_and_cancel_
         lines = str(funnel.content).splitlines()
         assert lines[0].split()[:2] == ["targeted", "12"]
         assert any(line.split()[:1] == ["b"] and line.endswith("25.0%") for line in lines)
+        assert "b vs baseline: lift -50.0%, p = 0.484" in lines
+        assert lines[-1] == "winner: none yet (not significant)"
         await _snapshot(pilot, app, "campaigns")
 
         await pilot.press("p")
