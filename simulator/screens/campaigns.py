@@ -136,7 +136,8 @@ class CampaignsScreen(SimScreen):
         message.remove_class("-error")
         running = sum(1 for c, _ in listing if c.get("status") == "running")
         message.update(
-            f"{len(listing)} campaigns, {running} running · s start · p pause · x cancel"
+            f"{len(listing)} campaign{'' if len(listing) == 1 else 's'}, {running} running"
+            " · s start · p pause · x cancel"
             if listing
             else "No campaigns yet: compose one with F4."
         )

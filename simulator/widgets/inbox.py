@@ -41,6 +41,7 @@ class InboxView(Static):
     def show(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Render ``items`` (newest first, as ``SimEngine.inbox`` returns them)."""
         unread = sum(1 for i in items if not i.get("read", False))
-        self.border_title = f"Inbox · {len(items)} items · {unread} unread"
+        noun = "item" if len(items) == 1 else "items"
+        self.border_title = f"Inbox · {len(items)} {noun} · {unread} unread"
         self.set_class(unread > 0, "-unread")
         self.update(inbox_text(items))
