@@ -5,6 +5,7 @@ The highlighted campaign is also the one whose decision log the device view show
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -16,10 +17,14 @@ from tidings.simulator.engine.sim import AdminError, Snapshot
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import FunnelView
 
-__all__ = ["MAX_LISTED", "CampaignsScreen"]
+__all__ = ["MAX_LISTED", "STATS_EVERY_S", "CampaignsScreen"]
 
 MAX_LISTED = 50
-"""Campaigns whose stats are fetched on each sample (newest first)."""
+"""Campaigns listed (newest first)."""
+
+STATS_EVERY_S = 2.0
+"""How stale a listed campaign's funnel may get; the highlighted one is fetched every sample,
+so a long list does not cost one stats request per campaign per sample."""
 
 _COLUMNS = ("campaign", "name", "status", "targeted", "sent", "delivered", "displayed",
             "clicked", "CTR")  # fmt: skip
@@ -66,6 +71,7 @@ class CampaignsScreen(SimScreen):
     def __init__(self) -> None:
         super().__init__()
         self.listing: Listing = []
+        self._stats: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (fetched at, stats)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -98,22 +104,27 @@ class CampaignsScreen(SimScreen):
         return None if key.value is None else str(key.value)
 
     def action_reload(self) -> None:
-        """Fetch the campaign list and every listed campaign's stats."""
-        self.load()
+        """Fetch the campaign list, the highlighted campaign's stats and any stale others."""
+        self.load(self.highlighted)
 
     @work(thread=True, exclusive=True, group="campaigns")
-    def load(self) -> None:
+    def load(self, highlighted: str | None) -> None:
         try:
             campaigns = self.engine.campaigns()[-MAX_LISTED:][::-1]
         except AdminError as exc:
             self.deliver(self._failed, exc)
             return
+        now = time.monotonic()
         listing: Listing = []
         for c in campaigns:
-            try:
-                stats: dict[str, Any] | None = self.engine.campaign_stats(str(c.get("id")))
-            except AdminError:
-                stats = None
+            cid = str(c.get("id"))
+            fetched, stats = self._stats.get(cid, (-STATS_EVERY_S, None))
+            if cid == highlighted or now - fetched >= STATS_EVERY_S:
+                try:
+                    stats = self.engine.campaign_stats(cid)
+                    self._stats[cid] = (now, stats)
+                except AdminError:
+                    stats = None
             listing.append((c, stats))
         self.deliver(self._show, listing)
 
@@ -189,4 +200,4 @@ class CampaignsScreen(SimScreen):
             self.deliver(self.notify, f"{action} {campaign}: {exc.reason}", severity="error")
             return
         self.deliver(self.notify, f"{campaign} {_ACTION_DONE[action]}")
-        self.deliver(self.load)
+        self.deliver(self.action_reload)

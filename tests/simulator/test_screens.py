@@ -9,6 +9,7 @@ Set ``TIDINGS_UPDATE_SNAPSHOTS=1`` to rewrite them after a deliberate change, th
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 import time
@@ -404,3 +405,9 @@ async def test_the_composer_snapshot_with_a_segment_that_does_not_parse() -> Non
         await _until(pilot, lambda: preview.has_class("-error"))
         assert str(preview.content) == CARET.removeprefix("text: ")
         await _snapshot(pilot, app, "composer")
+
+
+@pytest.mark.parametrize("name", ["tidings.simulator.screens", "tidings.simulator.widgets"])
+def test_the_tui_packages_export_every_name_they_list(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__all__ and all(hasattr(module, n) for n in module.__all__)
