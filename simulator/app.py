@@ -14,7 +14,9 @@ Styles live in ``sim.tcss``; visual state (quiet now, preview error, tile state)
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual import work
@@ -90,14 +92,18 @@ class SimApp(App[None]):
         """Start the gateway and connect every device, reporting progress."""
 
         def progress(n: int, total: int) -> None:
-            self.call_from_thread(self._set_status, f"connecting {n:,} / {total:,}")
+            self._from_thread(self._set_status, f"connecting {n:,} / {total:,}")
 
         try:
             seconds = self.engine.start(progress)
         except Exception as exc:  # shown to the user: the app stays up to say what went wrong
-            self.call_from_thread(self._start_failed, exc)
+            self._from_thread(self._start_failed, exc)
             return
-        self.call_from_thread(self._started, seconds)
+        self._from_thread(self._started, seconds)
+
+    def _from_thread(self, callback: Callable[..., object], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the app has closed meanwhile
+            self.call_from_thread(callback, *args)
 
     def _set_status(self, status: str) -> None:
         self.status = status
@@ -119,10 +125,7 @@ class SimApp(App[None]):
             snap = self.engine.sample()
         except (OSError, EOFError):  # the fleet is stopping
             return
-        try:
-            self.call_from_thread(self.apply_sample, snap, time.monotonic())
-        except RuntimeError:  # the app has closed meanwhile
-            return
+        self._from_thread(self.apply_sample, snap, time.monotonic())
 
     def apply_sample(self, snap: Snapshot, now: float) -> None:
         """Derive rates from the previous sample, extend the plots, publish ``snapshot``."""

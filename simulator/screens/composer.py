@@ -104,10 +104,12 @@ class ComposerScreen(SimScreen):
                 Input(placeholder='Hi {{ user.first_name | default("there") }}', id="body"),
                 "body",
             )
-            with RadioSet(id="kind"):
-                yield RadioButton("banner", id="kind-banner")
-                yield RadioButton("inbox", id="kind-inbox")
-                yield RadioButton("both", id="kind-both", value=True)
+            with Horizontal(classes="form-row"):
+                yield Label("Kind", classes="field-label")
+                with RadioSet(id="kind"):
+                    yield RadioButton("banner", id="kind-banner")
+                    yield RadioButton("inbox", id="kind-inbox")
+                    yield RadioButton("both", id="kind-both", value=True)
             yield Static("", id="kind-error", classes="field-error")
             yield from self._row(
                 "Variant b",
@@ -135,7 +137,6 @@ class ComposerScreen(SimScreen):
                     yield Static("", id=f"{name}-error", classes="field-error")
 
     def on_mount(self) -> None:
-        self.query_one("#kind", RadioSet).border_title = "Kind"
         self.watch(self.sim, "status", lambda _status: self._schedule_preview())
 
     # --- live audience preview ----------------------------------------------------------------
