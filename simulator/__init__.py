@@ -1,4 +1,5 @@
-"""The Tidings device simulator: fleets of real SDK devices for load tests (TUI to come)."""
+"""The Tidings device simulator: fleets of real SDK devices, load tests, and the ``tidings sim``
+TUI."""
 
 from __future__ import annotations
 

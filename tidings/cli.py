@@ -889,10 +889,12 @@ register(
         name="sim",
         help="run the simulator TUI: a gateway and N simulated devices on this machine",
         description="Start a gateway on SQLite and N real SDK devices in worker processes, and "
-        "show a live dashboard (devices connected, deliveries per second, latency percentiles "
-        "and a sparkline), a composer that sends to every device, and a device browser whose "
-        "device view shows that device's inbox as its SDK holds it. Keys: c compose, d devices, "
-        "q quit; the mouse works too.",
+        "show a live dashboard (devices connected, events and deliveries per second, latency "
+        "percentiles and sparklines), a device browser with search whose device view shows the "
+        "device's inbox as its SDK holds it, its quiet hours and the decision log, campaigns "
+        "with their funnels (s start, p pause, x cancel), and a composer with a live audience "
+        "preview of the segment text. Keys: F1 dashboard, F2 devices, F3 campaigns, F4 "
+        "composer (also 1-4, d, c), ctrl+s create and start, q quit; the mouse works too.",
         examples="""
             tidings sim
             tidings sim --devices 5000 --workers 2
