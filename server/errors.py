@@ -27,21 +27,21 @@ class StoreError(ServerError):
     """The store could not do what was asked; sqlite3 errors are translated to this."""
 
 
-class NotFound(ServerError):
+class _FieldError(ServerError):
+    """An error about one input; ``field`` names it (the admin API reports it)."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(_FieldError):
     """The named object does not exist; ``field`` names the input that named it."""
 
     code = codes.ERR_NOT_FOUND
 
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field
 
-
-class Conflict(ServerError):
+class Conflict(_FieldError):
     """The request does not fit the object's current state (e.g. editing a running campaign)."""
 
     code = "conflict"
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field

@@ -47,10 +47,9 @@ from tidings.server.gateway.connection import RateLimiter, Session, monotonic
 from tidings.server.hub import Hub
 from tidings.server.metrics import Metrics
 from tidings.server.storage import (
-    DecisionRow,
     DeviceRow,
+    Outcome,
     OutMessage,
-    PendingSend,
     SendRow,
     SqliteStore,
     Store,
@@ -64,6 +63,8 @@ BATCH_WINDOW_S = 0.02
 """Seconds acks and receipts wait to be written together."""
 
 log = logging.getLogger(__name__)
+
+_NOTHING_ELSE = Outcome()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,22 +238,14 @@ class Node:
                     campaign=request.campaign, variant=request.variant)
             for u in users
         ]  # fmt: skip
-        await self.publish(request.app, [Outgoing(message, tuple(targets))], sends=sends)
+        await self.publish(request.app, [Outgoing(message, tuple(targets))], Outcome(sends=sends))
         self.metrics.observe_fanout(time.perf_counter() - t0)
         return SendResult(
             message_id=message.id, devices=len(targets), users=len(users), skipped=skipped
         )
 
     async def publish(
-        self,
-        app: str,
-        outgoing: Sequence[Outgoing],
-        *,
-        sends: Sequence[SendRow] = (),
-        decisions: Sequence[DecisionRow] = (),
-        done_pending: Sequence[int] = (),
-        new_pending: Sequence[PendingSend] = (),
-        campaign_sent: tuple[str, int] | None = None,
+        self, app: str, outgoing: Sequence[Outgoing], outcome: Outcome = _NOTHING_ELSE
     ) -> None:
         """Store messages and their deliveries durably (with what else the send decided), then
         fan them out to connected devices without waiting on any of them."""
@@ -277,15 +270,7 @@ class Node:
                     collapse_key=m.collapse_key,
                 )
             )
-        await self.store.commit(
-            app,
-            messages=stored,
-            sends=sends,
-            decisions=decisions,
-            done_pending=done_pending,
-            new_pending=new_pending,
-            campaign_sent=campaign_sent,
-        )
+        await self.store.commit(app, outcome, stored)
         self.metrics.sends += len(stored)
         # Durable: now fan out. The live copy carries sent_at for latency measurement.
         sent_at = int(self.clock() * 1000)

@@ -387,8 +387,7 @@ def _configure_segment(p: argparse.ArgumentParser) -> None:
 
 
 def _run_segment(args: argparse.Namespace) -> int:
-    payload = {"app": args.app or _env("TIDINGS_APP", "demo"), "text": args.text,
-               "sample": args.sample}  # fmt: skip
+    payload = {"app": _app(args), "text": args.text, "sample": args.sample}
     raw = _call_admin(args, "/v1/segments/preview", payload)
     if isinstance(raw, int):
         return raw

@@ -49,8 +49,9 @@ from tidings.server.campaigns.templates import (
     user_context,
     validate_campaign,
 )
+from tidings.server.campaigns.variants import assign
 from tidings.server.errors import Conflict, NotFound
-from tidings.server.storage import DecisionRow, PendingSend, ProfileRow, SendRow
+from tidings.server.storage import DecisionRow, Outcome, PendingSend, ProfileRow, SendRow
 from tidings.server.targeting.index import ProfileIndex
 from tidings.server.targeting.lifecycle import next_change_at
 from tidings.server.targeting.profiles import (
@@ -286,19 +287,18 @@ class CampaignEngine:
             reason = Reason.NOT_IN_SEGMENT
         event = {"name": name, "props": dict(props), "ts": ts}
         if reason is not None:
-            await self.node.store.commit(app, decisions=[_decision(c, p.user_id, now, reason,
-                                                                   variant=variant)])  # fmt: skip
+            decision = _decision(c, p.user_id, now, reason, variant=variant)
+            await self.node.store.commit(app, Outcome(decisions=[decision]))
             return
         wait = max(trig.delay_s, trig.unless.within_s if trig.unless else 0)
         if wait > 0:
             due = ts + wait
-            await self.node.store.commit(
-                app,
+            await self.node.store.commit(app, Outcome(
                 new_pending=[PendingSend(app=app, campaign=c.id, user_key=p.user_id,
                                          due_at=due, event=event)],
                 decisions=[_decision(c, p.user_id, now, Reason.SCHEDULED,
                                      f"trigger {name}: due at {due:.0f}", variant)],
-            )  # fmt: skip
+            ))  # fmt: skip
             self._due_at(due)
             return
         await self._dispatch(app, live, [_Item(p.user_id, event)], now)
@@ -371,7 +371,7 @@ class CampaignEngine:
     def tag_rules(self, app: str) -> list[TagRule]:
         """The app's tag rules."""
         tags = self._state(app).tags
-        return [tags._by_name[n] for n in sorted(tags.rule_names)]
+        return sorted(tags.active_rules(), key=lambda r: r.name)
 
     async def put_tag_rule(self, app: str, rule: TagRule) -> None:
         """Create or replace a tag rule; stored events within its window count at once."""
@@ -504,7 +504,7 @@ class CampaignEngine:
             assert c.schedule is not None
             if c.schedule.at is not None and c.schedule.at > now:
                 run = PendingSend(app=app, campaign=cid, user_key=None, due_at=c.schedule.at)
-                await self.node.store.commit(app, new_pending=[run])
+                await self.node.store.commit(app, Outcome(new_pending=[run]))
                 self._due_at(run.due_at)
             else:
                 await self._run_audience(app, live, now)
@@ -546,13 +546,13 @@ class CampaignEngine:
             for (app, cid), items in groups.items():
                 live = self._apps[app].campaigns.get(cid) if app in self._apps else None
                 if live is None or live.campaign.status is CampaignStatus.CANCELLED:
-                    await self.node.store.commit(app, done_pending=[p.id for p in items])
+                    await self.node.store.commit(app, Outcome(done_pending=[p.id for p in items]))
                     continue
                 if live.campaign.status is not CampaignStatus.RUNNING:
                     continue  # paused: the work waits
                 runs = [p for p in items if p.user_key is None]
                 if runs:
-                    await self.node.store.commit(app, done_pending=[p.id for p in runs])
+                    await self.node.store.commit(app, Outcome(done_pending=[p.id for p in runs]))
                     await self._run_audience(app, live, now)
                 users = [p for p in items if p.user_key is not None]
                 if users:
@@ -691,11 +691,11 @@ class CampaignEngine:
                                  message_id=message.id, campaign=c.id,
                                  variant=message.variant))  # fmt: skip
             out.append(Outgoing(message, tuple(targets)))
-        await self.node.publish(
-            app, out, sends=sends, decisions=decisions, new_pending=later,
+        await self.node.publish(app, out, Outcome(
+            sends=sends, decisions=decisions, new_pending=later,
             done_pending=[i.pending_id for i in items if i.pending_id],
             campaign_sent=(c.id, len(sends)),
-        )  # fmt: skip
+        ))  # fmt: skip
         live.sent_total += len(sends)
         if later:
             self._due_at(min(p.due_at for p in later))
@@ -786,8 +786,6 @@ class CampaignEngine:
 
 
 def _variant(c: Campaign, user: str) -> str | None:
-    from tidings.server.campaigns.variants import assign
-
     return assign(c.id, user, c.variants, c.control_share)
 
 

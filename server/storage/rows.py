@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ __all__ = [
     "DeviceRow",
     "EventRow",
     "OutMessage",
+    "Outcome",
     "PendingDelivery",
     "PendingSend",
     "ProfileRow",
@@ -146,3 +148,14 @@ class OutMessage:
     wire: bytes
     deliveries: tuple[tuple[str, int], ...]
     collapse_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What a send decided besides its messages; stored with them in one write."""
+
+    sends: Sequence[SendRow] = ()
+    decisions: Sequence[DecisionRow] = ()
+    done_pending: Sequence[int] = ()
+    new_pending: Sequence[PendingSend] = ()
+    campaign_sent: tuple[str, int] | None = None  # (campaign, messages added to its total)

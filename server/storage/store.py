@@ -28,6 +28,7 @@ from tidings.server.storage.rows import (
     DecisionRow,
     DeviceRow,
     EventRow,
+    Outcome,
     OutMessage,
     PendingDelivery,
     PendingSend,
@@ -70,15 +71,7 @@ class Store(Protocol):
     async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]: ...
     async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]: ...
     async def commit(
-        self,
-        app: str,
-        *,
-        messages: Sequence[OutMessage] = (),
-        sends: Sequence[SendRow] = (),
-        decisions: Sequence[DecisionRow] = (),
-        done_pending: Sequence[int] = (),
-        new_pending: Sequence[PendingSend] = (),
-        campaign_sent: tuple[str, int] | None = None,
+        self, app: str, outcome: Outcome, messages: Sequence[OutMessage] = ()
     ) -> None: ...
     async def pending(
         self, app: str, device: str, after: int, now: float
@@ -452,17 +445,7 @@ class SqliteStore:
 
     # --- messages and deliveries --------------------------------------------------------------
 
-    async def commit(
-        self,
-        app: str,
-        *,
-        messages: Sequence[OutMessage] = (),
-        sends: Sequence[SendRow] = (),
-        decisions: Sequence[DecisionRow] = (),
-        done_pending: Sequence[int] = (),
-        new_pending: Sequence[PendingSend] = (),
-        campaign_sent: tuple[str, int] | None = None,
-    ) -> None:
+    async def commit(self, app: str, outcome: Outcome, messages: Sequence[OutMessage] = ()) -> None:
         """Store the outcome of one send in one group-committed write, all or nothing.
 
         Messages with their (device, seq) deliveries, the per-user send records, decision log
@@ -474,6 +457,7 @@ class SqliteStore:
         async def write(db: aiosqlite.Connection) -> None:
             for m in messages:
                 await _insert_message(db, app, m)
+            sends, decisions = outcome.sends, outcome.decisions
             if sends:
                 await db.executemany(
                     "INSERT INTO sends (app, user_key, at, category, campaign, variant,"
@@ -488,17 +472,19 @@ class SqliteStore:
                     [(app, d.campaign, d.user_key, d.at, d.reason, d.detail, d.variant,
                       d.message_id) for d in decisions],
                 )  # fmt: skip
-            if done_pending:
+            if outcome.done_pending:
                 await db.executemany(
-                    "DELETE FROM pending_sends WHERE id=?", [(i,) for i in done_pending]
+                    "DELETE FROM pending_sends WHERE id=?", [(i,) for i in outcome.done_pending]
                 )
-            if new_pending:
+            if outcome.new_pending:
                 await db.executemany(
                     "INSERT INTO pending_sends (app, campaign, user_key, due_at, event)"
                     " VALUES (?,?,?,?,?)",
                     [(app, p.campaign, p.user_key, p.due_at,
-                      None if p.event is None else json.dumps(p.event)) for p in new_pending],
+                      None if p.event is None else json.dumps(p.event))
+                     for p in outcome.new_pending],
                 )  # fmt: skip
+            campaign_sent = outcome.campaign_sent
             if campaign_sent is not None and campaign_sent[1]:
                 await db.execute(
                     "UPDATE campaigns SET sent_total=sent_total+? WHERE app=? AND id=?",

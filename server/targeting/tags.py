@@ -256,6 +256,10 @@ class TagEngine:
                 holders.add(user)
         return holders
 
+    def active_rules(self) -> list[TagRule]:
+        """The rules being evaluated."""
+        return list(self._by_name.values())
+
     @property
     def rule_names(self) -> frozenset[str]:
         """Names of the rules being evaluated."""
