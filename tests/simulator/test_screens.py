@@ -383,9 +383,12 @@ async def test_the_composer_previews_as_you_type_and_sends_directly_to_everyone(
         app.screen.query_one("#segment", Input).focus()
         await pilot.press(*"attr.persona = sports_fan")
         await _until(pilot, lambda: str(preview.content).startswith("4 users"))
-        # Debounced: one preview for the whole burst of keys, not one per key.
-        assert [c for c in engine.calls if c[0] == "preview"] == [
-            ("preview", "everyone"), ("preview", "attr.persona = sports_fan")]  # fmt: skip
+        # Debounced: a burst of keys asks for a preview only when typing pauses, not per key
+        # (a loaded machine may pause mid-word, so allow a few).
+        typed = "attr.persona = sports_fan"
+        previews = [c[1] for c in engine.calls if c[0] == "preview"]
+        assert previews[0] == "everyone" and previews[-1] == typed
+        assert len(previews) - 1 <= len(typed) // 5
 
         await _fill(pilot, app, title="Hello", body="everyone")
         await pilot.press("ctrl+t")
