@@ -147,6 +147,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
 async def _serve_gateway(config: Any) -> int:
     from tidings.protocol.errors import TidingsError
     from tidings.server.admin import AdminServer
+    from tidings.server.heap import HeapKeeper
     from tidings.server.node import Node
 
     node = Node(config)
@@ -175,6 +176,8 @@ async def _serve_gateway(config: Any) -> int:
         flush=True,
     )
     print("Press Ctrl-C to stop.", flush=True)
+    heap = HeapKeeper()  # after start-up: the loaded state is frozen at once
+    heap.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -187,6 +190,7 @@ async def _serve_gateway(config: Any) -> int:
         print("tidings gateway: shutting down (Ctrl-C again to force)", flush=True)
         await admin.stop()
         await node.stop()
+        heap.stop()
     print("tidings gateway: stopped", flush=True)
     return 0
 

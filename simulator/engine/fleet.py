@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidings.server.heap import HeapKeeper
 from tidings.simulator.engine.personas import click_probability, plan
 from tidings.simulator.engine.truth import shown_in_quiet_hours
 
@@ -283,8 +284,11 @@ class _Worker:
 def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
     async def main() -> None:
         raise_nofile()
+        heap = HeapKeeper()  # devices are long-lived: keep full collections off the receive path
+        heap.start()
         worker = _Worker(cfg, indexes)
         await worker.connect(lambda n: conn.send(("progress", n)))
+        heap.settle()
         conn.send(("connected", len(indexes)))
         while True:
             cmd, *args = await asyncio.to_thread(conn.recv)
@@ -294,9 +298,11 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
             elif cmd == "wait_connected":
                 t0 = time.monotonic()
                 await worker.wait_connected(args[0])
+                heap.settle()
                 conn.send(("connected", worker.connected(), time.monotonic() - t0))
             elif cmd == "settle":
                 await worker.settle(args[0])
+                heap.settle()
                 conn.send(("settled",))
             elif cmd == "report":
                 conn.send(("report", worker.report()))
