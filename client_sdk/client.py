@@ -65,8 +65,10 @@ SDK_VERSION = "0.1.0"
 DEFAULT_MAX_OUTBOX = 10_000
 """Queued requests kept while offline; the oldest events are dropped first beyond it."""
 HANDSHAKE_TIMEOUT_S = 10.0
-DEFAULT_FLUSH_DELAY_S = 0.1
-"""Seconds queued requests wait so that a burst leaves as one batch."""
+DEFAULT_FLUSH_DELAY_S = 1.0
+"""Seconds what the device reports (events, receipts, profile changes, delivery acks) is
+gathered before it is sent: a burst leaves as one batch and the radio wakes once, not per item.
+Banners are shown at once; only the reports back wait."""
 
 
 @dataclass(slots=True)
@@ -108,7 +110,8 @@ class TidingsClient:
         max_outbox: Offline queue bound.
         inbox_limit: Inbox bound.
         backoff_base, backoff_cap: Reconnect backoff window, seconds.
-        flush_delay: Seconds a queued request waits so that bursts are batched.
+        flush_delay: Seconds reports (events, receipts, acks) are gathered before they are
+            sent; lower it where the server must see them sooner.
     """
 
     def __init__(
@@ -165,7 +168,6 @@ class TidingsClient:
         self._inflight: dict[int, list[int]] = {}
         self._rid = 0
         self._flush_scheduled = False
-        self._ack_scheduled = False
         self._goaway_ms: int | None = None
         self._on_banner: list[Callable[..., Any]] = []
         self._on_inbox: list[Callable[..., Any]] = []
@@ -334,13 +336,21 @@ class TidingsClient:
             self.stats.events_dropped += 1
         if self._started and self._store.persistent:
             self._spawn(self._store.outbox_add(entry_id, entry))
-        if not self._flush_scheduled and self.connected:
+        if self.connected:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Send what was gathered (acks, requests) ``flush_delay`` from now, all together."""
+        if not self._flush_scheduled:
             self._flush_scheduled = True
-            # Coalesce: a burst of track() calls or receipts leaves in one batch.
-            asyncio.get_running_loop().call_later(self.flush_delay, self._flush_outbox)
+            asyncio.get_running_loop().call_later(self.flush_delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush_ack()
+        self._flush_outbox()
 
     def _flush_outbox(self) -> None:
-        self._flush_scheduled = False
         if not self.connected:
             return
         sending = {i for ids in self._inflight.values() for i in ids}
@@ -506,12 +516,9 @@ class TidingsClient:
             await self._accept(msg)
         self._cursor = max(self._cursor, frame.seq)
         await self._store.put("seq", self._cursor)
-        if not self._ack_scheduled:
-            self._ack_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_ack)
+        self._schedule_flush()  # the ack waits with the reports (PROTOCOL.md §3 allows batching)
 
     def _flush_ack(self) -> None:
-        self._ack_scheduled = False
         if self._cursor > self._acked and self.connected:
             self._write(Ack(seq=self._cursor))
             self._acked = self._cursor

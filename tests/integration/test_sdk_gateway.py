@@ -39,6 +39,24 @@ async def test_direct_send_reaches_all_devices_of_a_user(gateway: Node, devices:
     assert stranger.banners == [] and stranger.client.inbox.items() == []
 
 
+async def test_a_burst_of_deliveries_is_acknowledged_by_one_ack_with_the_reports(
+    gateway: Node, devices: Any
+) -> None:
+    phone = await devices("phone", user="u1")  # default flush_delay: reports wait 1 s
+    sends = [
+        gateway.send(SendRequest(app="demo", users=("u1",), title="t", body=str(i)))
+        for i in range(5)
+    ]
+    sent = await asyncio.gather(*sends)
+    await phone.until(lambda: len(phone.banners) == 5)
+    assert phone.client.stats.acks_sent == 0, "shown at once, acknowledged later"
+    await phone.until(lambda: phone.client.stats.acks_sent == 1, seconds=5)
+    await phone.until(lambda: not phone.client.pending_requests, seconds=5)  # receipts answered
+    await asyncio.sleep(0.1)  # the gateway applies acks in its own short batch window
+    assert await gateway.store.pending("demo", "phone", 0, time.time()) == []
+    assert {b.id for b in phone.banners} == {r.message_id for r in sent}
+
+
 async def test_offline_device_gets_the_message_on_reconnect_once(
     gateway: Node, devices: Any, tmp_path: Path
 ) -> None:
