@@ -8,12 +8,13 @@ checked for depth, size, key types and finite numbers.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from tidings.protocol import limits
-from tidings.protocol.errors import InvalidField, MalformedFrame
+from tidings.protocol.errors import InvalidField, MalformedFrame, UnknownFrame
 
 __all__ = [
     "CATEGORIES",
@@ -285,31 +286,33 @@ class Message:
     @classmethod
     def from_wire(cls, m: Any, where: str = "msg") -> Message:
         m = _map(m, where)
-        actions = _list(m.get("actions", []), f"{where}.actions", limits.MAX_ACTIONS)
+        n = _message_names(where)  # field paths for errors, built once per ``where``
+        actions = _list(m.get("actions", []), n["actions"], limits.MAX_ACTIONS)
         return cls(
-            id=_str(_get(m, "id", where), f"{where}.id", limits.MAX_ID_LEN),
-            kind=_choice(_get(m, "kind", where), f"{where}.kind", KINDS),
-            title=_str(_get(m, "title", where), f"{where}.title", limits.MAX_TITLE_LEN, empty=True),
-            body=_str(_get(m, "body", where), f"{where}.body", limits.MAX_BODY_LEN, empty=True),
-            category=_choice(m.get("category", "marketing"), f"{where}.category", CATEGORIES),
-            priority=_choice(m.get("priority", "normal"), f"{where}.priority", PRIORITIES),
-            created_at=_int(m.get("created_at", 0), f"{where}.created_at"),
-            expires_at=_int(m.get("expires_at", 0), f"{where}.expires_at"),
-            sent_at=_int(m.get("sent_at", 0), f"{where}.sent_at"),
-            campaign=_opt_str(m.get("campaign"), f"{where}.campaign", limits.MAX_ID_LEN),
-            variant=_opt_str(m.get("variant"), f"{where}.variant", limits.MAX_ID_LEN),
-            collapse_key=_opt_str(
-                m.get("collapse_key"), f"{where}.collapse_key", limits.MAX_ID_LEN
-            ),
-            image=_opt_str(m.get("image"), f"{where}.image", limits.MAX_URL_LEN),
+            id=_str(_get(m, "id", where), n["id"], limits.MAX_ID_LEN),
+            kind=_choice(_get(m, "kind", where), n["kind"], KINDS),
+            title=_str(_get(m, "title", where), n["title"], limits.MAX_TITLE_LEN, empty=True),
+            body=_str(_get(m, "body", where), n["body"], limits.MAX_BODY_LEN, empty=True),
+            category=_choice(m.get("category", "marketing"), n["category"], CATEGORIES),
+            priority=_choice(m.get("priority", "normal"), n["priority"], PRIORITIES),
+            created_at=_int(m.get("created_at", 0), n["created_at"]),
+            expires_at=_int(m.get("expires_at", 0), n["expires_at"]),
+            sent_at=_int(m.get("sent_at", 0), n["sent_at"]),
+            campaign=_opt_str(m.get("campaign"), n["campaign"], limits.MAX_ID_LEN),
+            variant=_opt_str(m.get("variant"), n["variant"], limits.MAX_ID_LEN),
+            collapse_key=_opt_str(m.get("collapse_key"), n["collapse_key"], limits.MAX_ID_LEN),
+            image=_opt_str(m.get("image"), n["image"], limits.MAX_URL_LEN),
             actions=tuple(
                 Action.from_wire(a, f"{where}.actions[{i}]") for i, a in enumerate(actions)
             ),
-            data=_json_map(m.get("data", {}), f"{where}.data"),
-            expire_after_read=_bool(
-                m.get("expire_after_read", False), f"{where}.expire_after_read"
-            ),
+            data=_json_map(m["data"], n["data"]) if "data" in m else {},
+            expire_after_read=_bool(m.get("expire_after_read", False), n["expire_after_read"]),
         )
+
+
+@functools.cache
+def _message_names(where: str) -> dict[str, str]:
+    return {f.name: f"{where}.{f.name}" for f in fields(Message)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -708,8 +711,6 @@ SERVER_FRAMES: dict[str, type[Frame]] = {
 
 def frame_from_wire(m: Any, table: dict[str, type[Frame]]) -> Frame:
     """Validate a decoded map against ``table`` and build its frame."""
-    from tidings.protocol.errors import UnknownFrame
-
     if not isinstance(m, dict):
         raise MalformedFrame(f"a frame must be a map, got {type(m).__name__}")
     t = m.get("t")
