@@ -530,13 +530,13 @@ class TidingsClient:
         now = self.clock.now()
         if msg.expires_at and msg.expires_at <= now * 1000:
             return  # expired: never stored, never shown
-        item = InboxItem.from_message(msg, now)
         if msg.kind == "inbox":
-            await self.inbox.add(item)
+            await self.inbox.add(InboxItem.from_message(msg, now))
             return
         verdict = decide(msg, now, policy=self.policy, quiet=self.quiet_hours,
                          device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
-        await self.inbox.add(item if verdict != "hold" else _held(item))
+        item = InboxItem.from_message(msg, now, held=verdict == "hold")
+        await self.inbox.add(item)
         if verdict == "show":
             self._show(item)
         elif verdict == "hold":
@@ -598,12 +598,6 @@ async def _recv(ws: ClientConnection) -> bytes:
     if isinstance(data, str):
         raise ProtocolError("the gateway sent a text message")
     return data
-
-
-def _held(item: InboxItem) -> InboxItem:
-    from dataclasses import replace
-
-    return replace(item, held=True)
 
 
 def _jitter() -> float:

@@ -42,7 +42,7 @@ class InboxItem:
     held: bool = False  # a banner waiting for quiet hours or caps to end
 
     @classmethod
-    def from_message(cls, msg: Message, received_at: float) -> InboxItem:
+    def from_message(cls, msg: Message, received_at: float, *, held: bool = False) -> InboxItem:
         return cls(
             id=msg.id,
             kind=msg.kind,
@@ -61,6 +61,7 @@ class InboxItem:
             sent_at=msg.sent_at / 1000,
             received_at=received_at,
             expire_after_read=msg.expire_after_read,
+            held=held,
         )
 
     def to_message(self) -> Message:
