@@ -800,7 +800,7 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario",
         default="broadcast",
-        choices=["broadcast", "segment", "trigger", "reconnect-storm"],
+        choices=["broadcast", "segment", "trigger", "caps", "reconnect-storm"],
         help="what to measure (default broadcast)",
     )
     p.add_argument("--baseline", action="store_true",
@@ -862,6 +862,7 @@ register(
             tidings loadtest --devices 2000 --baseline
             tidings loadtest --devices 10000 --scenario broadcast --baseline --json out.json
             tidings loadtest --devices 5000 --scenario reconnect-storm --plot latency.svg
+            tidings loadtest --devices 2000 --scenario caps
         """,
         configure=_configure_loadtest,
         run=_run_loadtest,

@@ -20,9 +20,15 @@ Scenarios:
   a second later; the expected audience is those who added and did not buy. Latency runs from
   the send's due time (add to cart + :data:`CART_WAIT_S`) to receipt, so it includes the
   scheduler's round; send-to-receipt is reported beside it.
+- ``caps``: :data:`CAPS_CAMPAIGNS` one-off marketing campaigns, one after another, to
+  :data:`CAPS_SEGMENT` (users who never bought). Each such user is a ``basic`` user and must get
+  exactly :data:`~tidings.simulator.engine.truth.NEW_BASIC_WEEKLY_CAP` of them: more is an
+  ``over_cap`` violation, fewer a ``short`` one. The cap is the server's business across
+  campaigns; the expected count comes from the caps rule and the plans.
 
-Every campaign is checked against the ground truth: precision and recall, titles, at most
-one message per user (the campaign's cap), nothing shown twice or in quiet hours. Users who got
+Every campaign is checked against the ground truth: precision and recall, titles, how many
+messages each user got (one per campaign, capped across campaigns), nothing shown twice or in
+quiet hours. Users who got
 a campaign they should not have (``not_in_audience``) or missed one they should have
 (``missed``) count as violations, so the command fails on any of them.
 """
@@ -48,15 +54,19 @@ from tidings.simulator.engine.fleet import CampaignReceipt, DeviceReport, Fleet,
 from tidings.simulator.engine.personas import plan
 from tidings.simulator.engine.report import LoadReport, percentiles
 from tidings.simulator.engine.truth import (
+    NEW_BASIC_WEEKLY_CAP,
     CountRule,
     accuracy,
-    cap_violations,
     cart_audience,
+    count_violations,
     greeting,
+    never_bought,
     segment_audience,
 )
 
 __all__ = [
+    "CAPS_CAMPAIGNS",
+    "CAPS_SEGMENT",
     "CART_WAIT_S",
     "GREETING",
     "MIN_AGE",
@@ -66,8 +76,8 @@ __all__ = [
     "run_loadtest",
 ]
 
-SCENARIOS = ("broadcast", "reconnect-storm", "segment", "trigger")
-CAMPAIGN_SCENARIOS = ("segment", "trigger")
+SCENARIOS = ("broadcast", "reconnect-storm", "segment", "trigger", "caps")
+CAMPAIGN_SCENARIOS = ("segment", "trigger", "caps")
 MAX_TARGETS_PER_SEND = 10_000
 DEV_ADMIN_KEY = "dev-admin-key"
 
@@ -80,6 +90,12 @@ MIN_AGE = 18
 
 GREETING = 'Hi {{ user.first_name | default("there") }}'
 """The personalised title of both campaign scenarios (see :func:`truth.greeting`)."""
+
+CAPS_CAMPAIGNS = 3
+"""Marketing campaigns the caps scenario sends, one after another, to the same users."""
+
+CAPS_SEGMENT = "not event purchase count >= 1 within 30d"
+"""The caps scenario's audience: users who never bought (``basic`` tier)."""
 
 CART_WAIT_S = 3
 """Seconds an abandoned cart waits for a purchase before the reminder goes out."""
@@ -203,11 +219,16 @@ def _collect(fleet: Fleet, ids: list[str], timeout: float) -> DeviceReport:
 
 @dataclass(slots=True)
 class _CampaignRun:
-    """What a campaign scenario expected and what the server said it sent."""
+    """What campaign scenario expected and what the server said it sent.
 
-    campaign: str
+    ``campaigns`` are checked together: every user in ``expected`` must get ``per_user``
+    messages from them, everyone else none.
+    """
+
+    campaigns: tuple[str, ...]
     expected: set[str]
     titles: dict[str, str]
+    per_user: int = 1
     sent: int = 0
 
 
@@ -216,9 +237,12 @@ def _create_campaign(gateway: GatewayProcess, spec: dict[str, Any]) -> None:
     gateway.admin("POST", f"/v1/campaigns/{spec['id']}/start?app=demo")
 
 
-def _sent(gateway: GatewayProcess, campaign: str) -> int:
-    stats = gateway.admin("GET", f"/v1/campaigns/{campaign}/stats?app=demo")
-    return int(stats["total"]["sent"])
+def _sent(gateway: GatewayProcess, campaigns: tuple[str, ...]) -> int:
+    total = 0
+    for campaign in campaigns:
+        stats = gateway.admin("GET", f"/v1/campaigns/{campaign}/stats?app=demo")
+        total += int(stats["total"]["sent"])
+    return total
 
 
 def _wait_campaign(
@@ -231,24 +255,25 @@ def _wait_campaign(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if time.monotonic() >= not_before:
-            run.sent = _sent(gateway, run.campaign)
-            if fleet.campaign_count(run.campaign) >= max(run.sent, len(run.expected)):
+            run.sent = _sent(gateway, run.campaigns)
+            got = sum(fleet.campaign_count(c) for c in run.campaigns)
+            if got >= max(run.sent, len(run.expected) * run.per_user):
                 break
         time.sleep(0.05)
     time.sleep(GRACE_S)
-    run.sent = _sent(gateway, run.campaign)
+    run.sent = _sent(gateway, run.campaigns)
 
 
 def _segment(gateway: GatewayProcess, fleet: Fleet, devices: int, seed: int,
              timeout: float) -> _CampaignRun:  # fmt: skip
     plans = [plan(seed, i) for i in range(devices)]
     run = _CampaignRun(
-        campaign="loadtest-segment",
+        campaigns=("loadtest-segment",),
         expected=segment_audience(plans, SPORTS_FAN, MIN_AGE),
         titles={p.user: greeting(p) for p in plans},
     )
     _create_campaign(gateway, {
-        "id": run.campaign, "name": "Sports fans", "kind": "one_off",
+        "id": run.campaigns[0], "name": "Sports fans", "kind": "one_off",
         "segment": f"tag:{SPORTS_FAN.name} and attr.age >= {MIN_AGE}",
         "content": {"kind": "banner", "title": GREETING, "body": "The derby is on tonight",
                     "category": "marketing", "data": {"topic": "sports"}},
@@ -262,12 +287,12 @@ def _trigger(gateway: GatewayProcess, fleet: Fleet, devices: int, seed: int,
              timeout: float) -> _CampaignRun:  # fmt: skip
     plans = [plan(seed, i) for i in range(devices)]
     run = _CampaignRun(
-        campaign="loadtest-cart",
+        campaigns=("loadtest-cart",),
         expected=cart_audience(plans),
         titles={p.user: greeting(p) for p in plans},
     )
     _create_campaign(gateway, {
-        "id": run.campaign, "name": "Abandoned cart", "kind": "triggered",
+        "id": run.campaigns[0], "name": "Abandoned cart", "kind": "triggered",
         "trigger": {"event": "add_to_cart", "delay_s": CART_WAIT_S,
                     "unless": {"event": "purchase", "within_s": CART_WAIT_S}},
         "content": {"kind": "banner", "title": GREETING,
@@ -278,6 +303,28 @@ def _trigger(gateway: GatewayProcess, fleet: Fleet, devices: int, seed: int,
     fleet.shop(BUY_AFTER_S)
     # Sends fall due CART_WAIT_S after the carts; the scheduler runs about once a second.
     _wait_campaign(fleet, gateway, run, timeout, time.monotonic() + CART_WAIT_S)
+    return run
+
+
+def _caps(gateway: GatewayProcess, fleet: Fleet, devices: int, seed: int,
+          timeout: float) -> _CampaignRun:  # fmt: skip
+    plans = [plan(seed, i) for i in range(devices)]
+    run = _CampaignRun(
+        campaigns=tuple(f"loadtest-caps-{k}" for k in range(1, CAPS_CAMPAIGNS + 1)),
+        expected=never_bought(plans),
+        titles={p.user: greeting(p) for p in plans},
+        per_user=min(CAPS_CAMPAIGNS, NEW_BASIC_WEEKLY_CAP),
+    )
+    for k, campaign in enumerate(run.campaigns, 1):
+        # One after another: each start decides against the sends the previous ones stored.
+        _create_campaign(gateway, {
+            "id": campaign, "name": f"Weekly deal {k}", "kind": "one_off",
+            "segment": CAPS_SEGMENT,
+            "content": {"kind": "banner", "title": GREETING, "body": f"Deal number {k}",
+                        "category": "marketing", "data": {"topic": "sale"}},
+            "frequency": {"per_user_limit": 1},
+        })  # fmt: skip
+    _wait_campaign(fleet, gateway, run, timeout, time.monotonic())
     return run
 
 
@@ -337,6 +384,8 @@ def run_loadtest(
                 run = _segment(gateway, fleet, devices, seed, timeout)
             elif scenario == "trigger":
                 run = _trigger(gateway, fleet, devices, seed, timeout)
+            elif scenario == "caps":
+                run = _caps(gateway, fleet, devices, seed, timeout)
             else:
                 ids = _broadcast(gateway, devices)
             report = _collect(fleet, ids, timeout) if run is None else fleet.report()
@@ -393,16 +442,21 @@ def _judge(
 
     Returns (latencies, delivery ratio, precision, recall).
     """
-    mine = [r for r in report.campaign if r.campaign == run.campaign]
+    mine = [r for r in report.campaign if r.campaign in run.campaigns]
     actual = {r.user for r in mine}
     acc = accuracy(run.expected, actual)
     if acc.false_positives:
         violations["not_in_audience"] = acc.false_positives
     if acc.false_negatives:
         violations["missed"] = acc.false_negatives
-    over = cap_violations(((r.user, r.campaign, r.message_id) for r in mine), per_user_limit=1)
+    over, short = count_violations(
+        ((r.user, r.campaign, r.message_id) for r in mine),
+        {user: run.per_user for user in run.expected},
+    )
     if over:
         violations["over_cap"] = over
+    if short - acc.false_negatives * run.per_user:  # users missed entirely count once, above
+        violations["short"] = short - acc.false_negatives * run.per_user
     wrong = [r for r in mine if r.title != run.titles.get(r.user)]
     if wrong:
         violations["wrong_title"] = len(wrong)
@@ -418,7 +472,7 @@ def _judge(
             [r.sent_ms - due[r.user] for r in mine if r.sent_ms and r.user in due]
         )
         extra["latency_measured_from"] = "trigger due time (cart + wait)"
-    delivered = len({r.user for r in mine})
+    delivered = len({(r.user, r.message_id) for r in mine})
     delivery = min(1.0, delivered / run.sent) if run.sent else 1.0
     return latencies, delivery, acc.precision, acc.recall
 

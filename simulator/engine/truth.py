@@ -17,12 +17,14 @@ from tidings.client_sdk import QuietHours
 from tidings.simulator.engine.personas import DevicePlan
 
 __all__ = [
+    "NEW_BASIC_WEEKLY_CAP",
     "Accuracy",
     "CountRule",
     "accuracy",
-    "cap_violations",
     "cart_audience",
+    "count_violations",
     "greeting",
+    "never_bought",
     "segment_audience",
     "shown_in_quiet_hours",
 ]
@@ -106,12 +108,28 @@ def greeting(plan: DevicePlan) -> str:
     return f"Hi {name}"
 
 
-def cap_violations(received: Iterable[tuple[str, str, str]], per_user_limit: int) -> int:
-    """Messages beyond a campaign's per-user limit, from (user, campaign, message id) receipts.
+NEW_BASIC_WEEKLY_CAP = 2
+"""Marketing messages a week for a user who never bought: basic users get at most 2 a week
+(SPEC §5); being new this week (every simulated user is first seen when the fleet connects)
+allows 3, and the stricter cap wins."""
 
-    The same message id twice is a duplicate (counted elsewhere), not a second message.
+
+def never_bought(plans: Iterable[DevicePlan]) -> set[str]:
+    """Users whose plan has no ``purchase`` event: ``basic`` tier for the whole run."""
+    return {p.user for p in plans if all(name != "purchase" for name, _ in p.events)}
+
+
+def count_violations(
+    received: Iterable[tuple[str, str, str]], expected: Mapping[str, int]
+) -> tuple[int, int]:
+    """(messages over, messages short): each user's distinct messages against ``expected``.
+
+    ``received`` holds (user, campaign, message id); a user missing from ``expected`` should
+    have got nothing. The same message id twice is a duplicate (counted elsewhere).
     """
-    seen: dict[tuple[str, str], set[str]] = {}
-    for user, campaign, message_id in received:
-        seen.setdefault((user, campaign), set()).add(message_id)
-    return sum(max(0, len(ids) - per_user_limit) for ids in seen.values())
+    got: dict[str, set[str]] = {}
+    for user, _, message_id in received:
+        got.setdefault(user, set()).add(message_id)
+    over = sum(max(0, len(ids) - expected.get(user, 0)) for user, ids in got.items())
+    short = sum(max(0, n - len(got.get(user, ()))) for user, n in expected.items())
+    return over, short

@@ -9,10 +9,12 @@ from tidings.simulator.engine import run_loadtest
 from tidings.simulator.engine.loadtest import MIN_AGE, SPORTS_FAN
 from tidings.simulator.engine.personas import plan
 from tidings.simulator.engine.truth import (
+    NEW_BASIC_WEEKLY_CAP,
     accuracy,
-    cap_violations,
     cart_audience,
+    count_violations,
     greeting,
+    never_bought,
     segment_audience,
 )
 
@@ -64,10 +66,21 @@ def test_the_expected_greeting_uses_the_first_name_or_there() -> None:
     assert greeting(nameless) == "Hi there"
 
 
-def test_a_second_message_of_one_campaign_is_a_cap_violation_but_a_repeat_is_not() -> None:
+def test_messages_beyond_or_short_of_a_users_count_are_violations_but_a_repeat_is_not() -> None:
     receipts = [("u1", "c", "m1"), ("u1", "c", "m1"), ("u2", "c", "m2"), ("u2", "c", "m3"),
-                ("u2", "other", "m4")]  # fmt: skip
-    assert cap_violations(receipts, per_user_limit=1) == 1
+                ("u2", "other", "m4"), ("u3", "c", "m5")]  # fmt: skip
+    # u1: one message shown twice (a duplicate, not a second message); u2: three, two expected;
+    # u3 should have got nothing; u4 got nothing of its one.
+    assert count_violations(receipts, {"u1": 1, "u2": 2, "u4": 1}) == (2, 1)
+    assert count_violations(receipts, {"u1": 1, "u2": 3, "u3": 1}) == (0, 0)
+
+
+def test_the_caps_audience_never_bought_and_each_gets_the_basic_weekly_cap() -> None:
+    audience = never_bought(PLANS)
+    buyers = {p.user for p in PLANS if any(name == "purchase" for name, _ in p.events)}
+    assert audience and buyers
+    assert audience == {p.user for p in PLANS} - buyers
+    assert NEW_BASIC_WEEKLY_CAP == 2  # SPEC §5: basic users at most 2 marketing messages a week
 
 
 def test_the_tag_rule_the_server_gets_is_the_one_the_checker_uses() -> None:
@@ -78,7 +91,7 @@ def test_the_tag_rule_the_server_gets_is_the_one_the_checker_uses() -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("scenario", ["segment", "trigger"])
+@pytest.mark.parametrize("scenario", ["segment", "trigger", "caps"])
 def test_a_campaign_scenario_reaches_exactly_its_audience_with_personal_titles(
     scenario: str,
 ) -> None:
@@ -87,5 +100,7 @@ def test_a_campaign_scenario_reaches_exactly_its_audience_with_personal_titles(
     assert (report.precision, report.recall) == (1.0, 1.0)
     assert report.delivery_ratio == 1.0
     assert 0 < report.extra["audience"] < 60
-    assert report.extra["received"] == report.extra["audience"] == report.extra["server_sent"]
-    assert len(report.latencies_ms) == report.extra["audience"]
+    per_user = NEW_BASIC_WEEKLY_CAP if scenario == "caps" else 1  # caps: 3 campaigns, 2 each
+    expected = report.extra["audience"] * per_user
+    assert report.extra["received"] == expected == report.extra["server_sent"]
+    assert len(report.latencies_ms) == expected
