@@ -606,19 +606,21 @@ class CampaignEngine:
         out: list[Outgoing] = []
         keep: list[tuple[str, Message]] = []
         sent_total = live.sent_total
-        for item in items:
+        followed = await self._unless_followed(app, c, items) if due else set()
+        for n, item in enumerate(items):
             p = state.index.get(item.user)
             variant = _variant(c, item.user)
             if p is None:
                 decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT,
                                            "no profile", variant))  # fmt: skip
                 continue
-            if due and c.kind is CampaignKind.TRIGGERED and item.event is not None:
-                reason = await self._unless_matched(app, c, item)
-                if reason is not None:
-                    decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
-                                               reason, variant))  # fmt: skip
-                    continue
+            if n in followed:
+                assert c.trigger is not None and c.trigger.unless is not None
+                unless = c.trigger.unless
+                reason = f"{unless.event} followed within {unless.within_s} s"
+                decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
+                                           reason, variant))  # fmt: skip
+                continue
             if due and not await self._in_segment(app, c.segment, p, now):
                 left = "left the segment before the send time"
                 decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT, left, variant))
@@ -703,17 +705,23 @@ class CampaignEngine:
             state.history.setdefault(s.user_key, []).append((s.at, s.category, c.id))
         await self._maybe_complete(app, live)
 
-    async def _unless_matched(self, app: str, c: Campaign, item: _Item) -> str | None:
+    async def _unless_followed(self, app: str, c: Campaign, items: Sequence[_Item]) -> set[int]:
+        """Positions of due trigger ``items`` whose ``unless`` event followed in time.
+
+        One store read for the whole batch: every ``unless`` event since the earliest trigger.
+        """
         unless = c.trigger.unless if c.trigger else None
-        if unless is None or item.event is None:
-            return None
-        start = float(item.event.get("ts", 0))
-        for e in await self.node.store.events_since(
-            app, start, name=unless.event, user_key=item.user
-        ):
-            if e.ts <= start + unless.within_s and all(f.matches(e.props) for f in unless.where):
-                return f"{unless.event} followed within {unless.within_s} s"
-        return None
+        starts = {n: float(i.event.get("ts", 0)) for n, i in enumerate(items) if i.event}
+        if unless is None or not starts:
+            return set()
+        by_user: dict[str, list[float]] = {}
+        for e in await self.node.store.events_since(app, min(starts.values()), name=unless.event):
+            if all(f.matches(e.props) for f in unless.where):
+                by_user.setdefault(e.user_key, []).append(e.ts)
+        return {
+            n for n, start in starts.items()
+            if any(start <= ts <= start + unless.within_s for ts in by_user.get(items[n].user, ()))
+        }  # fmt: skip
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -89,6 +89,31 @@ async def test_abandoned_cart_sends_a_message_naming_the_item_unless_the_user_bo
     assert (await _reasons(gateway, "cart", "browser"))[:2] == ["sent", "scheduled"]
 
 
+async def test_unless_counts_only_the_users_own_event_inside_its_window(
+    gateway: Node, devices: Any
+) -> None:
+    engine = gateway.engine
+    await engine.save(_campaign(
+        "late-buy", kind="triggered",
+        trigger={"event": "add_to_cart", "delay_s": 3,
+                 "unless": {"event": "purchase", "within_s": 1}},
+    ))  # fmt: skip
+    await engine.start_campaign("demo", "late-buy")
+    people = {u: await devices(f"dev-{u}", user=u, flush_delay=0.05)
+              for u in ("quick", "late", "plain")}  # fmt: skip
+    for d in people.values():
+        d.client.track("add_to_cart", {"item": "kettle"})
+    people["quick"].client.track("purchase", {"amount": 5})  # inside the window: no message
+    await asyncio.sleep(1.6)
+    people["late"].client.track("purchase", {"amount": 5})  # after it: the message still goes
+    for user in ("late", "plain"):  # all three fall due in the same scheduler round
+        await people[user].until(lambda user=user: len(people[user].banners) == 1, seconds=8)
+    await asyncio.sleep(0.5)
+    assert people["quick"].banners == []
+    assert (await _reasons(gateway, "late-buy", "quick"))[0] == "unless_matched"
+    assert (await _reasons(gateway, "late-buy", "late"))[0] == "sent"
+
+
 async def test_the_budget_stops_a_triggered_campaign_at_its_inventory(
     gateway: Node, devices: Any
 ) -> None:
