@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers import APP_A, APP_B, Device, timeout
+from helpers import APP_A, APP_B, Device, gateway_config, timeout
 from tidings.client_sdk import FakeClock, QuietHours, TidingsClient
 from tidings.protocol.tokens import mint_token
 from tidings.server.node import Node, SendRequest
@@ -55,6 +57,37 @@ async def test_a_burst_of_deliveries_is_acknowledged_by_one_ack_with_the_reports
     await asyncio.sleep(0.1)  # the gateway applies acks in its own short batch window
     assert await gateway.store.pending("demo", "phone", 0, time.time()) == []
     assert {b.id for b in phone.banners} == {r.message_id for r in sent}
+
+
+async def test_a_device_told_to_go_away_comes_back_after_the_hint_and_gets_what_it_missed(
+    tmp_path: Path, mint: Mint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every jitter at the top of its range: backoff would wait 0.99 x 30 s, the hint (0.5-3 s
+    # from the gateway) at most 1.49 x 3 s.
+    monkeypatch.setattr(random, "random", lambda: 0.99)
+    config = gateway_config(tmp_path / "goaway.db")
+    first = Node(config)
+    await first.start()
+    port = first.port
+    client = TidingsClient(url=f"ws://127.0.0.1:{port}", token=mint("phone", user="u1"),
+                           device_id="phone", backoff_base=30.0, backoff_cap=30.0)  # fmt: skip
+    phone = Device(client)
+    await client.start()
+    second: Node | None = None
+    try:
+        await client.wait_connected(timeout=timeout(5))
+        await first.stop()  # graceful: goaway with a 0.5-3 s hint, then close
+        await phone.until(lambda: not client.connected)
+        second = Node(dataclasses.replace(config, port=port))
+        await second.start()
+        sent = await second.send(SendRequest(app="demo", users=("u1",), title="t", body="back"))
+        # Coming back within seconds means the hint was used, not the backoff.
+        await phone.until(lambda: [b.id for b in phone.banners] == [sent.message_id], seconds=8)
+        assert client.stats.reconnects == 1
+    finally:
+        await client.close()
+        if second is not None:
+            await second.stop()
 
 
 async def test_offline_device_gets_the_message_on_reconnect_once(
