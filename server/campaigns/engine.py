@@ -607,6 +607,8 @@ class CampaignEngine:
         keep: list[tuple[str, Message]] = []
         sent_total = live.sent_total
         followed = await self._unless_followed(app, c, items) if due else set()
+        unless = c.trigger.unless if c.trigger else None
+        followed_why = f"{unless.event} followed within {unless.within_s} s" if unless else ""
         for n, item in enumerate(items):
             p = state.index.get(item.user)
             variant = _variant(c, item.user)
@@ -615,11 +617,8 @@ class CampaignEngine:
                                            "no profile", variant))  # fmt: skip
                 continue
             if n in followed:
-                assert c.trigger is not None and c.trigger.unless is not None
-                unless = c.trigger.unless
-                reason = f"{unless.event} followed within {unless.within_s} s"
                 decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
-                                           reason, variant))  # fmt: skip
+                                           followed_why, variant))  # fmt: skip
                 continue
             if due and not await self._in_segment(app, c.segment, p, now):
                 left = "left the segment before the send time"

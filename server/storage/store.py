@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from importlib import resources
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
@@ -44,7 +44,6 @@ __all__ = ["SqliteStore", "Store", "anonymous_key"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _Write = Callable[[sqlite3.Connection], Any]
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",

@@ -109,6 +109,7 @@ class _Worker:
         # (quiet window, zone, shown at, urgent transactional): judged at report time, so the
         # ground truth check costs nothing on the receive path being measured.
         self.shown: list[tuple[Any, str, float, bool]] = []
+        self.quiet_violations = 0  # of the banners judged so far
         self.campaign_log: list[tuple[str, str, str, str, float, float | None]] = []
         self.cart_at: dict[str, float] = {}  # user -> when add_to_cart was tracked (unix ms)
         self.clicks = {"relevant_shown": 0, "relevant_clicked": 0,
@@ -237,15 +238,16 @@ class _Worker:
         return sum(1 for entry in self.campaign_log if entry[1] == campaign)
 
     def report(self) -> dict[str, Any]:
-        in_quiet = sum(
+        self.quiet_violations += sum(
             1 for quiet, tz, at, urgent in self.shown
             if shown_in_quiet_hours(quiet, tz, at, urgent_transactional=urgent)
         )  # fmt: skip
+        self.shown = []
         out = {
             "latencies": self.latencies,
             "received": self.received,
             "displayed_twice": sum(1 for n in self.displayed.values() if n > 1),
-            "quiet_violations": in_quiet,
+            "quiet_violations": self.quiet_violations,
             "clicks": dict(self.clicks),
             "duplicates": sum(c.stats.duplicates for c in self.clients),
             "reconnects": sum(c.stats.reconnects for c in self.clients),

@@ -455,8 +455,9 @@ def _judge(
     )
     if over:
         violations["over_cap"] = over
-    if short - acc.false_negatives * run.per_user:  # users missed entirely count once, above
-        violations["short"] = short - acc.false_negatives * run.per_user
+    short -= acc.false_negatives * run.per_user  # users missed entirely count once, above
+    if short:
+        violations["short"] = short
     wrong = [r for r in mine if r.title != run.titles.get(r.user)]
     if wrong:
         violations["wrong_title"] = len(wrong)
