@@ -5,6 +5,7 @@
     TidingsError
     └── ServerError
         ├── StoreError      the database refused or failed (``temporary`` when retrying helps)
+        │   └── ClaimLost   a scheduler's claim on due work ended before its commit
         ├── NotFound        the named campaign, rule or user does not exist (HTTP 404)
         └── Conflict        the request does not fit the object's state (HTTP 409)
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
 
-__all__ = ["Conflict", "NotFound", "ServerError", "StoreError"]
+__all__ = ["ClaimLost", "Conflict", "NotFound", "ServerError", "StoreError"]
 
 
 class ServerError(TidingsError):
@@ -25,6 +26,11 @@ class ServerError(TidingsError):
 
 class StoreError(ServerError):
     """The store could not do what was asked; sqlite3 errors are translated to this."""
+
+
+class ClaimLost(StoreError):
+    """Due work was claimed by another scheduler after this one's lease ended: its outcome is
+    not stored (the other scheduler decides for those users; nothing is decided twice)."""
 
 
 class _FieldError(ServerError):

@@ -43,10 +43,13 @@ from tidings.protocol.tokens import TokenClaims, peek_app, verify_token
 from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
+from tidings.server.delivery import Outgoing
 from tidings.server.gateway.connection import RateLimiter, Session, monotonic
 from tidings.server.hub import Hub
+from tidings.server.ingest import Ingest
 from tidings.server.metrics import Metrics
 from tidings.server.storage import (
+    Committed,
     DeviceRow,
     Outcome,
     OutMessage,
@@ -89,14 +92,6 @@ class SendRequest:
     variant: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message and the devices it goes to."""
-
-    message: Message
-    devices: tuple[str, ...]
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendResult:
     """What a send did, once every delivery is durably stored."""
@@ -104,7 +99,7 @@ class SendResult:
     message_id: str
     devices: int  # device deliveries queued
     users: int  # distinct users reached
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, e.g. opted_out
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> users, e.g. capped_tier
 
 
 class Node:
@@ -124,14 +119,20 @@ class Node:
         self.store: Store = store or SqliteStore(config.db)
         self.broker: Broker = broker or InProcessBroker(self.hub)
         self.metrics = Metrics()
-        self.engine = CampaignEngine(self)
+        self.engine = CampaignEngine(
+            store=self.store, publisher=self, apps=config.apps, clock=self._now
+        )
+        self.ingest = Ingest(self.store, self.engine, self._now)
         self._server: Server | None = None
-        self._last_seq: dict[tuple[str, str], int] = {}
         self._started = False
         # Acks and receipts arrive in bursts after a fan-out: batch them into one write.
         self._acks: dict[tuple[str, str], int] = {}
         self._receipts: list[tuple[Session, Receipt]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._replays: set[asyncio.Task[None]] = set()  # gap replays under way
+
+    def _now(self) -> float:
+        return self.clock()  # tests move ``clock``; the engine and ingest follow
 
     @property
     def config(self) -> GatewayConfig:
@@ -171,6 +172,9 @@ class Node:
             self._flusher.cancel()
             self._flusher = None
         await self._flush_batches(delay=0)
+        for task in list(self._replays):
+            task.cancel()
+        await asyncio.gather(*self._replays, return_exceptions=True)
         await self.engine.stop()
         for session in self.hub.all():
             # Spread the hints so that devices do not all come back in the same second.
@@ -208,9 +212,8 @@ class Node:
         if request.category == "marketing" and targets:
             out = await self.store.opted_out(request.app, sorted(set(targets.values())))
             if out:
-                before = len(targets)
                 targets = {d: u for d, u in targets.items() if u not in out}
-                skipped["opted_out"] = before - len(targets)
+                skipped["opted_out"] = len(out)
         now = self.clock()
         ttl = request.ttl or (
             app_cfg.banner_ttl_s if request.kind == "banner" else app_cfg.inbox_ttl_s
@@ -235,76 +238,71 @@ class Node:
         users = sorted(set(targets.values()))
         sends = [
             SendRow(user_key=u, at=now, category=request.category, message_id=message.id,
-                    campaign=request.campaign, variant=request.variant)
+                    campaign=request.campaign, variant=request.variant,
+                    limits=self.engine.send_limits(request.app, u, request.category, now))
             for u in users
         ]  # fmt: skip
-        await self.publish(request.app, [Outgoing(message, tuple(targets))], Outcome(sends=sends))
+        outgoing = Outgoing(message, tuple((d, u) for d, u in targets.items()))
+        committed = await self.publish(request.app, [outgoing], Outcome(sends=sends))
+        for refusal in committed.refused:
+            skipped[refusal.reason] = skipped.get(refusal.reason, 0) + 1
         self.metrics.observe_fanout(time.perf_counter() - t0)
         return SendResult(
-            message_id=message.id, devices=len(targets), users=len(users), skipped=skipped
+            message_id=message.id,
+            devices=len(committed.deliveries.get(message.id, ())),
+            users=len(users) - len(committed.refused),
+            skipped=skipped,
         )
 
     async def publish(
         self, app: str, outgoing: Sequence[Outgoing], outcome: Outcome = _NOTHING_ELSE
-    ) -> None:
+    ) -> Committed:
         """Store messages and their deliveries durably (with what else the send decided), then
-        fan them out to connected devices without waiting on any of them."""
-        await self._load_seqs(app, [d for o in outgoing for d in o.devices])
-        stored = []
-        for o in outgoing:
-            m = o.message
-            stored.append(
-                OutMessage(
-                    message_id=m.id,
-                    fields={
-                        "kind": m.kind,
-                        "category": m.category,
-                        "priority": m.priority,
-                        "campaign": m.campaign,
-                        "variant": m.variant,
-                        "created_at": m.created_at / 1000,
-                        "expires_at": m.expires_at / 1000,
-                    },
-                    wire=encode_message(m),
-                    deliveries=tuple(self._next_seqs(app, o.devices)),
-                    collapse_key=m.collapse_key,
-                )
+        fan them out to connected devices without waiting on any of them.
+
+        The store checks the sends' caps and budget and numbers the deliveries inside its
+        commit; only what it accepted goes on the wire.
+        """
+        stored = [
+            OutMessage(
+                message_id=o.message.id,
+                fields={
+                    "kind": o.message.kind,
+                    "category": o.message.category,
+                    "priority": o.message.priority,
+                    "campaign": o.message.campaign,
+                    "variant": o.message.variant,
+                    "created_at": o.message.created_at / 1000,
+                    "expires_at": o.message.expires_at / 1000,
+                },
+                wire=encode_message(o.message),
+                targets=o.targets,
+                collapse_key=o.message.collapse_key,
             )
-        await self.store.commit(app, outcome, stored)
-        self.metrics.sends += len(stored)
+            for o in outgoing
+        ]
+        committed = await self.store.commit(app, outcome, stored)
+        self.metrics.sends += len(committed.deliveries)
         # Durable: now fan out. The live copy carries sent_at for latency measurement.
         sent_at = int(self.clock() * 1000)
-        for o, out in zip(outgoing, stored, strict=True):
-            if out.deliveries:
+        for o in outgoing:
+            deliveries = committed.deliveries.get(o.message.id)
+            if deliveries:
                 live = Message(**{**_fields(o.message), "sent_at": sent_at})
-                self.broker.deliver(app, out.deliveries, encode_message(live))
-
-    async def _load_seqs(self, app: str, devices: list[str]) -> None:
-        """Load the last sequence numbers of devices this node has not seen (one store read)."""
-        missing = list(dict.fromkeys(d for d in devices if (app, d) not in self._last_seq))
-        if missing:
-            loaded = await self.store.last_seqs(app, missing)
-            for d in missing:
-                self._last_seq.setdefault((app, d), loaded.get(d, 0))
-
-    def _next_seqs(self, app: str, devices: Sequence[str]) -> list[tuple[str, int]]:
-        """Give each device its next sequence number (loaded by :meth:`_load_seqs`)."""
-        out = []
-        last = self._last_seq
-        for d in devices:
-            key = (app, d)
-            seq = last[key] + 1
-            last[key] = seq
-            out.append((d, seq))
-        return out
+                self.broker.deliver(app, deliveries, encode_message(live))
+        return committed
 
     async def revoke(self, app: str, message_id: str) -> bool:
         """Revoke a message: undelivered copies are dropped, devices are told to remove it."""
         recipients = await self.store.revoke(app, message_id)
         if recipients is None:
             return False
-        self.broker.revoke(app, [d for d, _ in recipients], [message_id])
+        self.withdraw(app, [d for d, _ in recipients], [message_id])
         return True
+
+    def withdraw(self, app: str, devices: Sequence[str], message_ids: Sequence[str]) -> None:
+        """Tell connected devices to remove messages (already dropped from the store)."""
+        self.broker.revoke(app, devices, message_ids)
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the node's metrics."""
@@ -329,7 +327,7 @@ class Node:
         """Register the device, welcome it, replay what it missed (PROTOCOL.md §2)."""
         now = self.clock()
         dev = hello.device
-        row = await self.store.upsert_device(
+        row = await self.ingest.device(
             DeviceRow(
                 app=claims.app,
                 device_id=claims.device,
@@ -343,17 +341,6 @@ class Node:
                 last_seen=now,
             )
         )
-        self.engine.on_device(
-            claims.app,
-            claims.user or anonymous_key(claims.device),
-            tz=dev.tz,
-            locale=dev.locale,
-            platform=dev.platform,
-            app_version=dev.app_version,
-        )
-        key = (claims.app, claims.device)
-        last_seq = max(self._last_seq.get(key, 0), row.last_seq)
-        self._last_seq[key] = last_seq
         cfg = self._config
         session = Session(
             ws=ws,
@@ -365,6 +352,7 @@ class Node:
             queue_limit=cfg.send_queue_bytes,
             limiter=RateLimiter(cfg.rate_limit_per_s, cfg.rate_burst, monotonic()),
             metrics=self.metrics,
+            on_gap=self._replay_gap,
         )
         old = self.hub.add(session)
         if old is not None:
@@ -385,7 +373,7 @@ class Node:
                 },
             )
         )
-        resume = min(hello.resume, last_seq)
+        resume = min(hello.resume, row.last_seq)
         try:
             if resume > row.acked_seq:
                 await self.store.ack(claims.app, claims.device, resume)
@@ -400,6 +388,25 @@ class Node:
             last = i + limits.MAX_IDS_PER_FRAME >= len(changes)
             session.send(InboxState(ver=ver if last else chunk[-1].ver, changes=tuple(chunk)))
         return session
+
+    def _replay_gap(self, session: Session) -> None:
+        """A live delivery skipped a sequence number (another writer's delivery is still on
+        its way): replay the stored queue after what the session sent, then go live again."""
+        task = asyncio.get_running_loop().create_task(self._replay(session))
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    async def _replay(self, session: Session) -> None:
+        try:
+            pending = await self.store.pending(
+                session.app, session.device, session.last_sent, self.clock()
+            )
+            for p in pending:
+                session.replay(p.seq, p.wire)
+        except TidingsError as exc:  # what stays unsent is replayed at the next resume
+            log.warning("replay after a sequence gap failed: %s", exc.reason)
+        finally:
+            session.end_replay()
 
     def _schedule_flush(self) -> None:
         if self._flusher is None:
@@ -438,20 +445,17 @@ class Node:
 
     async def dispatch(self, session: Session, frame: Frame) -> None:
         """Handle one frame of the open phase (PROTOCOL.md §4)."""
-        store, app, now = self.store, session.app, self.clock()
+        store, app = self.store, session.app
         if isinstance(frame, Ack):
-            seq = min(frame.seq, self._last_seq.get((app, session.device), 0))
+            seq = min(frame.seq, session.last_sent)  # nothing beyond what it was sent
             key = (app, session.device)
             if seq > self._acks.get(key, 0):
                 self._acks[key] = seq
                 self._schedule_flush()
         elif isinstance(frame, Events):
             self.metrics.events += len(frame.events)
-            await store.insert_events(app, session.device, session.user_key, frame.events, now)
+            await self.ingest.events(app, session.device, session.user_key, frame.events)
             session.send(Ok(rid=frame.rid))
-            await self.engine.on_events(
-                app, session.user_key, [(e.name, e.props, e.ts / 1000) for e in frame.events]
-            )
         elif isinstance(frame, Identify):
             if frame.user is not None and frame.user != session.user:
                 raise TidingsError(
@@ -460,8 +464,7 @@ class Node:
                     code=codes.ERR_FORBIDDEN,
                 )
             if frame.attrs:
-                await store.merge_attrs(app, session.user_key, frame.attrs, now)
-                self.engine.on_attrs(app, session.user_key, frame.attrs)
+                await self.ingest.attributes(app, session.user_key, frame.attrs)
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Receipt):
             self._receipts.append((session, frame))
@@ -477,8 +480,7 @@ class Node:
                 raise InvalidField(
                     "prefs.categories.transactional", "transactional messages cannot be refused"
                 )
-            await store.set_consent(app, session.user_key, frame.categories, now)
-            self.engine.on_consent(app, session.user_key, frame.categories)
+            await self.ingest.consent(app, session.user_key, frame.categories)
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Ping):
             session.send(Pong(ts=frame.ts))

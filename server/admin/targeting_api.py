@@ -268,15 +268,9 @@ def install(api: FastAPI, node: Node) -> None:
         """Merge attributes (``null`` removes one) and set consent per category; creates the
         profile if the user is new. ``transactional`` consent cannot be refused."""
         target = _resolve(node, body.app, key_app, "app")
-        now = node.clock()
-        if body.attrs:
-            await node.store.merge_attrs(target.id, user_id, body.attrs, now)
-            node.engine.on_attrs(target.id, user_id, body.attrs)
+        await node.ingest.attributes(target.id, user_id, body.attrs or {})
         if body.consent:
-            await node.store.set_consent(target.id, user_id, dict(body.consent), now)
-            node.engine.on_consent(target.id, user_id, body.consent)
-        if node.engine.profile(target.id, user_id) is None:
-            node.engine.on_attrs(target.id, user_id, {})
+            await node.ingest.consent(target.id, user_id, body.consent)
         return profile_json(_profile(target.id, user_id))
 
     @api.get("/v1/users/{user_id}/export", responses=_ERRORS, summary="Export a user's data",
@@ -300,7 +294,7 @@ def install(api: FastAPI, node: Node) -> None:
         """Erase a user: profile, events, messages, decisions, pending work and the messages
         still queued for their devices."""
         target = _resolve(node, app, key_app, "app")
-        if not await node.engine.erase(target.id, user_id):
+        if not await node.ingest.erase(target.id, user_id):
             _profile(target.id, user_id)  # raises the 404
         return Response(status_code=204)
 
@@ -318,8 +312,5 @@ def install(api: FastAPI, node: Node) -> None:
                   ts=int(now * 1000) if e.ts is None else e.ts, props=e.props)
             for e in body.events
         ]  # fmt: skip
-        await node.store.insert_events(target.id, SERVER_DEVICE, body.user, events, now)
-        await node.engine.on_events(
-            target.id, body.user, [(e.name, e.props, e.ts / 1000) for e in events]
-        )
+        await node.ingest.events(target.id, SERVER_DEVICE, body.user, events)
         return EventsAccepted(accepted=len(events))

@@ -6,7 +6,7 @@ runs campaigns against the store and hands messages to the node for fan-out.
 
 from __future__ import annotations
 
-from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, CapRule, check
+from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, CapRule, limits_for
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.campaigns.model import (
     CONTROL,
@@ -84,10 +84,10 @@ __all__ = [
     "Variant",
     "assign",
     "bucket",
-    "check",
     "choose_send_time",
     "compare_variants",
     "event_context",
+    "limits_for",
     "pick_winner",
     "render",
     "render_content",

@@ -1,18 +1,22 @@
-"""Frequency capping and consent: may this user get this campaign's message now?
+"""Frequency capping and consent: which limits a send to this user must still fit?
 
-:func:`check` is a pure function of the user's send history, profile, the campaign, the
-campaign's sent total and an injected ``now``. It answers with a
-:class:`~tidings.server.campaigns.model.Decision` whose reason goes to the decision log, and for
-caps a ``retry_at`` (when the oldest counted message leaves the window).
+:func:`limits_for` is a pure function of the user's profile, the message's category and the
+campaign. It answers with a :class:`~tidings.server.campaigns.model.Decision` when the user
+may not be asked at all (``opted_out``), or with the :class:`~tidings.server.storage.Limit` s
+that the store checks and consumes inside the transaction that records the send: counting
+happens where the sends are, so caps hold under any concurrency and on any number of nodes,
+and a direct marketing send counts the moment it is stored. The campaign's total budget is
+checked the same way (:attr:`~tidings.server.storage.Outcome.budget`).
 
-Checks, in order:
+In order:
 
 1. consent: a user who opted out of the message's category is never targeted
    (``opted_out``); ``transactional`` messages skip this and every marketing cap;
-2. total budget (``budget_exhausted``);
-3. the campaign's own per-user limit (``capped_campaign``);
-4. the marketing caps of the user's value tier and lifecycle stage; both apply and the
-   stricter wins (``capped_tier`` / ``capped_lifecycle``).
+2. the campaign's own per-user limit (``capped_campaign``);
+3. the marketing caps of the user's value tier and lifecycle stage; both apply, and when both
+   are reached the store reports the one with the longer window (``capped_tier`` /
+   ``capped_lifecycle``);
+4. an optional minimum gap between two marketing messages (``capped_gap``).
 
 Default marketing caps (seeds: highly active users 3-4 a week, ordinary users 1-2 a week,
 dormant users 2 a month), counted over every category except the bypass ones:
@@ -34,11 +38,12 @@ lifecycle churned  1 per 30 days   one win-back attempt a month, not a spam stre
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from tidings.server.campaigns.model import Campaign, Decision, Reason
+from tidings.server.storage import Limit
 from tidings.server.targeting.lifecycle import Lifecycle, Tier
 from tidings.server.targeting.profiles import TRANSACTIONAL, Profile, allows
 
@@ -50,7 +55,7 @@ __all__ = [
     "WEEK",
     "CapConfig",
     "CapRule",
-    "check",
+    "limits_for",
 ]
 
 WEEK = 7 * 86_400
@@ -89,100 +94,59 @@ DEFAULT_LIFECYCLE_CAPS: Mapping[Lifecycle, CapRule] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CapConfig:
-    """Cap tables of one app; categories in ``bypass`` are neither capped nor counted."""
+    """Cap tables of one app; categories in ``bypass`` are neither capped nor counted.
+
+    ``min_gap_s``: at least this long between two marketing messages to one user (None: no
+    gap beyond the caps).
+    """
 
     tier_caps: Mapping[Tier, CapRule] = field(default_factory=lambda: DEFAULT_TIER_CAPS)
     lifecycle_caps: Mapping[Lifecycle, CapRule] = field(
         default_factory=lambda: DEFAULT_LIFECYCLE_CAPS
     )
     bypass: frozenset[str] = frozenset({TRANSACTIONAL})
+    min_gap_s: int | None = None
 
 
 DEFAULT_CAPS = CapConfig()
 
 
-def _in_window(stamps: Iterable[float], now: float, window_s: float) -> list[float]:
-    return [t for t in stamps if now - window_s < t <= now]
-
-
-def _cap(
-    rule: CapRule | None, marketing: list[float], now: float, reason: Reason, who: str
-) -> Decision | None:
-    if rule is None:
-        return None
-    recent = _in_window(marketing, now, rule.window_s)
-    if len(recent) < rule.limit:
-        return None
-    # Free again when enough of the counted messages have left the window.
-    recent.sort()
-    retry = recent[len(recent) - rule.limit] + rule.window_s
-    return Decision(False, reason, f"{who}: {rule}", retry)
-
-
-def check(
-    history: Mapping[str, Iterable[float]],
+def limits_for(
     profile: Profile,
-    campaign: Campaign,
-    now: float,
+    category: str,
     *,
-    campaign_history: Iterable[float] = (),
-    campaign_sent_total: int = 0,
+    campaign: Campaign | None = None,
     config: CapConfig = DEFAULT_CAPS,
-) -> Decision:
-    """Decide whether ``campaign`` may send to ``profile``'s user at ``now``.
+) -> Decision | tuple[Limit, ...]:
+    """What stands between ``profile``'s user and a message of ``category`` now.
 
-    Args:
-        history: Unix times of messages already sent to the user, by category.
-        profile: The user's profile (consent, tier, lifecycle).
-        campaign: The campaign (category, frequency limits, budget).
-        now: Decision time.
-        campaign_history: Unix times this campaign already sent to this user.
-        campaign_sent_total: Messages this campaign sent to everyone so far.
-        config: The app's cap tables.
+    Returns a refusal (opted out), or the limits the store must find room under at commit.
     """
-    category = campaign.content.category
     bypass = category in config.bypass
     if not bypass and not allows(profile, category):
         return Decision(False, Reason.OPTED_OUT, f"opted out of {category}")
-
-    freq = campaign.frequency
-    if freq.total_budget is not None and campaign_sent_total >= freq.total_budget:
-        return Decision(False, Reason.BUDGET_EXHAUSTED, f"budget of {freq.total_budget} used")
-
-    if freq.per_user_limit is not None:
-        stamps = list(campaign_history)
+    out: list[Limit] = []
+    freq = campaign.frequency if campaign is not None else None
+    if campaign is not None and freq is not None and freq.per_user_limit is not None:
         window = freq.per_user_window_s
-        if window is None:
-            if len(stamps) >= freq.per_user_limit:
-                return Decision(
-                    False, Reason.CAPPED_CAMPAIGN, f"campaign: {freq.per_user_limit} per user"
-                )
-        else:
-            decision = _cap(
-                CapRule(freq.per_user_limit, window),
-                stamps,
-                now,
-                Reason.CAPPED_CAMPAIGN,
-                "campaign",
-            )
-            if decision is not None:
-                return decision
-
+        per_user = (
+            f"{freq.per_user_limit} per user"
+            if window is None
+            else str(CapRule(freq.per_user_limit, window))
+        )
+        out.append(Limit(freq.per_user_limit, window, str(Reason.CAPPED_CAMPAIGN),
+                         f"campaign: {per_user}", campaign=campaign.id))  # fmt: skip
     if bypass:
-        return Decision(True, Reason.SENT, "transactional: marketing caps do not apply")
-
-    marketing = [t for cat, stamps in history.items() if cat not in config.bypass for t in stamps]
-    tier = _cap(
-        config.tier_caps.get(profile.tier), marketing, now, Reason.CAPPED_TIER, profile.tier
-    )
-    stage = _cap(
-        config.lifecycle_caps.get(profile.lifecycle),
-        marketing,
-        now,
-        Reason.CAPPED_LIFECYCLE,
-        profile.lifecycle,
-    )
-    if tier is not None and stage is not None:
-        # Both bind: report the one that keeps the user capped longer.
-        return tier if (tier.retry_at or 0) >= (stage.retry_at or 0) else stage
-    return tier or stage or Decision(True, Reason.SENT)
+        return tuple(out)
+    for rule, reason, who in (
+        (config.tier_caps.get(profile.tier), Reason.CAPPED_TIER, profile.tier),
+        (config.lifecycle_caps.get(profile.lifecycle), Reason.CAPPED_LIFECYCLE, profile.lifecycle),
+    ):
+        if rule is not None:
+            out.append(Limit(rule.limit, rule.window_s, str(reason), f"{who}: {rule}",
+                             uncounted=config.bypass))  # fmt: skip
+    if config.min_gap_s is not None:
+        out.append(Limit(1, config.min_gap_s, str(Reason.CAPPED_GAP),
+                         f"at least {config.min_gap_s} s between marketing messages",
+                         uncounted=config.bypass))  # fmt: skip
+    return tuple(out)

@@ -22,21 +22,24 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import os
+import socket
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action as WireAction
 from tidings.protocol.frames import Message
-from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, check
+from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, limits_for
 from tidings.server.campaigns.model import (
     CONTROL,
     Campaign,
     CampaignKind,
     CampaignStatus,
+    Decision,
     Reason,
 )
 from tidings.server.campaigns.sendtime import SendPolicy, choose_send_time, next_local_time
@@ -50,8 +53,18 @@ from tidings.server.campaigns.templates import (
     validate_campaign,
 )
 from tidings.server.campaigns.variants import assign
-from tidings.server.errors import Conflict, NotFound
-from tidings.server.storage import DecisionRow, Outcome, PendingSend, ProfileRow, SendRow
+from tidings.server.config import AppConfig
+from tidings.server.delivery import Outgoing, Publisher
+from tidings.server.errors import ClaimLost, Conflict, NotFound
+from tidings.server.storage import (
+    DecisionRow,
+    Limit,
+    Outcome,
+    PendingSend,
+    ProfileRow,
+    SendRow,
+    Store,
+)
 from tidings.server.targeting.index import ProfileIndex
 from tidings.server.targeting.lifecycle import next_change_at
 from tidings.server.targeting.profiles import (
@@ -69,18 +82,15 @@ from tidings.server.targeting.segments import Event as EventCond
 from tidings.server.targeting.segments import EventSource, Node, evaluate, walk
 from tidings.server.targeting.tags import TagEngine, TagRule
 
-if TYPE_CHECKING:
-    from tidings.server.node import Node as GatewayNode
-
-__all__ = ["DUE_BATCH", "HISTORY_S", "REPLAY_S", "TICK_S", "CampaignEngine"]
+__all__ = ["CLAIM_LEASE_S", "DUE_BATCH", "REPLAY_S", "TICK_S", "CampaignEngine"]
 
 log = logging.getLogger(__name__)
 
 REPLAY_S = 90 * 86_400
 """Events this old or newer are replayed at start (the longest tag window is 90 days)."""
 
-HISTORY_S = 366 * 86_400
-"""Send records this old or newer are loaded for caps (the longest per-user cap window)."""
+CLAIM_LEASE_S = 60.0
+"""How long a scheduler holds the due work it claimed; after that another may take it."""
 
 TICK_S = 1.0
 """Longest wait between scheduler rounds (tag expiry, lifecycle changes); pending sends wake the
@@ -104,7 +114,6 @@ class _Live:
 class _App:
     index: ProfileIndex
     tags: TagEngine = field(default_factory=TagEngine)
-    history: dict[str, list[tuple[float, str, str | None]]] = field(default_factory=dict)
     campaigns: dict[str, _Live] = field(default_factory=dict)
     reclass: list[tuple[float, str]] = field(default_factory=list)
     due: dict[str, float] = field(default_factory=dict)  # user -> their live reclass entry
@@ -131,9 +140,22 @@ class _Item:
 class CampaignEngine:
     """Targeting and campaigns of every app hosted by one node; see the module docstring."""
 
-    def __init__(self, node: GatewayNode, *, caps: CapConfig = DEFAULT_CAPS) -> None:
-        self.node = node
+    def __init__(
+        self,
+        *,
+        store: Store,
+        publisher: Publisher,
+        apps: Sequence[AppConfig],
+        clock: Callable[[], float],
+        caps: CapConfig = DEFAULT_CAPS,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
         self.caps = caps
+        self._configs = {a.id: a for a in apps}
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """Who claims due work: unique per process, so a claim is never mistaken for ours."""
         self._apps: dict[str, _App] = {}
         self._loop: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
@@ -144,8 +166,8 @@ class CampaignEngine:
 
     async def start(self) -> None:
         """Rebuild profiles, tags, send history and campaigns from the store; start ticking."""
-        store, now = self.node.store, self.node.clock()
-        for app_cfg in self.node.config.apps:
+        store, now = self.store, self.clock()
+        for app_cfg in self._configs.values():
             self._apps[app_cfg.id] = state = _App(ProfileIndex(app_cfg.id))
             for row in await store.profile_rows(app_cfg.id):
                 state.index.upsert(_profile_from_row(app_cfg.id, row))
@@ -157,11 +179,6 @@ class CampaignEngine:
         for app, spec in await store.tag_rules():
             if app in self._apps:
                 self._apps[app].tags.add_rule(TagRule.from_json(spec))
-        for app, send in await store.sends_since(now - HISTORY_S):
-            if app in self._apps:
-                self._apps[app].history.setdefault(send.user_key, []).append(
-                    (send.at, send.category, send.campaign)
-                )
         for app, state in self._apps.items():
             profiles: dict[str, Profile] = {}
             for e in await store.events_since(app, now - REPLAY_S):
@@ -194,7 +211,7 @@ class CampaignEngine:
 
     async def _run(self) -> None:
         while True:
-            wait = min(TICK_S, self._next_due - self.node.clock())
+            wait = min(TICK_S, self._next_due - self.clock())
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
@@ -234,19 +251,19 @@ class CampaignEngine:
     def on_device(self, app: str, user_key: str, *, tz: str, locale: str, platform: str,
                   app_version: str) -> None:  # fmt: skip
         """A device said hello: its facts describe the user now."""
-        now = self.node.clock()
+        now = self.clock()
         p = self._get_or_new(app, user_key, now)
         p = apply_device(p, tz=tz, locale=locale, platform=platform, app_version=app_version)
         self._put(app, replace(p, last_seen=max(p.last_seen, now)), now)
 
     def on_attrs(self, app: str, user_key: str, attrs: Mapping[str, Any]) -> None:
         """Attributes were merged into a profile (``None`` removes one)."""
-        now = self.node.clock()
+        now = self.clock()
         self._put(app, apply_attributes(self._get_or_new(app, user_key, now), attrs), now)
 
     def on_consent(self, app: str, user_key: str, categories: Mapping[str, bool]) -> None:
         """A user chose which categories of messages they accept."""
-        now = self.node.clock()
+        now = self.clock()
         p = self._get_or_new(app, user_key, now)
         for category, allowed in categories.items():
             p = set_consent(p, category, allowed)
@@ -256,7 +273,7 @@ class CampaignEngine:
         self, app: str, user_key: str, events: Iterable[tuple[str, Mapping[str, Any], float]]
     ) -> None:
         """Behaviour events of one user (already stored): update the profile, run triggers."""
-        state, now = self._state(app), self.node.clock()
+        state, now = self._state(app), self.clock()
         # A device clock ahead of ours does not make the future.
         fired = [(name, props, min(ts, now)) for name, props, ts in events]
         p = apply_events(self._get_or_new(app, user_key, now), fired)
@@ -288,12 +305,12 @@ class CampaignEngine:
         event = {"name": name, "props": dict(props), "ts": ts}
         if reason is not None:
             decision = _decision(c, p.user_id, now, reason, variant=variant)
-            await self.node.store.commit(app, Outcome(decisions=[decision]))
+            await self.store.commit(app, Outcome(decisions=[decision]))
             return
         wait = max(trig.delay_s, trig.unless.within_s if trig.unless else 0)
         if wait > 0:
             due = ts + wait
-            await self.node.store.commit(app, Outcome(
+            await self.store.commit(app, Outcome(
                 new_pending=[PendingSend(app=app, campaign=c.id, user_key=p.user_id,
                                          due_at=due, event=event)],
                 decisions=[_decision(c, p.user_id, now, Reason.SCHEDULED,
@@ -315,7 +332,7 @@ class CampaignEngine:
         values: dict[EventCond, dict[str, float]] = {}
         for cond in conds:
             per_user: dict[str, float] = {}
-            for e in await self.node.store.events_since(
+            for e in await self.store.events_since(
                 app, now - cond.within_s, name=cond.name, user_key=user
             ):
                 if e.ts > now or not all(f.matches(e.props) for f in cond.where):
@@ -339,7 +356,7 @@ class CampaignEngine:
 
     async def resolve(self, app: str, tree: Node) -> set[str]:
         """The users in a segment now."""
-        now = self.node.clock()
+        now = self.clock()
         self._refresh(app, now)
         events = await self._event_source(app, tree, now)
         return self._state(app).index.resolve(tree, now, events)
@@ -375,13 +392,13 @@ class CampaignEngine:
 
     async def put_tag_rule(self, app: str, rule: TagRule) -> None:
         """Create or replace a tag rule; stored events within its window count at once."""
-        state, now = self._state(app), self.node.clock()
-        await self.node.store.save_tag_rule(app, rule.name, rule.to_json())
+        state, now = self._state(app), self.clock()
+        await self.store.save_tag_rule(app, rule.name, rule.to_json())
         if rule.name in state.tags.rule_names:
             self._untag(app, rule.name, state.tags.remove_rule(rule.name), now)
         state.tags.add_rule(rule)
         gained: set[str] = set()
-        for e in await self.node.store.events_since(app, now - rule.window_s, name=rule.event):
+        for e in await self.store.events_since(app, now - rule.window_s, name=rule.event):
             if rule.name in state.tags.observe(e.user_key, e.name, e.props, e.ts).added:
                 gained.add(e.user_key)
         state.tags.expire(now)
@@ -395,8 +412,8 @@ class CampaignEngine:
         state = self._state(app)
         if name not in state.tags.rule_names:
             return False
-        await self.node.store.save_tag_rule(app, name, None)
-        self._untag(app, name, state.tags.remove_rule(name), self.node.clock())
+        await self.store.save_tag_rule(app, name, None)
+        self._untag(app, name, state.tags.remove_rule(name), self.clock())
         return True
 
     def _untag(self, app: str, tag: str, users: Iterable[str], now: float) -> None:
@@ -411,13 +428,12 @@ class CampaignEngine:
     async def erase(self, app: str, user_key: str) -> bool:
         """Erase a user: profile, events, messages, decisions, pending work, devices' queues."""
         state = self._state(app)
-        known = user_key in state.index or await self.node.store.user(app, user_key) is not None
-        devices, pending = await self.node.store.erase_user(app, user_key)
+        known = user_key in state.index or await self.store.user(app, user_key) is not None
+        devices, pending = await self.store.erase_user(app, user_key)
         if pending:
-            self.node.broker.revoke(app, devices, pending)
+            self.publisher.withdraw(app, devices, pending)
         state.index.remove(user_key)
         state.tags.forget(user_key)
-        state.history.pop(user_key, None)
         state.due.pop(user_key, None)
         return known or bool(devices)
 
@@ -440,7 +456,7 @@ class CampaignEngine:
 
     def limits(self, app: str) -> ContentLimits:
         """The rendered length limits of an app's messages."""
-        cfg = self.node.config.app(app)
+        cfg = self._configs.get(app)
         if cfg is None:
             raise InvalidField("app", f"unknown app {app!r}")
         return ContentLimits(
@@ -467,8 +483,8 @@ class CampaignEngine:
         if status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
             raise Conflict("status", f"a {status} campaign cannot be changed")
         campaign = campaign.with_status(status)
-        now = self.node.clock()
-        await self.node.store.save_campaign(
+        now = self.clock()
+        await self.store.save_campaign(
             campaign.app, campaign.id, campaign.to_json(), str(status), now
         )
         state.campaigns[campaign.id] = _Live(
@@ -481,19 +497,19 @@ class CampaignEngine:
         live = self._live(app, cid)
         if live.campaign.status is not CampaignStatus.DRAFT:
             raise Conflict("status", "only a draft can be deleted; cancel this campaign")
-        await self.node.store.delete_campaign(app, cid)
+        await self.store.delete_campaign(app, cid)
         del self._state(app).campaigns[cid]
 
     async def _set_status(self, app: str, live: _Live, status: CampaignStatus) -> None:
-        now = self.node.clock()
-        await self.node.store.set_campaign_status(app, live.campaign.id, str(status), now)
+        now = self.clock()
+        await self.store.set_campaign_status(app, live.campaign.id, str(status), now)
         live.campaign = live.campaign.with_status(status)
         live.updated_at = now
 
     async def start_campaign(self, app: str, cid: str) -> Campaign:
         """Start a draft (or resume a paused) campaign."""
         live = self._live(app, cid)
-        c, now = live.campaign, self.node.clock()
+        c, now = live.campaign, self.clock()
         if c.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
             raise Conflict("status", f"a {c.status} campaign cannot be started")
         first = c.status is CampaignStatus.DRAFT
@@ -504,7 +520,7 @@ class CampaignEngine:
             assert c.schedule is not None
             if c.schedule.at is not None and c.schedule.at > now:
                 run = PendingSend(app=app, campaign=cid, user_key=None, due_at=c.schedule.at)
-                await self.node.store.commit(app, Outcome(new_pending=[run]))
+                await self.store.commit(app, Outcome(new_pending=[run]))
                 self._due_at(run.due_at)
             else:
                 await self._run_audience(app, live, now)
@@ -526,47 +542,73 @@ class CampaignEngine:
         if live.campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
             raise Conflict("status", f"a {live.campaign.status} campaign cannot be cancelled")
         await self._set_status(app, live, CampaignStatus.CANCELLED)
-        await self.node.store.drop_pending(app, cid)
-        revoked = await self.node.store.undisplayed_messages(app, cid)
-        await asyncio.gather(*(self.node.revoke(app, mid) for mid in revoked))
+        await self.store.drop_pending(app, cid)
+        revoked = await self.store.undisplayed_messages(app, cid)
+        await asyncio.gather(*(self.publisher.revoke(app, mid) for mid in revoked))
         return live.campaign, len(revoked)
 
     # --- running ------------------------------------------------------------------------------
 
     async def tick(self, now: float | None = None) -> None:
-        """One scheduler round: refresh profiles, then run every pending send that is due."""
+        """One scheduler round: refresh profiles, then claim and run every pending send due.
+
+        Claims (:meth:`Store.claim_due`) make sure two schedulers — two ticks here, or two
+        gateway processes — never run the same pending send; a claim lost to another
+        scheduler after its lease ended refuses the whole commit (:class:`ClaimLost`).
+        """
         async with self._tick_lock:
-            now = self.node.clock() if now is None else now
+            now = self.clock() if now is None else now
             for app in self._apps:
                 self._refresh(app, now)
-            due = await self.node.store.due_pending(now, DUE_BATCH)
+            due = await self.store.claim_due(self.owner, now, CLAIM_LEASE_S, DUE_BATCH)
             groups: dict[tuple[str, str], list[PendingSend]] = {}
             for p in due:
                 groups.setdefault((p.app, p.campaign), []).append(p)
             for (app, cid), items in groups.items():
                 live = self._apps[app].campaigns.get(cid) if app in self._apps else None
-                if live is None or live.campaign.status is CampaignStatus.CANCELLED:
-                    await self.node.store.commit(app, Outcome(done_pending=[p.id for p in items]))
-                    continue
-                if live.campaign.status is not CampaignStatus.RUNNING:
-                    continue  # paused: the work waits
-                runs = [p for p in items if p.user_key is None]
-                if runs:
-                    await self.node.store.commit(app, Outcome(done_pending=[p.id for p in runs]))
-                    await self._run_audience(app, live, now)
-                users = [p for p in items if p.user_key is not None]
-                if users:
-                    await self._dispatch(app, live, [
-                        _Item(p.user_key or "", p.event, p.id) for p in users
-                    ], now, due=True)  # fmt: skip
-            later = await self.node.store.next_due()
-            # Work still due now belongs to paused campaigns: look again on the next tick.
+                try:
+                    await self._run_due(app, live, items, now)
+                except ClaimLost as exc:
+                    log.warning("campaigns: %s", exc.reason)
+            later = await self.store.next_due()
+            # Work still due now is claimed by someone else: look again on the next tick.
             self._next_due = now + TICK_S if later is None or later <= now else later
 
-    async def _run_audience(self, app: str, live: _Live, now: float) -> None:
-        """Resolve a campaign's segment and decide for everyone in it (now or at their time)."""
+    async def _run_due(
+        self, app: str, live: _Live | None, items: Sequence[PendingSend], now: float
+    ) -> None:
+        """Run one campaign's claimed due work, or let it go if the campaign is over."""
+        if live is None or live.campaign.status is CampaignStatus.PAUSED:
+            return  # not (yet) known or paused here: the claim lapses and the work waits
+        c = live.campaign
+        if c.status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
+            over = [
+                _decision(c, p.user_key, now, Reason.CAMPAIGN_INACTIVE,
+                          f"campaign {c.status} before the send time")
+                for p in items if p.user_key is not None
+            ]  # fmt: skip
+            await self.store.commit(app, Outcome(
+                decisions=over, done_pending=[p.id for p in items], claim=self.owner
+            ))  # fmt: skip
+            return
+        runs = [p.id for p in items if p.user_key is None]
+        if runs:
+            await self._run_audience(app, live, now, done=runs)
+        users = [p for p in items if p.user_key is not None]
+        if users:
+            await self._dispatch(app, live, [
+                _Item(p.user_key or "", p.event, p.id) for p in users
+            ], now, due=True)  # fmt: skip
+
+    async def _run_audience(
+        self, app: str, live: _Live, now: float, *, done: Sequence[int] = ()
+    ) -> None:
+        """Resolve a campaign's segment and decide for everyone in it (now or at their time).
+
+        ``done``: the claimed scheduled run this is, finished in the same commit.
+        """
         users = sorted(await self.resolve(app, live.campaign.segment))
-        await self._dispatch(app, live, [_Item(u) for u in users], now)
+        await self._dispatch(app, live, [_Item(u) for u in users], now, done=done)
         await self._maybe_complete(app, live)
 
     async def _maybe_complete(self, app: str, live: _Live) -> None:
@@ -576,8 +618,17 @@ class CampaignEngine:
         budget = c.frequency.total_budget
         spent = budget is not None and live.sent_total >= budget
         one_shot = c.kind is not CampaignKind.TRIGGERED
-        if spent or (one_shot and await self.node.store.count_pending(app, c.id) == 0):
+        if spent or (one_shot and await self.store.count_pending(app, c.id) == 0):
             await self._set_status(app, live, CampaignStatus.COMPLETED)
+
+    def send_limits(self, app: str, user_key: str, category: str, now: float) -> tuple[Limit, ...]:
+        """The caps a direct send of ``category`` to this user must fit (checked at commit).
+
+        Opt-outs are not among them: the sender filters those before.
+        """
+        p = self._state(app).index.get(user_key) or new_profile(app, user_key, now)
+        verdict = limits_for(p, category, config=self.caps)
+        return () if isinstance(verdict, Decision) else verdict
 
     def _send_at(self, c: Campaign, p: Profile, now: float) -> float:
         st = c.send_time
@@ -590,22 +641,25 @@ class CampaignEngine:
                                 default_hour=st.default_hour, window=st.window)  # fmt: skip
 
     async def _dispatch(
-        self, app: str, live: _Live, items: Sequence[_Item], now: float, *, due: bool = False
-    ) -> None:
+        self, app: str, live: _Live, items: Sequence[_Item], now: float, *, due: bool = False,
+        done: Sequence[int] = (),
+    ) -> None:  # fmt: skip
         """Decide for each user, render, and store everything in one write, then fan out.
 
-        ``due``: the items are pending work whose time came (no second send-time choice).
-        """
-        from tidings.server.node import Outgoing
+        The caps, per-user limits and budget are checked and consumed by the store inside that
+        write (:class:`Limit`, :attr:`Outcome.budget`): a send they no longer allow is logged
+        with the cap's reason and not delivered. Here they only save work: nobody is rendered
+        past a budget that this process already knows is spent.
 
+        ``due``: the items are claimed pending work whose time came (no second send-time
+        choice). ``done``: other claimed pending work this write finishes.
+        """
         state, c = self._state(app), live.campaign
         limits = self.limits(app)
         decisions: list[DecisionRow] = []
         later: list[PendingSend] = []
-        sends: list[SendRow] = []
-        out: list[Outgoing] = []
-        keep: list[tuple[str, Message]] = []
-        sent_total = live.sent_total
+        keep: list[tuple[str, Message, tuple[Limit, ...]]] = []
+        budget = c.frequency.total_budget
         followed = await self._unless_followed(app, c, items) if due else set()
         unless = c.trigger.unless if c.trigger else None
         followed_why = f"{unless.event} followed within {unless.within_s} s" if unless else ""
@@ -627,15 +681,12 @@ class CampaignEngine:
             if variant == CONTROL:
                 decisions.append(_decision(c, item.user, now, Reason.HOLDOUT, "", variant))
                 continue
-            history = state.history.get(item.user, [])
-            by_category: dict[str, list[float]] = {}
-            for at, category, _ in history:
-                by_category.setdefault(category, []).append(at)
-            verdict = check(
-                by_category, p, c, now, config=self.caps, campaign_sent_total=sent_total,
-                campaign_history=[at for at, _, cid in history if cid == c.id],
-            )  # fmt: skip
-            if not verdict.allowed:
+            if budget is not None and live.sent_total + len(keep) >= budget:
+                decisions.append(_decision(c, item.user, now, Reason.BUDGET_EXHAUSTED,
+                                           f"budget of {budget} used", variant))  # fmt: skip
+                continue
+            verdict = limits_for(p, str(c.content.category), campaign=c, config=self.caps)
+            if isinstance(verdict, Decision):
                 decisions.append(_decision(c, item.user, now, verdict.reason, verdict.detail,
                                            variant))  # fmt: skip
                 continue
@@ -677,31 +728,31 @@ class CampaignEngine:
                 ),
                 data=dict(rendered.data),
             )
-            keep.append((item.user, message))
-            sent_total += 1
+            keep.append((item.user, message, verdict))
         devices: dict[str, list[str]] = {}
         if keep:
-            for device, user in await self.node.store.devices_of_keys(app, [u for u, _ in keep]):
+            for device, user in await self.store.devices_of_keys(app, [u for u, _, _ in keep]):
                 devices.setdefault(user, []).append(device)
-        for user, message in keep:
+        sends: list[SendRow] = []
+        out: list[Outgoing] = []
+        for user, message, caps in keep:
             targets = devices.get(user, [])
-            decisions.append(_decision(c, user, now, Reason.SENT,
-                                       f"{len(targets)} device(s)", message.variant,
-                                       message.id))  # fmt: skip
-            sends.append(SendRow(user_key=user, at=now, category=message.category,
-                                 message_id=message.id, campaign=c.id,
-                                 variant=message.variant))  # fmt: skip
-            out.append(Outgoing(message, tuple(targets)))
-        await self.node.publish(app, out, Outcome(
-            sends=sends, decisions=decisions, new_pending=later,
-            done_pending=[i.pending_id for i in items if i.pending_id],
-            campaign_sent=(c.id, len(sends)),
+            sends.append(SendRow(
+                user_key=user, at=now, category=message.category, message_id=message.id,
+                campaign=c.id, variant=message.variant, limits=caps,
+                decision=_decision(c, user, now, Reason.SENT, f"{len(targets)} device(s)",
+                                   message.variant, message.id),
+            ))  # fmt: skip
+            out.append(Outgoing(message, tuple((d, user) for d in targets)))
+        finished = [*done, *(i.pending_id for i in items if i.pending_id)]
+        committed = await self.publisher.publish(app, out, Outcome(
+            sends=sends, decisions=decisions, new_pending=later, done_pending=finished,
+            campaign=c.id, budget=budget, claim=self.owner if finished else None,
         ))  # fmt: skip
-        live.sent_total += len(sends)
+        if committed.sent_total is not None:
+            live.sent_total = max(live.sent_total, committed.sent_total)
         if later:
             self._due_at(min(p.due_at for p in later))
-        for s in sends:
-            state.history.setdefault(s.user_key, []).append((s.at, s.category, c.id))
         await self._maybe_complete(app, live)
 
     async def _unless_followed(self, app: str, c: Campaign, items: Sequence[_Item]) -> set[int]:
@@ -714,7 +765,7 @@ class CampaignEngine:
         if unless is None or not starts:
             return set()
         by_user: dict[str, list[float]] = {}
-        for e in await self.node.store.events_since(app, min(starts.values()), name=unless.event):
+        for e in await self.store.events_since(app, min(starts.values()), name=unless.event):
             if all(f.matches(e.props) for f in unless.where):
                 by_user.setdefault(e.user_key, []).append(e.ts)
         return {
@@ -735,10 +786,10 @@ class CampaignEngine:
         """
         live = self._live(app, cid)
         c = live.campaign
-        rows = await self.node.store.decisions(app, cid, user, limit)
+        rows = await self.store.decisions(app, cid, user, limit)
         if rows or user is None:
             return rows
-        p, now = self._state(app).index.get(user), self.node.clock()
+        p, now = self._state(app).index.get(user), self.clock()
         budget = c.frequency.total_budget
         if budget is not None and live.sent_total >= budget:
             reason, detail = Reason.BUDGET_EXHAUSTED, f"budget of {budget} used"
@@ -753,11 +804,11 @@ class CampaignEngine:
     async def stats(self, app: str, cid: str) -> dict[str, Any]:
         """Per-variant funnels, totals, comparisons and the current winner (if any)."""
         c = self._live(app, cid).campaign
-        counts = await self.node.store.funnel_counts(app, cid)
+        counts = await self.store.funnel_counts(app, cid)
         converted: dict[str | None, set[str]] = {}
         if c.conversion is not None:
             conv = c.conversion
-            for variant, user, props in await self.node.store.conversions(
+            for variant, user, props in await self.store.conversions(
                 app, cid, conv.event, conv.window_s
             ):
                 if all(f.matches(props) for f in conv.where):

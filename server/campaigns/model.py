@@ -174,6 +174,7 @@ class Reason(StrEnum):
     CAPPED_TIER = "capped_tier"
     CAPPED_LIFECYCLE = "capped_lifecycle"
     CAPPED_CAMPAIGN = "capped_campaign"
+    CAPPED_GAP = "capped_gap"
     HOLDOUT = "holdout"
     BUDGET_EXHAUSTED = "budget_exhausted"
     OUTSIDE_SEND_WINDOW = "outside_send_window"
@@ -189,12 +190,11 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The outcome of one check: allowed or not, why, and when to retry (caps)."""
+    """The outcome of one check: allowed or not, and why."""
 
     allowed: bool
     reason: Reason
     detail: str = ""
-    retry_at: float | None = None
 
 
 # --- small values ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tidings.protocol import codes
@@ -54,6 +55,7 @@ class Session:
     __slots__ = (
         "_closer",
         "_held",
+        "_on_gap",
         "_replaying",
         "app",
         "closing",
@@ -80,6 +82,7 @@ class Session:
         queue_limit: int,
         limiter: RateLimiter,
         metrics: Metrics,
+        on_gap: Callable[[Session], None] | None = None,
     ) -> None:
         self.ws = ws
         self.id = id
@@ -95,6 +98,7 @@ class Session:
         self._replaying = True
         self._held: list[tuple[int, bytes]] = []
         self._closer: asyncio.Task[None] | None = None
+        self._on_gap = on_gap
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -120,12 +124,27 @@ class Session:
         return self.write(encode(frame))
 
     def push_delivery(self, seq: int, msg_wire: bytes) -> bool:
-        """Write a live delivery in sequence order (held while a resume replay runs)."""
+        """Write a live delivery in sequence order.
+
+        Held while a replay runs. A delivery that skips a sequence number (an earlier one,
+        stored by another writer, is still on its way) is held too, and the session asks for a
+        replay of the stored queue (``on_gap``) instead of writing out of order.
+        """
         if self._replaying:
             self._held.append((seq, msg_wire))
             return False
+        if self.closing or self.ws.protocol.state is not State.OPEN:
+            return False  # what it missed is replayed when the device resumes
+        if seq > self.last_sent + 1 and self._on_gap is not None:
+            self._replaying = True
+            self._held.append((seq, msg_wire))
+            self._on_gap(self)
+            return False
+        return self._write_delivery(seq, msg_wire)
+
+    def _write_delivery(self, seq: int, msg_wire: bytes) -> bool:
         if seq <= self.last_sent:
-            return False  # already sent by the replay
+            return False  # already sent by a replay
         if self.write(encode_deliver(seq, msg_wire)):
             self.last_sent = seq
             self.metrics.deliveries += 1
@@ -133,17 +152,20 @@ class Session:
         return False
 
     def replay(self, seq: int, msg_wire: bytes) -> None:
-        """Write a delivery from the stored queue during resume."""
-        if seq > self.last_sent and self.write(encode_deliver(seq, msg_wire)):
-            self.last_sent = seq
-            self.metrics.deliveries += 1
+        """Write a delivery from the stored queue during a replay."""
+        self._write_delivery(seq, msg_wire)
 
     def end_replay(self) -> None:
-        """Replay is done: flush live deliveries that arrived meanwhile, in order."""
+        """Replay is done: write the live deliveries held meanwhile, in order.
+
+        The replay read the store after they were committed, so it covered any gap before
+        them; what is still missing was dropped (revoked, collapsed, expired) and is not waited
+        for.
+        """
         self._replaying = False
         held, self._held = sorted(self._held), []
         for seq, wire in held:
-            self.push_delivery(seq, wire)
+            self._write_delivery(seq, wire)
 
     def error(self, code: str, message: str, rid: int | None = None) -> None:
         """Send an error frame."""

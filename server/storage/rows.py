@@ -8,14 +8,17 @@ from typing import Any
 
 __all__ = [
     "CampaignRow",
+    "Committed",
     "DecisionRow",
     "DeviceRow",
     "EventRow",
+    "Limit",
     "OutMessage",
     "Outcome",
     "PendingDelivery",
     "PendingSend",
     "ProfileRow",
+    "Refusal",
     "SendRow",
     "UserRow",
 ]
@@ -103,18 +106,6 @@ class CampaignRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SendRow:
-    """A message sent to one user (caps count these; stats read them)."""
-
-    user_key: str
-    at: float
-    category: str
-    message_id: str
-    campaign: str | None = None
-    variant: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionRow:
     """One entry of the decision log: why a user did or did not get a campaign's message."""
 
@@ -125,6 +116,49 @@ class DecisionRow:
     detail: str = ""
     variant: str | None = None
     message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """At most ``limit`` of a user's counted sends within the last ``window_s`` seconds.
+
+    The store checks and consumes limits inside the transaction that records the send, so they
+    hold under any concurrency. ``window_s`` None counts every send ever; ``campaign`` counts
+    only that campaign's sends (a per-user limit); sends of a category in ``uncounted`` never
+    count (transactional messages do not use up marketing caps).
+    """
+
+    limit: int
+    window_s: float | None
+    reason: str  # the decision log's reason when the limit is reached, e.g. capped_tier
+    detail: str  # e.g. "basic: 2 per 7 days"
+    campaign: str | None = None
+    uncounted: frozenset[str] = frozenset()
+
+    def counts(self, category: str, campaign: str | None) -> bool:
+        """Whether a send of ``category`` (by ``campaign``) counts toward this limit."""
+        if self.campaign is not None and campaign != self.campaign:
+            return False
+        return category not in self.uncounted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRow:
+    """A message sent to one user (caps count these; stats read them).
+
+    Handed to :meth:`Store.commit`, ``limits`` must all still allow the send inside the
+    transaction, or the send is refused; ``decision`` is the log entry written with it (a
+    refused send logs it with the refusal's reason instead).
+    """
+
+    user_key: str
+    at: float
+    category: str
+    message_id: str
+    campaign: str | None = None
+    variant: str | None = None
+    limits: tuple[Limit, ...] = ()
+    decision: DecisionRow | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,21 +175,51 @@ class PendingSend:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutMessage:
-    """A message ready to store: its wire form and the (device, seq) deliveries."""
+    """A message ready to store: its wire form and the (device, user key) it goes to.
+
+    The store gives each delivery the device's next sequence number inside the commit.
+    """
 
     message_id: str
     fields: dict[str, Any]
     wire: bytes
-    deliveries: tuple[tuple[str, int], ...]
+    targets: tuple[tuple[str, str], ...]
     collapse_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    """What a send decided besides its messages; stored with them in one write."""
+    """What a send decided besides its messages; stored with them in one write.
+
+    ``done_pending`` rows are deleted only while ``claim`` (the scheduler that claimed them)
+    still holds them, or the whole write is refused with :class:`~tidings.server.errors.ClaimLost`.
+    Sends of ``campaign`` add to its sent total, which may not pass ``budget``.
+    """
 
     sends: Sequence[SendRow] = ()
     decisions: Sequence[DecisionRow] = ()
     done_pending: Sequence[int] = ()
     new_pending: Sequence[PendingSend] = ()
-    campaign_sent: tuple[str, int] | None = None  # (campaign, messages added to its total)
+    campaign: str | None = None
+    budget: int | None = None
+    claim: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """A send the store refused at commit: a cap, a per-user limit or the budget was used up."""
+
+    user_key: str
+    message_id: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Committed:
+    """What a commit stored: each message's (device, seq) deliveries and the refused sends."""
+
+    deliveries: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    refused: tuple[Refusal, ...] = ()
+    sent: int = 0  # sends stored
+    sent_total: int | None = None  # the campaign's sent total after the commit

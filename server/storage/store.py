@@ -25,17 +25,20 @@ from typing import Any, Protocol
 
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import StoreError
+from tidings.server.errors import ClaimLost, StoreError
 from tidings.server.storage.rows import (
     CampaignRow,
+    Committed,
     DecisionRow,
     DeviceRow,
     EventRow,
+    Limit,
     Outcome,
     OutMessage,
     PendingDelivery,
     PendingSend,
     ProfileRow,
+    Refusal,
     SendRow,
     UserRow,
 )
@@ -53,6 +56,7 @@ _PRAGMAS = (
 )
 
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
+_PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
 
 
@@ -76,11 +80,10 @@ class Store(Protocol):
     async def upsert_device(self, row: DeviceRow) -> DeviceRow: ...
     async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]: ...
     async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]: ...
-    async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]: ...
     async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]: ...
     async def commit(
         self, app: str, outcome: Outcome, messages: Sequence[OutMessage] = ()
-    ) -> None: ...
+    ) -> Committed: ...
     async def pending(
         self, app: str, device: str, after: int, now: float
     ) -> list[PendingDelivery]: ...
@@ -119,7 +122,9 @@ class Store(Protocol):
     async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]: ...
     async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None: ...
     async def sends_since(self, since: float) -> list[tuple[str, SendRow]]: ...
-    async def due_pending(self, now: float, limit: int) -> list[PendingSend]: ...
+    async def claim_due(
+        self, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[PendingSend]: ...
     async def next_due(self) -> float | None: ...
     async def count_pending(self, app: str, campaign: str) -> int: ...
     async def drop_pending(self, app: str, campaign: str) -> None: ...
@@ -266,7 +271,10 @@ class SqliteStore:
         assert db is not None
         results: list[tuple[Any, BaseException | None]] = []
         try:
-            db.execute("BEGIN")
+            # IMMEDIATE: the write lock is taken first, so what a write reads (counts against
+            # caps, sequence numbers, claims) cannot change before it commits, even when another
+            # process writes to the same file.
+            db.execute("BEGIN IMMEDIATE")
             for write in writes:
                 db.execute("SAVEPOINT w")
                 try:
@@ -333,7 +341,7 @@ class SqliteStore:
     async def _select_in(self, sql: str, app: str, values: Sequence[str]) -> list[Any]:
         """Run ``sql`` (with ``{marks}`` for the IN list) over ``values`` in chunks."""
         rows: list[Any] = []
-        for chunk in _chunks(list(values)):
+        for chunk in _chunks(list(dict.fromkeys(values))):
             marks = ",".join("?" * len(chunk))
             async with self._conn.execute(sql.format(marks=marks), (app, *chunk)) as cur:
                 rows.extend(await cur.fetchall())
@@ -356,15 +364,6 @@ class SqliteStore:
             devices,
         )
         return [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
-
-    async def last_seqs(self, app: str, devices: Sequence[str]) -> dict[str, int]:
-        """Highest sequence number queued so far for each device."""
-        rows = await self._select_in(
-            "SELECT device_id, last_seq FROM devices WHERE app=? AND device_id IN ({marks})",
-            app,
-            devices,
-        )
-        return {r[0]: int(r[1]) for r in rows}
 
     async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]:
         """The users among ``user_keys`` who opted out of marketing."""
@@ -481,53 +480,26 @@ class SqliteStore:
 
     # --- messages and deliveries --------------------------------------------------------------
 
-    async def commit(self, app: str, outcome: Outcome, messages: Sequence[OutMessage] = ()) -> None:
+    async def commit(
+        self, app: str, outcome: Outcome, messages: Sequence[OutMessage] = ()
+    ) -> Committed:
         """Store the outcome of one send in one group-committed write, all or nothing.
 
-        Messages with their (device, seq) deliveries, the per-user send records, decision log
-        entries, pending work done and pending work added, and a campaign's sent total. With a
-        collapse key, older pending deliveries with the same key to those devices are dropped
-        first (PROTOCOL.md §3).
+        Inside the transaction, in order: finish the claimed pending work (fenced: refused with
+        :class:`ClaimLost` if the claim passed to another scheduler); check each send against
+        its :class:`Limit` s and the campaign's budget, counting what is already stored and
+        what this write accepted before it, and refuse the sends that no longer fit; give every
+        delivery of the accepted sends its device's next sequence number; then insert the
+        messages, deliveries, send records, decision log entries and new pending work, and add
+        the accepted sends to the campaign's total. With a collapse key, older pending
+        deliveries with the same key to those devices are dropped first (PROTOCOL.md §3).
         """
 
-        def write(db: sqlite3.Connection) -> None:
-            for m in messages:
-                _insert_message(db, app, m)
-            sends, decisions = outcome.sends, outcome.decisions
-            if sends:
-                db.executemany(
-                    "INSERT INTO sends (app, user_key, at, category, campaign, variant,"
-                    " message_id) VALUES (?,?,?,?,?,?,?)",
-                    [(app, r.user_key, r.at, r.category, r.campaign, r.variant, r.message_id)
-                     for r in sends],
-                )  # fmt: skip
-            if decisions:
-                db.executemany(
-                    "INSERT INTO decisions (app, campaign, user_key, at, reason, detail, variant,"
-                    " message_id) VALUES (?,?,?,?,?,?,?,?)",
-                    [(app, d.campaign, d.user_key, d.at, d.reason, d.detail, d.variant,
-                      d.message_id) for d in decisions],
-                )  # fmt: skip
-            if outcome.done_pending:
-                db.executemany(
-                    "DELETE FROM pending_sends WHERE id=?", [(i,) for i in outcome.done_pending]
-                )
-            if outcome.new_pending:
-                db.executemany(
-                    "INSERT INTO pending_sends (app, campaign, user_key, due_at, event)"
-                    " VALUES (?,?,?,?,?)",
-                    [(app, p.campaign, p.user_key, p.due_at,
-                      None if p.event is None else json.dumps(p.event))
-                     for p in outcome.new_pending],
-                )  # fmt: skip
-            campaign_sent = outcome.campaign_sent
-            if campaign_sent is not None and campaign_sent[1]:
-                db.execute(
-                    "UPDATE campaigns SET sent_total=sent_total+? WHERE app=? AND id=?",
-                    (campaign_sent[1], app, campaign_sent[0]),
-                )
+        def write(db: sqlite3.Connection) -> Committed:
+            return _commit_outcome(db, app, outcome, messages)
 
-        await self._submit(write)
+        result: Committed = await self._submit(write)
+        return result
 
     async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
         """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
@@ -554,7 +526,8 @@ class SqliteStore:
                 acks,
             )
             db.executemany(
-                "UPDATE devices SET acked_seq=? WHERE app=? AND device_id=? AND acked_seq<?",
+                "UPDATE devices SET acked_seq=MIN(?, last_seq) WHERE app=? AND device_id=?"
+                " AND acked_seq<?",
                 [(seq, app, device, seq) for app, device, seq in acks],
             )
 
@@ -736,23 +709,39 @@ class SqliteStore:
             for r in rows
         ]  # fmt: skip
 
-    async def due_pending(self, now: float, limit: int) -> list[PendingSend]:
-        """Pending work due at ``now``, earliest first."""
-        async with self._conn.execute(
-            "SELECT id, app, campaign, user_key, due_at, event FROM pending_sends"
-            " WHERE due_at<=? ORDER BY due_at, id LIMIT ?",
-            (now, limit),
-        ) as cur:
-            rows = await cur.fetchall()
-        return [
-            PendingSend(id=r[0], app=r[1], campaign=r[2], user_key=r[3], due_at=r[4],
-                        event=None if r[5] is None else json.loads(r[5]))
-            for r in rows
-        ]  # fmt: skip
+    async def claim_due(
+        self, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[PendingSend]:
+        """Claim pending work due at ``now`` for ``owner`` until ``now + lease_s``.
+
+        Work of paused campaigns waits unclaimed; work another scheduler holds is taken only
+        once its lease has ended (that scheduler crashed or stalled). Earliest first.
+        """
+
+        def write(db: sqlite3.Connection) -> list[PendingSend]:
+            rows = db.execute(
+                "UPDATE pending_sends SET claimed_by=?, claim_until=? WHERE id IN"
+                " (SELECT id FROM pending_sends p WHERE due_at<=? AND claim_until<=? AND NOT"
+                f" EXISTS ({_PAUSED}) ORDER BY due_at, id LIMIT ?)"
+                " RETURNING id, app, campaign, user_key, due_at, event",
+                (owner, now + lease_s, now, now, limit),
+            ).fetchall()
+            return sorted(
+                (PendingSend(id=r[0], app=r[1], campaign=r[2], user_key=r[3], due_at=r[4],
+                             event=None if r[5] is None else json.loads(r[5]))
+                 for r in rows),
+                key=lambda p: (p.due_at, p.id),
+            )  # fmt: skip
+
+        result: list[PendingSend] = await self._submit(write)
+        return result
 
     async def next_due(self) -> float | None:
-        """When the earliest pending work is due, or None."""
-        async with self._conn.execute("SELECT MIN(due_at) FROM pending_sends") as cur:
+        """When the earliest pending work may be claimed (not paused; lease over), or None."""
+        async with self._conn.execute(
+            "SELECT MIN(MAX(due_at, claim_until)) FROM pending_sends p"
+            f" WHERE NOT EXISTS ({_PAUSED})"
+        ) as cur:
             r = await cur.fetchone()
         return None if r is None or r[0] is None else float(r[0])
 
@@ -891,7 +880,8 @@ class SqliteStore:
                         (app, device),
                     ).fetchall()
                 ]
-                for table in ("deliveries", "receipts", "events", "devices"):
+                # Events go by user below: another user's events on a shared device stay.
+                for table in ("deliveries", "receipts", "devices"):
                     db.execute(f"DELETE FROM {table} WHERE app=? AND device_id=?", (app, device))
             db.execute(
                 "DELETE FROM messages WHERE app=? AND campaign IS NOT NULL AND id IN"
@@ -1007,7 +997,194 @@ def _inbox_apply(
     return ver, applied
 
 
-def _insert_message(db: sqlite3.Connection, app: str, m: OutMessage) -> None:
+def _commit_outcome(
+    db: sqlite3.Connection, app: str, outcome: Outcome, messages: Sequence[OutMessage]
+) -> Committed:
+    """The body of :meth:`SqliteStore.commit`, inside the writer's transaction."""
+    if outcome.done_pending:
+        if outcome.claim is None:
+            db.executemany(
+                "DELETE FROM pending_sends WHERE id=?", [(i,) for i in outcome.done_pending]
+            )
+        else:
+            done = sum(
+                db.execute(
+                    "DELETE FROM pending_sends WHERE id=? AND claimed_by=?", (i, outcome.claim)
+                ).rowcount
+                for i in outcome.done_pending
+            )
+            if done != len(outcome.done_pending):
+                raise ClaimLost(
+                    f"pending work: {len(outcome.done_pending) - done} of"
+                    f" {len(outcome.done_pending)} rows are no longer claimed by"
+                    f" {outcome.claim!r}; nothing of this outcome was stored"
+                )
+    sends, refused = _admit(db, app, outcome)
+    refused_keys = {(r.message_id, r.user_key) for r in refused}
+    # A message all of whose sends were refused is not stored; one with no sends (a direct
+    # send to devices with nothing counted) or an accepted send is, for its accepted users.
+    sent_ids = {s.message_id for s in sends}
+    asked_ids = {s.message_id for s in outcome.sends}
+    kept = [
+        (m, [d for d, u in m.targets if (m.message_id, u) not in refused_keys])
+        for m in messages
+        if m.message_id in sent_ids or m.message_id not in asked_ids
+    ]
+    seqs = _next_seqs(db, app, [d for _, devices in kept for d in devices])
+    deliveries: dict[str, tuple[tuple[str, int], ...]] = {}
+    for m, devices in kept:
+        deliveries[m.message_id] = tuple((d, seqs[d].pop(0)) for d in devices if d in seqs)
+        _insert_message(db, app, m, deliveries[m.message_id])
+    if sends:
+        db.executemany(
+            "INSERT INTO sends (app, user_key, at, category, campaign, variant, message_id)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [(app, r.user_key, r.at, r.category, r.campaign, r.variant, r.message_id)
+             for r in sends],
+        )  # fmt: skip
+    decisions = list(outcome.decisions)
+    decisions += [s.decision for s in sends if s.decision is not None]
+    why = {(r.message_id, r.user_key): r for r in refused}
+    for s in outcome.sends:
+        r = why.get((s.message_id, s.user_key))
+        if r is not None and s.decision is not None:
+            decisions.append(replace(s.decision, reason=r.reason, detail=r.detail, message_id=None))
+    if decisions:
+        db.executemany(
+            "INSERT INTO decisions (app, campaign, user_key, at, reason, detail, variant,"
+            " message_id) VALUES (?,?,?,?,?,?,?,?)",
+            [(app, d.campaign, d.user_key, d.at, d.reason, d.detail, d.variant, d.message_id)
+             for d in decisions],
+        )  # fmt: skip
+    if outcome.new_pending:
+        db.executemany(
+            "INSERT INTO pending_sends (app, campaign, user_key, due_at, event) VALUES (?,?,?,?,?)",
+            [(app, p.campaign, p.user_key, p.due_at,
+              None if p.event is None else json.dumps(p.event))
+             for p in outcome.new_pending],
+        )  # fmt: skip
+    total = None
+    if outcome.campaign is not None:
+        added = sum(1 for s in sends if s.campaign == outcome.campaign)
+        row = db.execute(
+            "UPDATE campaigns SET sent_total=sent_total+? WHERE app=? AND id=?"
+            " RETURNING sent_total",
+            (added, app, outcome.campaign),
+        ).fetchone()
+        total = None if row is None else int(row[0])
+    return Committed(deliveries=deliveries, refused=tuple(refused), sent=len(sends),
+                     sent_total=total)  # fmt: skip
+
+
+def _admit(
+    db: sqlite3.Connection, app: str, outcome: Outcome
+) -> tuple[list[SendRow], list[Refusal]]:
+    """Split ``outcome.sends`` into those every limit and the budget still allow, and refusals.
+
+    Counts come from the stored sends (one grouped query per distinct limit and time, in
+    chunks of users), then grow with each send accepted here, in order.
+    """
+    budget_left: int | None = None
+    if outcome.campaign is not None and outcome.budget is not None:
+        row = db.execute(
+            "SELECT sent_total FROM campaigns WHERE app=? AND id=?", (app, outcome.campaign)
+        ).fetchone()
+        budget_left = outcome.budget - (int(row[0]) if row else 0)
+    counts: dict[tuple[Limit, float], dict[str, int]] = {}
+    wanted: dict[tuple[Limit, float], set[str]] = {}
+    for s in outcome.sends:
+        for limit in s.limits:
+            wanted.setdefault((limit, s.at), set()).add(s.user_key)
+    for (limit, at), users in wanted.items():
+        counts[(limit, at)] = _count_sends(db, app, limit, at, sorted(users))
+    accepted: list[SendRow] = []
+    refused: list[Refusal] = []
+    for s in outcome.sends:
+        refusal = None
+        if budget_left is not None and s.campaign == outcome.campaign and budget_left <= 0:
+            refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
+                              reason="budget_exhausted",
+                              detail=f"budget of {outcome.budget} used")  # fmt: skip
+        else:
+            # The reached limit that binds longest is the one to report.
+            reached = [
+                limit for limit in s.limits
+                if counts[(limit, s.at)].get(s.user_key, 0) >= limit.limit
+            ]  # fmt: skip
+            if reached:
+                limit = max(reached, key=lambda x: x.window_s or float("inf"))
+                refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
+                                  reason=limit.reason, detail=limit.detail)  # fmt: skip
+        if refusal is not None:
+            refused.append(refusal)
+            continue
+        accepted.append(s)
+        if budget_left is not None and s.campaign == outcome.campaign:
+            budget_left -= 1
+        for (limit, at), per_user in counts.items():
+            within = limit.window_s is None or at - limit.window_s < s.at <= at
+            if within and limit.counts(s.category, s.campaign):
+                per_user[s.user_key] = per_user.get(s.user_key, 0) + 1
+    return accepted, refused
+
+
+def _count_sends(
+    db: sqlite3.Connection, app: str, limit: Limit, at: float, users: Sequence[str]
+) -> dict[str, int]:
+    """Stored sends per user that count toward ``limit`` at time ``at``."""
+    sql = "SELECT user_key, COUNT(*) FROM sends WHERE app=? AND user_key IN ({marks})"
+    params: list[Any] = []
+    if limit.window_s is not None:
+        sql += " AND at>? AND at<=?"
+        params += [at - limit.window_s, at]
+    if limit.campaign is not None:
+        sql += " AND campaign=?"
+        params.append(limit.campaign)
+    if limit.uncounted:
+        sql += f" AND category NOT IN ({','.join('?' * len(limit.uncounted))})"
+        params += sorted(limit.uncounted)
+    out: dict[str, int] = {}
+    for chunk in _chunks(users):
+        marks = ",".join("?" * len(chunk))
+        for user, n in db.execute(
+            sql.format(marks=marks) + " GROUP BY user_key", (app, *chunk, *params)
+        ):
+            out[user] = int(n)
+    return out
+
+
+def _next_seqs(db: sqlite3.Connection, app: str, devices: Sequence[str]) -> dict[str, list[int]]:
+    """Give each delivery its device's next sequence number (in order; a device may repeat).
+
+    Read and written inside the writer's transaction: no process keeps a counter of its own.
+    A device that no longer exists (erased) gets no number and no delivery.
+    """
+    if not devices:
+        return {}
+    last: dict[str, int] = {}
+    unique = list(dict.fromkeys(devices))
+    for chunk in _chunks(unique):
+        marks = ",".join("?" * len(chunk))
+        for device, seq in db.execute(
+            f"SELECT device_id, last_seq FROM devices WHERE app=? AND device_id IN ({marks})",
+            (app, *chunk),
+        ):
+            last[device] = int(seq)
+    out: dict[str, list[int]] = {}
+    for device in devices:
+        if device in last:
+            last[device] += 1
+            out.setdefault(device, []).append(last[device])
+    db.executemany(
+        "UPDATE devices SET last_seq=? WHERE app=? AND device_id=?",
+        [(seq, app, device) for device, seq in last.items()],
+    )
+    return out
+
+
+def _insert_message(
+    db: sqlite3.Connection, app: str, m: OutMessage, deliveries: Sequence[tuple[str, int]]
+) -> None:
     f = m.fields
     db.execute(
         "INSERT INTO messages (app, id, campaign, variant, kind, category, priority,"
@@ -1021,13 +1198,9 @@ def _insert_message(db: sqlite3.Connection, app: str, m: OutMessage) -> None:
         db.executemany(
             "UPDATE deliveries SET state=2 WHERE app=? AND device_id=? AND state=0"
             " AND collapse_key=?",
-            [(app, device, m.collapse_key) for device, _ in m.deliveries],
+            [(app, device, m.collapse_key) for device, _ in deliveries],
         )
     db.executemany(
         "INSERT INTO deliveries (app, device_id, seq, message_id, collapse_key) VALUES (?,?,?,?,?)",
-        [(app, device, seq, m.message_id, m.collapse_key) for device, seq in m.deliveries],
-    )
-    db.executemany(
-        "UPDATE devices SET last_seq=? WHERE app=? AND device_id=? AND last_seq<?",
-        [(seq, app, device, seq) for device, seq in m.deliveries],
+        [(app, device, seq, m.message_id, m.collapse_key) for device, seq in deliveries],
     )

@@ -46,7 +46,9 @@ async def test_a_burst_of_deliveries_is_acknowledged_by_one_ack_with_the_reports
 ) -> None:
     phone = await devices("phone", user="u1")  # default flush_delay: reports wait 1 s
     sends = [
-        gateway.send(SendRequest(app="demo", users=("u1",), title="t", body=str(i)))
+        gateway.send(
+            SendRequest(app="demo", category="transactional", users=("u1",), title="t", body=str(i))
+        )
         for i in range(5)
     ]
     sent = await asyncio.gather(*sends)
@@ -126,13 +128,19 @@ async def test_read_on_one_device_shows_as_read_on_the_other(gateway: Node, devi
 async def test_expired_and_revoked_messages_are_never_shown(gateway: Node, devices: Any) -> None:
     phone = await devices("phone", user="u1")
     await phone.client.close()
-    revoked = await gateway.send(SendRequest(app="demo", users=("u1",), title="t", body="oops"))
+    revoked = await gateway.send(
+        SendRequest(app="demo", category="transactional", users=("u1",), title="t", body="oops")
+    )
     await gateway.revoke("demo", revoked.message_id)
     expired = await gateway.send(
-        SendRequest(app="demo", users=("u1",), title="t", body="brief", ttl=1)
+        SendRequest(
+            app="demo", category="transactional", users=("u1",), title="t", body="brief", ttl=1
+        )
     )
     await asyncio.sleep(1.1)
-    kept = await gateway.send(SendRequest(app="demo", users=("u1",), title="t", body="kept"))
+    kept = await gateway.send(
+        SendRequest(app="demo", category="transactional", users=("u1",), title="t", body="kept")
+    )
     phone = await devices("phone", user="u1")
     await phone.until(lambda: len(phone.banners) == 1)
     await asyncio.sleep(0.2)

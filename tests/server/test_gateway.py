@@ -155,13 +155,19 @@ async def test_offline_device_gets_the_message_on_connect_and_sequence_survives_
 async def test_revoked_and_expired_messages_are_never_sent(gateway: Node, mint: Mint) -> None:
     client = await open_session(gateway.port, mint("d1", user="u1"))
     await client.close()
-    revoked = await gateway.send(SendRequest(app="demo", users=("u1",), title="t", body="gone"))
+    revoked = await gateway.send(
+        SendRequest(app="demo", category="transactional", users=("u1",), title="t", body="gone")
+    )
     assert await gateway.revoke("demo", revoked.message_id)
     assert not await gateway.revoke("other", revoked.message_id)  # not another app's to revoke
     expiring = await gateway.send(
-        SendRequest(app="demo", users=("u1",), title="t", body="old", ttl=60)
+        SendRequest(
+            app="demo", category="transactional", users=("u1",), title="t", body="old", ttl=60
+        )
     )
-    kept = await gateway.send(SendRequest(app="demo", users=("u1",), title="t", body="kept"))
+    kept = await gateway.send(
+        SendRequest(app="demo", category="transactional", users=("u1",), title="t", body="kept")
+    )
     real = gateway.clock
     gateway.clock = lambda: real() + 120
     client = await open_session(gateway.port, mint("d1", user="u1"))
@@ -316,7 +322,14 @@ async def test_a_slow_consumer_is_dropped_without_delaying_the_others(
         body = "x" * 2000
         for _ in range(300):
             await node.send(
-                SendRequest(app="demo", users=("slow", "fast"), kind="inbox", title="t", body=body)
+                SendRequest(
+                    app="demo",
+                    category="transactional",
+                    users=("slow", "fast"),
+                    kind="inbox",
+                    title="t",
+                    body=body,
+                )
             )
         seen = 0
         while seen < 300:
@@ -381,7 +394,11 @@ async def test_a_slow_store_loses_nothing_and_shows_nothing_twice(
     try:
         client = await open_session(node.port, mint("d1", user="u1"))
         sends = [
-            node.send(SendRequest(app="demo", users=("u1",), title="t", body=str(i)))
+            node.send(
+                SendRequest(
+                    app="demo", category="transactional", users=("u1",), title="t", body=str(i)
+                )
+            )
             for i in range(5)
         ]
         results = await asyncio.gather(*sends)

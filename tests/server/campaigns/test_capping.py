@@ -1,17 +1,19 @@
-"""Frequency caps and opt-outs, table-driven with an injected now."""
+"""Which caps a send must fit, and opt-outs: pure and table-driven.
+
+Counting sends against these limits happens inside the store's commit; the store contract
+suite (``tests/server/storage/test_contract_caps.py``) checks that half with real stores.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from tidings.server.campaigns.capping import WEEK, CapConfig, CapRule, check
-from tidings.server.campaigns.model import Campaign, Reason
+from tidings.server.campaigns.capping import MONTH, WEEK, CapConfig, CapRule, limits_for
+from tidings.server.campaigns.model import Campaign, Decision, Reason
+from tidings.server.storage import Limit
 from tidings.server.targeting.lifecycle import Lifecycle, Tier
 from tidings.server.targeting.profiles import Profile
-
-NOW = 1_700_000_000.0
-DAY = 86_400.0
 
 
 def campaign(category: str = "marketing", **frequency: Any) -> Campaign:
@@ -33,97 +35,94 @@ def profile(
     return Profile(app="shop", user_id="u1", tier=tier, lifecycle=stage, consent=consent)
 
 
-def days_ago(*days: float) -> list[float]:
-    return [NOW - d * DAY for d in days]
+def caps(verdict: Decision | tuple[Limit, ...]) -> list[tuple[str, int, float | None]]:
+    assert not isinstance(verdict, Decision), verdict
+    return [(limit.reason, limit.limit, limit.window_s) for limit in verdict]
 
 
 @pytest.mark.parametrize(
-    ("tier", "stage", "sent_days_ago", "reason"),
+    ("tier", "stage", "expected"),
     [
-        (Tier.HIGH_VALUE, Lifecycle.ACTIVE, (1, 2, 3), Reason.SENT),
-        (Tier.HIGH_VALUE, Lifecycle.ACTIVE, (1, 2, 3, 4), Reason.CAPPED_TIER),
-        (Tier.HIGH_VALUE, Lifecycle.ACTIVE, (1, 2, 3, 7), Reason.SENT),  # 7 d ago left the week
-        (Tier.POTENTIAL, Lifecycle.ACTIVE, (1, 2), Reason.SENT),
-        (Tier.POTENTIAL, Lifecycle.ACTIVE, (1, 2, 3), Reason.CAPPED_TIER),
-        (Tier.BASIC, Lifecycle.ACTIVE, (1,), Reason.SENT),
-        (Tier.BASIC, Lifecycle.ACTIVE, (1, 6.9), Reason.CAPPED_TIER),
-        (Tier.BASIC, Lifecycle.ACTIVE, (1, 8, 9, 10), Reason.SENT),
-        (Tier.DORMANT, Lifecycle.ACTIVE, (10, 20), Reason.CAPPED_TIER),
-        (Tier.DORMANT, Lifecycle.ACTIVE, (10, 31), Reason.SENT),
-        (Tier.BASIC, Lifecycle.DORMANT, (10, 20), Reason.CAPPED_LIFECYCLE),
-        (Tier.HIGH_VALUE, Lifecycle.DORMANT, (10, 20), Reason.CAPPED_LIFECYCLE),
-        (Tier.HIGH_VALUE, Lifecycle.CHURNED, (29,), Reason.CAPPED_LIFECYCLE),
-        (Tier.HIGH_VALUE, Lifecycle.CHURNED, (31,), Reason.SENT),
-        (Tier.HIGH_VALUE, Lifecycle.NEW, (1, 2, 3), Reason.CAPPED_LIFECYCLE),
-        (Tier.BASIC, Lifecycle.NEW, (1, 2), Reason.CAPPED_TIER),
+        (Tier.HIGH_VALUE, Lifecycle.ACTIVE, [("capped_tier", 4, WEEK)]),
+        (Tier.POTENTIAL, Lifecycle.ACTIVE, [("capped_tier", 3, WEEK)]),
+        (Tier.BASIC, Lifecycle.ACTIVE, [("capped_tier", 2, WEEK)]),
+        (Tier.DORMANT, Lifecycle.ACTIVE, [("capped_tier", 2, MONTH)]),
+        (Tier.BASIC, Lifecycle.NEW, [("capped_tier", 2, WEEK), ("capped_lifecycle", 3, WEEK)]),
+        (Tier.BASIC, Lifecycle.DORMANT,
+         [("capped_tier", 2, WEEK), ("capped_lifecycle", 2, MONTH)]),
+        (Tier.HIGH_VALUE, Lifecycle.CHURNED,
+         [("capped_tier", 4, WEEK), ("capped_lifecycle", 1, MONTH)]),
     ],
-)
-def test_tier_and_lifecycle_caps(
-    tier: Tier, stage: Lifecycle, sent_days_ago: tuple[float, ...], reason: Reason
+)  # fmt: skip
+def test_a_marketing_send_must_fit_the_caps_of_the_tier_and_the_stage(
+    tier: Tier, stage: Lifecycle, expected: list[tuple[str, int, float]]
 ) -> None:
-    history = {"marketing": days_ago(*sent_days_ago[::2]), "news": days_ago(*sent_days_ago[1::2])}
-    d = check(history, profile(tier, stage), campaign(), NOW)
-    assert d.reason is reason
-    assert d.allowed is (reason is Reason.SENT)
+    verdict = limits_for(profile(tier, stage), "marketing", campaign=campaign())
+    assert caps(verdict) == expected
+    assert not isinstance(verdict, Decision)
+    assert all(limit.uncounted == frozenset({"transactional"}) for limit in verdict)
+    assert all(limit.campaign is None for limit in verdict)
 
 
-def test_a_capped_decision_says_when_to_retry() -> None:
-    d = check({"marketing": days_ago(1, 3)}, profile(), campaign(), NOW)
-    assert d.reason is Reason.CAPPED_TIER and d.retry_at == NOW - 3 * DAY + WEEK
-    assert "2 per 7 days" in d.detail
-    assert check({"marketing": days_ago(1, 3)}, profile(), campaign(), d.retry_at).allowed
+def test_a_cap_names_who_it_binds_and_its_rule() -> None:
+    verdict = limits_for(profile(Tier.BASIC, Lifecycle.NEW), "marketing")
+    assert not isinstance(verdict, Decision)
+    assert [limit.detail for limit in verdict] == ["basic: 2 per 7 days", "new: 3 per 7 days"]
 
 
 def test_transactional_messages_bypass_marketing_caps_and_opt_outs() -> None:
-    full = {"marketing": days_ago(1, 2, 3, 4, 5), "transactional": days_ago(0.1) * 50}
     user = profile(Tier.BASIC, Lifecycle.CHURNED, marketing=False, transactional=False)
-    assert check(full, user, campaign("transactional"), NOW).allowed
-    assert check(full, user, campaign(), NOW).reason is Reason.OPTED_OUT
-    # transactional sends do not count towards marketing caps
-    assert check({"transactional": days_ago(1, 2, 3)}, profile(), campaign(), NOW).allowed
+    assert limits_for(user, "transactional", campaign=campaign("transactional")) == ()
+    refused = limits_for(user, "marketing", campaign=campaign())
+    assert isinstance(refused, Decision) and refused.reason is Reason.OPTED_OUT
 
 
 @pytest.mark.parametrize(
-    ("consent", "category", "reason"),
+    ("consent", "category", "refused"),
     [
-        ({"marketing": False}, "marketing", Reason.OPTED_OUT),
-        ({"marketing": False}, "transactional", Reason.SENT),
-        ({"transactional": False}, "transactional", Reason.SENT),  # cannot be refused
-        ({"marketing": True}, "marketing", Reason.SENT),
+        ({"marketing": False}, "marketing", True),
+        ({"marketing": False}, "transactional", False),
+        ({"transactional": False}, "transactional", False),  # cannot be refused
+        ({"marketing": True}, "marketing", False),
+        ({"news": False}, "news", True),
+        ({"news": False}, "marketing", False),
     ],
 )
-def test_opt_outs_are_per_category(consent: dict[str, bool], category: str, reason: Reason) -> None:
-    assert check({}, profile(**consent), campaign(category), NOW).reason is reason
+def test_opt_outs_are_per_category(consent: dict[str, bool], category: str, refused: bool) -> None:
+    assert isinstance(limits_for(profile(**consent), category), Decision) is refused
 
 
 @pytest.mark.parametrize(
-    ("frequency", "campaign_days_ago", "sent_total", "reason"),
+    ("frequency", "expected"),
     [
-        ({"per_user_limit": 1}, (), 0, Reason.SENT),
-        ({"per_user_limit": 1}, (100,), 0, Reason.CAPPED_CAMPAIGN),
-        ({"per_user_limit": 1, "per_user_window_s": 86400}, (2,), 0, Reason.SENT),
-        ({"per_user_limit": 1, "per_user_window_s": 86400}, (0.5,), 0, Reason.CAPPED_CAMPAIGN),
-        ({"total_budget": 10}, (), 9, Reason.SENT),
-        ({"total_budget": 10}, (), 10, Reason.BUDGET_EXHAUSTED),
+        ({}, None),
+        ({"total_budget": 10}, None),  # the budget is the outcome's, not the user's
+        ({"per_user_limit": 1}, (1, None, "campaign: 1 per user")),
+        ({"per_user_limit": 2, "per_user_window_s": 86400}, (2, 86400, "campaign: 2 per 1 days")),
     ],
 )
-def test_campaign_limits_and_budget(
-    frequency: dict[str, int], campaign_days_ago: tuple[float, ...], sent_total: int, reason: Reason
+def test_a_campaign_per_user_limit_counts_only_that_campaigns_sends(
+    frequency: dict[str, int], expected: tuple[int, int | None, str] | None
 ) -> None:
-    d = check(
-        {},
-        profile(),
-        campaign(**frequency),
-        NOW,
-        campaign_history=days_ago(*campaign_days_ago),
-        campaign_sent_total=sent_total,
-    )
-    assert d.reason is reason
+    verdict = limits_for(profile(), "transactional", campaign=campaign("transactional",
+                                                                      **frequency))  # fmt: skip
+    assert not isinstance(verdict, Decision)
+    if expected is None:
+        assert verdict == ()
+    else:
+        (limit,) = verdict
+        assert (limit.limit, limit.window_s, limit.detail) == expected
+        assert limit.reason == "capped_campaign" and limit.campaign == "c1"
+        assert limit.counts("transactional", "c1") and not limit.counts("transactional", "c2")
 
 
-def test_cap_tables_are_configurable() -> None:
-    config = CapConfig(tier_caps={Tier.BASIC: CapRule(1, 3600)}, lifecycle_caps={})
-    assert check({"marketing": [NOW - 60]}, profile(), campaign(), NOW, config=config).reason is (
-        Reason.CAPPED_TIER
-    )
-    assert check({"marketing": [NOW - 7200]}, profile(), campaign(), NOW, config=config).allowed
+def test_cap_tables_and_a_minimum_gap_are_configurable() -> None:
+    config = CapConfig(tier_caps={Tier.BASIC: CapRule(1, 3600)}, lifecycle_caps={}, min_gap_s=600)
+    verdict = limits_for(profile(), "marketing", config=config)
+    assert caps(verdict) == [("capped_tier", 1, 3600), ("capped_gap", 1, 600)]
+
+
+def test_a_limit_counts_sends_of_counted_categories_only() -> None:
+    limit = Limit(2, WEEK, "capped_tier", "basic", uncounted=frozenset({"transactional"}))
+    assert limit.counts("marketing", None) and limit.counts("news", "c9")
+    assert not limit.counts("transactional", None)
