@@ -2,8 +2,9 @@
 
 Devices (through their connection) and the app's backend (through the admin API) report the
 same things: behaviour events, profile attributes, consent, a device's hello, an erasure.
-:class:`Ingest` is the one place that writes each to the store and then updates the engine's
-live profiles, tags and triggers, so the two entrances cannot drift apart.
+:class:`Ingest` is the one place that writes each to the store and then updates the live
+profiles and tags (the engine's :class:`~tidings.server.targeting.Audience`) and runs the
+engine's triggers, so the two entrances cannot drift apart.
 """
 
 from __future__ import annotations
@@ -37,17 +38,17 @@ class Ingest:
         """Merge attributes into a profile (``None`` removes one); creates the profile."""
         if attrs:
             await self.store.merge_attrs(app, user_key, dict(attrs), self.clock())
-        self.engine.on_attrs(app, user_key, attrs)
+        self.engine.audience.on_attrs(app, user_key, attrs)
 
     async def consent(self, app: str, user_key: str, categories: Mapping[str, bool]) -> None:
         """Record which categories of messages a user accepts."""
         await self.store.set_consent(app, user_key, dict(categories), self.clock())
-        self.engine.on_consent(app, user_key, categories)
+        self.engine.audience.on_consent(app, user_key, categories)
 
     async def device(self, row: DeviceRow) -> DeviceRow:
         """A device said hello: record it (with its sequence state) and its facts."""
         stored = await self.store.upsert_device(row)
-        self.engine.on_device(
+        self.engine.audience.on_device(
             row.app,
             row.user_id or anonymous_key(row.device_id),
             tz=row.tz,

@@ -181,7 +181,7 @@ def install(api: FastAPI, node: Node) -> None:
         """
         target = _resolve(node, body.app, key_app, "app")
         tree = _tree(body)
-        count, sample = await node.engine.preview(target.id, tree, sample=body.sample)
+        count, sample = await node.engine.audience.preview(target.id, tree, sample=body.sample)
         return Preview(count=count, sample=sample, segment=segments.to_json(tree),
                        text=segments.to_text(tree))  # fmt: skip
 
@@ -191,10 +191,10 @@ def install(api: FastAPI, node: Node) -> None:
     async def list_tag_rules(app: AppQuery, key_app: Caller) -> dict[str, Any]:
         """The app's behaviour tag rules, by name."""
         target = _resolve(node, app, key_app, "app")
-        return {"rules": [r.to_json() for r in node.engine.tag_rules(target.id)]}
+        return {"rules": [r.to_json() for r in node.engine.audience.tag_rules(target.id)]}
 
     def _rule(app: str, name: str) -> TagRule:
-        for rule in node.engine.tag_rules(app):
+        for rule in node.engine.audience.tag_rules(app):
             if rule.name == name:
                 return rule
         raise ApiError(404, codes.ERR_NOT_FOUND, f"name: no tag rule {name!r} in app {app!r}",
@@ -233,7 +233,7 @@ def install(api: FastAPI, node: Node) -> None:
             raise ApiError(422, codes.ERR_INVALID_FIELD,
                            f"name: must match the path ({name!r})", field="name")  # fmt: skip
         parsed = TagRule.from_json(rule)  # TagRuleError names the field: 422
-        await node.engine.put_tag_rule(target.id, parsed)
+        await node.engine.audience.put_tag_rule(target.id, parsed)
         return parsed.to_json()
 
     @api.delete("/v1/tag-rules/{name}", status_code=204, response_class=Response,
@@ -241,14 +241,14 @@ def install(api: FastAPI, node: Node) -> None:
     async def delete_tag_rule(name: PathId, app: AppQuery, key_app: Caller) -> Response:
         """Delete a tag rule; users holding its tag lose it."""
         target = _resolve(node, app, key_app, "app")
-        if not await node.engine.delete_tag_rule(target.id, name):
+        if not await node.engine.audience.delete_tag_rule(target.id, name):
             _rule(target.id, name)  # raises the 404
         return Response(status_code=204)
 
     # --- users ----------------------------------------------------------------------------------
 
     def _profile(app: str, user: str) -> Profile:
-        p = node.engine.profile(app, user)
+        p = node.engine.audience.profile(app, user)
         if p is None:
             raise ApiError(404, codes.ERR_NOT_FOUND, f"id: no user {user!r} in app {app!r}",
                            field="id")  # fmt: skip
@@ -284,7 +284,7 @@ def install(api: FastAPI, node: Node) -> None:
             {k: v for k, v in m.items() if k != "wire"} | _readable_message(m.get("wire"))
             for m in data["messages"]
         ]
-        live = node.engine.profile(target.id, user_id)
+        live = node.engine.audience.profile(target.id, user_id)
         data["profile"] = None if live is None else profile_json(live)
         return data
 

@@ -1,7 +1,8 @@
 """Campaigns: the campaign model, caps, variants, templates, send times and funnel stats.
 
 Pure functions and frozen values with an injected ``now``, and :class:`CampaignEngine`, which
-runs campaigns against the store and hands messages to the node for fan-out.
+runs campaigns against the store over its :class:`~tidings.server.targeting.Audience` and hands
+messages to the node for fan-out.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from tidings.server.campaigns.model import (
     Variant,
 )
 from tidings.server.campaigns.sendtime import SendPolicy, SendWindow, choose_send_time
-from tidings.server.campaigns.stats import Comparison, Funnel, Stage, compare_variants, winner
+from tidings.server.campaigns.stats import (
+    Comparison,
+    Funnel,
+    Stage,
+    campaign_stats,
+    compare_variants,
+    winner,
+)
 from tidings.server.campaigns.templates import (
     DEFAULT_LIMITS,
     ContentLimits,
@@ -84,6 +92,7 @@ __all__ = [
     "Variant",
     "assign",
     "bucket",
+    "campaign_stats",
     "choose_send_time",
     "compare_variants",
     "event_context",

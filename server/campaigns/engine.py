@@ -1,9 +1,10 @@
-"""The campaign engine: live profiles, segment resolution, and campaigns run to decisions.
+"""The campaign engine: campaigns run to decisions over the audience.
 
-The engine keeps, per app, every profile in a :class:`~tidings.server.targeting.ProfileIndex`
-and the behaviour tags in a :class:`~tidings.server.targeting.TagEngine`, both fed as events
-arrive (from devices and from ``POST /v1/events``) and rebuilt at start from the store: profiles
-from their rows, tags and active hours by replaying the last :data:`REPLAY_S` of events.
+Who the users are — live profiles, behaviour tags, segment resolution — is the
+:class:`~tidings.server.targeting.Audience` the engine owns (:attr:`CampaignEngine.audience`,
+started with it). Behaviour events go through the engine: the audience updates the profile, then
+the engine runs the triggers they fire. Everything else about users is told to the audience
+directly.
 
 A campaign turns into *decisions* (one per user each time the engine asks "may this user get
 it now?") and messages. Everything a send decides — messages, deliveries, send records, the
@@ -20,14 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.protocol.errors import InvalidField, TidingsError
@@ -36,6 +35,7 @@ from tidings.protocol.frames import Message
 from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, limits_for
 from tidings.server.campaigns.model import (
     CONTROL,
+    TRANSITIONS,
     Campaign,
     CampaignKind,
     CampaignStatus,
@@ -43,7 +43,7 @@ from tidings.server.campaigns.model import (
     Reason,
 )
 from tidings.server.campaigns.sendtime import SendPolicy, choose_send_time, next_local_time
-from tidings.server.campaigns.stats import Funnel, Stage, compare_variants, winner
+from tidings.server.campaigns.stats import campaign_stats
 from tidings.server.campaigns.templates import (
     ContentLimits,
     TemplateError,
@@ -61,33 +61,15 @@ from tidings.server.storage import (
     Limit,
     Outcome,
     PendingSend,
-    ProfileRow,
     SendRow,
     Store,
 )
-from tidings.server.targeting.index import ProfileIndex
-from tidings.server.targeting.lifecycle import next_change_at
-from tidings.server.targeting.profiles import (
-    Profile,
-    apply_attributes,
-    apply_device,
-    apply_events,
-    local_hour,
-    new_profile,
-    reclassify,
-    set_consent,
-    with_tags,
-)
-from tidings.server.targeting.segments import Event as EventCond
-from tidings.server.targeting.segments import EventSource, Node, evaluate, walk
-from tidings.server.targeting.tags import TagEngine, TagRule
+from tidings.server.targeting.audience import Audience
+from tidings.server.targeting.profiles import Profile, new_profile
 
-__all__ = ["CLAIM_LEASE_S", "DUE_BATCH", "REPLAY_S", "TICK_S", "CampaignEngine"]
+__all__ = ["CLAIM_LEASE_S", "DUE_BATCH", "TICK_S", "CampaignEngine"]
 
 log = logging.getLogger(__name__)
-
-REPLAY_S = 90 * 86_400
-"""Events this old or newer are replayed at start (the longest tag window is 90 days)."""
 
 CLAIM_LEASE_S = 60.0
 """How long a scheduler holds the due work it claimed; after that another may take it."""
@@ -99,7 +81,6 @@ scheduler at their due time."""
 DUE_BATCH = 5_000
 """Most pending sends one scheduler round takes."""
 
-_NOT_TARGETED = frozenset({Reason.NOT_IN_SEGMENT, Reason.TRIGGER_FILTER})
 
 
 @dataclass(slots=True)
@@ -112,11 +93,7 @@ class _Live:
 
 @dataclass(slots=True)
 class _App:
-    index: ProfileIndex
-    tags: TagEngine = field(default_factory=TagEngine)
     campaigns: dict[str, _Live] = field(default_factory=dict)
-    reclass: list[tuple[float, str]] = field(default_factory=list)
-    due: dict[str, float] = field(default_factory=dict)  # user -> their live reclass entry
 
     @property
     def triggered(self) -> list[_Live]:
@@ -138,7 +115,7 @@ class _Item:
 
 
 class CampaignEngine:
-    """Targeting and campaigns of every app hosted by one node; see the module docstring."""
+    """Campaigns of every app hosted by one node, and their audience; see the module docstring."""
 
     def __init__(
         self,
@@ -154,6 +131,8 @@ class CampaignEngine:
         self.clock = clock
         self.caps = caps
         self._configs = {a.id: a for a in apps}
+        self.audience = Audience(store=store, apps=list(self._configs), clock=clock)
+        """Who the users are: live profiles, tags and segments of every app."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """Who claims due work: unique per process, so a claim is never mistaken for ours."""
         self._apps: dict[str, _App] = {}
@@ -165,34 +144,15 @@ class CampaignEngine:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Rebuild profiles, tags, send history and campaigns from the store; start ticking."""
-        store, now = self.store, self.clock()
-        for app_cfg in self._configs.values():
-            self._apps[app_cfg.id] = state = _App(ProfileIndex(app_cfg.id))
-            for row in await store.profile_rows(app_cfg.id):
-                state.index.upsert(_profile_from_row(app_cfg.id, row))
-            for stored in await store.campaigns(app_cfg.id):
+        """Rebuild the audience and the campaigns from the store; start ticking."""
+        await self.audience.start()
+        for app in self._configs:
+            self._apps[app] = state = _App()
+            for stored in await self.store.campaigns(app):
                 campaign = Campaign.from_json({**stored.spec, "status": stored.status})
                 state.campaigns[stored.id] = _Live(
                     campaign, stored.sent_total, stored.created_at, stored.updated_at
                 )
-        for app, spec in await store.tag_rules():
-            if app in self._apps:
-                self._apps[app].tags.add_rule(TagRule.from_json(spec))
-        for app, state in self._apps.items():
-            profiles: dict[str, Profile] = {}
-            for e in await store.events_since(app, now - REPLAY_S):
-                p = profiles.get(e.user_key) or state.index.get(e.user_key)
-                if p is None:
-                    continue
-                state.tags.observe(e.user_key, e.name, e.props, e.ts)
-                hours = list(p.active_hours)
-                hours[local_hour(e.ts, p.tz)] += 1
-                profiles[e.user_key] = replace(p, active_hours=tuple(hours))
-            state.tags.expire(now)
-            for p in state.index:
-                p = profiles.get(p.user_id, p)
-                self._put(app, with_tags(p, added=state.tags.tags_of(p.user_id)), now)
         self._loop = asyncio.get_running_loop().create_task(self._run(), name="tidings-campaigns")
 
     async def stop(self) -> None:
@@ -229,46 +189,6 @@ class CampaignEngine:
             raise InvalidField("app", f"unknown app {app!r}")
         return state
 
-    # --- profiles -----------------------------------------------------------------------------
-
-    def profile(self, app: str, user_key: str) -> Profile | None:
-        """The live profile of a user (lifecycle and tier current as of the last tick)."""
-        return self._state(app).index.get(user_key)
-
-    def _get_or_new(self, app: str, user_key: str, now: float) -> Profile:
-        return self._state(app).index.get(user_key) or new_profile(app, user_key, now)
-
-    def _put(self, app: str, profile: Profile, now: float) -> Profile:
-        state = self._apps[app]
-        profile = reclassify(profile, now)
-        state.index.upsert(profile)
-        due = next_change_at(profile.first_seen, profile.last_seen, profile.last_purchase, now)
-        if due is not None and state.due.get(profile.user_id) != due:
-            state.due[profile.user_id] = due
-            heapq.heappush(state.reclass, (due, profile.user_id))
-        return profile
-
-    def on_device(self, app: str, user_key: str, *, tz: str, locale: str, platform: str,
-                  app_version: str) -> None:  # fmt: skip
-        """A device said hello: its facts describe the user now."""
-        now = self.clock()
-        p = self._get_or_new(app, user_key, now)
-        p = apply_device(p, tz=tz, locale=locale, platform=platform, app_version=app_version)
-        self._put(app, replace(p, last_seen=max(p.last_seen, now)), now)
-
-    def on_attrs(self, app: str, user_key: str, attrs: Mapping[str, Any]) -> None:
-        """Attributes were merged into a profile (``None`` removes one)."""
-        now = self.clock()
-        self._put(app, apply_attributes(self._get_or_new(app, user_key, now), attrs), now)
-
-    def on_consent(self, app: str, user_key: str, categories: Mapping[str, bool]) -> None:
-        """A user chose which categories of messages they accept."""
-        now = self.clock()
-        p = self._get_or_new(app, user_key, now)
-        for category, allowed in categories.items():
-            p = set_consent(p, category, allowed)
-        self._put(app, p, now)
-
     async def on_events(
         self, app: str, user_key: str, events: Iterable[tuple[str, Mapping[str, Any], float]]
     ) -> None:
@@ -276,12 +196,7 @@ class CampaignEngine:
         state, now = self._state(app), self.clock()
         # A device clock ahead of ours does not make the future.
         fired = [(name, props, min(ts, now)) for name, props, ts in events]
-        p = apply_events(self._get_or_new(app, user_key, now), fired)
-        for name, props, ts in fired:
-            changes = state.tags.observe(user_key, name, props, ts)
-            if changes:
-                p = with_tags(p, changes.added, changes.removed)
-        p = self._put(app, p, now)
+        p = self.audience.on_events(app, user_key, fired, now)
         for live in state.triggered:
             for name, props, ts in fired:
                 if name == live.campaign.trigger.event:  # type: ignore[union-attr]
@@ -300,7 +215,7 @@ class CampaignEngine:
             reason = Reason.TRIGGER_FILTER
         elif trig.window is not None and not trig.window.contains(ts):
             reason = Reason.OUTSIDE_TRIGGER_WINDOW
-        elif not await self._in_segment(app, c.segment, p, now):
+        elif not await self.audience.in_segment(app, c.segment, p, now):
             reason = Reason.NOT_IN_SEGMENT
         event = {"name": name, "props": dict(props), "ts": ts}
         if reason is not None:
@@ -320,121 +235,18 @@ class CampaignEngine:
             return
         await self._dispatch(app, live, [_Item(p.user_id, event)], now)
 
-    # --- segments -----------------------------------------------------------------------------
-
-    async def _event_source(
-        self, app: str, tree: Node, now: float, user: str | None = None
-    ) -> EventSource | None:
-        """Answer the tree's event conditions with one store read per condition."""
-        conds = [n for n in walk(tree) if isinstance(n, EventCond)]
-        if not conds:
-            return None
-        values: dict[EventCond, dict[str, float]] = {}
-        for cond in conds:
-            per_user: dict[str, float] = {}
-            for e in await self.store.events_since(
-                app, now - cond.within_s, name=cond.name, user_key=user
-            ):
-                if e.ts > now or not all(f.matches(e.props) for f in cond.where):
-                    continue
-                if cond.agg == "count":
-                    add = 1.0
-                else:
-                    v = e.props.get(cond.prop or "")
-                    add = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0
-                per_user[e.user_key] = per_user.get(e.user_key, 0.0) + add
-            values[cond] = per_user
-
-        def source(user_id: str, cond: EventCond, at: float) -> float:
-            return values.get(cond, {}).get(user_id, 0.0)
-
-        return source
-
-    async def _in_segment(self, app: str, tree: Node, p: Profile, now: float) -> bool:
-        events = await self._event_source(app, tree, now, user=p.user_id)
-        return evaluate(tree, p, now, events)
-
-    async def resolve(self, app: str, tree: Node) -> set[str]:
-        """The users in a segment now."""
-        now = self.clock()
-        self._refresh(app, now)
-        events = await self._event_source(app, tree, now)
-        return self._state(app).index.resolve(tree, now, events)
-
-    async def preview(self, app: str, tree: Node, sample: int = 10) -> tuple[int, list[str]]:
-        """Audience size of a segment now, and a sample of its user ids."""
-        users = await self.resolve(app, tree)
-        return len(users), sorted(users)[:sample]
-
-    def _refresh(self, app: str, now: float) -> None:
-        """Drop expired tags and move users whose lifecycle or tier changed with time."""
-        state = self._apps[app]
-        for user, dropped in state.tags.expire(now).items():
-            p = state.index.get(user)
-            if p is not None:
-                self._put(app, with_tags(p, removed=dropped), now)
-        heap = state.reclass
-        while heap and heap[0][0] <= now:
-            due, user = heapq.heappop(heap)
-            if state.due.get(user) != due:
-                continue  # superseded by a later entry
-            del state.due[user]
-            p = state.index.get(user)
-            if p is not None:
-                self._put(app, p, now)
-
-    # --- tag rules ----------------------------------------------------------------------------
-
-    def tag_rules(self, app: str) -> list[TagRule]:
-        """The app's tag rules."""
-        tags = self._state(app).tags
-        return sorted(tags.active_rules(), key=lambda r: r.name)
-
-    async def put_tag_rule(self, app: str, rule: TagRule) -> None:
-        """Create or replace a tag rule; stored events within its window count at once."""
-        state, now = self._state(app), self.clock()
-        await self.store.save_tag_rule(app, rule.name, rule.to_json())
-        if rule.name in state.tags.rule_names:
-            self._untag(app, rule.name, state.tags.remove_rule(rule.name), now)
-        state.tags.add_rule(rule)
-        gained: set[str] = set()
-        for e in await self.store.events_since(app, now - rule.window_s, name=rule.event):
-            if rule.name in state.tags.observe(e.user_key, e.name, e.props, e.ts).added:
-                gained.add(e.user_key)
-        state.tags.expire(now)
-        for user in gained:
-            p = state.index.get(user)
-            if p is not None and rule.name in state.tags.tags_of(user):
-                self._put(app, with_tags(p, added=frozenset({rule.name})), now)
-
-    async def delete_tag_rule(self, app: str, name: str) -> bool:
-        """Delete a tag rule; its holders lose the tag. False if there was no such rule."""
-        state = self._state(app)
-        if name not in state.tags.rule_names:
-            return False
-        await self.store.save_tag_rule(app, name, None)
-        self._untag(app, name, state.tags.remove_rule(name), self.clock())
-        return True
-
-    def _untag(self, app: str, tag: str, users: Iterable[str], now: float) -> None:
-        index = self._apps[app].index
-        for user in users:
-            p = index.get(user)
-            if p is not None:
-                self._put(app, with_tags(p, removed=frozenset({tag})), now)
-
     # --- users --------------------------------------------------------------------------------
 
     async def erase(self, app: str, user_key: str) -> bool:
         """Erase a user: profile, events, messages, decisions, pending work, devices' queues."""
-        state = self._state(app)
-        known = user_key in state.index or await self.store.user(app, user_key) is not None
+        known = (
+            self.audience.profile(app, user_key) is not None
+            or await self.store.user(app, user_key) is not None
+        )
         devices, pending = await self.store.erase_user(app, user_key)
         if pending:
             self.publisher.withdraw(app, devices, pending)
-        state.index.remove(user_key)
-        state.tags.forget(user_key)
-        state.due.pop(user_key, None)
+        self.audience.forget(app, user_key)
         return known or bool(devices)
 
     # --- campaigns ----------------------------------------------------------------------------
@@ -501,8 +313,22 @@ class CampaignEngine:
         del self._state(app).campaigns[cid]
 
     async def _set_status(self, app: str, live: _Live, status: CampaignStatus) -> None:
+        """Move a campaign to ``status`` if :data:`TRANSITIONS` allows it from where it is.
+
+        Checked twice: against this process's copy (a quick, clear answer), then by the store
+        inside the update, so two requests racing for the same change (two starts) cannot
+        both make it: the loser gets :class:`Conflict`.
+        """
+        allowed = TRANSITIONS[status]
+        current = live.campaign.status
+        if current not in allowed:
+            raise Conflict("status", f"a {current} campaign cannot be {_VERBS[status]}")
         now = self.clock()
-        await self.store.set_campaign_status(app, live.campaign.id, str(status), now)
+        if not await self.store.set_campaign_status(
+            app, live.campaign.id, str(status), now, expect=[str(s) for s in allowed]
+        ):
+            raise Conflict("status", f"the campaign changed meanwhile; it cannot be "
+                           f"{_VERBS[status]} now (read it again)")  # fmt: skip
         live.campaign = live.campaign.with_status(status)
         live.updated_at = now
 
@@ -510,8 +336,6 @@ class CampaignEngine:
         """Start a draft (or resume a paused) campaign."""
         live = self._live(app, cid)
         c, now = live.campaign, self.clock()
-        if c.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
-            raise Conflict("status", f"a {c.status} campaign cannot be started")
         first = c.status is CampaignStatus.DRAFT
         await self._set_status(app, live, CampaignStatus.RUNNING)
         if first and c.kind is CampaignKind.ONE_OFF:
@@ -531,16 +355,12 @@ class CampaignEngine:
     async def pause(self, app: str, cid: str) -> Campaign:
         """Pause a running campaign: triggers are ignored, pending work waits."""
         live = self._live(app, cid)
-        if live.campaign.status is not CampaignStatus.RUNNING:
-            raise Conflict("status", f"a {live.campaign.status} campaign cannot be paused")
         await self._set_status(app, live, CampaignStatus.PAUSED)
         return live.campaign
 
     async def cancel(self, app: str, cid: str) -> tuple[Campaign, int]:
         """Cancel a campaign: pending work is dropped, undisplayed messages are revoked."""
         live = self._live(app, cid)
-        if live.campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
-            raise Conflict("status", f"a {live.campaign.status} campaign cannot be cancelled")
         await self._set_status(app, live, CampaignStatus.CANCELLED)
         await self.store.drop_pending(app, cid)
         revoked = await self.store.undisplayed_messages(app, cid)
@@ -559,7 +379,7 @@ class CampaignEngine:
         async with self._tick_lock:
             now = self.clock() if now is None else now
             for app in self._apps:
-                self._refresh(app, now)
+                self.audience.refresh(app, now)
             due = await self.store.claim_due(self.owner, now, CLAIM_LEASE_S, DUE_BATCH)
             groups: dict[tuple[str, str], list[PendingSend]] = {}
             for p in due:
@@ -607,7 +427,7 @@ class CampaignEngine:
 
         ``done``: the claimed scheduled run this is, finished in the same commit.
         """
-        users = sorted(await self.resolve(app, live.campaign.segment))
+        users = sorted(await self.audience.resolve(app, live.campaign.segment))
         await self._dispatch(app, live, [_Item(u) for u in users], now, done=done)
         await self._maybe_complete(app, live)
 
@@ -619,14 +439,15 @@ class CampaignEngine:
         spent = budget is not None and live.sent_total >= budget
         one_shot = c.kind is not CampaignKind.TRIGGERED
         if spent or (one_shot and await self.store.count_pending(app, c.id) == 0):
-            await self._set_status(app, live, CampaignStatus.COMPLETED)
+            with contextlib.suppress(Conflict):  # cancelled or completed meanwhile
+                await self._set_status(app, live, CampaignStatus.COMPLETED)
 
     def send_limits(self, app: str, user_key: str, category: str, now: float) -> tuple[Limit, ...]:
         """The caps a direct send of ``category`` to this user must fit (checked at commit).
 
         Opt-outs are not among them: the sender filters those before.
         """
-        p = self._state(app).index.get(user_key) or new_profile(app, user_key, now)
+        p = self.audience.profile(app, user_key) or new_profile(app, user_key, now)
         verdict = limits_for(p, category, config=self.caps)
         return () if isinstance(verdict, Decision) else verdict
 
@@ -649,12 +470,13 @@ class CampaignEngine:
         The caps, per-user limits and budget are checked and consumed by the store inside that
         write (:class:`Limit`, :attr:`Outcome.budget`): a send they no longer allow is logged
         with the cap's reason and not delivered. Here they only save work: nobody is rendered
-        past a budget that this process already knows is spent.
+        once this process knows the budget is spent (never sooner: a send counted here might
+        still be refused by a cap, and the budget must be used in full).
 
         ``due``: the items are claimed pending work whose time came (no second send-time
         choice). ``done``: other claimed pending work this write finishes.
         """
-        state, c = self._state(app), live.campaign
+        c = live.campaign
         limits = self.limits(app)
         decisions: list[DecisionRow] = []
         later: list[PendingSend] = []
@@ -664,7 +486,7 @@ class CampaignEngine:
         unless = c.trigger.unless if c.trigger else None
         followed_why = f"{unless.event} followed within {unless.within_s} s" if unless else ""
         for n, item in enumerate(items):
-            p = state.index.get(item.user)
+            p = self.audience.profile(app, item.user)
             variant = _variant(c, item.user)
             if p is None:
                 decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT,
@@ -674,14 +496,14 @@ class CampaignEngine:
                 decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
                                            followed_why, variant))  # fmt: skip
                 continue
-            if due and not await self._in_segment(app, c.segment, p, now):
+            if due and not await self.audience.in_segment(app, c.segment, p, now):
                 left = "left the segment before the send time"
                 decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT, left, variant))
                 continue
             if variant == CONTROL:
                 decisions.append(_decision(c, item.user, now, Reason.HOLDOUT, "", variant))
                 continue
-            if budget is not None and live.sent_total + len(keep) >= budget:
+            if budget is not None and live.sent_total >= budget:
                 decisions.append(_decision(c, item.user, now, Reason.BUDGET_EXHAUSTED,
                                            f"budget of {budget} used", variant))  # fmt: skip
                 continue
@@ -789,13 +611,13 @@ class CampaignEngine:
         rows = await self.store.decisions(app, cid, user, limit)
         if rows or user is None:
             return rows
-        p, now = self._state(app).index.get(user), self.clock()
+        p, now = self.audience.profile(app, user), self.clock()
         budget = c.frequency.total_budget
         if budget is not None and live.sent_total >= budget:
             reason, detail = Reason.BUDGET_EXHAUSTED, f"budget of {budget} used"
         elif p is None:
             reason, detail = Reason.NOT_IN_SEGMENT, "no such user (no profile)"
-        elif not await self._in_segment(app, c.segment, p, now):
+        elif not await self.audience.in_segment(app, c.segment, p, now):
             reason, detail = Reason.NOT_IN_SEGMENT, "not in the segment (evaluated now)"
         else:
             reason, detail = Reason.CAMPAIGN_INACTIVE, f"not considered yet (campaign {c.status})"
@@ -805,42 +627,20 @@ class CampaignEngine:
         """Per-variant funnels, totals, comparisons and the current winner (if any)."""
         c = self._live(app, cid).campaign
         counts = await self.store.funnel_counts(app, cid)
-        converted: dict[str | None, set[str]] = {}
-        if c.conversion is not None:
-            conv = c.conversion
-            for variant, user, props in await self.store.conversions(
-                app, cid, conv.event, conv.window_s
-            ):
-                if all(f.matches(props) for f in conv.where):
-                    converted.setdefault(variant, set()).add(user)
-        names: list[str | None] = [v.name for v in c.variants] or [None]
-        if c.control_share:
-            names.append(CONTROL)
-        funnels: dict[str, Funnel] = {}
-        for name in dict.fromkeys([*names, *counts]):
-            n = counts.get(name, {})
-            funnels[name or "default"] = Funnel.from_counts(
-                {s: n.get(s, 0) for s in Stage} | {"converted": len(converted.get(name, ()))}
-            )
-        total = Funnel()
-        for name, f in funnels.items():
-            if name != CONTROL:
-                total = total + f
-        arms = {k: f for k, f in funnels.items() if k != CONTROL}
-        metric = "conversion" if c.conversion is not None else "ctr"
-        return {
-            "campaign": cid,
-            "status": str(c.status),
-            "metric": metric,
-            "total": total.to_json(),
-            "variants": {k: f.to_json() for k, f in funnels.items()},
-            "comparisons": [
-                {"variant": x.variant, "rate": x.rate, "baseline_rate": x.baseline_rate,
-                 "lift": x.lift, "z": x.z, "p_value": x.p_value}
-                for x in compare_variants(arms, metric=metric)
-            ] if len(arms) > 1 else [],
-            "winner": winner(arms, metric=metric) if len(arms) > 1 else None,
-        }  # fmt: skip
+        conv = c.conversion
+        conversions = (
+            [] if conv is None
+            else await self.store.conversions(app, cid, conv.event, conv.window_s)
+        )  # fmt: skip
+        return campaign_stats(c, counts, conversions)
+
+
+_VERBS = {
+    CampaignStatus.RUNNING: "started",
+    CampaignStatus.PAUSED: "paused",
+    CampaignStatus.CANCELLED: "cancelled",
+    CampaignStatus.COMPLETED: "completed",
+}
 
 
 def _variant(c: Campaign, user: str) -> str | None:
@@ -857,21 +657,3 @@ def _decision(
 
 def _plain(event: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if event is None else dict(event)
-
-
-def _profile_from_row(app: str, row: ProfileRow) -> Profile:
-    return Profile(
-        app=app,
-        user_id=row.user_key,
-        attrs=MappingProxyType(dict(row.attrs)),
-        consent=MappingProxyType(dict(row.consent)),
-        first_seen=row.first_seen,
-        last_seen=row.last_seen,
-        tz=row.tz,
-        locale=row.locale,
-        platform=row.platform,
-        app_version=row.app_version,
-        purchase_count=row.purchase_count,
-        purchase_total=row.purchase_total,
-        last_purchase=row.last_purchase,
-    )

@@ -67,6 +67,7 @@ __all__ = [
     "DEFAULT_BANNER_TTL_S",
     "DEFAULT_INBOX_TTL_S",
     "MAX_VARIANTS",
+    "TRANSITIONS",
     "Action",
     "Campaign",
     "CampaignError",
@@ -140,6 +141,17 @@ class CampaignStatus(StrEnum):
     PAUSED = "paused"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
+
+
+TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = MappingProxyType({
+    CampaignStatus.RUNNING: frozenset({CampaignStatus.DRAFT, CampaignStatus.PAUSED}),
+    CampaignStatus.PAUSED: frozenset({CampaignStatus.RUNNING}),
+    CampaignStatus.CANCELLED: frozenset(
+        {CampaignStatus.DRAFT, CampaignStatus.RUNNING, CampaignStatus.PAUSED}
+    ),
+    CampaignStatus.COMPLETED: frozenset({CampaignStatus.RUNNING}),
+})  # fmt: skip
+"""Every legal status change: target status -> the statuses it may come from."""
 
 
 class ContentKind(StrEnum):

@@ -8,17 +8,18 @@ The funnel stages, in order::
 Rates divide by the stage that makes sense and are 0.0 when the denominator is 0, so an empty
 variant never raises. Comparisons use the two-proportion z-test of
 :func:`tidings.server.campaigns.variants.significance` on conversions per displayed message
-(or clicks per displayed message, for ``metric="ctr"``).
+(or clicks per displayed message, for ``metric="ctr"``). :func:`campaign_stats` assembles a
+campaign's report for the admin API from what the store counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from tidings.server.campaigns.model import CONTROL
+from tidings.server.campaigns.model import CONTROL, Campaign
 from tidings.server.campaigns.variants import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_SAMPLE,
@@ -27,7 +28,7 @@ from tidings.server.campaigns.variants import (
     significance,
 )
 
-__all__ = ["Comparison", "Funnel", "Stage", "compare_variants", "winner"]
+__all__ = ["Comparison", "Funnel", "Stage", "campaign_stats", "compare_variants", "winner"]
 
 
 class Stage(StrEnum):
@@ -158,3 +159,54 @@ def winner(
     """Return the variant to roll out, or None while no variant is significantly best."""
     arms = {name: _arm(f, metric) for name, f in funnels.items()}
     return pick_winner(arms, min_sample=min_sample, alpha=alpha)
+
+
+def campaign_stats(
+    c: Campaign,
+    counts: Mapping[str | None, Mapping[str, int]],
+    conversions: Iterable[tuple[str | None, str, Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """Per-variant funnels, totals, comparisons and the current winner (if any) of a campaign.
+
+    Args:
+        c: The campaign.
+        counts: Per variant (``None`` when it has none), the count at each stage but
+            ``converted``.
+        conversions: ``(variant, user, props)`` of each conversion event within the window
+            after exposure; those the conversion's filters refuse are not counted, and all are
+            ignored when the campaign has no conversion goal.
+    """
+    converted: dict[str | None, set[str]] = {}
+    if c.conversion is not None:
+        conv = c.conversion
+        for variant, user, props in conversions:
+            if all(f.matches(props) for f in conv.where):
+                converted.setdefault(variant, set()).add(user)
+    names: list[str | None] = [v.name for v in c.variants] or [None]
+    if c.control_share:
+        names.append(CONTROL)
+    funnels: dict[str, Funnel] = {}
+    for name in dict.fromkeys([*names, *counts]):
+        n = counts.get(name, {})
+        funnels[name or "default"] = Funnel.from_counts(
+            {s: n.get(s, 0) for s in Stage} | {"converted": len(converted.get(name, ()))}
+        )
+    total = Funnel()
+    for name, f in funnels.items():
+        if name != CONTROL:
+            total = total + f
+    arms = {k: f for k, f in funnels.items() if k != CONTROL}
+    metric = "conversion" if c.conversion is not None else "ctr"
+    return {
+        "campaign": c.id,
+        "status": str(c.status),
+        "metric": metric,
+        "total": total.to_json(),
+        "variants": {k: f.to_json() for k, f in funnels.items()},
+        "comparisons": [
+            {"variant": x.variant, "rate": x.rate, "baseline_rate": x.baseline_rate,
+             "lift": x.lift, "z": x.z, "p_value": x.p_value}
+            for x in compare_variants(arms, metric=metric)
+        ] if len(arms) > 1 else [],
+        "winner": winner(arms, metric=metric) if len(arms) > 1 else None,
+    }  # fmt: skip

@@ -118,7 +118,9 @@ class Store(Protocol):
         self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
     ) -> None: ...
     async def delete_campaign(self, app: str, cid: str) -> None: ...
-    async def set_campaign_status(self, app: str, cid: str, status: str, now: float) -> None: ...
+    async def set_campaign_status(
+        self, app: str, cid: str, status: str, now: float, expect: Sequence[str] = ()
+    ) -> bool: ...
     async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]: ...
     async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None: ...
     async def sends_since(self, since: float) -> list[tuple[str, SendRow]]: ...
@@ -757,12 +759,25 @@ class SqliteStore:
         """Forget a campaign's pending work (cancel)."""
         await self._execute("DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, campaign))
 
-    async def set_campaign_status(self, app: str, cid: str, status: str, now: float) -> None:
-        """Record a campaign's new status."""
-        await self._execute(
-            "UPDATE campaigns SET status=?, updated_at=? WHERE app=? AND id=?",
-            (status, now, app, cid),
-        )
+    async def set_campaign_status(
+        self, app: str, cid: str, status: str, now: float, expect: Sequence[str] = ()
+    ) -> bool:
+        """Record a campaign's new status; with ``expect``, only from one of those statuses.
+
+        False when the campaign does not exist or its stored status is not expected (another
+        request changed it first): a transition happens once, however many ask for it.
+        """
+        sql = "UPDATE campaigns SET status=?, updated_at=? WHERE app=? AND id=?"
+        params: list[Any] = [status, now, app, cid]
+        if expect:
+            sql += f" AND status IN ({','.join('?' * len(expect))})"
+            params += list(expect)
+
+        def write(db: sqlite3.Connection) -> bool:
+            return db.execute(sql, params).rowcount > 0
+
+        changed: bool = await self._submit(write)
+        return changed
 
     async def decisions(
         self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
@@ -1122,7 +1137,7 @@ def _admit(
         if budget_left is not None and s.campaign == outcome.campaign:
             budget_left -= 1
         for (limit, at), per_user in counts.items():
-            within = limit.window_s is None or at - limit.window_s < s.at <= at
+            within = limit.window_s is None or at - limit.window_s < s.at
             if within and limit.counts(s.category, s.campaign):
                 per_user[s.user_key] = per_user.get(s.user_key, 0) + 1
     return accepted, refused
@@ -1135,8 +1150,10 @@ def _count_sends(
     sql = "SELECT user_key, COUNT(*) FROM sends WHERE app=? AND user_key IN ({marks})"
     params: list[Any] = []
     if limit.window_s is not None:
-        sql += " AND at>? AND at<=?"
-        params += [at - limit.window_s, at]
+        # No upper bound: a send stamped later than ``at`` (decided a moment after, committed
+        # before) counts too.
+        sql += " AND at>?"
+        params.append(at - limit.window_s)
     if limit.campaign is not None:
         sql += " AND campaign=?"
         params.append(limit.campaign)

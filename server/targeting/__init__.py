@@ -1,11 +1,14 @@
 """Targeting: profiles, behaviour tags, lifecycle and value tiers, segments and their index.
 
-Everything here is pure or an in-memory state machine driven with explicit times: no sockets,
-no SQL, no event loop. Storage and the gateway feed it events and persist what it returns.
+Everything here but :class:`Audience` is pure or an in-memory state machine driven with explicit
+times: no sockets, no SQL, no event loop. :class:`Audience` holds those machines live for every
+app: it rebuilds them from the store at start, is fed what users do and say, reads the store
+for segments' event conditions and stores tag rules (through the ``Store`` protocol, never SQL).
 """
 
 from __future__ import annotations
 
+from tidings.server.targeting.audience import Audience
 from tidings.server.targeting.index import ProfileIndex
 from tidings.server.targeting.lifecycle import (
     DEFAULT_THRESHOLDS,
@@ -62,6 +65,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Attr",
+    "Audience",
     "Consent",
     "Event",
     "EventSource",

@@ -46,7 +46,7 @@ async def test_a_segment_campaign_reaches_exactly_the_matching_users_personalise
         await d.client.identify(user, {"region": region, "age": age, "first_name": name})
     engine = gateway.engine
     await _until(lambda: all(
-        (p := engine.profile("demo", u)) is not None and "age" in p.attrs for u in people
+        (p := engine.audience.profile("demo", u)) is not None and "age" in p.attrs for u in people
     ))  # fmt: skip
     await engine.save(_campaign(
         "east-adults", segment='attr.region = "EAST" and attr.age >= 25',
@@ -140,7 +140,7 @@ async def test_marketing_caps_hold_across_campaigns_and_transactional_passes(
 ) -> None:
     phone = await devices("dev-cap", user="capped")
     engine = gateway.engine
-    await _until(lambda: engine.profile("demo", "capped") is not None)
+    await _until(lambda: engine.audience.profile("demo", "capped") is not None)
     for i in range(3):  # a new, basic user: at most 2 marketing messages a week
         await engine.save(_campaign(f"promo-{i}", segment="everyone"))
         await engine.start_campaign("demo", f"promo-{i}")
@@ -163,7 +163,7 @@ async def test_an_ab_campaigns_stats_add_up(gateway: Node, devices: Any) -> None
     engine = gateway.engine
     phones = [await devices(f"dev-ab{i}", user=f"ab{i}") for i in range(12)]
     await _until(lambda: all(
-        engine.profile("demo", f"ab{i}") is not None for i in range(12)
+        engine.audience.profile("demo", f"ab{i}") is not None for i in range(12)
     ))  # fmt: skip
     await engine.save(_campaign(
         "ab", segment="everyone", control_share=0.2,
@@ -244,14 +244,14 @@ async def test_erase_leaves_no_trace_of_a_user(gateway: Node, devices: Any) -> N
     phone = await devices("dev-gone", user="gone")
     await phone.client.identify("gone", {"first_name": "Gone"})
     phone.client.track("view_content", {"category": "sports"})
-    await _until(lambda: (p := engine.profile("demo", "gone")) is not None
+    await _until(lambda: (p := engine.audience.profile("demo", "gone")) is not None
                     and p.last_seen > 0 and "first_name" in p.attrs)  # fmt: skip
     await engine.save(_campaign("bye", segment="everyone"))
     await engine.start_campaign("demo", "bye")
     await phone.until(lambda: len(phone.banners) == 1)
     await phone.client.close()
     assert await engine.erase("demo", "gone")
-    assert engine.profile("demo", "gone") is None
+    assert engine.audience.profile("demo", "gone") is None
     assert await store.user("demo", "gone") is None
     export = await store.export_user("demo", "gone")
     assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}

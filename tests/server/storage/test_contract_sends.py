@@ -280,3 +280,16 @@ async def test_paused_campaigns_work_is_not_claimed(store: Store) -> None:
     assert await store.next_due() is None
     await store.set_campaign_status("a", "c1", "running", NOW)
     assert [p.user_key for p in await store.claim_due("s", NOW, 30, 100)] == ["u0"]
+
+
+async def test_a_status_change_happens_once_however_many_ask_for_it(store: Store) -> None:
+    await store.save_campaign("a", "c1", {"id": "c1"}, "draft", NOW)
+    changed = await asyncio.gather(*(
+        store.set_campaign_status("a", "c1", "running", NOW, expect=["draft", "paused"])
+        for _ in range(5)
+    ))  # fmt: skip
+    assert sorted(changed) == [False, False, False, False, True]
+    assert not await store.set_campaign_status("a", "nope", "running", NOW)
+    assert await store.set_campaign_status("a", "c1", "cancelled", NOW)  # no expectation
+    (row,) = await store.campaigns("a")
+    assert row.status == "cancelled"

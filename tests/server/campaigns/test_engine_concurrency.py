@@ -1,0 +1,217 @@
+"""Decisions hold under any interleaving: caps, per-user limits, budgets and due work.
+
+Real nodes on real SQLite files; operations are fired together (``asyncio.gather``), and
+hypothesis chooses what is fired together. Every invariant is checked from what was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import gateway_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tidings.protocol.frames import Event
+from tidings.server.campaigns.engine import CLAIM_LEASE_S
+from tidings.server.errors import Conflict
+from tidings.server.node import Node, SendRequest
+from tidings.server.storage import DeviceRow
+
+NOW = 1_700_000_000.0
+BACKEND = "~backend"
+CAP = 2  # basic tier, new users: 2 marketing messages a week (the lifecycle allows 3)
+
+
+class Clock:
+    """A clock the test moves; every node of a test shares one."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec(cid: str, **changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": cid, "app": "demo", "name": cid, "kind": "one_off", "segment": 'attr.cohort = "h"',
+        "content": {"kind": "inbox", "title": "Hi", "body": "b", "category": "marketing"},
+    }  # fmt: skip
+    return {**base, **changes}
+
+
+CAMPAIGNS = [
+    spec("c0"),
+    spec("c1", frequency={"total_budget": 3}),
+    spec("c2", frequency={"per_user_limit": 1}),
+    spec("t0", kind="triggered", trigger={"event": "go"},
+         frequency={"per_user_limit": 1, "total_budget": 3}),
+    spec("t1", kind="triggered", trigger={"event": "go", "delay_s": 60},
+         frequency={"per_user_limit": 2}),
+]  # fmt: skip
+LIMITS = {"c2": 1, "t0": 1, "t1": 2}
+BUDGETS = {"c1": 3, "t0": 3}
+
+
+async def people(node: Node, users: list[str]) -> None:
+    for user in users:
+        await node.ingest.attributes("demo", user, {"cohort": "h"})
+        await node.ingest.device(DeviceRow(app="demo", device_id=f"{user}-phone", user_id=user,
+                                           first_seen=NOW, last_seen=NOW))  # fmt: skip
+
+
+async def track(node: Node, user: str, name: str = "go") -> None:
+    event = Event(id=uuid.uuid4().hex, name=name, ts=int(node.clock() * 1000), props={})
+    await node.ingest.events("demo", BACKEND, user, [event])
+
+
+async def check_invariants(node: Node, users: list[str], direct_capped: set[str]) -> None:
+    """No cap, limit or budget exceeded, and each one that refused someone was used in full."""
+    sends = [s for _, s in await node.store.sends_since(0)]
+    assert len({s.message_id for s in sends}) == len(sends), "a message was recorded twice"
+    per_user = Counter(s.user_key for s in sends)
+    per_pair = Counter((s.user_key, s.campaign) for s in sends)
+    per_campaign = Counter(s.campaign for s in sends)
+    capped: set[str] = set(direct_capped)
+    for c in CAMPAIGNS:
+        cid = c["id"]
+        log = await node.engine.decisions("demo", cid, limit=10_000)
+        reasons = Counter(d.reason for d in log if d.reason != "scheduled")
+        assert reasons["sent"] == per_campaign[cid], (cid, reasons)
+        if cid in BUDGETS:
+            assert per_campaign[cid] <= BUDGETS[cid]
+            if reasons["budget_exhausted"]:
+                assert per_campaign[cid] == BUDGETS[cid], f"{cid}: budget refused while unused"
+        for d in log:
+            if d.reason == "capped_campaign":
+                assert per_pair[(d.user_key, cid)] == LIMITS[cid], (cid, d)
+            if d.reason in ("capped_tier", "capped_lifecycle"):
+                capped.add(d.user_key)
+        once = 1 if c["kind"] == "one_off" else 10**6  # a one-off runs once, however started
+        for user in users:
+            assert per_pair[(user, cid)] <= min(once, LIMITS.get(cid, 10**6)), (user, cid)
+    for user in users:
+        assert per_user[user] <= CAP, (user, per_user[user])
+    for user in capped:
+        assert per_user[user] == CAP, f"{user} was capped with {per_user[user]} of {CAP}"
+
+
+OPS = st.one_of(
+    st.tuples(st.just("start"), st.sampled_from([c["id"] for c in CAMPAIGNS[:3]])),
+    st.tuples(st.just("track"), st.integers(0, 3)),
+    st.tuples(st.just("direct"), st.integers(0, 3)),
+    st.tuples(st.just("tick"), st.integers(0, 90)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rounds=st.lists(st.lists(OPS, min_size=1, max_size=6), min_size=1, max_size=5))
+def test_interleaved_starts_events_direct_sends_and_ticks_never_break_a_cap(
+    tmp_path_factory: pytest.TempPathFactory, rounds: list[list[tuple[str, Any]]]
+) -> None:
+    asyncio.run(_interleave(tmp_path_factory.mktemp("mix"), rounds))
+
+
+async def _interleave(folder: Path, rounds: list[list[tuple[str, Any]]]) -> None:
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    clock = Clock()
+    node = Node(gateway_config(folder / "t.db"), clock=clock)
+    await node.start()
+    try:
+        users = [f"u{i}" for i in range(4)]
+        await people(node, users)
+        for c in CAMPAIGNS:
+            await node.engine.save(c)
+        for triggered in ("t0", "t1"):
+            await node.engine.start_campaign("demo", triggered)
+        direct_capped: set[str] = set()
+
+        async def run(op: tuple[str, Any]) -> None:
+            what, arg = op
+            if what == "start":
+                with contextlib.suppress(Conflict):  # started already: the API answers 409
+                    await node.engine.start_campaign("demo", arg)
+            elif what == "track":
+                await track(node, users[arg])
+            elif what == "direct":
+                result = await node.send(
+                    SendRequest(app="demo", users=(users[arg],), kind="inbox", title="t", body="b")
+                )
+                if result.skipped:
+                    assert set(result.skipped) <= {"capped_tier", "capped_lifecycle"}
+                    direct_capped.add(users[arg])
+            else:
+                clock.now += arg
+                await node.engine.tick()
+
+        for group in rounds:
+            await asyncio.gather(*(run(op) for op in group))
+        clock.now += 120  # every delayed trigger falls due
+        await node.engine.tick()
+        await check_invariants(node, users, direct_capped)
+    finally:
+        await node.stop()
+    assert not errors, errors
+
+
+async def test_two_schedulers_sharing_one_store_send_each_due_message_once(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    first = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await first.start()
+    second = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    try:
+        users = [f"u{i}" for i in range(30)]
+        await people(first, users)
+        later = spec("later", kind="triggered", trigger={"event": "go", "delay_s": 3600},
+                     content={"kind": "inbox", "title": "t", "body": "b",
+                              "category": "transactional"})  # fmt: skip
+        await first.engine.save(later)
+        await first.engine.start_campaign("demo", "later")
+        for user in users:
+            await track(first, user)
+        await second.start()  # knows the campaign and the users from the store
+        clock.now += 3601
+        await asyncio.gather(*(n.engine.tick() for n in (first, second, first, second)))
+        sends = Counter(s.user_key for _, s in await first.store.sends_since(0))
+        assert sends == Counter(users)
+        sent = [d for d in await first.engine.decisions("demo", "later", limit=1000)
+                if d.reason == "sent"]  # fmt: skip
+        assert len(sent) == len(users)
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_work_claimed_by_a_scheduler_that_died_runs_after_its_lease(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    try:
+        await people(node, ["u0"])
+        await node.engine.save(spec("later", kind="triggered",
+                                    trigger={"event": "go", "delay_s": 60}))  # fmt: skip
+        await node.engine.start_campaign("demo", "later")
+        await track(node, "u0")
+        clock.now += 61
+        (claimed,) = await node.store.claim_due("a-node-that-dies", clock.now, CLAIM_LEASE_S, 10)
+        await node.engine.tick()
+        assert await node.store.sends_since(0) == []  # not ours while the lease runs
+        clock.now += CLAIM_LEASE_S
+        await node.engine.tick()
+        ((_, send),) = await node.store.sends_since(0)
+        assert send.user_key == "u0" and send.campaign == "later"
+        assert await node.store.count_pending("demo", "later") == 0
+        assert claimed.user_key == "u0"
+    finally:
+        await node.stop()
