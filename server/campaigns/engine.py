@@ -82,7 +82,6 @@ DUE_BATCH = 5_000
 """Most pending sends one scheduler round takes."""
 
 
-
 @dataclass(slots=True)
 class _Live:
     campaign: Campaign

@@ -1,7 +1,15 @@
-"""Storage: the :class:`Store` interface and its SQLite implementation."""
+"""Storage: the :class:`Store` role protocols and the SQLite implementation."""
 
 from __future__ import annotations
 
+from tidings.server.storage.protocols import (
+    AnalyticsStore,
+    CampaignStore,
+    DeliveryStore,
+    PrivacyStore,
+    ProfileStore,
+    Store,
+)
 from tidings.server.storage.rows import (
     CampaignRow,
     Committed,
@@ -18,12 +26,15 @@ from tidings.server.storage.rows import (
     SendRow,
     UserRow,
 )
-from tidings.server.storage.store import SqliteStore, Store, anonymous_key
+from tidings.server.storage.store import SqliteStore, anonymous_key
 
 __all__ = [
+    "AnalyticsStore",
     "CampaignRow",
+    "CampaignStore",
     "Committed",
     "DecisionRow",
+    "DeliveryStore",
     "DeviceRow",
     "EventRow",
     "Limit",
@@ -31,7 +42,9 @@ __all__ = [
     "Outcome",
     "PendingDelivery",
     "PendingSend",
+    "PrivacyStore",
     "ProfileRow",
+    "ProfileStore",
     "Refusal",
     "SendRow",
     "SqliteStore",

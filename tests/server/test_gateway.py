@@ -13,7 +13,7 @@ import msgpack
 from helpers import APP_B, gateway_config
 from rawclient import RawClient, open_session
 from tidings.protocol import SUBPROTOCOL, codes
-from tidings.protocol.codec import encode
+from tidings.protocol.codec import encode, encode_message
 from tidings.protocol.frames import (
     Ack,
     Deliver,
@@ -25,6 +25,7 @@ from tidings.protocol.frames import (
     InboxChange,
     InboxState,
     InboxUpdate,
+    Message,
     Ok,
     Ping,
     Pong,
@@ -34,7 +35,7 @@ from tidings.protocol.frames import (
     Welcome,
 )
 from tidings.server.node import Node, SendRequest
-from tidings.server.storage import SqliteStore
+from tidings.server.storage import Outcome, OutMessage, SqliteStore
 from websockets.asyncio.client import connect
 
 Mint = Callable[..., str]
@@ -414,3 +415,35 @@ async def test_a_slow_store_loses_nothing_and_shows_nothing_twice(
         await node.stop()
     with sqlite3.connect(config.db) as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (10,)
+
+
+async def test_a_delivery_that_skips_a_sequence_number_is_sent_after_the_missing_one(
+    gateway: Node, mint: Mint
+) -> None:
+    client = await open_session(gateway.port, mint("d1", user="u1"))
+    # Another writer (a second gateway process on the same store) stored a delivery for d1 and
+    # has not fanned it out yet: it holds seq 1, so the next live delivery is seq 2.
+    now_ms = int(gateway.clock() * 1000)
+    theirs = Message(id="theirs", kind="inbox", title="t", body="first", category="transactional",
+                     priority="normal", created_at=now_ms, expires_at=now_ms + 60_000)  # fmt: skip
+    stored = OutMessage(
+        message_id=theirs.id,
+        fields={
+            "kind": "inbox",
+            "category": "transactional",
+            "priority": "normal",
+            "created_at": now_ms / 1000,
+            "expires_at": now_ms / 1000 + 60,
+        },
+        wire=encode_message(theirs),
+        targets=(("d1", "u1"),),
+    )
+    committed = await gateway.store.commit("demo", Outcome(), [stored])
+    assert committed.deliveries["theirs"] == (("d1", 1),)
+    ours = await gateway.send(
+        SendRequest(app="demo", category="transactional", users=("u1",), title="t", body="2nd")
+    )
+    first, second = await client.recv_until(Deliver), await client.recv_until(Deliver)
+    assert (first.seq, first.msg.id) == (1, "theirs")
+    assert (second.seq, second.msg.id) == (2, ours.message_id)
+    assert await client.nothing_for()

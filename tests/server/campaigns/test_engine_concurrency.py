@@ -215,3 +215,26 @@ async def test_work_claimed_by_a_scheduler_that_died_runs_after_its_lease(
         assert claimed.user_key == "u0"
     finally:
         await node.stop()
+
+
+async def test_direct_sends_before_a_restart_count_toward_caps_after_it(tmp_path: Path) -> None:
+    clock = Clock()
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    try:
+        await people(node, ["u0"])
+        for _ in range(2):
+            direct = SendRequest(app="demo", users=("u0",), kind="inbox", title="t", body="b")
+            assert (await node.send(direct)).users == 1
+    finally:
+        await node.stop()
+    clock.now += 3600
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    try:
+        await node.engine.save(spec("after-restart"))
+        await node.engine.start_campaign("demo", "after-restart")
+        (why,) = await node.engine.decisions("demo", "after-restart")
+        assert (why.reason, why.detail) == ("capped_tier", "basic: 2 per 7 days")
+    finally:
+        await node.stop()

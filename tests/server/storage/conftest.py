@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -33,16 +33,7 @@ NOW = 1_700_000_000.0
 """A fixed "now" in unix seconds; tests place everything relative to it."""
 
 
-class ContractStore(Store, Protocol):
-    """The :class:`Store` protocol plus ``count_events``, which the suite also covers.
-
-    ``count_events`` is public on :class:`SqliteStore` but not declared by ``Store``.
-    """
-
-    async def count_events(self, app: str) -> int: ...
-
-
-STORE_FACTORIES: dict[str, Callable[[Path], ContractStore]] = {
+STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
     "sqlite": lambda tmp: SqliteStore(str(tmp / "t.db")),
 }
 """Every store implementation the suite runs against: name -> a new, unopened, empty store.
@@ -54,7 +45,7 @@ A store that needs a server (PostgreSQL) can call ``pytest.skip`` here when none
 @pytest_asyncio.fixture(params=list(STORE_FACTORIES))
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, loop_errors: list[dict[str, Any]]
-) -> AsyncIterator[ContractStore]:
+) -> AsyncIterator[Store]:
     """An open, empty store of each implementation, closed after the test."""
     s = STORE_FACTORIES[request.param](tmp_path)
     await s.open()

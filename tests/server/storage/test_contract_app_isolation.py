@@ -7,11 +7,12 @@ its app would find or touch the other app's rows.
 from __future__ import annotations
 
 from tidings.protocol.frames import InboxChange
+from tidings.server.storage import Store
 
-from .conftest import NOW, ContractStore, decision, deliver, device, event
+from .conftest import NOW, decision, deliver, device, event
 
 
-async def _fill_app_a(store: ContractStore) -> None:
+async def _fill_app_a(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1", platform="ios"))
     await store.upsert_device(device("a", "d2", None))
     await store.merge_attrs("a", "u1", {"plan": "pro"}, now=NOW)
@@ -34,14 +35,14 @@ async def _fill_app_a(store: ContractStore) -> None:
     await store.save_tag_rule("a", "vip", {"name": "vip"})
 
 
-async def test_another_app_sees_no_devices(store: ContractStore) -> None:
+async def test_another_app_sees_no_devices(store: Store) -> None:
     await _fill_app_a(store)
     assert await store.devices_of_users("b", ["u1"]) == []
     assert await store.known_devices("b", ["d1", "d2"]) == []
     assert await store.devices_of_keys("b", ["u1", "~d2"]) == []
 
 
-async def test_another_app_sees_no_profiles(store: ContractStore) -> None:
+async def test_another_app_sees_no_profiles(store: Store) -> None:
     await _fill_app_a(store)
     assert await store.user("b", "u1") is None
     assert await store.user("b", "~d2") is None
@@ -49,33 +50,33 @@ async def test_another_app_sees_no_profiles(store: ContractStore) -> None:
     assert await store.opted_out("b", ["u1"]) == set()
 
 
-async def test_another_app_sees_no_events(store: ContractStore) -> None:
+async def test_another_app_sees_no_events(store: Store) -> None:
     await _fill_app_a(store)
     assert await store.events_since("b", 0) == []
     assert await store.events_since("b", 0, user_key="u1", name="purchase") == []
     assert await store.count_events("b") == 0
 
 
-async def test_another_app_sees_no_inbox(store: ContractStore) -> None:
+async def test_another_app_sees_no_inbox(store: Store) -> None:
     await _fill_app_a(store)
     assert await store.inbox_since("b", "u1", 0) == (0, [])
 
 
-async def test_another_app_sees_no_campaigns_decisions_or_funnel(store: ContractStore) -> None:
+async def test_another_app_sees_no_campaigns_decisions_or_funnel(store: Store) -> None:
     await _fill_app_a(store)
     assert await store.campaigns("b") == []
     assert await store.decisions("b", "c1") == []
     assert await store.funnel_counts("b", "c1") == {}
 
 
-async def test_another_app_exports_nothing(store: ContractStore) -> None:
+async def test_another_app_exports_nothing(store: Store) -> None:
     await _fill_app_a(store)
     export = await store.export_user("b", "u1")
     assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}
 
 
 async def test_another_app_cannot_send_receipts_for_or_revoke_a_message(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await _fill_app_a(store)
     assert await store.add_receipts([("b", "d1", "m1", "clicked", None, NOW)]) == [False]
@@ -84,7 +85,7 @@ async def test_another_app_cannot_send_receipts_for_or_revoke_a_message(
     assert await store.inbox_since("a", "u1", 0) == (1, [InboxChange(id="m1", state="read", ver=1)])
 
 
-async def test_writes_to_another_app_leave_the_first_untouched(store: ContractStore) -> None:
+async def test_writes_to_another_app_leave_the_first_untouched(store: Store) -> None:
     await _fill_app_a(store)
     before = {
         "u1": await store.export_user("a", "u1"),

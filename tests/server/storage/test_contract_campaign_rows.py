@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import NOW, ContractStore, add_devices, decision, deliver, log_decisions
+from tidings.server.storage import Store
+
+from .conftest import NOW, add_devices, decision, deliver, log_decisions
 
 PHONES = [("d1", "u1"), ("d1b", "u1"), ("d2", "u2"), ("d3", "u3"), ("d4", "u4"), ("d5", "u5")]
 """The app's devices: (device id, user key); u1 has two."""
@@ -18,7 +20,7 @@ def spec(cid: str, **extra: Any) -> dict[str, Any]:
 # --- save_campaign and campaigns ---------------------------------------------------------------
 
 
-async def test_a_saved_campaign_is_listed_with_its_definition(store: ContractStore) -> None:
+async def test_a_saved_campaign_is_listed_with_its_definition(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1", budget=10), "draft", now=NOW)
     (row,) = await store.campaigns("a")
     assert (row.app, row.id, row.status, row.sent_total) == ("a", "c1", "draft", 0)
@@ -27,7 +29,7 @@ async def test_a_saved_campaign_is_listed_with_its_definition(store: ContractSto
 
 
 async def test_re_saving_a_campaign_replaces_its_definition_and_status(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.save_campaign("a", "c1", spec("c1", budget=10), "draft", now=NOW)
     await store.save_campaign("a", "c1", spec("c1", budget=20), "active", now=NOW + 60)
@@ -36,7 +38,7 @@ async def test_re_saving_a_campaign_replaces_its_definition_and_status(
     assert (row.created_at, row.updated_at) == (NOW, NOW + 60)
 
 
-async def test_a_campaign_counts_the_messages_it_sent(store: ContractStore) -> None:
+async def test_a_campaign_counts_the_messages_it_sent(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
@@ -45,7 +47,7 @@ async def test_a_campaign_counts_the_messages_it_sent(store: ContractStore) -> N
     assert row.sent_total == 2
 
 
-async def test_re_saving_a_campaign_keeps_its_sent_total(store: ContractStore) -> None:
+async def test_re_saving_a_campaign_keeps_its_sent_total(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
@@ -56,7 +58,7 @@ async def test_re_saving_a_campaign_keeps_its_sent_total(store: ContractStore) -
     assert (row.sent_total, row.status, row.spec["budget"]) == (3, "paused", 5)
 
 
-async def test_campaigns_are_listed_oldest_first(store: ContractStore) -> None:
+async def test_campaigns_are_listed_oldest_first(store: Store) -> None:
     await store.save_campaign("a", "c-new", spec("c-new"), "draft", now=NOW + 10)
     await store.save_campaign("a", "c-old", spec("c-old"), "draft", now=NOW - 10)
     await store.save_campaign("a", "c-mid-b", spec("c-mid-b"), "draft", now=NOW)
@@ -64,7 +66,7 @@ async def test_campaigns_are_listed_oldest_first(store: ContractStore) -> None:
     assert [c.id for c in await store.campaigns("a")] == ["c-old", "c-mid-a", "c-mid-b", "c-new"]
 
 
-async def test_campaigns_of_no_app_lists_every_apps_campaigns(store: ContractStore) -> None:
+async def test_campaigns_of_no_app_lists_every_apps_campaigns(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "draft", now=NOW)
     await store.save_campaign("b", "c1", spec("c1", of="b"), "active", now=NOW + 1)
     rows = await store.campaigns()
@@ -72,7 +74,7 @@ async def test_campaigns_of_no_app_lists_every_apps_campaigns(store: ContractSto
     assert rows[1].spec["of"] == "b"
 
 
-async def test_an_app_without_campaigns_lists_none(store: ContractStore) -> None:
+async def test_an_app_without_campaigns_lists_none(store: Store) -> None:
     assert await store.campaigns("a") == []
     assert await store.campaigns() == []
 
@@ -81,7 +83,7 @@ async def test_an_app_without_campaigns_lists_none(store: ContractStore) -> None
 
 
 async def test_setting_a_campaign_status_changes_only_its_status_and_update_time(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "draft", now=NOW)
     await add_devices(store, "a", PHONES)
@@ -93,13 +95,13 @@ async def test_setting_a_campaign_status_changes_only_its_status_and_update_time
 
 
 async def test_setting_the_status_of_an_unknown_campaign_creates_nothing(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.set_campaign_status("a", "ghost", "active", now=NOW)
     assert await store.campaigns() == []
 
 
-async def test_deleting_a_campaign_removes_only_that_campaign(store: ContractStore) -> None:
+async def test_deleting_a_campaign_removes_only_that_campaign(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "draft", now=NOW)
     await store.save_campaign("a", "c2", spec("c2"), "draft", now=NOW + 1)
     await store.delete_campaign("a", "c1")
@@ -108,7 +110,7 @@ async def test_deleting_a_campaign_removes_only_that_campaign(store: ContractSto
     assert [c.id for c in await store.campaigns("a")] == ["c2"]
 
 
-async def test_deleting_a_campaign_keeps_its_decision_log_and_funnel(store: ContractStore) -> None:
+async def test_deleting_a_campaign_keeps_its_decision_log_and_funnel(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(
@@ -124,7 +126,7 @@ async def test_deleting_a_campaign_keeps_its_decision_log_and_funnel(store: Cont
     assert (await store.funnel_counts("a", "c1"))[None]["sent"] == 1
 
 
-async def test_a_deleted_campaign_saved_again_starts_from_zero(store: ContractStore) -> None:
+async def test_a_deleted_campaign_saved_again_starts_from_zero(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
@@ -137,19 +139,19 @@ async def test_a_deleted_campaign_saved_again_starts_from_zero(store: ContractSt
 # --- tag rules ---------------------------------------------------------------------------------
 
 
-async def test_a_saved_tag_rule_is_listed_with_its_app(store: ContractStore) -> None:
+async def test_a_saved_tag_rule_is_listed_with_its_app(store: Store) -> None:
     rule = {"name": "vip", "when": {"attr": "spend", "gte": 100}}
     await store.save_tag_rule("a", "vip", rule)
     assert await store.tag_rules() == [("a", rule)]
 
 
-async def test_saving_a_tag_rule_again_replaces_it(store: ContractStore) -> None:
+async def test_saving_a_tag_rule_again_replaces_it(store: Store) -> None:
     await store.save_tag_rule("a", "vip", {"name": "vip", "v": 1})
     await store.save_tag_rule("a", "vip", {"name": "vip", "v": 2})
     assert await store.tag_rules() == [("a", {"name": "vip", "v": 2})]
 
 
-async def test_saving_no_tag_rule_deletes_it(store: ContractStore) -> None:
+async def test_saving_no_tag_rule_deletes_it(store: Store) -> None:
     await store.save_tag_rule("a", "vip", {"name": "vip"})
     await store.save_tag_rule("a", "new", {"name": "new"})
     await store.save_tag_rule("a", "vip", None)
@@ -158,7 +160,7 @@ async def test_saving_no_tag_rule_deletes_it(store: ContractStore) -> None:
     assert await store.tag_rules() == [("a", {"name": "new"})]
 
 
-async def test_tag_rules_are_listed_by_app_then_name(store: ContractStore) -> None:
+async def test_tag_rules_are_listed_by_app_then_name(store: Store) -> None:
     for app, name in [("b", "alpha"), ("a", "zeta"), ("a", "beta"), ("b", "beta")]:
         await store.save_tag_rule(app, name, {"name": name, "app": app})
     assert [(app, r["name"]) for app, r in await store.tag_rules()] == [
@@ -169,7 +171,7 @@ async def test_tag_rules_are_listed_by_app_then_name(store: ContractStore) -> No
     ]
 
 
-async def test_a_tag_rule_of_one_app_is_deleted_in_that_app_only(store: ContractStore) -> None:
+async def test_a_tag_rule_of_one_app_is_deleted_in_that_app_only(store: Store) -> None:
     await store.save_tag_rule("a", "vip", {"name": "vip", "app": "a"})
     await store.save_tag_rule("b", "vip", {"name": "vip", "app": "b"})
     await store.save_tag_rule("b", "vip", None)
@@ -179,7 +181,7 @@ async def test_a_tag_rule_of_one_app_is_deleted_in_that_app_only(store: Contract
 # --- decisions ---------------------------------------------------------------------------------
 
 
-async def test_the_decision_log_keeps_every_field(store: ContractStore) -> None:
+async def test_the_decision_log_keeps_every_field(store: Store) -> None:
     await add_devices(store, "a", PHONES)
     await deliver(
         store,
@@ -199,7 +201,7 @@ async def test_the_decision_log_keeps_every_field(store: ContractStore) -> None:
     ]
 
 
-async def test_the_decision_log_is_listed_newest_first(store: ContractStore) -> None:
+async def test_the_decision_log_is_listed_newest_first(store: Store) -> None:
     await log_decisions(
         store,
         "a",
@@ -218,14 +220,14 @@ async def test_the_decision_log_is_listed_newest_first(store: ContractStore) -> 
 
 
 async def test_decisions_at_the_same_time_are_listed_latest_logged_first(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await log_decisions(store, "a", [decision("c1", "u1", "scheduled")])
     await log_decisions(store, "a", [decision("c1", "u1", "capped_tier")])
     assert [d.reason for d in await store.decisions("a", "c1")] == ["capped_tier", "scheduled"]
 
 
-async def test_the_decision_log_can_be_read_for_one_user(store: ContractStore) -> None:
+async def test_the_decision_log_can_be_read_for_one_user(store: Store) -> None:
     await log_decisions(
         store,
         "a",
@@ -242,7 +244,7 @@ async def test_the_decision_log_can_be_read_for_one_user(store: ContractStore) -
     assert await store.decisions("a", "c1", "nobody") == []
 
 
-async def test_the_decision_log_is_limited_to_the_newest_entries(store: ContractStore) -> None:
+async def test_the_decision_log_is_limited_to_the_newest_entries(store: Store) -> None:
     await log_decisions(
         store, "a", [decision("c1", f"u{i}", "not_in_segment", at=NOW + i) for i in range(150)]
     )
@@ -251,7 +253,7 @@ async def test_the_decision_log_is_limited_to_the_newest_entries(store: Contract
     assert [d.user_key for d in newest] == ["u149", "u148", "u147"]
 
 
-async def test_the_decision_log_is_kept_per_campaign(store: ContractStore) -> None:
+async def test_the_decision_log_is_kept_per_campaign(store: Store) -> None:
     await log_decisions(
         store,
         "a",
@@ -268,11 +270,11 @@ async def test_the_decision_log_is_kept_per_campaign(store: ContractStore) -> No
 # --- funnel_counts -----------------------------------------------------------------------------
 
 
-async def test_a_campaign_with_no_activity_has_an_empty_funnel(store: ContractStore) -> None:
+async def test_a_campaign_with_no_activity_has_an_empty_funnel(store: Store) -> None:
     assert await store.funnel_counts("a", "c1") == {}
 
 
-async def test_the_funnel_counts_each_variants_sends(store: ContractStore) -> None:
+async def test_the_funnel_counts_each_variants_sends(store: Store) -> None:
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1", variant="v1")
     await deliver(store, "a", "m2", [("d2", "u2")], campaign="c1", variant="v1")
@@ -284,7 +286,7 @@ async def test_the_funnel_counts_each_variants_sends(store: ContractStore) -> No
 
 
 async def test_the_funnel_counts_targeted_users_once_and_only_when_eligible(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await log_decisions(
         store,
@@ -306,7 +308,7 @@ async def test_the_funnel_counts_targeted_users_once_and_only_when_eligible(
     assert funnel == {"v1": {"targeted": 2}, "control": {"targeted": 1}}
 
 
-async def test_the_funnel_counts_each_receipt_kind_once_per_message(store: ContractStore) -> None:
+async def test_the_funnel_counts_each_receipt_kind_once_per_message(store: Store) -> None:
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1"), ("d1b", "u1")], campaign="c1", variant="v1")
     await deliver(store, "a", "m2", [("d2", "u2")], campaign="c1", variant="v1")

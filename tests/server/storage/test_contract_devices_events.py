@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from tidings.server.storage import anonymous_key
+from tidings.server.storage import Store, anonymous_key
 
-from .conftest import NOW, ContractStore, device, event
+from .conftest import NOW, device, event
 
 # --- upsert_device -----------------------------------------------------------------------------
 
 
-async def test_upserting_a_new_device_returns_it_as_given(store: ContractStore) -> None:
+async def test_upserting_a_new_device_returns_it_as_given(store: Store) -> None:
     row = device(
         "a",
         "d1",
@@ -34,7 +34,7 @@ async def test_upserting_a_new_device_returns_it_as_given(store: ContractStore) 
 
 
 async def test_re_upserting_a_device_keeps_its_first_seen_and_updates_its_facts(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW, app_version="1.0"))
     again = await store.upsert_device(device("a", "d1", "u1", at=NOW + 50, app_version="2.0"))
@@ -46,7 +46,7 @@ async def test_re_upserting_a_device_keeps_its_first_seen_and_updates_its_facts(
 
 
 async def test_a_device_that_changes_user_belongs_to_the_new_user_only(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d1", "u2", at=NOW + 1))
@@ -55,7 +55,7 @@ async def test_a_device_that_changes_user_belongs_to_the_new_user_only(
     assert await store.known_devices("a", ["d1"]) == [("d1", "u2")]
 
 
-async def test_a_device_that_logs_out_becomes_anonymous(store: ContractStore) -> None:
+async def test_a_device_that_logs_out_becomes_anonymous(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d1", None, at=NOW + 1))
     assert await store.devices_of_users("a", ["u1"]) == []
@@ -63,7 +63,7 @@ async def test_a_device_that_logs_out_becomes_anonymous(store: ContractStore) ->
     assert await store.devices_of_keys("a", [anonymous_key("d1")]) == [("d1", "~d1")]
 
 
-async def test_upserting_a_device_creates_the_profile_of_its_user(store: ContractStore) -> None:
+async def test_upserting_a_device_creates_the_profile_of_its_user(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW))
     user = await store.user("a", "u1")
     assert user is not None
@@ -72,7 +72,7 @@ async def test_upserting_a_device_creates_the_profile_of_its_user(store: Contrac
 
 
 async def test_upserting_an_anonymous_device_creates_its_anonymous_profile(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", None))
     assert anonymous_key("d1") == "~d1"
@@ -81,7 +81,7 @@ async def test_upserting_an_anonymous_device_creates_its_anonymous_profile(
 
 
 async def test_a_second_device_keeps_the_profile_first_seen_and_moves_its_last_seen(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW))
     await store.upsert_device(device("a", "d2", "u1", at=NOW + 100))
@@ -94,7 +94,7 @@ async def test_a_second_device_keeps_the_profile_first_seen_and_moves_its_last_s
 
 
 async def test_devices_of_users_lists_every_device_of_the_named_users_only(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     for d, u in [("d1", "u1"), ("d2", "u1"), ("d3", "u2"), ("d4", "u3"), ("d5", None)]:
         await store.upsert_device(device("a", d, u))
@@ -102,13 +102,13 @@ async def test_devices_of_users_lists_every_device_of_the_named_users_only(
     assert sorted(found) == [("d1", "u1"), ("d2", "u1"), ("d3", "u2")]
 
 
-async def test_devices_of_no_users_is_empty(store: ContractStore) -> None:
+async def test_devices_of_no_users_is_empty(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     assert await store.devices_of_users("a", []) == []
 
 
 async def test_known_devices_returns_the_existing_devices_with_their_user_keys(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d2", None))
@@ -118,7 +118,7 @@ async def test_known_devices_returns_the_existing_devices_with_their_user_keys(
 
 
 async def test_devices_of_keys_finds_named_and_anonymous_profiles_devices(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d2", "u1"))
@@ -131,7 +131,7 @@ async def test_devices_of_keys_finds_named_and_anonymous_profiles_devices(
 
 
 async def test_the_anonymous_key_no_longer_finds_a_device_that_has_a_user(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", None))
     await store.upsert_device(device("a", "d1", "u1", at=NOW + 1))
@@ -139,7 +139,7 @@ async def test_the_anonymous_key_no_longer_finds_a_device_that_has_a_user(
     assert await store.devices_of_keys("a", ["u1"]) == [("d1", "u1")]
 
 
-async def test_device_lookups_take_long_lists_of_ids(store: ContractStore) -> None:
+async def test_device_lookups_take_long_lists_of_ids(store: Store) -> None:
     n = 1200
     await asyncio.gather(
         *(store.upsert_device(device("a", f"d{i}", f"u{i}" if i % 2 else None)) for i in range(n))
@@ -152,7 +152,7 @@ async def test_device_lookups_take_long_lists_of_ids(store: ContractStore) -> No
     assert sorted(await store.devices_of_keys("a", keys)) == sorted(zip(ids, keys, strict=True))
 
 
-async def test_a_user_named_twice_in_a_long_list_is_answered_once(store: ContractStore) -> None:
+async def test_a_user_named_twice_in_a_long_list_is_answered_once(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     others = [f"nobody{i}" for i in range(600)]
     assert await store.devices_of_users("a", ["u1", *others, "u1"]) == [("d1", "u1")]
@@ -162,7 +162,7 @@ async def test_a_user_named_twice_in_a_long_list_is_answered_once(store: Contrac
 
 
 async def test_inserted_events_are_read_back_with_their_time_in_seconds(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.insert_events(
         "a", "d1", "u1", [event("e1", "purchase", NOW - 10, amount=9.5, sku="x")], now=NOW
@@ -173,7 +173,7 @@ async def test_inserted_events_are_read_back_with_their_time_in_seconds(
     assert await store.count_events("a") == 1
 
 
-async def test_a_resent_event_id_is_ignored(store: ContractStore) -> None:
+async def test_a_resent_event_id_is_ignored(store: Store) -> None:
     await store.insert_events("a", "d1", "u1", [event("e1", "open", NOW - 5, n=1)], now=NOW)
     await store.insert_events(
         "a", "d1", "u1", [event("e1", "open", NOW - 5, n=2), event("e2", "open", NOW - 4)], now=NOW
@@ -183,21 +183,21 @@ async def test_a_resent_event_id_is_ignored(store: ContractStore) -> None:
     assert await store.count_events("a") == 2
 
 
-async def test_a_repeated_event_id_within_one_batch_is_stored_once(store: ContractStore) -> None:
+async def test_a_repeated_event_id_within_one_batch_is_stored_once(store: Store) -> None:
     batch = [event("e1", "open", NOW - 5, n=1), event("e1", "open", NOW - 5, n=2)]
     await store.insert_events("a", "d1", "u1", batch, now=NOW)
     assert await store.count_events("a") == 1
 
 
 async def test_the_same_event_id_from_another_device_is_another_event(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.insert_events("a", "d1", "u1", [event("e1", "open", NOW - 5)], now=NOW)
     await store.insert_events("a", "d2", "u1", [event("e1", "open", NOW - 5)], now=NOW)
     assert await store.count_events("a") == 2
 
 
-async def test_inserting_events_creates_a_missing_profile(store: ContractStore) -> None:
+async def test_inserting_events_creates_a_missing_profile(store: Store) -> None:
     await store.insert_events("a", "d1", "u1", [event("e1", "open", NOW - 30)], now=NOW)
     user = await store.user("a", "u1")
     assert user is not None
@@ -205,7 +205,7 @@ async def test_inserting_events_creates_a_missing_profile(store: ContractStore) 
 
 
 async def test_inserting_events_moves_the_user_last_seen_to_the_latest_event(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW - 100))
     batch = [
@@ -219,7 +219,7 @@ async def test_inserting_events_moves_the_user_last_seen_to_the_latest_event(
     assert (user.first_seen, user.last_seen) == (NOW - 100, NOW - 10)
 
 
-async def test_old_events_never_move_the_user_last_seen_back(store: ContractStore) -> None:
+async def test_old_events_never_move_the_user_last_seen_back(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW))
     await store.insert_events("a", "d1", "u1", [event("e1", "open", NOW - 3600)], now=NOW)
     user = await store.user("a", "u1")
@@ -227,7 +227,7 @@ async def test_old_events_never_move_the_user_last_seen_back(store: ContractStor
 
 
 async def test_an_event_from_the_future_moves_last_seen_no_further_than_now(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW - 100))
     await store.insert_events("a", "d1", "u1", [event("e1", "open", NOW + 86_400)], now=NOW)
@@ -235,7 +235,7 @@ async def test_an_event_from_the_future_moves_last_seen_no_further_than_now(
     assert user is not None and user.last_seen == NOW
 
 
-async def test_count_events_counts_one_app_only(store: ContractStore) -> None:
+async def test_count_events_counts_one_app_only(store: Store) -> None:
     await store.insert_events(
         "a", "d1", "u1", [event("e1", "x", NOW), event("e2", "x", NOW)], now=NOW
     )
@@ -247,7 +247,7 @@ async def test_count_events_counts_one_app_only(store: ContractStore) -> None:
 # --- events_since ------------------------------------------------------------------------------
 
 
-async def _three_users_events(store: ContractStore) -> None:
+async def _three_users_events(store: Store) -> None:
     await store.insert_events(
         "a",
         "d1",
@@ -271,7 +271,7 @@ async def _three_users_events(store: ContractStore) -> None:
     await store.insert_events("a", "d3", "~d3", [event("e5", "open", NOW - 5)], now=NOW)
 
 
-async def test_events_since_returns_every_event_oldest_first(store: ContractStore) -> None:
+async def test_events_since_returns_every_event_oldest_first(store: Store) -> None:
     await _three_users_events(store)
     rows = await store.events_since("a", 0)
     assert [r.ts for r in rows] == [NOW - 40, NOW - 30, NOW - 20, NOW - 10, NOW - 5]
@@ -285,7 +285,7 @@ async def test_events_since_returns_every_event_oldest_first(store: ContractStor
 
 
 async def test_events_since_includes_events_at_the_boundary_and_none_before(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await _three_users_events(store)
     rows = await store.events_since("a", NOW - 20)
@@ -293,21 +293,21 @@ async def test_events_since_includes_events_at_the_boundary_and_none_before(
     assert await store.events_since("a", NOW) == []
 
 
-async def test_events_since_filters_by_name(store: ContractStore) -> None:
+async def test_events_since_filters_by_name(store: Store) -> None:
     await _three_users_events(store)
     rows = await store.events_since("a", 0, name="purchase")
     assert [(r.user_key, r.props) for r in rows] == [("u2", {"amount": 7}), ("u1", {"amount": 5})]
     assert await store.events_since("a", 0, name="nothing") == []
 
 
-async def test_events_since_filters_by_user(store: ContractStore) -> None:
+async def test_events_since_filters_by_user(store: Store) -> None:
     await _three_users_events(store)
     rows = await store.events_since("a", 0, user_key="u1")
     assert [(r.name, r.ts) for r in rows] == [("open", NOW - 30), ("purchase", NOW - 10)]
     assert [r.name for r in await store.events_since("a", 0, user_key="~d3")] == ["open"]
 
 
-async def test_events_since_filters_by_name_and_user_together(store: ContractStore) -> None:
+async def test_events_since_filters_by_name_and_user_together(store: Store) -> None:
     await _three_users_events(store)
     rows = await store.events_since("a", 0, name="open", user_key="u2")
     assert [(r.user_key, r.name, r.ts) for r in rows] == [("u2", "open", NOW - 20)]

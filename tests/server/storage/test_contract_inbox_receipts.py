@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from tidings.protocol.frames import InboxChange, InboxStateName
+from tidings.server.storage import Store
 
-from .conftest import NOW, ContractStore, add_devices, deliver, device
+from .conftest import NOW, add_devices, deliver, device
 
 
 def change(message_id: str, state: InboxStateName, ver: int = 0) -> InboxChange:
@@ -15,18 +16,18 @@ def change(message_id: str, state: InboxStateName, ver: int = 0) -> InboxChange:
 # --- inbox_update and inbox_since --------------------------------------------------------------
 
 
-async def test_an_empty_inbox_is_at_version_zero(store: ContractStore) -> None:
+async def test_an_empty_inbox_is_at_version_zero(store: Store) -> None:
     assert await store.inbox_since("a", "u1", 0) == (0, [])
 
 
-async def test_each_inbox_change_gets_the_next_version(store: ContractStore) -> None:
+async def test_each_inbox_change_gets_the_next_version(store: Store) -> None:
     ver, applied = await store.inbox_update("a", "u1", [change("m1", "read"), change("m2", "read")])
     assert (ver, applied) == (2, [change("m1", "read", 1), change("m2", "read", 2)])
     ver, applied = await store.inbox_update("a", "u1", [change("m3", "unread")])
     assert (ver, applied) == (3, [change("m3", "unread", 3)])
 
 
-async def test_the_inbox_version_is_kept_on_the_profile(store: ContractStore) -> None:
+async def test_the_inbox_version_is_kept_on_the_profile(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.inbox_update("a", "u1", [change("m1", "read"), change("m2", "read")])
     user = await store.user("a", "u1")
@@ -34,7 +35,7 @@ async def test_the_inbox_version_is_kept_on_the_profile(store: ContractStore) ->
 
 
 async def test_inbox_since_returns_the_changes_after_a_version_in_order(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.inbox_update("a", "u1", [change("m1", "read"), change("m2", "read")])
     await store.inbox_update("a", "u1", [change("m3", "deleted")])
@@ -47,7 +48,7 @@ async def test_inbox_since_returns_the_changes_after_a_version_in_order(
 
 
 async def test_inbox_since_returns_only_the_latest_state_of_each_message(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.inbox_update("a", "u1", [change("m1", "read"), change("m2", "read")])
     await store.inbox_update("a", "u1", [change("m1", "unread")])
@@ -57,13 +58,13 @@ async def test_inbox_since_returns_only_the_latest_state_of_each_message(
     )
 
 
-async def test_an_unchanged_inbox_state_makes_no_new_version(store: ContractStore) -> None:
+async def test_an_unchanged_inbox_state_makes_no_new_version(store: Store) -> None:
     await store.inbox_update("a", "u1", [change("m1", "read")])
     assert await store.inbox_update("a", "u1", [change("m1", "read")]) == (1, [])
     assert await store.inbox_since("a", "u1", 1) == (1, [])
 
 
-async def test_deleted_is_final(store: ContractStore) -> None:
+async def test_deleted_is_final(store: Store) -> None:
     await store.inbox_update("a", "u1", [change("m1", "deleted")])
     ver, applied = await store.inbox_update(
         "a", "u1", [change("m1", "unread"), change("m1", "read"), change("m2", "read")]
@@ -72,14 +73,14 @@ async def test_deleted_is_final(store: ContractStore) -> None:
     assert (await store.inbox_since("a", "u1", 0))[1][0] == change("m1", "deleted", 1)
 
 
-async def test_changes_to_one_message_in_one_batch_each_take_effect(store: ContractStore) -> None:
+async def test_changes_to_one_message_in_one_batch_each_take_effect(store: Store) -> None:
     ver, applied = await store.inbox_update(
         "a", "u1", [change("m1", "read"), change("m1", "read"), change("m1", "unread")]
     )
     assert (ver, applied) == (2, [change("m1", "read", 1), change("m1", "unread", 2)])
 
 
-async def test_inbox_versions_are_counted_per_user(store: ContractStore) -> None:
+async def test_inbox_versions_are_counted_per_user(store: Store) -> None:
     await store.inbox_update("a", "u1", [change("m1", "read"), change("m2", "read")])
     ver, applied = await store.inbox_update("a", "u2", [change("m1", "read")])
     assert (ver, applied) == (1, [change("m1", "read", 1)])
@@ -92,7 +93,7 @@ async def test_inbox_versions_are_counted_per_user(store: ContractStore) -> None
 # --- add_receipts ------------------------------------------------------------------------------
 
 
-async def test_a_receipt_for_a_delivered_message_is_accepted(store: ContractStore) -> None:
+async def test_a_receipt_for_a_delivered_message_is_accepted(store: Store) -> None:
     await add_devices(store, "a", [("d1", "u1")])
     await deliver(store, "a", "m1", [("d1", "u1")])
     receipts = [
@@ -104,7 +105,7 @@ async def test_a_receipt_for_a_delivered_message_is_accepted(store: ContractStor
 
 
 async def test_a_receipt_for_a_message_never_delivered_to_that_device_is_refused(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await add_devices(store, "a", [("d1", "u1")])
     await deliver(store, "a", "m1", [("d1", "u1")])
@@ -116,7 +117,7 @@ async def test_a_receipt_for_a_message_never_delivered_to_that_device_is_refused
     assert await store.add_receipts(receipts) == [False, False]
 
 
-async def test_a_refused_receipt_is_not_stored(store: ContractStore) -> None:
+async def test_a_refused_receipt_is_not_stored(store: Store) -> None:
     await add_devices(store, "a", [("d1", "u1")])
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
     assert await store.add_receipts([("a", "d2", "m1", "displayed", None, NOW)]) == [False]
@@ -125,7 +126,7 @@ async def test_a_refused_receipt_is_not_stored(store: ContractStore) -> None:
     assert (await store.funnel_counts("a", "c1"))[None]["displayed"] == 1
 
 
-async def test_receipts_are_answered_in_order_of_a_mixed_batch(store: ContractStore) -> None:
+async def test_receipts_are_answered_in_order_of_a_mixed_batch(store: Store) -> None:
     await add_devices(store, "a", [("d1", "u1"), ("d2", "u2")])
     await deliver(store, "a", "m1", [("d1", "u1"), ("d2", "u2")])
     receipts = [
@@ -137,7 +138,7 @@ async def test_receipts_are_answered_in_order_of_a_mixed_batch(store: ContractSt
     assert await store.add_receipts(receipts) == [True, False, True, False]
 
 
-async def test_a_receipt_sent_twice_is_accepted_twice(store: ContractStore) -> None:
+async def test_a_receipt_sent_twice_is_accepted_twice(store: Store) -> None:
     await add_devices(store, "a", [("d1", "u1")])
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
     receipt = ("a", "d1", "m1", "displayed", None, NOW)
@@ -146,7 +147,7 @@ async def test_a_receipt_sent_twice_is_accepted_twice(store: ContractStore) -> N
     assert (await store.funnel_counts("a", "c1"))[None]["displayed"] == 1
 
 
-async def test_a_large_batch_of_receipts_is_answered_in_order(store: ContractStore) -> None:
+async def test_a_large_batch_of_receipts_is_answered_in_order(store: Store) -> None:
     n = 700
     everyone = [(f"d{i}", f"u{i}") for i in range(n)]
     await add_devices(store, "a", everyone)
@@ -155,12 +156,12 @@ async def test_a_large_batch_of_receipts_is_answered_in_order(store: ContractSto
     assert await store.add_receipts(receipts) == [i % 3 == 0 for i in range(n)]
 
 
-async def test_an_empty_batch_of_receipts_is_answered_with_nothing(store: ContractStore) -> None:
+async def test_an_empty_batch_of_receipts_is_answered_with_nothing(store: Store) -> None:
     assert await store.add_receipts([]) == []
 
 
 async def test_a_revoked_message_still_takes_receipts_from_devices_that_got_it(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await add_devices(store, "a", [("d1", "u1")])
     await deliver(store, "a", "m1", [("d1", "u1")])
@@ -171,11 +172,11 @@ async def test_a_revoked_message_still_takes_receipts_from_devices_that_got_it(
 # --- revoke ------------------------------------------------------------------------------------
 
 
-async def test_revoking_an_unknown_message_returns_none(store: ContractStore) -> None:
+async def test_revoking_an_unknown_message_returns_none(store: Store) -> None:
     assert await store.revoke("a", "never-sent") is None
 
 
-async def test_revoking_a_message_returns_its_recipients(store: ContractStore) -> None:
+async def test_revoking_a_message_returns_its_recipients(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d2", "u1"))
     await store.upsert_device(device("a", "d3", None))
@@ -186,7 +187,7 @@ async def test_revoking_a_message_returns_its_recipients(store: ContractStore) -
 
 
 async def test_revoking_a_message_deletes_it_from_each_recipients_inbox(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d2", "u2"))
@@ -197,13 +198,13 @@ async def test_revoking_a_message_deletes_it_from_each_recipients_inbox(
     assert await store.inbox_since("a", "u2", 0) == (1, [change("m1", "deleted", 1)])
 
 
-async def test_a_revoked_message_cannot_come_back_to_the_inbox(store: ContractStore) -> None:
+async def test_a_revoked_message_cannot_come_back_to_the_inbox(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await deliver(store, "a", "m1", [("d1", "u1")])
     await store.revoke("a", "m1")
     assert await store.inbox_update("a", "u1", [change("m1", "unread")]) == (1, [])
 
 
-async def test_a_message_with_no_recipients_can_be_revoked(store: ContractStore) -> None:
+async def test_a_message_with_no_recipients_can_be_revoked(store: Store) -> None:
     await deliver(store, "a", "m1", [])
     assert await store.revoke("a", "m1") == []

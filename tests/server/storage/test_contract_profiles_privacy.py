@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pytest
 from tidings.protocol.frames import InboxChange
+from tidings.server.storage import Store
 
-from .conftest import NOW, ContractStore, decision, deliver, device, event, log_decisions
+from .conftest import NOW, decision, deliver, device, event, log_decisions
 
 # --- user and merge_attrs ----------------------------------------------------------------------
 
 
-async def test_an_unknown_user_has_no_profile(store: ContractStore) -> None:
+async def test_an_unknown_user_has_no_profile(store: Store) -> None:
     assert await store.user("a", "nobody") is None
     assert await store.user("a", "~nodevice") is None
 
 
-async def test_merging_attributes_creates_the_profile(store: ContractStore) -> None:
+async def test_merging_attributes_creates_the_profile(store: Store) -> None:
     await store.merge_attrs("a", "u1", {"plan": "pro", "age": 31}, now=NOW)
     user = await store.user("a", "u1")
     assert user is not None
@@ -25,7 +26,7 @@ async def test_merging_attributes_creates_the_profile(store: ContractStore) -> N
 
 
 async def test_merging_attributes_keeps_the_others_and_overwrites_the_given_ones(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.merge_attrs("a", "u1", {"plan": "free", "age": 31}, now=NOW)
     await store.merge_attrs("a", "u1", {"plan": "pro", "tags": ["x", "y"]}, now=NOW + 1)
@@ -34,14 +35,14 @@ async def test_merging_attributes_keeps_the_others_and_overwrites_the_given_ones
     assert user.attrs == {"plan": "pro", "age": 31, "tags": ["x", "y"]}
 
 
-async def test_a_none_attribute_value_removes_the_attribute(store: ContractStore) -> None:
+async def test_a_none_attribute_value_removes_the_attribute(store: Store) -> None:
     await store.merge_attrs("a", "u1", {"plan": "pro", "age": 31}, now=NOW)
     await store.merge_attrs("a", "u1", {"age": None, "never_set": None}, now=NOW + 1)
     user = await store.user("a", "u1")
     assert user is not None and user.attrs == {"plan": "pro"}
 
 
-async def test_merging_attributes_keeps_the_profile_first_seen(store: ContractStore) -> None:
+async def test_merging_attributes_keeps_the_profile_first_seen(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW - 500))
     await store.merge_attrs("a", "u1", {"plan": "pro"}, now=NOW)
     user = await store.user("a", "u1")
@@ -51,7 +52,7 @@ async def test_merging_attributes_keeps_the_profile_first_seen(store: ContractSt
 # --- set_consent and opted_out -----------------------------------------------------------------
 
 
-async def test_consent_categories_are_merged(store: ContractStore) -> None:
+async def test_consent_categories_are_merged(store: Store) -> None:
     await store.set_consent("a", "u1", {"marketing": True, "product": True}, now=NOW)
     await store.set_consent("a", "u1", {"product": False}, now=NOW + 1)
     user = await store.user("a", "u1")
@@ -59,7 +60,7 @@ async def test_consent_categories_are_merged(store: ContractStore) -> None:
     assert user.consent == {"marketing": True, "product": False}
 
 
-async def test_withdrawing_marketing_consent_opts_the_user_out(store: ContractStore) -> None:
+async def test_withdrawing_marketing_consent_opts_the_user_out(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d2", "u2"))
     assert await store.opted_out("a", ["u1", "u2"]) == set()
@@ -67,28 +68,28 @@ async def test_withdrawing_marketing_consent_opts_the_user_out(store: ContractSt
     assert await store.opted_out("a", ["u1", "u2"]) == {"u1"}
 
 
-async def test_giving_marketing_consent_again_opts_the_user_back_in(store: ContractStore) -> None:
+async def test_giving_marketing_consent_again_opts_the_user_back_in(store: Store) -> None:
     await store.set_consent("a", "u1", {"marketing": False}, now=NOW)
     await store.set_consent("a", "u1", {"marketing": True}, now=NOW + 1)
     assert await store.opted_out("a", ["u1"]) == set()
 
 
 async def test_consent_for_another_category_keeps_a_marketing_opt_out(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.set_consent("a", "u1", {"marketing": False}, now=NOW)
     await store.set_consent("a", "u1", {"product": True}, now=NOW + 1)
     assert await store.opted_out("a", ["u1"]) == {"u1"}
 
 
-async def test_opted_out_answers_only_for_the_users_asked_about(store: ContractStore) -> None:
+async def test_opted_out_answers_only_for_the_users_asked_about(store: Store) -> None:
     for user in ("u1", "u2", "~d3"):
         await store.set_consent("a", user, {"marketing": False}, now=NOW)
     assert await store.opted_out("a", ["u2", "~d3", "unknown"]) == {"u2", "~d3"}
     assert await store.opted_out("a", []) == set()
 
 
-async def test_setting_consent_creates_the_profile(store: ContractStore) -> None:
+async def test_setting_consent_creates_the_profile(store: Store) -> None:
     await store.set_consent("a", "u1", {"marketing": False}, now=NOW)
     user = await store.user("a", "u1")
     assert user is not None
@@ -100,7 +101,7 @@ async def test_setting_consent_creates_the_profile(store: ContractStore) -> None
 
 
 async def test_profile_rows_list_every_profile_with_attributes_and_consent(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW - 100))
     await store.upsert_device(device("a", "d2", None, at=NOW - 50))
@@ -114,7 +115,7 @@ async def test_profile_rows_list_every_profile_with_attributes_and_consent(
     assert (rows["~d2"].attrs, rows["~d2"].consent, rows["~d2"].first_seen) == ({}, {}, NOW - 50)
 
 
-async def test_profile_rows_total_the_amounts_of_purchase_events(store: ContractStore) -> None:
+async def test_profile_rows_total_the_amounts_of_purchase_events(store: Store) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.insert_events(
         "a",
@@ -135,7 +136,7 @@ async def test_profile_rows_total_the_amounts_of_purchase_events(store: Contract
 
 
 async def test_profile_rows_of_a_user_who_never_bought_have_no_purchases(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1"))
     await store.insert_events("a", "d1", "u1", [event("e1", "open", NOW - 5)], now=NOW)
@@ -143,7 +144,7 @@ async def test_profile_rows_of_a_user_who_never_bought_have_no_purchases(
     assert (row.purchase_count, row.purchase_total, row.last_purchase) == (0, 0.0, None)
 
 
-async def test_profile_rows_count_each_users_purchases_apart(store: ContractStore) -> None:
+async def test_profile_rows_count_each_users_purchases_apart(store: Store) -> None:
     await store.insert_events("a", "d1", "u1", [event("e1", "purchase", NOW, amount=1)], now=NOW)
     await store.insert_events(
         "a",
@@ -157,7 +158,7 @@ async def test_profile_rows_count_each_users_purchases_apart(store: ContractStor
 
 
 async def test_profile_rows_carry_the_facts_of_the_users_most_recently_seen_device(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     android = {"platform": "android", "app_version": "3.0", "locale": "fr-FR", "tz": "Europe/Paris"}
     ios = {"platform": "ios", "app_version": "2.0", "locale": "en-US", "tz": "America/New_York"}
@@ -173,13 +174,13 @@ async def test_profile_rows_carry_the_facts_of_the_users_most_recently_seen_devi
     assert facts == android
 
 
-async def test_an_anonymous_profile_row_carries_its_devices_facts(store: ContractStore) -> None:
+async def test_an_anonymous_profile_row_carries_its_devices_facts(store: Store) -> None:
     await store.upsert_device(device("a", "d1", None, platform="web", tz="UTC"))
     (row,) = await store.profile_rows("a")
     assert (row.user_key, row.platform, row.tz) == ("~d1", "web", "UTC")
 
 
-async def test_a_profile_without_devices_has_blank_device_facts(store: ContractStore) -> None:
+async def test_a_profile_without_devices_has_blank_device_facts(store: Store) -> None:
     await store.merge_attrs("a", "u1", {"plan": "pro"}, now=NOW)
     (row,) = await store.profile_rows("a")
     assert (row.platform, row.app_version, row.locale, row.tz) == ("", "", "", "")
@@ -188,7 +189,7 @@ async def test_a_profile_without_devices_has_blank_device_facts(store: ContractS
 # --- erase_user --------------------------------------------------------------------------------
 
 
-async def _two_users(store: ContractStore) -> None:
+async def _two_users(store: Store) -> None:
     """u1 with two devices and everything a profile can have; u2 with one device."""
     await store.upsert_device(device("a", "d1", "u1"))
     await store.upsert_device(device("a", "d2", "u1"))
@@ -225,7 +226,7 @@ async def _two_users(store: ContractStore) -> None:
 
 
 async def test_erasing_a_user_returns_their_devices_and_undelivered_messages(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await _two_users(store)
     devices, pending = await store.erase_user("a", "u1")
@@ -233,7 +234,7 @@ async def test_erasing_a_user_returns_their_devices_and_undelivered_messages(
     assert pending == ["c1-u1", "direct"]
 
 
-async def test_erasing_a_user_removes_everything_about_them(store: ContractStore) -> None:
+async def test_erasing_a_user_removes_everything_about_them(store: Store) -> None:
     await _two_users(store)
     await store.erase_user("a", "u1")
     assert await store.user("a", "u1") is None
@@ -248,7 +249,7 @@ async def test_erasing_a_user_removes_everything_about_them(store: ContractStore
     assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}
 
 
-async def test_erasing_a_user_keeps_everything_about_other_users(store: ContractStore) -> None:
+async def test_erasing_a_user_keeps_everything_about_other_users(store: Store) -> None:
     await _two_users(store)
     before = await store.export_user("a", "u2")
     await store.erase_user("a", "u1")
@@ -261,7 +262,7 @@ async def test_erasing_a_user_keeps_everything_about_other_users(store: Contract
     assert [e.user_key for e in await store.events_since("a", 0)] == ["u2"]
 
 
-async def test_an_erased_users_devices_can_no_longer_send_receipts(store: ContractStore) -> None:
+async def test_an_erased_users_devices_can_no_longer_send_receipts(store: Store) -> None:
     await _two_users(store)
     await store.erase_user("a", "u1")
     receipts = [
@@ -272,7 +273,7 @@ async def test_an_erased_users_devices_can_no_longer_send_receipts(store: Contra
 
 
 async def test_erasing_a_user_deletes_their_campaign_messages_but_not_shared_ones(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await _two_users(store)
     await store.erase_user("a", "u1")
@@ -282,7 +283,7 @@ async def test_erasing_a_user_deletes_their_campaign_messages_but_not_shared_one
 
 
 async def test_erasing_an_anonymous_profile_removes_its_device_and_events(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", None))
     await store.upsert_device(device("a", "d2", None))
@@ -296,7 +297,7 @@ async def test_erasing_an_anonymous_profile_removes_its_device_and_events(
     assert [e.user_key for e in await store.events_since("a", 0)] == ["~d2"]
 
 
-async def test_erasing_an_unknown_user_changes_nothing(store: ContractStore) -> None:
+async def test_erasing_an_unknown_user_changes_nothing(store: Store) -> None:
     await _two_users(store)
     before = (await store.export_user("a", "u1"), await store.export_user("a", "u2"))
     assert await store.erase_user("a", "nobody") == ([], [])
@@ -304,7 +305,7 @@ async def test_erasing_an_unknown_user_changes_nothing(store: ContractStore) -> 
 
 
 async def test_erasing_a_user_keeps_another_users_events_from_a_shared_device(
-    store: ContractStore,
+    store: Store,
 ) -> None:
     await store.upsert_device(device("a", "d1", "u1", at=NOW - 100))
     await store.insert_events(
@@ -319,7 +320,7 @@ async def test_erasing_a_user_keeps_another_users_events_from_a_shared_device(
 # --- export_user -------------------------------------------------------------------------------
 
 
-async def test_exporting_a_user_returns_everything_stored_about_them(store: ContractStore) -> None:
+async def test_exporting_a_user_returns_everything_stored_about_them(store: Store) -> None:
     await _two_users(store)
     await log_decisions(
         store, "a", [decision("c2", "u1", "capped_tier", at=NOW + 5, detail="3/day")]
@@ -345,7 +346,7 @@ async def test_exporting_a_user_returns_everything_stored_about_them(store: Cont
     assert export["decisions"][1]["detail"] == "3/day"
 
 
-async def test_exporting_an_anonymous_profile_finds_its_device(store: ContractStore) -> None:
+async def test_exporting_an_anonymous_profile_finds_its_device(store: Store) -> None:
     await store.upsert_device(device("a", "d1", None))
     await store.insert_events("a", "d1", "~d1", [event("e1", "open", NOW)], now=NOW)
     export = await store.export_user("a", "~d1")
@@ -354,7 +355,7 @@ async def test_exporting_an_anonymous_profile_finds_its_device(store: ContractSt
     assert export["user"] is not None
 
 
-async def test_exporting_an_unknown_user_returns_an_empty_record(store: ContractStore) -> None:
+async def test_exporting_an_unknown_user_returns_an_empty_record(store: Store) -> None:
     await _two_users(store)
     export = await store.export_user("a", "nobody")
     assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}

@@ -1,0 +1,143 @@
+"""What the server needs from storage, as role protocols a backend implements piece by piece.
+
+:class:`Store` is all of them plus its lifecycle; :class:`~tidings.server.storage.SqliteStore`
+is the embedded default. Each role is one concern of the data, and one part of the store
+contract suite (``tests/server/storage``), which every implementation must pass:
+
+- :class:`DeliveryStore`: devices, messages with their numbered deliveries, acks, receipts,
+  revocation and the per-user inbox state; the commit that checks caps and budgets;
+- :class:`ProfileStore`: events, attributes, consent and the profile rows targeting reads;
+- :class:`CampaignStore`: campaign and tag rule definitions, status changes, claimed due work;
+- :class:`AnalyticsStore`: the decision log, funnels, conversions, send history;
+- :class:`PrivacyStore`: erasure and export of everything about one user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from tidings.protocol.frames import Event, InboxChange
+from tidings.server.storage.rows import (
+    CampaignRow,
+    Committed,
+    DecisionRow,
+    DeviceRow,
+    EventRow,
+    Outcome,
+    OutMessage,
+    PendingDelivery,
+    PendingSend,
+    ProfileRow,
+    SendRow,
+    UserRow,
+)
+
+__all__ = [
+    "AnalyticsStore",
+    "CampaignStore",
+    "DeliveryStore",
+    "PrivacyStore",
+    "ProfileStore",
+    "Store",
+]
+
+
+class DeliveryStore(Protocol):
+    """Devices, messages and their deliveries, receipts and inbox state."""
+
+    async def upsert_device(self, row: DeviceRow) -> DeviceRow: ...
+    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def devices_of_keys(
+        self, app: str, user_keys: Sequence[str]
+    ) -> list[tuple[str, str]]: ...
+    async def commit(
+        self, app: str, outcome: Outcome, messages: Sequence[OutMessage] = ()
+    ) -> Committed: ...
+    async def pending(
+        self, app: str, device: str, after: int, now: float
+    ) -> list[PendingDelivery]: ...
+    async def ack(self, app: str, device: str, seq: int) -> None: ...
+    async def ack_many(self, acks: Sequence[tuple[str, str, int]]) -> None: ...
+    async def revoke(self, app: str, message_id: str) -> list[tuple[str, str]] | None: ...
+    async def add_receipts(
+        self, receipts: Sequence[tuple[str, str, str, str, str | None, float]]
+    ) -> list[bool]: ...
+    async def inbox_update(
+        self, app: str, user_key: str, changes: Sequence[InboxChange]
+    ) -> tuple[int, list[InboxChange]]: ...
+    async def inbox_since(
+        self, app: str, user_key: str, ver: int
+    ) -> tuple[int, list[InboxChange]]: ...
+
+
+class ProfileStore(Protocol):
+    """What users did and said: events, attributes, consent; profile rows for targeting."""
+
+    async def insert_events(
+        self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
+    ) -> None: ...
+    async def count_events(self, app: str) -> int: ...
+    async def events_since(
+        self, app: str, since: float, *, name: str | None = None, user_key: str | None = None
+    ) -> list[EventRow]: ...
+    async def merge_attrs(
+        self, app: str, user_key: str, attrs: dict[str, Any], now: float
+    ) -> None: ...
+    async def set_consent(
+        self, app: str, user_key: str, categories: dict[str, bool], now: float
+    ) -> None: ...
+    async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]: ...
+    async def user(self, app: str, user_key: str) -> UserRow | None: ...
+    async def profile_rows(self, app: str) -> list[ProfileRow]: ...
+
+
+class CampaignStore(Protocol):
+    """Campaign and tag rule definitions, status changes made once, and claimed due work."""
+
+    async def campaigns(self, app: str | None = None) -> list[CampaignRow]: ...
+    async def save_campaign(
+        self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
+    ) -> None: ...
+    async def delete_campaign(self, app: str, cid: str) -> None: ...
+    async def set_campaign_status(
+        self, app: str, cid: str, status: str, now: float, expect: Sequence[str] = ()
+    ) -> bool: ...
+    async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]: ...
+    async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None: ...
+    async def claim_due(
+        self, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[PendingSend]: ...
+    async def next_due(self) -> float | None: ...
+    async def count_pending(self, app: str, campaign: str) -> int: ...
+    async def drop_pending(self, app: str, campaign: str) -> None: ...
+
+
+class AnalyticsStore(Protocol):
+    """The decision log, funnels, conversions and the record of sends."""
+
+    async def decisions(
+        self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
+    ) -> list[DecisionRow]: ...
+    async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]: ...
+    async def conversions(
+        self, app: str, campaign: str, event: str, window_s: float
+    ) -> list[tuple[str | None, str, dict[str, Any]]]: ...
+    async def undisplayed_messages(self, app: str, campaign: str) -> list[str]: ...
+    async def sends_since(self, since: float) -> list[tuple[str, SendRow]]: ...
+
+
+class PrivacyStore(Protocol):
+    """Everything about one user, erased or exported."""
+
+    async def erase_user(self, app: str, user_key: str) -> tuple[list[str], list[str]]: ...
+    async def export_user(self, app: str, user_key: str) -> dict[str, Any]: ...
+
+
+class Store(DeliveryStore, ProfileStore, CampaignStore, AnalyticsStore, PrivacyStore, Protocol):
+    """Every role, plus opening and closing; what the node is given."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def flush(self) -> None: ...
