@@ -9,21 +9,54 @@ publisher; tests may give the engine another.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
+from tidings.protocol.codec import encode_deliver, encode_message
+from tidings.protocol.errors import InvalidField
 from tidings.protocol.frames import Message
 from tidings.server.storage import Committed, Outcome
 
-__all__ = ["Outgoing", "Publisher"]
+__all__ = ["Outgoing", "Publisher", "fit_frame"]
+
+# The largest ``deliver`` frame around a message: the highest seq, and the live copy's sent_at.
+_DELIVER_OVERHEAD = len(encode_deliver(2**63 - 1, b"")) + 9
+_EMPTY: dict[str, Any] = {"title": "", "body": "", "image": None, "actions": (), "data": {}}
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message and the (device, user key) pairs it goes to."""
+    """One message, its encoded form (:func:`fit_frame`) and the (device, user key) pairs it
+    goes to."""
 
     message: Message
+    wire: bytes
     targets: tuple[tuple[str, str], ...]
+
+
+def fit_frame(message: Message, max_frame_bytes: int) -> bytes:
+    """Encode ``message``, or refuse it if its ``deliver`` frame would pass the frame cap.
+
+    A frame over the cap would be refused by every device, again at every reconnect, and
+    wedge the queue behind it (PROTOCOL.md §7): nothing that large is ever stored.
+
+    Raises:
+        InvalidField: naming the field that takes the most room.
+    """
+    wire = encode_message(message)
+    size = len(wire) + _DELIVER_OVERHEAD
+    if size <= max_frame_bytes:
+        return wire
+    share = {
+        name: len(wire) - len(encode_message(replace(message, **{name: empty})))
+        for name, empty in _EMPTY.items()
+    }
+    field = max(share, key=lambda name: share[name])
+    raise InvalidField(
+        field,
+        f"the message would be a {size:,}-byte deliver frame, over the {max_frame_bytes:,}-byte"
+        f" frame cap (PROTOCOL.md §7); {field} takes {share[field]:,} bytes of it",
+    )
 
 
 class Publisher(Protocol):

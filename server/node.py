@@ -43,7 +43,7 @@ from tidings.protocol.tokens import TokenClaims, peek_app, verify_token
 from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
-from tidings.server.delivery import Outgoing
+from tidings.server.delivery import Outgoing, fit_frame
 from tidings.server.gateway.connection import RateLimiter, Session, monotonic
 from tidings.server.hub import Hub
 from tidings.server.ingest import Ingest
@@ -120,7 +120,11 @@ class Node:
         self.broker: Broker = broker or InProcessBroker(self.hub)
         self.metrics = Metrics()
         self.engine = CampaignEngine(
-            store=self.store, publisher=self, apps=config.apps, clock=self._now
+            store=self.store,
+            publisher=self,
+            apps=config.apps,
+            clock=self._now,
+            max_frame_bytes=config.max_frame_bytes,
         )
         self.ingest = Ingest(self.store, self.engine, self._now)
         self._server: Server | None = None
@@ -242,7 +246,8 @@ class Node:
                     limits=self.engine.send_limits(request.app, u, request.category, now))
             for u in users
         ]  # fmt: skip
-        outgoing = Outgoing(message, tuple((d, u) for d, u in targets.items()))
+        wire = fit_frame(message, self._config.max_frame_bytes)
+        outgoing = Outgoing(message, wire, tuple((d, u) for d, u in targets.items()))
         committed = await self.publish(request.app, [outgoing], Outcome(sends=sends))
         for refusal in committed.refused:
             skipped[refusal.reason] = skipped.get(refusal.reason, 0) + 1
@@ -275,7 +280,7 @@ class Node:
                     "created_at": o.message.created_at / 1000,
                     "expires_at": o.message.expires_at / 1000,
                 },
-                wire=encode_message(o.message),
+                wire=o.wire,
                 targets=o.targets,
                 collapse_key=o.message.collapse_key,
             )

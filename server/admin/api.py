@@ -38,11 +38,18 @@ unknown fields are refused, strings must be encodable UTF-8 without control char
 must be finite, request bodies are capped at :data:`MAX_REQUEST_BYTES` and must arrive within
 :data:`BODY_TIMEOUT_S`. The generic ``500``
 handler exists only so that a bug still answers in the documented shape.
+
+Retries: ``POST /v1/messages``, ``POST /v1/campaigns`` and ``POST /v1/campaigns/{id}/start``
+accept an ``Idempotency-Key`` header (1–255 visible ASCII characters, kept for a day). A retry
+with the same key and the same request gets the first answer (with ``Idempotent-Replayed:
+true``) and does nothing again; the same key with a different request is ``422``; a retry
+while the first attempt still runs is ``409`` with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -51,7 +58,8 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -125,10 +133,19 @@ _STATUS_CODES = {
 class ApiError(TidingsError):
     """An error the admin API answers with ``status`` and the documented JSON shape."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(message, code=code)
         self.status = status
         self.field = field
+        self.retry_after = retry_after
 
 
 # --- input models ------------------------------------------------------------------------------
@@ -428,8 +445,10 @@ async def _on_http(request: Request, exc: Exception) -> Response:
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return _error(exc.status, exc.code, exc.reason, exc.field, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return _error(exc.status, exc.code, exc.reason, exc.field, headers=headers or None)
 
 
 _FIELD_ERROR_STATUS = {codes.ERR_NOT_FOUND: 404, ERR_CONFLICT: 409}
@@ -580,6 +599,66 @@ def _resolve(node: Node, app_id: str, key_app: AppConfig, field: str) -> AppConf
     return target
 
 
+# --- requests made once ------------------------------------------------------------------------
+
+IDEMPOTENCY_LEASE_S = 60.0
+"""How long a first attempt holds its key before a retry may take over (it crashed)."""
+
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Make this request once: a retry with the same key and request gets the"
+        " first answer and does nothing again (kept for a day).",
+    ),
+]
+
+
+async def once(
+    request: Request,
+    app: str,
+    key: str | None,
+    fingerprint: Any,
+    status: int,
+    work: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Run ``work`` once per idempotency ``key``; a retry gets the stored first answer.
+
+    ``fingerprint`` is what was asked (the body); with the method and path it must match the
+    first request's. Without a key, ``work`` just runs.
+    """
+    if key is None:
+        return await work()
+    if not _KEY.fullmatch(key):
+        raise ApiError(422, codes.ERR_INVALID_FIELD, "Idempotency-Key: must be 1-255 visible"
+                       " ASCII characters", field="Idempotency-Key")  # fmt: skip
+    node: Node = request.app.state.node
+    asked = json.dumps([request.method, request.url.path, jsonable_encoder(fingerprint)],
+                       sort_keys=True, separators=(",", ":"))  # fmt: skip
+    digest = hashlib.sha256(asked.encode()).hexdigest()
+    found = await node.store.begin_request(app, key, digest, node.clock(), IDEMPOTENCY_LEASE_S)
+    if found is not None:
+        if found.fingerprint != digest:
+            raise ApiError(422, codes.ERR_INVALID_FIELD, "Idempotency-Key: already used for a"
+                           " different request; use a new key for a new request",
+                           field="Idempotency-Key")  # fmt: skip
+        if found.status is None or found.answer is None:
+            raise ApiError(409, ERR_CONFLICT, "Idempotency-Key: the first request with this key"
+                           " is still running; retry in a moment",
+                           field="Idempotency-Key", retry_after=1)  # fmt: skip
+        return _AsciiJSON(json.loads(found.answer), status_code=found.status,
+                          headers={"Idempotent-Replayed": "true"})  # fmt: skip
+    try:
+        result = await work()
+    except BaseException:
+        await node.store.abandon_request(app, key)  # nothing was done: a retry may run
+        raise
+    await node.store.finish_request(app, key, status, json.dumps(jsonable_encoder(result)))
+    return result
+
+
 # --- the app -----------------------------------------------------------------------------------
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -620,7 +699,9 @@ def create_admin_app(node: Node) -> FastAPI:
         summary="Send a message now",
         tags=["messages"],
     )
-    async def send_message(body: SendBody, key_app: Caller) -> SendAccepted:
+    async def send_message(
+        body: SendBody, key_app: Caller, request: Request, idempotency_key: IdempotencyKey = None
+    ) -> SendAccepted:
         """Store a message for users or devices of one app and fan it out.
 
         Answers once the message and every delivery are durably stored. Banner limits
@@ -629,6 +710,12 @@ def create_admin_app(node: Node) -> FastAPI:
         """
         app = _resolve(node, body.app, key_app, "app")
         _check_lengths(app, body)
+        sent: SendAccepted = await once(
+            request, app.id, idempotency_key, body, 202, lambda: _send(app, body)
+        )
+        return sent
+
+    async def _send(app: AppConfig, body: SendBody) -> SendAccepted:
         result = await node.send(
             SendRequest(
                 app=app.id,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator
 from tidings.protocol import codes, limits
@@ -33,10 +33,12 @@ from tidings.server.admin.api import (
     AppQuery,
     Caller,
     ErrorBody,
+    IdempotencyKey,
     PathId,
     _check_document,
     _one_line,
     _resolve,
+    once,
 )
 from tidings.server.campaigns.model import Campaign
 from tidings.server.node import Node
@@ -95,15 +97,21 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.post("/v1/campaigns", status_code=201, responses=_RESPONSES,
               summary="Create a campaign", tags=["campaigns"])  # fmt: skip
-    async def create_campaign(body: CampaignBody, key_app: Caller) -> dict[str, Any]:
+    async def create_campaign(
+        body: CampaignBody, key_app: Caller, request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:  # fmt: skip
         """Validate and store a new campaign as a draft; ``start`` runs it.
 
         A template that does not compile, uses an unknown variable without a default, or
         renders longer than the app's limits is refused here, naming the field.
         """
-        _app_of(body, key_app)
-        campaign = await engine.save(body)
-        return _campaign_json(campaign, 0)
+        app = _app_of(body, key_app)
+
+        async def create() -> dict[str, Any]:
+            return _campaign_json(await engine.save(body), 0)
+
+        return await once(request, app, idempotency_key, body, 201, create)
 
     @api.get("/v1/campaigns", responses=_RESPONSES, summary="List campaigns",
              tags=["campaigns"])  # fmt: skip
@@ -146,12 +154,19 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.post("/v1/campaigns/{campaign_id}/start", responses=_RESPONSES,
               summary="Start or resume a campaign", tags=["campaigns"])  # fmt: skip
-    async def start_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def start_campaign(
+        campaign_id: PathId, app: AppQuery, key_app: Caller, request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:  # fmt: skip
         """Start a draft or resume a paused campaign. A one-off campaign decides for its whole
         audience before this answers; the decision log says what happened to each user."""
         target = _resolve(node, app, key_app, "app")
-        await engine.start_campaign(target.id, campaign_id)
-        return _campaign_json(*engine.campaign(target.id, campaign_id))
+
+        async def start() -> dict[str, Any]:
+            await engine.start_campaign(target.id, campaign_id)
+            return _campaign_json(*engine.campaign(target.id, campaign_id))
+
+        return await once(request, target.id, idempotency_key, None, 200, start)
 
     @api.post("/v1/campaigns/{campaign_id}/pause", responses=_RESPONSES,
               summary="Pause a campaign", tags=["campaigns"])  # fmt: skip

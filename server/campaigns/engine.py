@@ -32,6 +32,7 @@ from typing import Any
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action as WireAction
 from tidings.protocol.frames import Message
+from tidings.protocol.limits import MAX_FRAME_BYTES
 from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, limits_for
 from tidings.server.campaigns.model import (
     CONTROL,
@@ -54,7 +55,7 @@ from tidings.server.campaigns.templates import (
 )
 from tidings.server.campaigns.variants import assign
 from tidings.server.config import AppConfig
-from tidings.server.delivery import Outgoing, Publisher
+from tidings.server.delivery import Outgoing, Publisher, fit_frame
 from tidings.server.errors import ClaimLost, Conflict, NotFound
 from tidings.server.storage import (
     DecisionRow,
@@ -124,11 +125,13 @@ class CampaignEngine:
         apps: Sequence[AppConfig],
         clock: Callable[[], float],
         caps: CapConfig = DEFAULT_CAPS,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.clock = clock
         self.caps = caps
+        self.max_frame_bytes = max_frame_bytes
         self._configs = {a.id: a for a in apps}
         self.audience = Audience(store=store, apps=list(self._configs), clock=clock)
         """Who the users are: live profiles, tags and segments of every app."""
@@ -479,7 +482,7 @@ class CampaignEngine:
         limits = self.limits(app)
         decisions: list[DecisionRow] = []
         later: list[PendingSend] = []
-        keep: list[tuple[str, Message, tuple[Limit, ...]]] = []
+        keep: list[tuple[str, Message, bytes, tuple[Limit, ...]]] = []
         budget = c.frequency.total_budget
         followed = await self._unless_followed(app, c, items) if due else set()
         unless = c.trigger.unless if c.trigger else None
@@ -549,14 +552,20 @@ class CampaignEngine:
                 ),
                 data=dict(rendered.data),
             )
-            keep.append((item.user, message, verdict))
+            try:
+                wire = fit_frame(message, self.max_frame_bytes)
+            except InvalidField as exc:
+                decisions.append(_decision(c, item.user, now, Reason.TOO_LARGE, exc.reason,
+                                           variant))  # fmt: skip
+                continue
+            keep.append((item.user, message, wire, verdict))
         devices: dict[str, list[str]] = {}
         if keep:
-            for device, user in await self.store.devices_of_keys(app, [u for u, _, _ in keep]):
+            for device, user in await self.store.devices_of_keys(app, [u for u, *_ in keep]):
                 devices.setdefault(user, []).append(device)
         sends: list[SendRow] = []
         out: list[Outgoing] = []
-        for user, message, caps in keep:
+        for user, message, wire, caps in keep:
             targets = devices.get(user, [])
             sends.append(SendRow(
                 user_key=user, at=now, category=message.category, message_id=message.id,
@@ -564,7 +573,7 @@ class CampaignEngine:
                 decision=_decision(c, user, now, Reason.SENT, f"{len(targets)} device(s)",
                                    message.variant, message.id),
             ))  # fmt: skip
-            out.append(Outgoing(message, tuple((d, user) for d in targets)))
+            out.append(Outgoing(message, wire, tuple((d, user) for d in targets)))
         finished = [*done, *(i.pending_id for i in items if i.pending_id)]
         committed = await self.publisher.publish(app, out, Outcome(
             sends=sends, decisions=decisions, new_pending=later, done_pending=finished,

@@ -195,6 +195,7 @@ class Reason(StrEnum):
     UNLESS_MATCHED = "unless_matched"
     CAMPAIGN_INACTIVE = "campaign_inactive"
     TEMPLATE_ERROR = "template_error"
+    TOO_LARGE = "too_large"
     EXPIRED = "expired"
     COLLAPSED = "collapsed"
     REVOKED = "revoked"

@@ -8,6 +8,7 @@ from tidings.server.storage.protocols import (
     DeliveryStore,
     PrivacyStore,
     ProfileStore,
+    RequestStore,
     Store,
 )
 from tidings.server.storage.rows import (
@@ -23,6 +24,7 @@ from tidings.server.storage.rows import (
     PendingSend,
     ProfileRow,
     Refusal,
+    RequestRow,
     SendRow,
     UserRow,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "ProfileRow",
     "ProfileStore",
     "Refusal",
+    "RequestRow",
+    "RequestStore",
     "SendRow",
     "SqliteStore",
     "Store",

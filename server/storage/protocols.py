@@ -9,7 +9,8 @@ contract suite (``tests/server/storage``), which every implementation must pass:
 - :class:`ProfileStore`: events, attributes, consent and the profile rows targeting reads;
 - :class:`CampaignStore`: campaign and tag rule definitions, status changes, claimed due work;
 - :class:`AnalyticsStore`: the decision log, funnels, conversions, send history;
-- :class:`PrivacyStore`: erasure and export of everything about one user.
+- :class:`PrivacyStore`: erasure and export of everything about one user;
+- :class:`RequestStore`: admin requests made once under an idempotency key.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tidings.server.storage.rows import (
     PendingDelivery,
     PendingSend,
     ProfileRow,
+    RequestRow,
     SendRow,
     UserRow,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "DeliveryStore",
     "PrivacyStore",
     "ProfileStore",
+    "RequestStore",
     "Store",
 ]
 
@@ -135,7 +138,25 @@ class PrivacyStore(Protocol):
     async def export_user(self, app: str, user_key: str) -> dict[str, Any]: ...
 
 
-class Store(DeliveryStore, ProfileStore, CampaignStore, AnalyticsStore, PrivacyStore, Protocol):
+class RequestStore(Protocol):
+    """Admin requests made once: a retry with the same key gets the first answer."""
+
+    async def begin_request(
+        self, app: str, key: str, fingerprint: str, now: float, lease_s: float
+    ) -> RequestRow | None: ...
+    async def finish_request(self, app: str, key: str, status: int, answer: str) -> None: ...
+    async def abandon_request(self, app: str, key: str) -> None: ...
+
+
+class Store(
+    DeliveryStore,
+    ProfileStore,
+    CampaignStore,
+    AnalyticsStore,
+    PrivacyStore,
+    RequestStore,
+    Protocol,
+):
     """Every role, plus opening and closing; what the node is given."""
 
     async def open(self) -> None: ...

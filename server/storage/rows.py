@@ -19,6 +19,7 @@ __all__ = [
     "PendingSend",
     "ProfileRow",
     "Refusal",
+    "RequestRow",
     "SendRow",
     "UserRow",
 ]
@@ -223,3 +224,13 @@ class Committed:
     refused: tuple[Refusal, ...] = ()
     sent: int = 0  # sends stored
     sent_total: int | None = None  # the campaign's sent total after the commit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRow:
+    """An admin request made under an idempotency key: what was asked, and its answer once
+    it has one (``status`` None while the first attempt still runs)."""
+
+    fingerprint: str
+    status: int | None = None
+    answer: str | None = None

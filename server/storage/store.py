@@ -39,6 +39,7 @@ from tidings.server.storage.rows import (
     PendingSend,
     ProfileRow,
     Refusal,
+    RequestRow,
     SendRow,
     UserRow,
 )
@@ -58,6 +59,8 @@ _PRAGMAS = (
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
 _PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
+REQUEST_KEEP_S = 86_400.0
+"""How long an idempotency key and its answer are kept."""
 
 
 def anonymous_key(device_id: str) -> str:
@@ -874,6 +877,52 @@ class SqliteStore:
                 for r in decisions
             ],
         }  # fmt: skip
+
+    # --- admin requests made once -------------------------------------------------------------
+
+    async def begin_request(
+        self, app: str, key: str, fingerprint: str, now: float, lease_s: float
+    ) -> RequestRow | None:
+        """Take ``key`` for a request, or return what an earlier request under it left.
+
+        None: the caller has the key (new, or its earlier holder's lease ran out) and must
+        :meth:`finish_request` or :meth:`abandon_request`. A row: the key is answered (its
+        status and answer), still running (status None), or was used for another request
+        (its fingerprint differs). Keys are kept for :data:`REQUEST_KEEP_S`.
+        """
+
+        def write(db: sqlite3.Connection) -> RequestRow | None:
+            db.execute("DELETE FROM requests WHERE created_at<?", (now - REQUEST_KEEP_S,))
+            row = db.execute(
+                "SELECT fingerprint, status, answer, lease_until FROM requests"
+                " WHERE app=? AND key=?",
+                (app, key),
+            ).fetchone()
+            if row is not None and (row[1] is not None or row[3] > now or row[0] != fingerprint):
+                return RequestRow(fingerprint=row[0], status=row[1], answer=row[2])
+            db.execute(
+                "INSERT INTO requests (app, key, fingerprint, created_at, lease_until)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (app, key) DO UPDATE SET"
+                " lease_until=excluded.lease_until",
+                (app, key, fingerprint, now, now + lease_s),
+            )
+            return None
+
+        result: RequestRow | None = await self._submit(write)
+        return result
+
+    async def finish_request(self, app: str, key: str, status: int, answer: str) -> None:
+        """Record the answer of a request made under ``key``."""
+        await self._execute(
+            "UPDATE requests SET status=?, answer=? WHERE app=? AND key=?",
+            (status, answer, app, key),
+        )
+
+    async def abandon_request(self, app: str, key: str) -> None:
+        """Give ``key`` back: the request failed before doing anything, a retry may run."""
+        await self._execute(
+            "DELETE FROM requests WHERE app=? AND key=? AND status IS NULL", (app, key)
+        )
 
     # --- inbox state --------------------------------------------------------------------------
 
