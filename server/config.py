@@ -59,6 +59,12 @@ DEFAULT_RATE_LIMIT_PER_S = 50.0
 """Security limit: sustained client frames per second per connection."""
 DEFAULT_RATE_BURST = 200
 """Security limit: frames a connection may send in a burst above the sustained rate."""
+DEFAULT_DEVICE_EVENTS_PER_MIN = 600
+"""Security limit: behaviour events one device may report a minute (a burst of a minute's
+worth at once is fine); beyond it the batch is refused as ``rate_limited`` and retried."""
+DEFAULT_APP_EVENTS_PER_MIN = 600_000
+"""Security limit: behaviour events one app may take a minute from all its devices and its
+backend together."""
 DEFAULT_BANNER_TTL_S = 3600
 DEFAULT_INBOX_TTL_S = 7 * 24 * 3600
 DEFAULT_BANNER_TITLE_MAX = 30
@@ -84,6 +90,8 @@ class AppConfig:
     inbox_body_max: int = DEFAULT_INBOX_BODY_MAX
     banner_ttl_s: int = DEFAULT_BANNER_TTL_S
     inbox_ttl_s: int = DEFAULT_INBOX_TTL_S
+    device_events_per_min: int = DEFAULT_DEVICE_EVENTS_PER_MIN
+    app_events_per_min: int = DEFAULT_APP_EVENTS_PER_MIN
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):

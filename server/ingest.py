@@ -9,29 +9,113 @@ engine's triggers, so the two entrances cannot drift apart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tidings.protocol import codes
+from tidings.protocol.errors import TidingsError
 from tidings.protocol.frames import Event
 from tidings.server.campaigns.engine import CampaignEngine
+from tidings.server.config import AppConfig
 from tidings.server.storage import DeviceRow, Store, anonymous_key
 
-__all__ = ["Ingest"]
+__all__ = ["SERVER_DEVICE", "EventQuota", "Ingest"]
+
+SERVER_DEVICE = "~server"
+"""The device id events from the app's backend are stored under (``POST /v1/events``); a
+device's id never starts with ``~``."""
+
+
+class EventQuota:
+    """Events per minute per device and per app: token buckets a minute's quota deep.
+
+    Kept in this process's memory, like the per-connection rate limit: each gateway process
+    grants an app its quota of what it ingests itself. Buckets that have filled up again are
+    forgotten, so idle devices cost nothing.
+    """
+
+    __slots__ = ("_buckets", "_clock", "_configs")
+
+    def __init__(
+        self, apps: Sequence[AppConfig], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._configs = {a.id: a for a in apps}
+        self._clock = clock
+        self._buckets: dict[tuple[str, str | None], tuple[float, float]] = {}
+
+    def take(self, app: str, device: str | None, n: int) -> None:
+        """Take ``n`` events from the device's and the app's quota, or refuse them all.
+
+        ``device`` None: the app's backend, which only the app's quota binds.
+
+        Raises:
+            TidingsError: ``rate_limited`` (temporary: the sender keeps the events and retries).
+        """
+        cfg = self._configs[app]
+        now = self._clock()
+        app_left = self._left((app, None), cfg.app_events_per_min, now)
+        if device is not None:
+            device_left = self._left((app, device), cfg.device_events_per_min, now)
+            if n > device_left:
+                raise _over(f"the device's quota of {cfg.device_events_per_min} events a minute")
+        if n > app_left:
+            raise _over(f"the app's quota of {cfg.app_events_per_min} events a minute")
+        if device is not None:
+            self._buckets[(app, device)] = (device_left - n, now)
+        self._buckets[(app, None)] = (app_left - n, now)
+        if len(self._buckets) > _KEEP_BUCKETS:
+            self._forget_full(now)
+
+    @property
+    def tracked(self) -> int:
+        """How many buckets are kept (devices that used some of their quota recently)."""
+        return len(self._buckets)
+
+    def _left(self, key: tuple[str, str | None], per_min: int, now: float) -> float:
+        tokens, at = self._buckets.get(key, (float(per_min), now))
+        return min(float(per_min), tokens + (now - at) * per_min / 60)
+
+    def _forget_full(self, now: float) -> None:
+        for key, (tokens, at) in list(self._buckets.items()):
+            cfg = self._configs[key[0]]
+            per_min = cfg.device_events_per_min if key[1] is not None else cfg.app_events_per_min
+            if tokens + (now - at) * per_min / 60 >= per_min:
+                del self._buckets[key]
+
+
+_KEEP_BUCKETS = 10_000  # past this many, the full ones are forgotten
+
+
+def _over(what: str) -> TidingsError:
+    return TidingsError(f"events: over {what}; keep them and retry later",
+                        code=codes.ERR_RATE_LIMITED, temporary=True)  # fmt: skip
 
 
 class Ingest:
     """Store first, then tell the engine: events, attributes, consent, devices, erasure."""
 
-    __slots__ = ("clock", "engine", "store")
+    __slots__ = ("clock", "engine", "quota", "store")
 
-    def __init__(self, store: Store, engine: CampaignEngine, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, engine: CampaignEngine, clock: Callable[[], float], quota: EventQuota
+    ) -> None:
         self.store = store
         self.engine = engine
         self.clock = clock
+        self.quota = quota
 
-    async def events(self, app: str, device: str, user_key: str, events: Sequence[Event]) -> None:
-        """Behaviour events of one user (from a device, or the backend's pseudo-device)."""
-        await self.store.insert_events(app, device, user_key, events, self.clock())
+    async def events(
+        self, app: str, device: str | None, user_key: str, events: Sequence[Event]
+    ) -> None:
+        """Behaviour events of one user, from a device or (``device`` None) the app's backend.
+
+        Raises:
+            TidingsError: ``rate_limited`` over the device's or the app's event quota.
+        """
+        self.quota.take(app, device, len(events))
+        stored_as = SERVER_DEVICE if device is None else device
+        await self.store.insert_events(app, stored_as, user_key, events, self.clock())
         await self.engine.on_events(app, user_key, [(e.name, e.props, e.ts / 1000) for e in events])
 
     async def attributes(self, app: str, user_key: str, attrs: Mapping[str, Any]) -> None:

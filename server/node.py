@@ -46,7 +46,7 @@ from tidings.server.config import GatewayConfig
 from tidings.server.delivery import Outgoing, fit_frame
 from tidings.server.gateway.connection import RateLimiter, Session, monotonic
 from tidings.server.hub import Hub
-from tidings.server.ingest import Ingest
+from tidings.server.ingest import EventQuota, Ingest
 from tidings.server.metrics import Metrics
 from tidings.server.storage import (
     Committed,
@@ -126,7 +126,7 @@ class Node:
             clock=self._now,
             max_frame_bytes=config.max_frame_bytes,
         )
-        self.ingest = Ingest(self.store, self.engine, self._now)
+        self.ingest = Ingest(self.store, self.engine, self._now, EventQuota(config.apps))
         self._server: Server | None = None
         self._started = False
         # Acks and receipts arrive in bursts after a fan-out: batch them into one write.

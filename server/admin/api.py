@@ -75,6 +75,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tidings.protocol import codes, limits
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action, check_json
+from tidings.server.campaigns.templates import ContentLimits
 from tidings.server.config import AppConfig
 from tidings.server.node import Node, SendRequest
 
@@ -463,6 +464,8 @@ async def _on_tidings_error(request: Request, exc: Exception) -> Response:
         # an unknown object (NotFound) or a state that refuses the request (Conflict).
         status = _FIELD_ERROR_STATUS.get(exc.code, 422)
         return _error(status, _STATUS_CODES[status], exc.reason, field)
+    if exc.code == codes.ERR_RATE_LIMITED:
+        return _error(429, exc.code, exc.reason, headers={"Retry-After": "1"})
     if exc.temporary:
         return _error(503, ERR_UNAVAILABLE, exc.reason, headers={"Retry-After": "1"})
     return _error(400, exc.code, exc.reason)
@@ -800,23 +803,13 @@ def _unique(items: Any) -> tuple[str, ...]:
 
 
 def _check_lengths(app: AppConfig, body: SendBody) -> None:
-    checks: list[tuple[str, str, int, str]] = []
-    if body.kind in ("banner", "both"):
-        checks += [
-            ("title", body.title, app.banner_title_max, "banners"),
-            ("body", body.body, app.banner_body_max, "banners"),
-        ]
-    if body.kind in ("inbox", "both"):
-        checks += [
-            ("title", body.title, app.inbox_title_max, "inbox messages"),
-            ("body", body.body, app.inbox_body_max, "inbox messages"),
-        ]
-    for field, text, limit, what in checks:
+    title_max, body_max = ContentLimits.of(app).for_kind(body.kind)
+    for field, text, limit in (("title", body.title, title_max), ("body", body.body, body_max)):
         if len(text) > limit:
             raise ApiError(
                 422,
                 codes.ERR_INVALID_FIELD,
-                f"{field}: {len(text)} characters, the limit for {what} of app "
+                f"{field}: {len(text)} characters, the limit for kind {body.kind!r} in app "
                 f"{app.id!r} is {limit}",
                 field=field,
             )

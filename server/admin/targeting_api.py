@@ -46,10 +46,7 @@ from tidings.server.targeting import segments
 from tidings.server.targeting.profiles import TRANSACTIONAL, Profile
 from tidings.server.targeting.tags import TagRule
 
-__all__ = ["MAX_SAMPLE", "SERVER_DEVICE", "install", "profile_json"]
-
-SERVER_DEVICE = "~server"
-"""Device id recorded for events posted through the admin API (devices never use ``~``)."""
+__all__ = ["MAX_SAMPLE", "install", "profile_json"]
 
 MAX_SAMPLE = 100
 """Most user ids a preview returns as its sample."""
@@ -280,6 +277,8 @@ def install(api: FastAPI, node: Node) -> None:
         decisions) and the live profile (``null`` when nothing is known)."""
         target = _resolve(node, app, key_app, "app")
         data = await node.store.export_user(target.id, user_id)
+        if not any(data[k] for k in ("user", "devices", "events", "messages", "decisions")):
+            _profile(target.id, user_id)  # nothing stored: 404 unless a live profile exists
         data["messages"] = [
             {k: v for k, v in m.items() if k != "wire"} | _readable_message(m.get("wire"))
             for m in data["messages"]
@@ -312,5 +311,5 @@ def install(api: FastAPI, node: Node) -> None:
                   ts=int(now * 1000) if e.ts is None else e.ts, props=e.props)
             for e in body.events
         ]  # fmt: skip
-        await node.ingest.events(target.id, SERVER_DEVICE, body.user, events)
+        await node.ingest.events(target.id, None, body.user, events)
         return EventsAccepted(accepted=len(events))

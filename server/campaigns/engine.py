@@ -273,10 +273,7 @@ class CampaignEngine:
         cfg = self._configs.get(app)
         if cfg is None:
             raise InvalidField("app", f"unknown app {app!r}")
-        return ContentLimits(
-            banner_title_max=cfg.banner_title_max, banner_body_max=cfg.banner_body_max,
-            inbox_title_max=cfg.inbox_title_max, inbox_body_max=cfg.inbox_body_max,
-        )  # fmt: skip
+        return ContentLimits.of(cfg)
 
     async def save(self, spec: Mapping[str, Any], *, replace_existing: bool = False) -> Campaign:
         """Validate and store a campaign (new, or a replacement of a draft or paused one).

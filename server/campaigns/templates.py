@@ -39,6 +39,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
 from tidings.server.campaigns.model import Action, Campaign, Content, ContentKind
+from tidings.server.config import AppConfig
 from tidings.server.targeting.profiles import Profile
 
 __all__ = [
@@ -134,11 +135,26 @@ class ContentLimits:
     inbox_title_max: int = 120
     inbox_body_max: int = 2_000
 
-    def for_kind(self, kind: ContentKind) -> tuple[int, int]:
-        """Return ``(title_max, body_max)``; ``both`` shows as a banner, so banner limits."""
-        if kind is ContentKind.INBOX:
-            return self.inbox_title_max, self.inbox_body_max
-        return self.banner_title_max, self.banner_body_max
+    @classmethod
+    def of(cls, app: AppConfig) -> ContentLimits:
+        """The limits an app configures."""
+        return cls(
+            banner_title_max=app.banner_title_max, banner_body_max=app.banner_body_max,
+            inbox_title_max=app.inbox_title_max, inbox_body_max=app.inbox_body_max,
+        )  # fmt: skip
+
+    def for_kind(self, kind: ContentKind | str) -> tuple[int, int]:
+        """Return ``(title_max, body_max)``; ``both`` must fit as a banner and in the inbox.
+
+        The one rule for direct sends (admin API) and campaigns alike.
+        """
+        banner = (self.banner_title_max, self.banner_body_max)
+        inbox = (self.inbox_title_max, self.inbox_body_max)
+        if kind == ContentKind.INBOX:
+            return inbox
+        if kind == ContentKind.BANNER:
+            return banner
+        return min(banner[0], inbox[0]), min(banner[1], inbox[1])
 
 
 DEFAULT_LIMITS = ContentLimits()

@@ -237,12 +237,16 @@ async def test_erase_forgets_the_user(admin: AdminHarness) -> None:
     assert_error(gone, 404, "id")
     exported = await admin.client.get("/v1/users/er-u1/export", params={"app": "demo"},
                                       headers=admin.auth())  # fmt: skip
-    body = exported.json()
-    assert body["user"] is None and body["profile"] is None
-    assert body["events"] == [] and body["messages"] == [] and body["decisions"] == []
+    assert_error(exported, 404, "id")  # nothing is left to export
     again = await admin.client.delete("/v1/users/er-u1", params={"app": "demo"},
                                       headers=admin.auth())  # fmt: skip
     assert_error(again, 404, "id")
+
+
+async def test_exporting_a_user_nobody_knows_is_not_found(admin: AdminHarness) -> None:
+    r = await admin.client.get("/v1/users/never-seen/export", params={"app": "demo"},
+                               headers=admin.auth())  # fmt: skip
+    assert_error(r, 404, "id")
 
 
 async def test_events_and_user_patches_are_validated(admin: AdminHarness) -> None:

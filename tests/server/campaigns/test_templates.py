@@ -188,3 +188,12 @@ def test_a_campaign_is_checked_with_all_its_variants() -> None:
     assert info.value.field == "variants[1].content.body"
     data["variants"] = [{"name": "a"}]
     validate_campaign(Campaign.from_json(data))
+
+
+def test_kind_both_must_fit_as_a_banner_and_in_the_inbox() -> None:
+    app = AppConfig(id="tight", secret="s" * 8, admin_key="k" * 8, banner_title_max=30,
+                    banner_body_max=50, inbox_title_max=20, inbox_body_max=40)  # fmt: skip
+    limits = ContentLimits.of(app)
+    assert limits.for_kind("banner") == (30, 50)
+    assert limits.for_kind("inbox") == (20, 40)
+    assert limits.for_kind("both") == (20, 40)  # the stricter of each, for campaigns and sends
