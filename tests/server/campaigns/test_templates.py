@@ -14,6 +14,7 @@ from tidings.server.campaigns.templates import (
     validate,
     validate_content,
 )
+from tidings.server.config import AppConfig
 from tidings.server.targeting.profiles import Profile
 
 LI = Profile(app="shop", user_id="u42", attrs={"first_name": "Li", "region": "CN-SH"},
