@@ -66,12 +66,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 from tidings.protocol import codes, limits
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action, check_json
@@ -211,6 +213,37 @@ def _json_object(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return check
 
 
+def _json_value_schema(depth: int) -> dict[str, Any]:
+    """What :func:`~tidings.protocol.frames.check_json` accepts at ``depth``, as JSON Schema
+    (unrolled: the nesting limit is part of the contract, and JSON Schema cannot count)."""
+    kinds: list[dict[str, Any]] = [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "integer", "minimum": -limits.MAX_INT, "maximum": limits.MAX_INT},
+        {"type": "number"},
+        {"type": "string", "maxLength": limits.MAX_TEXT_LEN},
+    ]
+    if depth < limits.MAX_DEPTH:
+        inner = _json_value_schema(depth + 1)
+        kinds += [
+            {"type": "array", "maxItems": limits.MAX_KEYS, "items": inner},
+            _json_object_schema(depth, inner),
+        ]
+    return {"anyOf": kinds}
+
+
+def _json_object_schema(depth: int, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "maxProperties": limits.MAX_KEYS,
+        "propertyNames": {"minLength": 1, "maxLength": limits.MAX_NAME_LEN},
+        "additionalProperties": values or _json_value_schema(depth + 1),
+    }
+
+
+JSON_OBJECT_SCHEMA = _json_object_schema(0)
+"""The schema of ``data``, ``attrs`` and ``props``: free-form, within the wire's limits."""
+
 _json_data = _json_object("data")
 
 
@@ -251,17 +284,53 @@ def _check_document(value: Any, field: str, depth: int = 0) -> None:
         _check_document(item, where, depth + 1)
 
 
-AppId = Annotated[str, Field(min_length=1, max_length=_APP_ID_MAX), AfterValidator(_one_line)]
-Ident = Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_LEN), AfterValidator(_one_line)]
-Title = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_TITLE_LEN), AfterValidator(_one_line)
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; so does this API (but never "3" or true).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
+"""For an integer in a body: ``3`` or ``3.0`` (put after the bounds, so the schema has them)."""
+
+
+ONE_LINE = {"pattern": "^[^\\u0000-\\u001f\\u007f]*$"}
+"""The schema's word for :func:`_one_line` (no control characters), so clients know it too."""
+MULTI_LINE = {"pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"}
+"""The schema's word for :func:`_multi_line` (tab and newlines allowed)."""
+
+AppId = Annotated[
+    str,
+    Field(min_length=1, max_length=_APP_ID_MAX, json_schema_extra=ONE_LINE),
+    AfterValidator(_one_line),
 ]
-ImageUrl = Annotated[str, Field(max_length=limits.MAX_URL_LEN), AfterValidator(_http_url)]
+Ident = Annotated[
+    str,
+    Field(min_length=1, max_length=limits.MAX_ID_LEN, json_schema_extra=ONE_LINE),
+    AfterValidator(_one_line),
+]
+Title = Annotated[
+    str,
+    Field(min_length=1, max_length=limits.MAX_TITLE_LEN, json_schema_extra=ONE_LINE),
+    AfterValidator(_one_line),
+]
+ImageUrl = Annotated[
+    str,
+    Field(max_length=limits.MAX_URL_LEN, json_schema_extra={"pattern": "^https?://"}),
+    AfterValidator(_http_url),
+]
 Body = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_BODY_LEN), AfterValidator(_multi_line)
+    str,
+    Field(min_length=1, max_length=limits.MAX_BODY_LEN, json_schema_extra=MULTI_LINE),
+    AfterValidator(_multi_line),
 ]
 
-PathId = Annotated[str, Path(min_length=1, max_length=limits.MAX_ID_LEN), AfterValidator(_one_line)]
+PathId = Annotated[
+    str,
+    Path(min_length=1, max_length=limits.MAX_ID_LEN, json_schema_extra=ONE_LINE),
+    AfterValidator(_one_line),
+]
 """An id in the URL path (campaign, user, tag rule)."""
 AppQuery = Annotated[str, Query(min_length=1, max_length=_APP_ID_MAX)]
 """The ``?app=`` of a request without a body."""
@@ -272,11 +341,34 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+def _non_null(*names: str, **extra: Any) -> Callable[[dict[str, Any]], None]:
+    """Schema hook: ``names`` are optional but never ``null`` when given."""
+
+    def hook(schema: dict[str, Any]) -> None:
+        for name in names:
+            prop = schema["properties"][name]
+            options = prop.pop("anyOf", None)
+            if options is not None:
+                for key, value in next(o for o in options if o.get("type") != "null").items():
+                    prop.setdefault(key, value)  # what the field itself says comes first
+        schema.update(extra)
+
+    return hook
+
+
 class Target(_Model):
     """Who gets the message: exactly one of ``users`` or ``devices``, non-empty."""
 
-    users: list[Ident] | None = Field(default=None, max_length=MAX_TARGETS)
-    devices: list[Ident] | None = Field(default=None, max_length=MAX_TARGETS)
+    model_config = ConfigDict(
+        json_schema_extra=_non_null("users", "devices", minProperties=1, maxProperties=1)
+    )
+
+    users: list[Ident] | None = Field(
+        default=None, max_length=MAX_TARGETS, json_schema_extra={"minItems": 1}
+    )
+    devices: list[Ident] | None = Field(
+        default=None, max_length=MAX_TARGETS, json_schema_extra={"minItems": 1}
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Target:
@@ -309,16 +401,16 @@ class SendBody(_Model):
     body: Body
     category: Literal["marketing", "transactional"] = "marketing"
     priority: Literal["normal", "urgent"] = "normal"
-    ttl: int | None = Field(
+    ttl: Annotated[int, Field(ge=1, le=MAX_TTL_S), Integral] | None = Field(
         default=None,
-        ge=1,
-        le=MAX_TTL_S,
         description="Seconds until the message expires; default: the app's TTL for the kind.",
     )
     collapse_key: Ident | None = None
     image: ImageUrl | None = None
     actions: list[ActionIn] = Field(default_factory=list, max_length=limits.MAX_ACTIONS)
-    data: Annotated[dict[str, Any], AfterValidator(_json_data)] = Field(default_factory=dict)
+    data: Annotated[dict[str, Any], AfterValidator(_json_data)] = Field(
+        default_factory=dict, json_schema_extra=JSON_OBJECT_SCHEMA
+    )
     expire_after_read: bool = False
 
     @model_validator(mode="after")
@@ -438,10 +530,20 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     if exc.status_code == 400:
         message = "body: could not be parsed as UTF-8 JSON"
         return _error(400, code, message, "body")
+    headers = exc.headers
     if exc.status_code in (404, 405):
         what = "no such endpoint" if exc.status_code == 404 else "method not allowed"
         message = f"{what}: {request.method} {request.url.path!r}"
-    return _error(exc.status_code, code, message, headers=exc.headers)
+    if exc.status_code == 405:
+        # One route per method: the route that refused knows only its own, so list them all.
+        allowed = sorted({
+            method for route in request.app.routes
+            if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE
+            for method in getattr(route, "methods", None) or ()
+        })  # fmt: skip
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        message += f"; allowed: {', '.join(allowed)}"
+    return _error(exc.status_code, code, message, headers=headers)
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
@@ -613,6 +715,7 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        json_schema_extra={"pattern": "^[!-~]{1,255}$"},
         description="Make this request once: a retry with the same key and request gets the"
         " first answer and does nothing again (kept for a day).",
     ),
@@ -754,11 +857,7 @@ def create_admin_app(node: Node) -> FastAPI:
         tags=["messages"],
     )
     async def revoke_message(
-        message_id: Annotated[
-            str,
-            Path(min_length=1, max_length=limits.MAX_ID_LEN),
-            AfterValidator(_one_line),
-        ],
+        message_id: PathId,
         app: Annotated[str, Query(min_length=1, max_length=_APP_ID_MAX)],
         key_app: Caller,
     ) -> Response:

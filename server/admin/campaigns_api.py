@@ -29,6 +29,7 @@ from pydantic import AfterValidator
 from tidings.protocol import codes, limits
 from tidings.server.admin.api import (
     _ERRORS,
+    ONE_LINE,
     ApiError,
     AppQuery,
     Caller,
@@ -203,7 +204,7 @@ def install(api: FastAPI, node: Node) -> None:
         key_app: Caller,
         user: Annotated[
             str | None,
-            Query(min_length=1, max_length=limits.MAX_ID_LEN),
+            Query(min_length=1, max_length=limits.MAX_ID_LEN, json_schema_extra=ONE_LINE),
             AfterValidator(lambda v: v if v is None else _one_line(v)),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_DECISIONS)] = 100,

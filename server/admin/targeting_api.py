@@ -21,23 +21,27 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from tidings.protocol import codes, limits
 from tidings.protocol.codec import decode_map
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.frames import Event, Message
 from tidings.server.admin.api import (
     _ERRORS,
+    JSON_OBJECT_SCHEMA,
+    ONE_LINE,
     ApiError,
     AppId,
     AppQuery,
     Caller,
     Ident,
+    Integral,
     PathId,
     _check_document,
     _field_error,
     _json_object,
     _Model,
+    _non_null,
     _one_line,
     _resolve,
 )
@@ -58,7 +62,7 @@ class PreviewBody(_Model):
     app: str = Field(min_length=1, max_length=64)
     text: str | None = Field(default=None, max_length=segments.MAX_SEGMENT_TEXT)
     segment: dict[str, Any] | None = None
-    sample: int = Field(default=10, ge=0, le=MAX_SAMPLE)
+    sample: Annotated[int, Field(ge=0, le=MAX_SAMPLE), Integral] = 10
 
 
 class Preview(BaseModel):
@@ -87,16 +91,28 @@ def _tree(body: PreviewBody) -> segments.Node:
 
 
 Name = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_NAME_LEN), AfterValidator(_one_line)
+    str,
+    Field(min_length=1, max_length=limits.MAX_NAME_LEN, json_schema_extra=ONE_LINE),
+    AfterValidator(_one_line),
 ]
 
 
 class UserPatch(_Model):
     """``PATCH /v1/users/{id}``: merge attributes (``null`` removes one) and set consent."""
 
+    model_config = ConfigDict(json_schema_extra=_non_null("attrs", "consent"))
+
     app: AppId
-    attrs: Annotated[dict[str, Any], AfterValidator(_json_object("attrs"))] | None = None
-    consent: dict[Name, bool] | None = Field(default=None, max_length=limits.MAX_KEYS)
+    attrs: Annotated[dict[str, Any], AfterValidator(_json_object("attrs"))] | None = Field(
+        default=None, json_schema_extra=JSON_OBJECT_SCHEMA
+    )
+    consent: dict[Name, bool] | None = Field(
+        default=None,
+        max_length=limits.MAX_KEYS,
+        json_schema_extra={
+            "propertyNames": {"minLength": 1, "maxLength": limits.MAX_NAME_LEN, **ONE_LINE}
+        },
+    )
 
     @model_validator(mode="after")
     def _transactional_is_mandatory(self) -> UserPatch:
@@ -113,9 +129,9 @@ class EventIn(_Model):
     id: Ident | None = None
     name: Name
     props: Annotated[dict[str, Any], AfterValidator(_json_object("props"))] = Field(
-        default_factory=dict
+        default_factory=dict, json_schema_extra=JSON_OBJECT_SCHEMA
     )
-    ts: int | None = Field(default=None, ge=0, le=limits.MAX_INT)
+    ts: Annotated[int, Field(ge=0, le=limits.MAX_INT), Integral] | None = None
 
 
 class EventsBody(_Model):
