@@ -1,7 +1,8 @@
 """Sans-I/O core of the ``tidings.v1`` wire protocol (see PROTOCOL.md beside this file).
 
-Frames, their MessagePack codec with safe limits, the phase table, error and close codes, the
-reconnect backoff policy and device tokens. Imports no asyncio, websockets or aiosqlite.
+Frames, their MessagePack codec with safe limits, the phase table, the server's per-connection
+state machine (``session``), error and close codes, the reconnect backoff policy and device
+tokens. Imports no asyncio, websockets or aiosqlite.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from tidings.protocol.frames import (
     Revoke,
     Welcome,
 )
+from tidings.protocol.session import DeliverySkipped, ReplayNeeded, ServerSession
 from tidings.protocol.state import CLIENT_ALLOWED, SERVER_ALLOWED, Phase, advance
 from tidings.protocol.tokens import TokenClaims, mint_token, verify_token
 
@@ -67,6 +69,7 @@ __all__ = [
     "Backoff",
     "ConfigError",
     "Deliver",
+    "DeliverySkipped",
     "DeviceInfo",
     "Error",
     "Event",
@@ -89,7 +92,9 @@ __all__ = [
     "Prefs",
     "ProtocolError",
     "Receipt",
+    "ReplayNeeded",
     "Revoke",
+    "ServerSession",
     "TidingsError",
     "TokenClaims",
     "UnexpectedFrame",

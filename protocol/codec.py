@@ -64,7 +64,9 @@ def decode_map(data: bytes, *, max_size: int = limits.MAX_FRAME_BYTES) -> Any:
 
     Raises:
         FrameTooLarge: ``data`` is longer than ``max_size``.
-        MalformedFrame: not exactly one valid MessagePack value, or bad UTF-8.
+        MalformedFrame: not exactly one valid MessagePack value, bad UTF-8, or nested too
+            deep for the decoder (hundreds of levels; shallower excess depth is
+            ``InvalidField`` from the frame checks, PROTOCOL.md §6).
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedFrame(f"frames are binary messages, got {type(data).__name__}")
@@ -86,9 +88,12 @@ def decode_map(data: bytes, *, max_size: int = limits.MAX_FRAME_BYTES) -> Any:
         raise MalformedFrame(f"string is not valid UTF-8 at byte {exc.start}") from None
     except msgpack.ExtraData:
         raise MalformedFrame("trailing bytes after the frame") from None
-    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
-        # ValueError covers truncated input, over-cap lengths, StackError (too deep) and
-        # non-string map keys; the message from msgpack is short and safe to pass on.
+    except (msgpack.StackError, RecursionError):
+        # Hundreds of levels: past what the decoder reads at all, so not a frame (§6, §9).
+        raise MalformedFrame("nests too deep to decode") from None
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        # ValueError covers truncated input, over-cap lengths and non-string map keys; the
+        # message from msgpack is short and safe to pass on.
         detail = str(exc)[:120] or type(exc).__name__
         raise MalformedFrame(f"not a valid MessagePack frame: {detail}") from None
 

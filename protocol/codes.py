@@ -18,6 +18,7 @@ __all__ = [
     "CLOSE_FORBIDDEN",
     "CLOSE_GOING_AWAY",
     "CLOSE_HEARTBEAT_TIMEOUT",
+    "CLOSE_HELLO_TIMEOUT",
     "CLOSE_INTERNAL",
     "CLOSE_NORMAL",
     "CLOSE_RATE_LIMITED",
@@ -44,11 +45,11 @@ __all__ = [
 ]
 
 # --- error codes (the ``code`` field of an ``error`` frame and of TidingsError) ---------------
-ERR_BAD_FRAME = "bad_frame"  # not one MessagePack map, truncated, bad UTF-8, too deep
-ERR_FRAME_TOO_LARGE = "frame_too_large"
-ERR_UNKNOWN_FRAME = "unknown_frame"
-ERR_INVALID_FIELD = "invalid_field"
-ERR_UNEXPECTED_FRAME = "unexpected_frame"
+ERR_BAD_FRAME = "bad_frame"  # not one MessagePack map, truncated, bad UTF-8, a text message
+ERR_FRAME_TOO_LARGE = "frame_too_large"  # sent before the 1009 close
+ERR_UNKNOWN_FRAME = "unknown_frame"  # ``t`` is no frame type of this version
+ERR_INVALID_FIELD = "invalid_field"  # missing, wrong type, too long, out of range, too deep
+ERR_UNEXPECTED_FRAME = "unexpected_frame"  # the other side's frame type, or the wrong phase
 ERR_UNAUTHORIZED = "unauthorized"  # bad, forged or foreign token
 ERR_TOKEN_EXPIRED = "token_expired"
 ERR_FORBIDDEN = "forbidden"  # authenticated, but not allowed (another user's message...)
@@ -90,8 +91,9 @@ CLOSE_REPLACED = 4006  # the same device connected again elsewhere; this one mus
 CLOSE_SLOW_CONSUMER = 4100  # send queue overflowed; resume catches up
 CLOSE_RATE_LIMITED = 4101
 CLOSE_DRAINING = 4102  # server shutting down; honour the goaway hint
-CLOSE_HEARTBEAT_TIMEOUT = 4103
-CLOSE_INTERNAL = 4104
+CLOSE_HEARTBEAT_TIMEOUT = 4103  # a WebSocket ping went unanswered for a heartbeat interval
+CLOSE_INTERNAL = 4104  # a server fault (the store failed...); an ``error internal`` precedes it
+CLOSE_HELLO_TIMEOUT = 4105  # no valid ``hello`` in time: a slow network, not a client bug
 
 __all__ += ["CLOSE_DRAINING"]
 

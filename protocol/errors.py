@@ -7,10 +7,11 @@ bad field, and ``temporary`` (whether retrying the same thing later may succeed)
     TidingsError
     ├── ProtocolError            bytes or frames that break PROTOCOL.md
     │   ├── FrameTooLarge        a frame over the negotiated size limit
-    │   ├── MalformedFrame       not a MessagePack map, truncated, bad UTF-8, too deep
+    │   ├── MalformedFrame       not a MessagePack map, truncated, bad UTF-8
     │   ├── UnknownFrame         a frame type this version does not know
-    │   ├── InvalidField         a field of the wrong type, length or range
-    │   └── UnexpectedFrame      a legal frame at an illegal moment (see ``state``)
+    │   ├── InvalidField         a field of the wrong type, length, range or depth
+    │   └── UnexpectedFrame      a frame from the wrong side, or at an illegal moment
+    │                            (see ``state``)
     ├── AuthError                bad, expired, forged or foreign device token
     └── ConfigError              bad configuration (server or SDK)
 
@@ -60,9 +61,16 @@ class TidingsError(Exception):
 
 
 class ProtocolError(TidingsError):
-    """Bytes or frames that do not follow PROTOCOL.md."""
+    """Bytes or frames that do not follow PROTOCOL.md.
+
+    Attributes:
+        rid: The request id of the frame at fault when it is a request whose ``rid`` could be
+            read, so that the ``error`` frame answering it carries it (PROTOCOL.md §4);
+            otherwise None.
+    """
 
     code = codes.ERR_BAD_FRAME
+    rid: int | None = None
 
 
 class FrameTooLarge(ProtocolError):
@@ -72,7 +80,7 @@ class FrameTooLarge(ProtocolError):
 
 
 class MalformedFrame(ProtocolError):
-    """Not one MessagePack map: truncated, trailing bytes, bad UTF-8, too deep, too big."""
+    """Not one MessagePack map: truncated, trailing bytes, bad UTF-8, a text message."""
 
     code = codes.ERR_BAD_FRAME
 
@@ -94,7 +102,8 @@ class InvalidField(ProtocolError):
 
 
 class UnexpectedFrame(ProtocolError):
-    """A well-formed frame sent at a moment the state table forbids."""
+    """A frame type of this version sent by the wrong side (a client sending ``deliver``), or
+    a well-formed frame sent at a moment the phase table forbids."""
 
     code = codes.ERR_UNEXPECTED_FRAME
 

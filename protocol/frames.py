@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field, fields
+from itertools import chain, compress, repeat
+from operator import is_
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from tidings.protocol import limits
-from tidings.protocol.errors import InvalidField, MalformedFrame, UnknownFrame
+from tidings.protocol.errors import (
+    InvalidField,
+    MalformedFrame,
+    ProtocolError,
+    UnexpectedFrame,
+    UnknownFrame,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -48,6 +57,9 @@ __all__ = [
     "Revoke",
     "ServerFrame",
     "Welcome",
+    "check_id",
+    "check_json",
+    "frame_from_wire",
 ]
 
 Kind = Literal["banner", "inbox", "both"]
@@ -85,6 +97,26 @@ def _str(value: Any, name: str, max_len: int, *, empty: bool = False) -> str:
     if not empty and not value:
         raise InvalidField(name, "must not be empty")
     return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_id(value: Any, name: str) -> str:
+    """Validate an identifier from outside: 1–128 characters of text that encodes as UTF-8
+    (no lone surrogates) with no control characters — the rule of the admin API's ids too.
+
+    Raises:
+        InvalidField: naming ``name`` and the problem.
+    """
+    text = _str(value, name, limits.MAX_ID_LEN)
+    if _CONTROL.search(text):
+        raise InvalidField(name, "must not contain control characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(name, "must be valid Unicode text (no lone surrogates)") from None
+    return text
 
 
 def _opt_str(value: Any, name: str, max_len: int) -> str | None:
@@ -707,10 +739,21 @@ CLIENT_FRAMES: dict[str, type[Frame]] = {
 SERVER_FRAMES: dict[str, type[Frame]] = {
     f.TYPE: f for f in (Welcome, Deliver, Ok, Error, Revoke, InboxState, GoAway, Ping, Pong)
 }
+_REQUESTS: frozenset[type[Frame]] = frozenset({Events, Identify, Receipt, InboxUpdate, Prefs})
+"""Client frames answered by ``ok`` or ``error`` with their ``rid`` (PROTOCOL.md §4)."""
 
 
 def frame_from_wire(m: Any, table: dict[str, type[Frame]]) -> Frame:
-    """Validate a decoded map against ``table`` and build its frame."""
+    """Validate a decoded map against ``table`` (the frames one side may send) and build it.
+
+    Raises:
+        MalformedFrame: ``m`` is not a map.
+        UnknownFrame: ``t`` names no frame type of this version.
+        UnexpectedFrame: ``t`` names a frame only the other side sends (PROTOCOL.md §9).
+        InvalidField: a field is missing, of the wrong type, too long, out of range, or a
+            value nests deeper than the limits (PROTOCOL.md §6). For a request, the error
+            carries the request's ``rid`` when it could be read.
+    """
     if not isinstance(m, dict):
         raise MalformedFrame(f"a frame must be a map, got {type(m).__name__}")
     t = m.get("t")
@@ -718,5 +761,42 @@ def frame_from_wire(m: Any, table: dict[str, type[Frame]]) -> Frame:
         raise InvalidField("t", "is required and must be a string")
     cls = table.get(t)
     if cls is None:
+        if t in CLIENT_FRAMES or t in SERVER_FRAMES:
+            raise UnexpectedFrame(f"t: {t!r} is a frame of the other side")
         raise UnknownFrame(f"t: unknown frame type {t[:40]!r}")
-    return cls.from_wire(m)
+    try:
+        frame = cls.from_wire(m)
+        _check_depth(m)
+    except ProtocolError as exc:
+        if cls in _REQUESTS:
+            exc.rid = _readable_rid(m.get("rid"))
+        raise
+    return frame
+
+
+def _readable_rid(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limits.MAX_INT:
+        return value
+    return None
+
+
+def _check_depth(m: Wire) -> None:
+    """Refuse a frame nested deeper than ``MAX_FRAME_DEPTH`` (only unknown keys can be: the
+    known fields were checked against their own shapes first).
+
+    One level at a time with C-level iterators: a 64 KiB frame of 60,000 empty arrays costs
+    about as much as decoding it, not one Python step per item.
+    """
+    level: list[Any] = [m]
+    for _ in range(limits.MAX_FRAME_DEPTH):
+        kinds = list(map(type, level))
+        maps = compress(level, map(is_, kinds, repeat(dict)))
+        arrays = compress(level, map(is_, kinds, repeat(list)))
+        items = list(chain(chain.from_iterable(map(dict.values, maps)), *arrays))
+        level = list(compress(items, map(_CONTAINERS.__contains__, map(type, items))))
+        if not level:
+            return
+    raise InvalidField("frame", f"nests deeper than {limits.MAX_FRAME_DEPTH} levels (§6)")
+
+
+_CONTAINERS: frozenset[type] = frozenset({dict, list})

@@ -8,12 +8,14 @@ the ``welcome`` frame.
 from __future__ import annotations
 
 __all__ = [
+    "FIXED_DEPTH",
     "MAX_ACTIONS",
     "MAX_BODY_LEN",
     "MAX_CONTAINER_LEN",
     "MAX_DEPTH",
     "MAX_EVENTS_PER_BATCH",
     "MAX_FRAME_BYTES",
+    "MAX_FRAME_DEPTH",
     "MAX_IDS_PER_FRAME",
     "MAX_ID_LEN",
     "MAX_INT",
@@ -22,6 +24,7 @@ __all__ = [
     "MAX_TEXT_LEN",
     "MAX_TITLE_LEN",
     "MAX_TOKEN_LEN",
+    "MAX_TOKEN_TTL",
     "MAX_URL_LEN",
 ]
 
@@ -32,7 +35,20 @@ MAX_CONTAINER_LEN = 1_000
 """Largest declared array or map length inside a frame (stops huge-declared containers)."""
 
 MAX_DEPTH = 4
-"""Deepest nesting allowed inside free-form maps (event props, attributes, message data)."""
+"""Deepest nesting of a free-form value (event props, attributes, message data), counting the
+value itself as level 1: ``{"a": {"b": {"c": {}}}}`` is 4 levels, the most allowed.
+
+This is the one nesting limit of the protocol (PROTOCOL.md §6). The fixed structure of every
+frame sits at most :data:`FIXED_DEPTH` levels above a free-form value, so no valid frame nests
+deeper than :data:`MAX_FRAME_DEPTH`."""
+
+FIXED_DEPTH = 3
+"""Deepest fixed structure above a free-form value: ``events`` frame → ``events`` array → event
+→ ``props``."""
+
+MAX_FRAME_DEPTH = FIXED_DEPTH + MAX_DEPTH
+"""Deepest nesting of a whole frame (the frame map is level 1), derived from :data:`MAX_DEPTH`;
+it bounds what unknown keys may hold."""
 
 MAX_ID_LEN = 128
 """Longest identifier: message, event, device, user, campaign, session, action ids."""
@@ -42,6 +58,10 @@ MAX_NAME_LEN = 128
 
 MAX_TOKEN_LEN = 2_048
 """Longest device token."""
+
+MAX_TOKEN_TTL = 366 * 24 * 3600
+"""Longest lifetime of a device token, in seconds (a year and a day): a token whose expiry is
+further ahead than this is refused, so a leaked token cannot stay valid for ever."""
 
 MAX_TITLE_LEN = 256
 """Longest message title on the wire (apps enforce tighter display limits)."""

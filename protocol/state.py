@@ -1,8 +1,10 @@
-"""What frame may follow what: the one table (PROTOCOL.md §Session states).
+"""What frame may follow what: the one table (PROTOCOL.md §2, Phases, writes it out).
 
 Both peers move through the same three phases. The gateway checks client frames against
-``CLIENT_ALLOWED``; the SDK checks server frames against ``SERVER_ALLOWED``. A frame outside the
-table for the current phase is a protocol violation (:class:`UnexpectedFrame`).
+``CLIENT_ALLOWED`` and its own against ``SERVER_ALLOWED``
+(:class:`~tidings.protocol.session.ServerSession`); the SDK checks server frames against
+``SERVER_ALLOWED``. A frame outside the table for the current phase is a protocol violation
+(:class:`UnexpectedFrame`).
 """
 
 from __future__ import annotations

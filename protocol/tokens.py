@@ -17,12 +17,23 @@ import time
 from dataclasses import dataclass
 
 from tidings.protocol import codes, limits
-from tidings.protocol.errors import AuthError
+from tidings.protocol.errors import AuthError, InvalidField
+from tidings.protocol.frames import check_id
 
-__all__ = ["DEFAULT_TOKEN_TTL", "TokenClaims", "mint_token", "peek_app", "verify_token"]
+__all__ = [
+    "DEFAULT_TOKEN_TTL",
+    "MAX_TOKEN_TTL",
+    "TokenClaims",
+    "mint_token",
+    "peek_app",
+    "verify_token",
+]
 
 DEFAULT_TOKEN_TTL = 30 * 24 * 3600
 """Seconds a minted token stays valid by default (30 days)."""
+
+MAX_TOKEN_TTL = limits.MAX_TOKEN_TTL
+"""Security limit: the longest a token may stay valid; a later expiry is refused."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,12 +68,19 @@ def mint_token(
     ttl: int = DEFAULT_TOKEN_TTL,
     now: float | None = None,
 ) -> str:
-    """Mint a device token signed with ``secret``."""
+    """Mint a device token signed with ``secret``.
+
+    Raises:
+        ValueError: an id that the gateway would refuse (PROTOCOL.md §11), or a ``ttl`` that
+            is not 1..``MAX_TOKEN_TTL`` seconds.
+    """
     for name, value in (("app", app), ("device", device), ("user", user or "x")):
-        if not value or len(value) > limits.MAX_ID_LEN:
-            raise ValueError(f"{name} must be 1..{limits.MAX_ID_LEN} characters")
-    if ttl <= 0:
-        raise ValueError("ttl must be a positive number of seconds")
+        try:
+            check_id(value, name)
+        except InvalidField as exc:
+            raise ValueError(exc.reason) from None
+    if not 0 < ttl <= MAX_TOKEN_TTL:
+        raise ValueError(f"ttl must be 1..{MAX_TOKEN_TTL} seconds, got {ttl}")
     issued = int(time.time() if now is None else now)
     payload: dict[str, object] = {"app": app, "dev": device, "exp": issued + ttl, "iat": issued}
     if user is not None:
@@ -93,28 +111,45 @@ def peek_app(token: str) -> str:
     return app
 
 
+def _claim_id(value: object, name: str) -> str:
+    # The same rule as every other id (frames, admin API): an id the gateway accepts here must
+    # be one the rest of the system can store, name and look up.
+    try:
+        return check_id(value, f"token: {name}")
+    except InvalidField as exc:
+        raise AuthError(exc.reason) from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def verify_token(token: str, *, secret: str, app: str, now: float | None = None) -> TokenClaims:
-    """Verify signature, app and expiry; return the claims.
+    """Verify signature, app, ids and expiry (PROTOCOL.md §11); return the claims.
 
     Raises:
-        AuthError: with code ``unauthorized`` (malformed, forged, other app) or
-            ``token_expired``.
+        AuthError: with code ``unauthorized`` (malformed, forged, other app, bad id, expiry
+            more than ``MAX_TOKEN_TTL`` ahead) or ``token_expired``.
     """
     body, sig, payload = _payload(token)
     if not hmac.compare_digest(sig, _sign(secret, body)):
         raise AuthError("token: signature does not match this app's secret")
     if payload.get("app") != app:
         raise AuthError("token: issued for another app")
-    device, user = payload.get("dev"), payload.get("usr")
+    device = _claim_id(payload.get("dev"), "dev")
+    user = payload.get("usr")
+    if user is not None:
+        user = _claim_id(user, "usr")
     exp, iat = payload.get("exp"), payload.get("iat", 0)
-    if not isinstance(device, str) or not device or len(device) > limits.MAX_ID_LEN:
-        raise AuthError("token: bad device id")
-    if user is not None and (
-        not isinstance(user, str) or not user or len(user) > limits.MAX_ID_LEN
-    ):
-        raise AuthError("token: bad user id")
-    if not isinstance(exp, int) or not isinstance(iat, int):
+    if not _is_int(exp) or not _is_int(iat):
         raise AuthError("token: bad expiry")
-    if exp <= (time.time() if now is None else now):
+    assert isinstance(exp, int) and isinstance(iat, int)
+    at = time.time() if now is None else now
+    if exp > at + MAX_TOKEN_TTL:
+        raise AuthError(
+            f"token: expires more than {MAX_TOKEN_TTL // 86400} days ahead; mint one that"
+            " expires sooner"
+        )
+    if exp <= at:
         raise AuthError("token: expired; mint a new one", code=codes.ERR_TOKEN_EXPIRED)
     return TokenClaims(app=app, device=device, user=user, expires_at=exp, issued_at=iat)

@@ -10,6 +10,7 @@ TOML layout::
     port = 8765
     admin_port = 8766
     db = "tidings.db"
+    durability = "full"     # or "relaxed" (see DEFAULT_DURABILITY)
 
     [[apps]]
     id = "shop"
@@ -49,16 +50,28 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_ADMIN_PORT = 8766
 DEFAULT_DB = "tidings.db"
+DURABILITY_CHOICES = ("full", "relaxed")
+DEFAULT_DURABILITY = "full"
+"""What "stored" means when the gateway answers (a 202, an ``ok`` to a device): ``full``
+fsyncs every group commit first, so the answer survives a power loss; ``relaxed`` answers
+after the commit without the fsync: it survives a crash of the gateway, but a power loss or
+kernel crash may lose the last commits (see BENCHMARKS.md for the cost)."""
 DEFAULT_HEARTBEAT_S = 25.0
-"""Seconds between server pings; a peer silent for two intervals is dropped."""
+"""Seconds between server WebSocket pings; a ping unanswered for another interval closes the
+connection with 4103 (so a silent peer is gone within two intervals)."""
 DEFAULT_HELLO_TIMEOUT_S = 10.0
 """Security limit: seconds a new connection may take to send a valid ``hello``."""
 DEFAULT_SEND_QUEUE_BYTES = 256 * 1024
-"""Security limit: bytes buffered for one connection before it counts as a slow consumer."""
+"""Security limit: unsent bytes one connection may hold (frames, pongs, close frames); a frame
+that would pass it closes the connection as a slow consumer (4100), output the gateway makes on
+its own aborts it. Keep it above ``max_frame_bytes``: a frame larger than the queue never fits."""
 DEFAULT_RATE_LIMIT_PER_S = 50.0
 """Security limit: sustained client frames per second per connection."""
 DEFAULT_RATE_BURST = 200
 """Security limit: frames a connection may send in a burst above the sustained rate."""
+DEFAULT_CLOSE_TIMEOUT_S = 5.0
+"""Security limit: seconds a closing connection may take to finish the closing handshake (a
+peer that does not read never does) before it is aborted."""
 DEFAULT_DEVICE_EVENTS_PER_MIN = 600
 """Security limit: behaviour events one device may report a minute (a burst of a minute's
 worth at once is fine); beyond it the batch is refused as ``rate_limited`` and retried."""
@@ -118,6 +131,7 @@ class GatewayConfig:
     admin_host: str = DEFAULT_HOST
     admin_port: int = DEFAULT_ADMIN_PORT
     db: str = DEFAULT_DB
+    durability: str = DEFAULT_DURABILITY
     apps: tuple[AppConfig, ...] = field(default_factory=_dev_apps)
     max_frame_bytes: int = limits.MAX_FRAME_BYTES
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
@@ -125,6 +139,7 @@ class GatewayConfig:
     send_queue_bytes: int = DEFAULT_SEND_QUEUE_BYTES
     rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
     rate_burst: int = DEFAULT_RATE_BURST
+    close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S
     drain_s: float = DEFAULT_DRAIN_S
 
     def __post_init__(self) -> None:
@@ -142,11 +157,19 @@ class GatewayConfig:
                 raise ConfigError(f"{name}: must be a port number 0-65535, got {value!r}")
         if not 1024 <= self.max_frame_bytes <= 16 * 1024 * 1024:
             raise ConfigError("max_frame_bytes: must be between 1024 and 16 MiB")
-        for name in ("heartbeat_s", "hello_timeout_s", "rate_limit_per_s", "drain_s"):
+        for name in (
+            "heartbeat_s",
+            "hello_timeout_s",
+            "rate_limit_per_s",
+            "close_timeout_s",
+            "drain_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be a positive number")
         if self.send_queue_bytes < 1024 or self.rate_burst < 1:
             raise ConfigError("send_queue_bytes and rate_burst: too small")
+        if self.durability not in DURABILITY_CHOICES:
+            raise ConfigError(f"durability: {_choices(self.durability)}")
 
     @property
     def uses_dev_defaults(self) -> bool:
@@ -164,8 +187,14 @@ class GatewayConfig:
 _SCALARS = {f.name: f for f in fields(GatewayConfig) if f.name != "apps"}
 
 
+def _choices(value: Any) -> str:
+    return f"must be {' or '.join(map(repr, DURABILITY_CHOICES))}, got {value!r}"
+
+
 def _coerce(name: str, value: Any, where: str) -> Any:
     kind = _SCALARS[name].type
+    if name == "durability" and value not in DURABILITY_CHOICES:
+        raise ConfigError(f"{where}: durability {_choices(value)}")
     try:
         if kind == "int":
             if isinstance(value, bool):

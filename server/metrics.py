@@ -25,6 +25,12 @@ class Metrics:
     protocol_errors: int = 0
     auth_failures: int = 0
     sends: int = 0
+    write_overflows: int = 0  # connections aborted: unsent bytes would pass the send queue
+    write_buffer_peak: int = 0  # most unsent bytes any connection held after a write
+    heartbeat_timeouts: int = 0
+    hello_timeouts: int = 0
+    oversized_deliveries: int = 0  # deliveries skipped: their frame is over max_frame_bytes
+    store_failures: int = 0  # connections closed 4104 because the store failed
     connections: Counter[str] = field(default_factory=Counter)
     _buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     _latency_sum: float = 0.0
@@ -58,6 +64,36 @@ class Metrics:
         counter("tidings_rate_limited_total", self.rate_limited, "Connections over the rate limit.")
         counter("tidings_protocol_errors_total", self.protocol_errors, "Bad frames received.")
         counter("tidings_auth_failures_total", self.auth_failures, "Refused device tokens.")
+        counter(
+            "tidings_write_overflows_total",
+            self.write_overflows,
+            "Connections aborted because their unsent bytes would pass the send queue.",
+        )
+        lines += [
+            "# HELP tidings_write_buffer_peak_bytes Most unsent bytes one connection has held.",
+            "# TYPE tidings_write_buffer_peak_bytes gauge",
+            f"tidings_write_buffer_peak_bytes {self.write_buffer_peak}",
+        ]
+        counter(
+            "tidings_heartbeat_timeouts_total",
+            self.heartbeat_timeouts,
+            "Connections closed because a WebSocket ping went unanswered.",
+        )
+        counter(
+            "tidings_hello_timeouts_total",
+            self.hello_timeouts,
+            "Connections closed because no hello came in time.",
+        )
+        counter(
+            "tidings_oversized_deliveries_total",
+            self.oversized_deliveries,
+            "Deliveries skipped because their frame is over max_frame_bytes.",
+        )
+        counter(
+            "tidings_store_failures_total",
+            self.store_failures,
+            "Connections closed with 4104 because the store failed.",
+        )
         name = "tidings_fanout_latency_seconds"
         lines += [f"# HELP {name} Fan-out duration per send.", f"# TYPE {name} histogram"]
         cumulative = 0

@@ -39,12 +39,13 @@ from tidings.protocol.frames import (
     Receipt,
     Welcome,
 )
+from tidings.protocol.session import ServerSession
 from tidings.protocol.tokens import TokenClaims, peek_app, verify_token
 from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
 from tidings.server.delivery import Outgoing, fit_frame
-from tidings.server.gateway.connection import RateLimiter, Session, monotonic
+from tidings.server.gateway.connection import GatewayConnection, Session
 from tidings.server.hub import Hub
 from tidings.server.ingest import EventQuota, Ingest
 from tidings.server.metrics import Metrics
@@ -58,7 +59,7 @@ from tidings.server.storage import (
     Store,
     anonymous_key,
 )
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server
 
 __all__ = ["BATCH_WINDOW_S", "Node", "Outgoing", "SendRequest", "SendResult"]
 
@@ -327,9 +328,16 @@ class Node:
         return verify_token(token, secret=app.secret, app=app.id, now=self.clock())
 
     async def open_session(
-        self, ws: ServerConnection, claims: TokenClaims, hello: Hello
-    ) -> Session | None:
-        """Register the device, welcome it, replay what it missed (PROTOCOL.md §2)."""
+        self, ws: GatewayConnection, proto: ServerSession, claims: TokenClaims, hello: Hello
+    ) -> Session:
+        """Register the device, welcome it, replay what it missed (PROTOCOL.md §2).
+
+        ``proto`` is the connection's sans-I/O core, which read the ``hello``.
+
+        Raises:
+            TidingsError: the store failed (a :class:`~tidings.server.errors.StoreError`);
+                nothing of the session stays registered.
+        """
         now = self.clock()
         dev = hello.device
         row = await self.ingest.device(
@@ -346,53 +354,64 @@ class Node:
                 last_seen=now,
             )
         )
-        cfg = self._config
         session = Session(
             ws=ws,
+            proto=proto,
             id=uuid.uuid4().hex,
             app=claims.app,
             device=claims.device,
             user=claims.user,
             user_key=claims.user or anonymous_key(claims.device),
-            queue_limit=cfg.send_queue_bytes,
-            limiter=RateLimiter(cfg.rate_limit_per_s, cfg.rate_burst, monotonic()),
             metrics=self.metrics,
             on_gap=self._replay_gap,
         )
         old = self.hub.add(session)
         if old is not None:
+            # The replaced session stops counting now: its own close_session will find the
+            # new one in the hub and leave the gauge alone.
+            self.metrics.connections[claims.app] -= 1
             old.close(codes.CLOSE_REPLACED, "the same device connected again")
         self.metrics.connections[claims.app] += 1
-        session.send(
-            Welcome(
-                session=session.id,
-                device=claims.device,
-                user=claims.user,
-                server_time=int(now * 1000),
-                heartbeat_ms=int(cfg.heartbeat_s * 1000),
-                limits={
-                    "max_frame_bytes": cfg.max_frame_bytes,
-                    "max_events_per_batch": limits.MAX_EVENTS_PER_BATCH,
-                    "rate_limit_per_s": int(cfg.rate_limit_per_s),
-                    "rate_burst": cfg.rate_burst,
-                },
-            )
-        )
-        resume = min(hello.resume, row.last_seq)
         try:
-            if resume > row.acked_seq:
-                await self.store.ack(claims.app, claims.device, resume)
-            session.last_sent = resume
-            for pending in await self.store.pending(claims.app, claims.device, resume, now):
-                session.replay(pending.seq, pending.wire)
-        finally:
-            session.end_replay()
-        ver, changes = await self.store.inbox_since(claims.app, session.user_key, hello.inbox_ver)
-        for i in range(0, len(changes), limits.MAX_IDS_PER_FRAME):
-            chunk = changes[i : i + limits.MAX_IDS_PER_FRAME]
-            last = i + limits.MAX_IDS_PER_FRAME >= len(changes)
-            session.send(InboxState(ver=ver if last else chunk[-1].ver, changes=tuple(chunk)))
+            session.send(self._welcome(session, now))
+            resume = min(hello.resume, row.last_seq)
+            try:
+                if resume > row.acked_seq:
+                    await self.store.ack(claims.app, claims.device, resume)
+                session.resume(resume)
+                for pending in await self.store.pending(claims.app, claims.device, resume, now):
+                    session.replay(pending.seq, pending.wire)
+            finally:
+                session.end_replay()
+            ver, changes = await self.store.inbox_since(
+                claims.app, session.user_key, hello.inbox_ver
+            )
+            for i in range(0, len(changes), limits.MAX_IDS_PER_FRAME):
+                chunk = changes[i : i + limits.MAX_IDS_PER_FRAME]
+                last = i + limits.MAX_IDS_PER_FRAME >= len(changes)
+                session.send(InboxState(ver=ver if last else chunk[-1].ver, changes=tuple(chunk)))
+        except BaseException:
+            self.close_session(session)  # a failed open leaves nothing registered
+            raise
         return session
+
+    def _welcome(self, session: Session, now: float) -> Welcome:
+        """The ``welcome`` frame, announcing every limit the gateway enforces (§7)."""
+        cfg = self._config
+        return Welcome(
+            session=session.id,
+            device=session.device,
+            user=session.user,
+            server_time=int(now * 1000),
+            heartbeat_ms=int(cfg.heartbeat_s * 1000),
+            limits={
+                "max_frame_bytes": cfg.max_frame_bytes,
+                "max_events_per_batch": limits.MAX_EVENTS_PER_BATCH,
+                "rate_limit_per_s": int(cfg.rate_limit_per_s),
+                "rate_burst": cfg.rate_burst,
+                "send_queue_bytes": cfg.send_queue_bytes,
+            },
+        )
 
     def _replay_gap(self, session: Session) -> None:
         """A live delivery skipped a sequence number (another writer's delivery is still on

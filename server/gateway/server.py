@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tidings.protocol import SUBPROTOCOL, codes
-from tidings.protocol.codec import decode_client
-from tidings.protocol.errors import AuthError, ProtocolError, TidingsError
-from tidings.protocol.frames import ClientFrame, Hello
-from tidings.protocol.state import CLIENT_ALLOWED, Phase, advance
-from tidings.server.gateway.connection import monotonic
+from tidings.protocol.errors import AuthError, InvalidField, ProtocolError, TidingsError
+from tidings.protocol.frames import Hello
+from tidings.protocol.session import ServerSession
+from tidings.server.gateway.connection import GatewayConnection, connection_factory
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
+    from tidings.server.gateway.connection import Session
     from tidings.server.node import Node
 
-__all__ = ["start_server"]
+__all__ = ["check_hello", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -28,43 +30,55 @@ async def start_server(node: Node, host: str, port: int) -> Server:
     cfg = node.config
 
     async def handler(ws: ServerConnection) -> None:
+        assert isinstance(ws, GatewayConnection)
         await _handle(node, ws)
 
     return await serve(
         handler,
         host,
         port,
+        create_connection=connection_factory(  # type: ignore[arg-type]
+            max_frame_bytes=cfg.max_frame_bytes,
+            queue_limit=cfg.send_queue_bytes,
+            rate=cfg.rate_limit_per_s,
+            burst=cfg.rate_burst,
+            metrics=node.metrics,
+        ),
         subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
         compression=None,
         max_size=cfg.max_frame_bytes,
         max_queue=16,
         ping_interval=cfg.heartbeat_s,
         ping_timeout=cfg.heartbeat_s,
-        close_timeout=5,
+        close_timeout=cfg.close_timeout_s,
         backlog=4096,
     )
 
 
-async def _handle(node: Node, ws: ServerConnection) -> None:
+async def _handle(node: Node, ws: GatewayConnection) -> None:
     metrics = node.metrics
     if ws.subprotocol != SUBPROTOCOL:
         await ws.close(codes.CLOSE_UNSUPPORTED, f"subprotocol {SUBPROTOCOL} required")
         return
+    proto = ServerSession(max_frame_bytes=node.config.max_frame_bytes)
     # --- handshake: nothing exists until a valid hello (PROTOCOL.md §2) ----------------------
     try:
         data = await asyncio.wait_for(ws.recv(), node.config.hello_timeout_s)
     except TimeoutError:
-        await ws.close(codes.CLOSE_BAD_FRAME, "no hello in time")
+        # A slow network, not a broken client: a code it may retry on (§10).
+        metrics.hello_timeouts += 1
+        await ws.close(codes.CLOSE_HELLO_TIMEOUT, "no hello in time")
         return
     except ConnectionClosed:
         return
     try:
-        hello = _frame(node, data, Phase.HANDSHAKE)
+        hello = proto.receive(data)
         assert isinstance(hello, Hello)
         if hello.v != 1:
-            await _refuse(ws, codes.ERR_BAD_FRAME, "hello.v: only version 1 is supported",
-                          codes.CLOSE_UNSUPPORTED)  # fmt: skip
+            _refuse(ws, proto, codes.ERR_BAD_FRAME, "hello.v: only version 1 is supported",
+                    codes.CLOSE_UNSUPPORTED)  # fmt: skip
             return
+        check_hello(hello)
         claims = node.authenticate(hello.token)
     except AuthError as exc:
         metrics.auth_failures += 1
@@ -73,42 +87,57 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
             if exc.code == codes.ERR_TOKEN_EXPIRED
             else (codes.CLOSE_UNAUTHORIZED)
         )
-        await _refuse(ws, exc.code, exc.reason, close)
+        _refuse(ws, proto, exc.code, exc.reason, close)
         return
     except ProtocolError as exc:
         metrics.protocol_errors += 1
-        await _refuse(ws, exc.code, exc.reason, codes.CLOSE_BAD_FRAME)
+        _refuse(ws, proto, exc.code, exc.reason, codes.CLOSE_BAD_FRAME, exc.rid)
         return
 
-    session = await node.open_session(ws, claims, hello)
-    if session is None:
+    try:
+        session = await node.open_session(ws, proto, claims, hello)
+    except TidingsError as exc:
+        # The store failed (disk full...): the device retries later (§5, §10).
+        metrics.store_failures += 1
+        log.warning("device %s refused: %s", claims.device, exc.reason)
+        _refuse(ws, proto, codes.ERR_INTERNAL, "server fault; retry later", codes.CLOSE_INTERNAL)
         return
-    # --- open phase: the pump -----------------------------------------------------------------
+    except Exception:  # a bug must cost one connection, never the gateway
+        log.exception("opening a session for %s failed", claims.device)
+        _refuse(ws, proto, codes.ERR_INTERNAL, "server fault; retry later", codes.CLOSE_INTERNAL)
+        return
+    await _pump(node, ws, session)
+
+
+async def _pump(node: Node, ws: GatewayConnection, session: Session) -> None:
+    """The open phase: feed each message to the core, dispatch its frame to the node."""
+    metrics = node.metrics
     try:
         async for data in ws:
             if session.closing:
                 continue  # keep reading so the closing handshake is not stuck behind frames
             metrics.frames_in += 1
-            if not session.limiter.allow(monotonic()):
-                metrics.rate_limited += 1
-                session.error(codes.ERR_RATE_LIMITED, "too many frames; slow down")
-                session.close(codes.CLOSE_RATE_LIMITED, "rate limited")
-                continue
             try:
-                frame = _frame(node, data, Phase.OPEN)
+                frame = session.proto.receive(data)
             except ProtocolError as exc:
                 metrics.protocol_errors += 1
-                session.error(exc.code, exc.reason)
+                session.error(exc.code, exc.reason, exc.rid)
                 session.close(codes.CLOSE_BAD_FRAME, exc.code)
                 continue
+            rid = getattr(frame, "rid", None)  # every error answering a request carries it (§4)
             try:
                 await node.dispatch(session, frame)
             except TidingsError as exc:
-                session.error(exc.code, exc.reason, getattr(frame, "rid", None))
+                session.error(exc.code, exc.reason, rid)
+            except Exception:  # a bug must cost one connection, never the gateway
+                log.exception("frame %r from %s failed", frame.TYPE, session.device)
+                session.error(codes.ERR_INTERNAL, "server fault; retry later", rid)
+                session.close(codes.CLOSE_INTERNAL, "internal error")
     except ConnectionClosed:
         pass
     except Exception:  # a bug must cost one connection, never the gateway
         log.exception("connection %s failed", session.device)
+        session.error(codes.ERR_INTERNAL, "server fault; retry later")
         session.close(codes.CLOSE_INTERNAL, "internal error")
     finally:
         node.close_session(session)
@@ -116,21 +145,43 @@ async def _handle(node: Node, ws: ServerConnection) -> None:
         await session.closed()
 
 
-def _frame(node: Node, data: str | bytes, phase: Phase) -> ClientFrame:
-    """Decode one message and check it is allowed in ``phase`` (PROTOCOL.md §2, §6)."""
-    if isinstance(data, str):
-        raise ProtocolError("frames are binary MessagePack, got a text message")
-    frame = decode_client(data, max_size=node.config.max_frame_bytes)
-    advance(CLIENT_ALLOWED, phase, frame)
-    return frame
+_TZ_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 
 
-async def _refuse(ws: ServerConnection, code: str, message: str, close_code: int) -> None:
-    from tidings.protocol.codec import encode
-    from tidings.protocol.frames import Error
+def check_hello(hello: Hello) -> None:
+    """Check what the frame shape cannot: ``device.tz`` names a zone of the IANA time zone
+    database the gateway runs with (PROTOCOL.md §8 ``hello``).
 
+    Raises:
+        InvalidField: naming ``hello.device.tz``.
+    """
+    tz = hello.device.tz
+    if tz and not _known_zone(tz):
+        raise InvalidField("hello.device.tz", f"{tz[:40]!r} is not an IANA time zone name")
+
+
+def _known_zone(name: str) -> bool:
+    if len(name) > 64 or not _TZ_NAME.fullmatch(name):
+        return False  # no paths, dots or spaces reach the file system
     try:
-        await ws.send(encode(Error(code=code, message=message[:500])))
-        await ws.close(close_code, code)
-    except ConnectionClosed:
-        pass
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def _refuse(
+    ws: GatewayConnection,
+    proto: ServerSession,
+    code: str,
+    message: str,
+    close_code: int,
+    rid: int | None = None,
+) -> None:
+    """Answer the handshake with an ``error`` frame, then close (PROTOCOL.md §2, §5).
+
+    Without waiting on the peer: one that does not read is aborted ``close_timeout`` later.
+    """
+    proto.error(code, message, rid)
+    proto.close()
+    ws.refuse(close_code, code, proto.data_to_send())
