@@ -117,7 +117,7 @@ class Node:
         self._config = config
         self.clock = clock or time.time
         self.hub = Hub()
-        self.store: Store = store or SqliteStore(config.db)
+        self.store: Store = store or SqliteStore(config.db, durability=config.durability)
         self.broker: Broker = broker or InProcessBroker(self.hub)
         self.metrics = Metrics()
         self.engine = CampaignEngine(

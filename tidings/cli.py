@@ -88,6 +88,13 @@ def _configure_gateway(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-port", type=int, help="port for the admin API (default 8766; 0 = any)")
     p.add_argument("--db", metavar="PATH", help="SQLite database file (default tidings.db)")
     p.add_argument(
+        "--durability",
+        choices=("full", "relaxed"),
+        help="full (default): fsync every commit before answering, so what was answered "
+        "survives a power loss; relaxed: faster, survives a gateway crash but a power loss "
+        "may lose the last commits",
+    )
+    p.add_argument(
         "--config",
         metavar="FILE",
         help="TOML configuration file (default: $TIDINGS_CONFIG); flags override it",
@@ -126,6 +133,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
         "admin_host": args.admin_host,
         "admin_port": args.admin_port,
         "db": args.db,
+        "durability": args.durability,
     }
     try:
         config = load_config(path=args.config, overrides=overrides)
@@ -147,10 +155,13 @@ def _run_gateway(args: argparse.Namespace) -> int:
 async def _serve_gateway(config: Any) -> int:
     from tidings.protocol.errors import TidingsError
     from tidings.server.admin import AdminServer
+    from tidings.server.errors import StoreError
     from tidings.server.heap import HeapKeeper
     from tidings.server.node import Node
+    from tidings.server.storage import SqliteStore
 
-    node = Node(config)
+    store = SqliteStore(config.db, durability=config.durability)
+    node = Node(config, store=store)
     try:
         await node.start()
     except OSError as exc:
@@ -158,6 +169,8 @@ async def _serve_gateway(config: Any) -> int:
             f"cannot listen for devices on {config.host}:{config.port}: {exc.strerror or exc}; "
             "choose another with --port (0 picks a free one)"
         )
+    except StoreError as exc:  # one line that names the database file and what to do
+        return _fail(exc.reason)
     except TidingsError as exc:
         return _fail(f"cannot start the gateway: {exc.reason}")
     admin = AdminServer(node, config.admin_host, config.admin_port)
@@ -172,7 +185,8 @@ async def _serve_gateway(config: Any) -> int:
     apps = ", ".join(a.id for a in config.apps)
     print(
         f"tidings gateway {__version__}: devices on ws://{config.host}:{node.port}, "
-        f"admin API on {admin.url} (apps: {apps}; db: {config.db})",
+        f"admin API on {admin.url} (apps: {apps}; db: {config.db}, "
+        f"durability: {store.durability} (synchronous={store.synchronous}))",
         flush=True,
     )
     print("Press Ctrl-C to stop.", flush=True)

@@ -3,9 +3,20 @@
 Writes are *group-committed*: callers queue a write (a plain function of a ``sqlite3``
 connection) and await its future; the writer task hands every write queued so far to the writer
 thread, which runs them in one transaction and commits once. A burst of thousands of frames
-costs one fsync-free WAL commit and one thread hop instead of thousands of each (running every
-statement through aiosqlite cost ~1.6 ms per write under load). Reads go to a second connection
-through aiosqlite; in WAL mode they never wait for the writer and see every committed write.
+costs one WAL commit and one thread hop instead of thousands of each (running every statement
+through aiosqlite cost ~1.6 ms per write under load). Reads go to a second connection through
+aiosqlite; in WAL mode they never wait for the writer and see every committed write.
+
+Durability: a write's future resolves only after its commit, and callers answer clients then
+("202 = durably stored"). With ``durability="full"`` (the default) SQLite runs
+``synchronous=FULL``, so every commit is fsynced before it returns and survives a power loss;
+the group commit makes that one fsync per batch. ``durability="relaxed"`` runs
+``synchronous=NORMAL``: a commit survives the gateway crashing but the last commits before a
+power loss or kernel crash may be lost, for a little more throughput (see BENCHMARKS.md).
+
+Every ``sqlite3`` error becomes a :class:`StoreError` here, with one line that names the file
+and says what to do (:func:`_store_error`); a database written by a newer version is refused at
+:meth:`SqliteStore.open`.
 
 All SQL of the server lives under ``server/storage``. Every query is parameterised.
 """
@@ -16,8 +27,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from importlib import resources
@@ -44,17 +56,86 @@ from tidings.server.storage.rows import (
     UserRow,
 )
 
-__all__ = ["SqliteStore", "anonymous_key"]
+__all__ = ["DURABILITY_MODES", "SqliteStore", "anonymous_key"]
 
 log = logging.getLogger(__name__)
 
 _Write = Callable[[sqlite3.Connection], Any]
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=5000",
 )
+DURABILITY_MODES: dict[str, tuple[str, ...]] = {
+    # fullfsync: on macOS a plain fsync leaves the data in the drive's cache (no-op elsewhere).
+    "full": ("PRAGMA synchronous=FULL", "PRAGMA fullfsync=ON", "PRAGMA checkpoint_fullfsync=ON"),
+    "relaxed": ("PRAGMA synchronous=NORMAL",),
+}
+"""``durability`` -> the pragmas it adds: ``full`` fsyncs every commit before a write's future
+resolves (a 202 survives a power loss); ``relaxed`` fsyncs only at checkpoints (a commit
+survives a crash of the gateway, not of the machine)."""
+_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def _store_error(path: str, exc: sqlite3.Error) -> StoreError:
+    """Translate a ``sqlite3`` error into one line that names the file and what to do."""
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors raised by Python's module
+    primary = code & 0xFF if isinstance(code, int) else None  # extended code -> primary code
+    db = repr(path)
+    if primary == sqlite3.SQLITE_NOTADB:
+        return StoreError(
+            f"database {db} is not an SQLite database file ({exc}): point --db at the gateway's "
+            "database, or move this file away to start a new one"
+        )
+    if primary == sqlite3.SQLITE_CORRUPT:
+        return StoreError(
+            f"database {db} is corrupt ({exc}): stop the gateway and restore the file from a "
+            f"backup, or salvage what is readable with: sqlite3 {path} .recover"
+        )
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            f"database {db} is locked by another process ({exc}): stop the process that holds "
+            "it (a backup, an sqlite3 shell, a gateway in exclusive mode) or use another --db",
+            temporary=True,
+        )
+    if primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+        return StoreError(
+            f"cannot write database {db} ({exc}): its directory must exist and this user must "
+            "be able to write the file and the directory (SQLite keeps -wal and -shm files "
+            "beside it)"
+        )
+    if primary == sqlite3.SQLITE_FULL:
+        return StoreError(
+            f"database {db}: the disk is full ({exc}): free some space", temporary=True
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        return StoreError(
+            f"database {db}: input/output error ({exc}): check the disk and the file system",
+            temporary=True,
+        )
+    return StoreError(f"database {db}: {exc}")
+
+
+class _Reads:
+    """The read connection; a ``sqlite3`` error during a read becomes a :class:`StoreError`."""
+
+    __slots__ = ("_db", "_path")
+
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self._db = db
+        self._path = path
+
+    @contextlib.asynccontextmanager
+    async def execute(
+        self, sql: str, params: Iterable[Any] = ()
+    ) -> AsyncIterator[aiosqlite.Cursor]:
+        """``async with reads.execute(sql, params) as cur``: errors while fetching count too."""
+        try:
+            async with self._db.execute(sql, params) as cur:
+                yield cur
+        except sqlite3.Error as exc:
+            raise _store_error(self._path, exc) from exc
+
 
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
 _PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
@@ -68,6 +149,10 @@ def anonymous_key(device_id: str) -> str:
     return "~" + device_id
 
 
+def _no_write(db: sqlite3.Connection) -> None:
+    """A write that writes nothing: :meth:`SqliteStore.flush` waits for its commit."""
+
+
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -75,47 +160,90 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]
 
 class SqliteStore:
     """The SQLite store: WAL, numbered migrations, reads on an aiosqlite connection and group
-    commits on a connection of their own in the writer thread."""
+    commits on a connection of their own in the writer thread.
 
-    def __init__(self, path: str) -> None:
+    Args:
+        path: The database file (created with its directory's -wal and -shm files if missing).
+        durability: ``"full"`` (default): every commit is fsynced before the writes in it are
+            answered. ``"relaxed"``: fsync only at checkpoints; see :data:`DURABILITY_MODES`.
+
+    Raises:
+        ValueError: an unknown ``durability``.
+    """
+
+    def __init__(self, path: str, *, durability: str = "full") -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability: must be one of {sorted(DURABILITY_MODES)}")
         self.path = path
+        self.durability = durability
+        self._pragmas = _PRAGMAS + DURABILITY_MODES[durability]
         self._db: aiosqlite.Connection | None = None
+        self._reads: _Reads | None = None
         self._wdb: sqlite3.Connection | None = None  # used only in the writer thread
+        self._synchronous: str | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
+        self._in_flight = False  # the writer thread is committing a batch
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0  # number of group commits, for metrics and tests
 
+    @property
+    def synchronous(self) -> str | None:
+        """``PRAGMA synchronous`` of the writer connection as SQLite reported it at open
+        (``"FULL"`` or ``"NORMAL"``); None while the store is not open."""
+        return self._synchronous
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the database, apply pending migrations, start the writer."""
+        """Open the database, apply pending migrations, start the writer.
+
+        Raises:
+            StoreError: one line naming the file and what to do, when it cannot be opened,
+                is not a database, is corrupt, locked, or written by a newer version.
+        """
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidings-store-writer")
+        loop = asyncio.get_running_loop()
         try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            for pragma in _PRAGMAS:
-                await self._db.execute(pragma)
-            await self._migrate()
-            await asyncio.get_running_loop().run_in_executor(pool, self._open_writer)
-        except sqlite3.Error as exc:
+            try:
+                # The writer first: a file that cannot be opened fails here, before aiosqlite
+                # starts its thread (after a failed connect that thread can outlive the loop
+                # and print a traceback).
+                await loop.run_in_executor(pool, self._open_writer)
+                self._db = await aiosqlite.connect(self.path, isolation_level=None)
+                for pragma in self._pragmas:
+                    await self._db.execute(pragma)
+                await self._migrate(self._db)
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
+        except StoreError:
+            await loop.run_in_executor(pool, self._close_writer)
             pool.shutdown()
             if self._db is not None:
                 await self._db.close()
                 self._db = None
-            raise StoreError(f"db: cannot open {self.path!r}: {exc}") from exc
+            raise
+        self._reads = _Reads(self._db, self.path)
         self._pool = pool
         self._writer = asyncio.create_task(self._write_loop(), name="tidings-store-writer")
 
     def _open_writer(self) -> None:
+        if os.path.isdir(self.path):
+            raise StoreError(f"database {self.path!r} is a directory: give --db a file path")
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in _PRAGMAS:
-            db.execute(pragma)
+        try:
+            for pragma in self._pragmas:
+                db.execute(pragma)
+            (level,) = db.execute("PRAGMA synchronous").fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        self._synchronous = _SYNCHRONOUS.get(level, str(level))
         self._wdb = db
 
-    async def _migrate(self) -> None:
-        db = self._conn
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
         await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
             row = await cur.fetchone()
@@ -124,6 +252,14 @@ class SqliteStore:
         scripts = sorted(
             (int(p.name.split("_", 1)[0]), p) for p in folder.iterdir() if p.name.endswith(".sql")
         )
+        latest = scripts[-1][0] if scripts else 0
+        if current > latest:
+            # Running old code on a newer schema would misread or damage what it wrote.
+            raise StoreError(
+                f"database {self.path!r} has schema version {current}, newer than this version "
+                f"of tidings knows (up to {latest}): upgrade tidings to the version that wrote "
+                "it, or point --db at another file"
+            )
         for version, script in scripts:
             if version <= current:
                 continue
@@ -134,36 +270,44 @@ class SqliteStore:
             log.info("store: applied migration %s", script.name)
 
     async def flush(self) -> None:
-        """Wait until every write queued so far is committed."""
-        if self._queue:
-            await self._submit(lambda db: None)
+        """Wait until every write submitted so far is committed, the batch the writer thread
+        is committing included."""
+        if self._queue or self._in_flight:
+            # Batches commit in order: once this no-op's batch is done, so is every earlier one.
+            await self._submit(_no_write)
 
     async def close(self) -> None:
-        """Commit what is queued, stop the writer and close the database."""
-        if self._db is None:
+        """Commit every write submitted so far, stop the writer and close the database.
+
+        A write submitted once ``close`` has begun fails with :class:`StoreError` (temporary);
+        a second ``close`` while the first runs returns at once.
+        """
+        if self._db is None or self._closing:
             return
-        await self.flush()
+        # From here _submit refuses, and the writer drains the queue and stops once it is empty.
         self._closing = True
         self._wake.set()
         if self._writer is not None:
             await self._writer
-        if self._pool is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._close_writer)
-            self._pool.shutdown()
-            self._pool = None
-        await self._db.close()
-        self._db = None
+            self._writer = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(pool, self._close_writer)
+            pool.shutdown()
+        db, self._db, self._reads = self._db, None, None
+        await db.close()
 
     def _close_writer(self) -> None:
+        self._synchronous = None
         if self._wdb is not None:
             self._wdb.close()
             self._wdb = None
 
     @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def _conn(self) -> _Reads:
+        if self._reads is None:
             raise StoreError("store is not open")
-        return self._db
+        return self._reads
 
     # --- group commit -------------------------------------------------------------------------
 
@@ -178,15 +322,25 @@ class SqliteStore:
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            if not batch:
+            if not self._queue:
+                # Checked after every batch, not only on wake-ups: a write that arrived while
+                # the last batch committed must not leave close() waiting for another wake-up.
                 if self._closing:
                     return
+                await self._wake.wait()
+                self._wake.clear()
                 continue
-            # One hop to the writer thread per batch, not one per statement.
-            results = await loop.run_in_executor(self._pool, self._commit, [w for w, _ in batch])
+            batch, self._queue = self._queue, []
+            self._in_flight = True
+            try:
+                # One hop to the writer thread per batch, not one per statement.
+                writes = [w for w, _ in batch]
+                results = await loop.run_in_executor(self._pool, self._commit, writes)
+            except Exception as exc:  # the thread is gone: answer, do not strand the callers
+                err = StoreError(f"database {self.path!r}: writer failed: {exc}", temporary=True)
+                results = [(None, err)] * len(batch)
+            finally:
+                self._in_flight = False
             for (_, fut), (value, error) in zip(batch, results, strict=True):
                 if fut.done():
                     continue
