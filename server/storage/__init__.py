@@ -1,6 +1,12 @@
-"""Storage: the :class:`Store` role protocols and the SQLite implementation."""
+"""Storage: the :class:`Store` role protocols, the SQLite store and the PostgreSQL store.
+
+:class:`PostgresStore` is imported on first use: its driver, ``asyncpg``, is the optional
+``cluster`` extra, and SQLite users should not pay for importing it.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from tidings.server.storage.protocols import (
     AnalyticsStore,
@@ -30,6 +36,9 @@ from tidings.server.storage.rows import (
 )
 from tidings.server.storage.store import SqliteStore, anonymous_key
 
+if TYPE_CHECKING:
+    from tidings.server.storage.postgres import PostgresStore
+
 __all__ = [
     "AnalyticsStore",
     "CampaignRow",
@@ -44,6 +53,7 @@ __all__ = [
     "Outcome",
     "PendingDelivery",
     "PendingSend",
+    "PostgresStore",
     "PrivacyStore",
     "ProfileRow",
     "ProfileStore",
@@ -56,3 +66,11 @@ __all__ = [
     "UserRow",
     "anonymous_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        from tidings.server.storage.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

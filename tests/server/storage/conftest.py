@@ -11,9 +11,12 @@ calls it, so they are the one place to adapt when that API changes.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import pytest_asyncio
@@ -32,14 +35,98 @@ from tidings.server.storage import (
 NOW = 1_700_000_000.0
 """A fixed "now" in unix seconds; tests place everything relative to it."""
 
+PG_DSN = os.environ.get("TIDINGS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
+"""The PostgreSQL database the suite runs against; ``TIDINGS_TEST_PG`` overrides it. Each test
+gets a schema of its own there, dropped after it."""
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+"""Under CI a store whose server is unreachable fails its tests instead of skipping them."""
 
-STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda tmp: SqliteStore(str(tmp / "t.db")),
+StoreMaker = Callable[[], Store]
+"""Makes a new, unopened store; every store one maker makes shares the same data (as two
+gateway processes on one database do)."""
+
+
+@contextlib.asynccontextmanager
+async def _sqlite(tmp: Path) -> AsyncIterator[StoreMaker]:
+    yield lambda: SqliteStore(str(tmp / "t.db"))
+
+
+_pg_unreachable: list[str] = []  # why PostgreSQL could not be used, once found out
+
+
+def _unavailable(why: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Report every skip for want of PostgreSQL at one place, so that ``-ra`` folds them
+    into one line (pytest reports a fixture's skip at each test's own line)."""
+    report = yield
+    if (
+        report.skipped
+        and _pg_unreachable
+        and isinstance(report.longrepr, tuple)
+        and _pg_unreachable[0] in str(report.longrepr[2])
+    ):
+        report.longrepr = (__file__, _UNAVAILABLE_LINE, report.longrepr[2])
+    return report
+
+
+_UNAVAILABLE_LINE = _unavailable.__code__.co_firstlineno
+
+
+@contextlib.asynccontextmanager
+async def _postgres(tmp: Path) -> AsyncIterator[StoreMaker]:
+    if _pg_unreachable:
+        _unavailable(_pg_unreachable[0])
+    try:
+        import asyncpg
+        from tidings.server.storage import PostgresStore
+    except ImportError:
+        _pg_unreachable.append(
+            "asyncpg is not installed: pip install -e '.[cluster]' to run the store contract "
+            "suite against PostgreSQL"
+        )
+        _unavailable(_pg_unreachable[0])
+    server = PG_DSN.rsplit("@", 1)[-1]  # host:port/database, without the password
+    try:
+        admin = await asyncpg.connect(PG_DSN, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        _pg_unreachable.append(
+            f"PostgreSQL not reachable at {server} ({type(exc).__name__}): start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, "
+            "or set TIDINGS_TEST_PG to a database URL"
+        )
+        _unavailable(_pg_unreachable[0])
+    schema = f"t_{uuid.uuid4().hex}"
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        yield lambda: PostgresStore(PG_DSN, schema=schema, pool_size=5)
+    finally:
+        try:
+            await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await admin.close()
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[StoreMaker]]]
+STORE_FACTORIES = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
 }
-"""Every store implementation the suite runs against: name -> a new, unopened, empty store.
+"""Every store implementation the suite runs against: name -> an async context manager that
+sets up an empty place for the data (a temporary directory, a schema of its own), yields a
+:data:`StoreMaker` for it and removes it afterwards.
 
-A store that needs a server (PostgreSQL) can call ``pytest.skip`` here when none is configured.
+A store that needs a server (PostgreSQL) skips when none is reachable (fails under ``CI``).
 """
+
+UNSHARED: frozenset[str] = frozenset()
+"""Implementations whose stores cannot share data between two objects (an in-memory store);
+the cross-process tests leave them out."""
 
 
 @pytest_asyncio.fixture(params=list(STORE_FACTORIES))
@@ -47,12 +134,13 @@ async def store(
     request: pytest.FixtureRequest, tmp_path: Path, loop_errors: list[dict[str, Any]]
 ) -> AsyncIterator[Store]:
     """An open, empty store of each implementation, closed after the test."""
-    s = STORE_FACTORIES[request.param](tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+    async with STORE_FACTORIES[request.param](tmp_path) as make:
+        s = make()
+        await s.open()
+        try:
+            yield s
+        finally:
+            await s.close()
 
 
 def device(

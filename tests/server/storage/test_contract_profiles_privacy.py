@@ -135,6 +135,20 @@ async def test_profile_rows_total_the_amounts_of_purchase_events(store: Store) -
     assert row.last_purchase == NOW - 20
 
 
+async def test_profile_rows_read_purchase_amounts_of_any_json_type(store: Store) -> None:
+    amounts = [3, "2.5 EUR", True, "n/a", [1], {"x": 1}, None, "\x00"]
+    await store.insert_events(
+        "a",
+        "d1",
+        "u1",
+        [event(f"e{i}", "purchase", NOW - i, amount=a) for i, a in enumerate(amounts)]
+        + [event("e-nul", "purchase", NOW, amount=1, note="a \x00 in any text")],
+        now=NOW,
+    )
+    (row,) = await store.profile_rows("a")
+    assert (row.purchase_count, row.purchase_total) == (9, pytest.approx(7.5))
+
+
 async def test_profile_rows_of_a_user_who_never_bought_have_no_purchases(
     store: Store,
 ) -> None:
