@@ -264,9 +264,21 @@ class SqliteStore:
             if version <= current:
                 continue
             sql = script.read_text(encoding="utf-8")
-            await db.executescript(
-                f"BEGIN;\n{sql}\nINSERT INTO schema_version VALUES ({version});\nCOMMIT;"
-            )
+            try:
+                await db.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_version VALUES ({version});\n"
+                    "COMMIT;"
+                )
+            except sqlite3.OperationalError:
+                # Another process opening the same new file may have applied it first.
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as c:
+                    row = await c.fetchone()
+                current = int(row[0]) if row else 0
+                if current < version:
+                    raise
+                continue
             log.info("store: applied migration %s", script.name)
 
     async def flush(self) -> None:

@@ -206,3 +206,17 @@ def test_the_configuration_offers_exactly_the_store_durability_modes() -> None:
     from tidings.server.storage.store import DURABILITY_MODES
 
     assert set(DURABILITY_CHOICES) == set(DURABILITY_MODES)
+
+
+async def test_processes_opening_a_new_database_together_each_migrate_it_once(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "new.db")
+    stores = [SqliteStore(path) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))  # none fails with "already exists"
+    try:
+        await stores[0].save_campaign("a", "c1", {"id": "c1"}, "draft", 0.0)
+        assert [c.id for c in await stores[3].campaigns("a")] == ["c1"]
+    finally:
+        for s in stores:
+            await s.close()
