@@ -4,24 +4,46 @@ The client keeps one WebSocket to the gateway (reconnecting forever with full-ji
 resuming from its cursor), an outbox of requests that survives being offline (and restarts, with
 ``store_path``), a local inbox, and the banner pipeline with on-device quiet hours and caps.
 Display is exactly-once: every message id is remembered before it is acknowledged.
+
+The outbox keeps every request until the gateway answers it (PROTOCOL.md §4). An ``ok`` removes
+it; an ``error`` with a temporary code (``internal``, ``rate_limited``, codes this SDK does not
+know) keeps it, and requests are held back for a full-jitter backoff before they are sent again;
+an ``error`` with a permanent code drops it and reports a
+:class:`~tidings.client_sdk.errors.RequestRefused` to ``on_error`` (the split is
+:func:`~tidings.client_sdk.errors.is_temporary`). The outbox is bounded (``max_outbox``): beyond
+it the oldest events are evicted, on disk too.
+
+Reconnecting follows PROTOCOL.md §10 and §12 (:func:`~tidings.protocol.codes.should_reconnect`,
+:class:`~tidings.protocol.backoff.Backoff`) with one refinement: the backoff is reset only by
+a session that stayed open :data:`STABLE_SESSION_S`, not by the ``welcome`` alone, so a device
+whose every session ends at once (say, closed with 1009 by a delivery over its frame limit) waits
+longer each time instead of reconnecting in a tight loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tidings.client_sdk.banners import BannerPolicy, decide, release
 from tidings.client_sdk.clock import Clock, SystemClock
-from tidings.client_sdk.errors import ClientClosed, Refused
+from tidings.client_sdk.errors import (
+    ClientClosed,
+    ClientError,
+    QueuedRequest,
+    Refused,
+    RequestRefused,
+    is_temporary,
+)
 from tidings.client_sdk.inbox import DEFAULT_INBOX_LIMIT, Inbox, InboxItem
 from tidings.client_sdk.quiet_hours import QuietHours, zone
 from tidings.client_sdk.store import open_store
@@ -57,14 +79,19 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
-__all__ = ["DEFAULT_MAX_OUTBOX", "ClientStats", "TidingsClient"]
+__all__ = ["DEFAULT_MAX_OUTBOX", "STABLE_SESSION_S", "ClientStats", "TidingsClient"]
 
 log = logging.getLogger(__name__)
 
 SDK_VERSION = "0.1.0"
 DEFAULT_MAX_OUTBOX = 10_000
-"""Queued requests kept while offline; the oldest events are dropped first beyond it."""
+"""Queued requests kept while offline; the oldest events are dropped first beyond it (in memory
+and in the local store)."""
 HANDSHAKE_TIMEOUT_S = 10.0
+STABLE_SESSION_S = 10.0
+"""Seconds a session must stay open before its end resets the reconnect backoff. A session that
+ends sooner counts as one more failure, so a connection that fails right after each ``welcome``
+backs off up to the cap instead of reconnecting every ``backoff_base`` seconds."""
 DEFAULT_FLUSH_DELAY_S = 1.0
 """Seconds what the device reports (events, receipts, profile changes, delivery acks) is
 gathered before it is sent: a burst leaves as one batch and the radio wakes once, not per item.
@@ -81,6 +108,11 @@ class ClientStats:
     acks_sent: int = 0
     reconnects: int = 0
     events_dropped: int = 0
+    """Requests evicted by the outbox bound (the oldest events first)."""
+    requests_retried: int = 0
+    """Requests answered with a temporary error and kept to be sent again."""
+    requests_refused: int = 0
+    """Requests answered with a permanent error and dropped (each reported to ``on_error``)."""
 
 
 def _local_tz() -> str:
@@ -107,9 +139,11 @@ class TidingsClient:
         device_tz: The device's current IANA time zone (default UTC); change it with
             :meth:`set_timezone`.
         banner_policy: Local caps, minimum gap, urgent bypass (see :class:`BannerPolicy`).
-        max_outbox: Offline queue bound.
+        max_outbox: Offline queue bound: beyond it the oldest events (then the oldest requests)
+            are evicted, from ``store_path`` too.
         inbox_limit: Inbox bound.
-        backoff_base, backoff_cap: Reconnect backoff window, seconds.
+        backoff_base, backoff_cap: Backoff window, seconds, of reconnecting and of sending
+            requests again after a temporary error.
         flush_delay: Seconds reports (events, receipts, acks) are gathered before they are
             sent; lower it where the server must see them sooner.
     """
@@ -151,6 +185,11 @@ class TidingsClient:
         self.last_error: Exception | None = None
         self._store = open_store(store_path)
         self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._retry_backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._retry: asyncio.TimerHandle | None = None
+        self._welcomed_at: float | None = None
+        self._loaded = False
+        self._persisting: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._failed: Exception | None = None
@@ -190,7 +229,16 @@ class TidingsClient:
         self._on_message.append(callback)
 
     def on_error(self, callback: Callable[[Exception], Any]) -> None:
-        """Call ``callback(error)`` for errors reported by the gateway or a refusal."""
+        """Call ``callback(error)`` when the gateway refuses something for good.
+
+        ``error`` is a :class:`~tidings.client_sdk.errors.RequestRefused` when a request was
+        refused with a permanent code and dropped from the outbox (``error.requests`` names what
+        was dropped, ``error.code`` and ``error.reason`` say why), or a
+        :class:`~tidings.client_sdk.errors.Refused` when the gateway refused the device itself
+        (the client stops). Temporary errors are not reported: the requests stay queued and are
+        sent again after a backoff (``last_error`` holds the latest, ``stats.requests_retried``
+        counts them).
+        """
         self._on_error.append(callback)
 
     def _fire(self, callbacks: list[Callable[..., Any]], *args: Any) -> None:
@@ -233,9 +281,7 @@ class TidingsClient:
         self._cursor = self._acked = await self._store.get("seq")
         self._inbox_ver = await self._store.get("inbox_ver")
         self.inbox._load([InboxItem.from_json(d) for d in await self._store.load_items()])
-        for entry_id, entry in await self._store.outbox_load():
-            self._outbox[entry_id] = entry
-            self._next_entry = max(self._next_entry, entry_id + 1)
+        self._load_outbox(await self._store.outbox_load())
         self._task = asyncio.create_task(self._run(), name=f"tidings-{self.device_id}")
         self._reschedule()
 
@@ -257,12 +303,15 @@ class TidingsClient:
             raise TimeoutError(f"not connected to {self.url} within {timeout} s")
 
     async def close(self) -> None:
-        """Flush acks, close the connection and the local store."""
+        """Flush acks, close the connection, finish the local store's writes and close it."""
         if self._closed:
             return
         self._closed = True
         self._failed_event.set()
         self._flush_ack()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         for task in (self._task, self._timer, *self._tasks):
             if task is not None:
                 task.cancel()
@@ -274,6 +323,9 @@ class TidingsClient:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._connected.clear()
+        if self._persisting is not None:  # what was queued just before close is on disk
+            await self._persisting
+        self._loaded = False  # the store closes now: nothing more is written
         if self._started:
             await self._store.close()
 
@@ -329,15 +381,69 @@ class TidingsClient:
         entry_id = self._next_entry
         self._next_entry += 1
         self._outbox[entry_id] = entry
-        while len(self._outbox) > self.max_outbox:
-            victim = next((k for k, e in self._outbox.items() if e["k"] == "event"), None)
-            victim = victim if victim is not None else next(iter(self._outbox))
-            del self._outbox[victim]
-            self.stats.events_dropped += 1
-        if self._started and self._store.persistent:
-            self._spawn(self._store.outbox_add(entry_id, entry))
+        evicted = self._evict()
+        # One commit adds the entry and deletes what the bound evicted, so a restart brings
+        # back exactly what is queued now.
+        self._persist(lambda: self._store.outbox_add(entry_id, entry, evict=evicted))
         if self.connected:
             self._schedule_flush()
+
+    def _load_outbox(self, stored: list[tuple[int, dict[str, Any]]]) -> None:
+        """Put the entries of the last run before those queued since this client was made.
+
+        Runs without awaiting, so nothing is queued between reading and merging.
+        """
+        early = list(self._outbox.values())
+        self._outbox.clear()
+        for entry_id, entry in stored:
+            self._outbox[entry_id] = entry
+            self._next_entry = max(self._next_entry, entry_id + 1)
+        for entry in early:  # numbered after the stored ones: ids are the order of sending
+            self._outbox[self._next_entry] = entry
+            self._next_entry += 1
+        stored_ids = {entry_id for entry_id, _ in stored}
+        evicted = set(self._evict())  # the bound may be lower than in the last run
+        self._loaded = True
+        for entry_id, entry in self._outbox.items():
+            if entry_id not in stored_ids:
+                self._persist(functools.partial(self._store.outbox_add, entry_id, entry))
+        gone = sorted(evicted & stored_ids)
+        if gone:
+            self._persist(lambda: self._store.outbox_remove(gone))
+
+    def _evict(self) -> list[int]:
+        """Drop entries beyond ``max_outbox``: the oldest events first, else the oldest entries."""
+        excess = len(self._outbox) - self.max_outbox
+        if excess <= 0:
+            return []
+        victims = [k for k, e in self._outbox.items() if e["k"] == "event"][:excess]
+        if len(victims) < excess:
+            chosen = set(victims)
+            victims += [k for k in self._outbox if k not in chosen][: excess - len(victims)]
+        for entry_id in victims:
+            del self._outbox[entry_id]
+        self.stats.events_dropped += len(victims)
+        return victims
+
+    def _persist(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run a write of the outbox to the local store after the writes queued before it.
+
+        The caller never waits; writes keep their order (an add is never overtaken by the
+        removal of the same entry) and ``close`` waits for the last one.
+        """
+        if not (self._loaded and self._store.persistent):
+            return
+        previous = self._persisting
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await write()
+            except Exception:
+                log.exception("tidings: writing the outbox to %s failed", self._store)
+
+        self._persisting = asyncio.get_running_loop().create_task(run())
 
     def _schedule_flush(self) -> None:
         """Send what was gathered (acks, requests) ``flush_delay`` from now, all together."""
@@ -351,8 +457,8 @@ class TidingsClient:
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
-        if not self.connected:
-            return
+        if not self.connected or self._retry is not None:
+            return  # offline, or backing off after a temporary error: the retry timer sends
         sending = {i for ids in self._inflight.values() for i in ids}
         events: list[tuple[int, Event]] = []
         for entry_id, e in list(self._outbox.items()):
@@ -389,12 +495,47 @@ class TidingsClient:
         self._rid += 1
         return self._rid
 
-    async def _answered(self, rid: int | None) -> None:
-        ids = self._inflight.pop(rid, []) if rid is not None else []
+    def _answered(self, rid: int) -> None:
+        """``ok``: the request is durably stored; forget it."""
+        ids = self._inflight.pop(rid, [])
         for entry_id in ids:
             self._outbox.pop(entry_id, None)
         if ids:
-            await self._store.outbox_remove(ids)
+            self._retry_backoff.reset()
+            self._persist(lambda: self._store.outbox_remove(ids))
+
+    def _failed_request(self, frame: Error) -> None:
+        """``error``: keep the request for a retry, or drop and report it (see ``is_temporary``)."""
+        temporary = is_temporary(frame.code)
+        self.last_error = ClientError(frame.message, code=frame.code, temporary=temporary)
+        ids = self._inflight.pop(frame.rid, []) if frame.rid is not None else []
+        if temporary:
+            log.debug("tidings: the gateway said %s; retrying later: %s", frame.code, frame.message)
+            if ids:  # the entries stay in the outbox, out of flight: the retry sends them
+                self.stats.requests_retried += len(ids)
+                self._hold_requests()
+            return
+        log.warning("tidings: the gateway refused a request (%s): %s", frame.code, frame.message)
+        dropped = [(i, self._outbox.pop(i)) for i in ids if i in self._outbox]
+        if frame.rid is None or not dropped:
+            return  # not about a queued request: the close that follows says what happens next
+        self._persist(lambda: self._store.outbox_remove([i for i, _ in dropped]))
+        self.stats.requests_refused += len(dropped)
+        requests = tuple(QueuedRequest.from_entry(e) for _, e in dropped)
+        error = RequestRefused(frame.message, code=frame.code, rid=frame.rid, requests=requests)
+        self.last_error = error
+        self._fire(self._on_error, error)
+
+    def _hold_requests(self) -> None:
+        """Hold every request back for one backoff delay (one step per round of failures)."""
+        if self._retry is not None or self._closed:
+            return
+        delay = self._retry_backoff.next_delay()
+        self._retry = asyncio.get_running_loop().call_later(delay, self._retry_requests)
+
+    def _retry_requests(self) -> None:
+        self._retry = None
+        self._flush_outbox()
 
     # --- the connection -----------------------------------------------------------------------
 
@@ -439,6 +580,7 @@ class TidingsClient:
                 self._ws = None
                 self._connected.clear()
                 self._inflight.clear()
+                self._end_session()
             if self._closed:
                 return
             if codes.is_terminal(close_code):
@@ -451,6 +593,15 @@ class TidingsClient:
             else:
                 delay = self._backoff.next_delay()
             await asyncio.sleep(delay)
+
+    def _end_session(self) -> None:
+        """Reset the reconnect backoff if the session that ended had proved stable."""
+        if self._welcomed_at is None:
+            return
+        lasted = asyncio.get_running_loop().time() - self._welcomed_at
+        self._welcomed_at = None
+        if lasted >= STABLE_SESSION_S:
+            self._backoff.reset()
 
     def _refused(self, exc: Refused) -> None:
         self._failed = self.last_error = exc
@@ -468,11 +619,20 @@ class TidingsClient:
         if isinstance(first, Error):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.wait_closed(), 5)
-            raise Refused(first.message, close_code=ws.close_code, code=first.code)
+            close_code = ws.close_code
+            # The close code says whether to come back (§10): a server fault at the handshake
+            # (`internal`, close 4104) is retried with backoff; a bad token stops the client.
+            if (close_code is None and is_temporary(first.code)) or (
+                close_code is not None and codes.should_reconnect(close_code)
+            ):
+                self.last_error = ClientError(first.message, code=first.code, temporary=True)
+                return
+            raise Refused(first.message, close_code=close_code, code=first.code)
         if not isinstance(first, Welcome):
             return
         self.session, self.user = first.session, first.user
-        self._backoff.reset()
+        # The backoff is reset when this session ends, if it lasted (see STABLE_SESSION_S).
+        self._welcomed_at = asyncio.get_running_loop().time()
         self._connected.set()
         self._flush_outbox()
         async for message in ws:
@@ -486,11 +646,9 @@ class TidingsClient:
         if isinstance(frame, Deliver):
             await self._on_deliver(frame)
         elif isinstance(frame, Ok):
-            await self._answered(frame.rid)
+            self._answered(frame.rid)
         elif isinstance(frame, Error):
-            await self._answered(frame.rid)
-            self.last_error = Exception(f"{frame.code}: {frame.message}")
-            self._fire(self._on_error, self.last_error)
+            self._failed_request(frame)
         elif isinstance(frame, Revoke):
             for message_id in frame.ids:
                 await self.inbox.remove(message_id)

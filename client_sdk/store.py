@@ -3,12 +3,17 @@
 :class:`MemoryStore` keeps everything in plain Python structures (the simulator runs thousands
 of clients per process); :class:`SqliteStore` persists the same on aiosqlite when the app gives
 ``store_path``.
+
+The outbox on disk is exactly the client's outbox: an entry is added in the same commit that
+deletes what the bound evicted for it, and deleted once answered or refused, so a restart brings
+back neither an evicted nor an answered request.
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import aiosqlite
@@ -34,7 +39,9 @@ class LocalStore(Protocol):
     async def save_item(self, item_id: str, item: dict[str, Any]) -> None: ...
     async def delete_item(self, item_id: str) -> None: ...
     async def load_items(self) -> list[dict[str, Any]]: ...
-    async def outbox_add(self, entry_id: int, entry: dict[str, Any]) -> None: ...
+    async def outbox_add(
+        self, entry_id: int, entry: dict[str, Any], *, evict: Sequence[int] = ()
+    ) -> None: ...
     async def outbox_remove(self, entry_ids: list[int]) -> None: ...
     async def outbox_load(self) -> list[tuple[int, dict[str, Any]]]: ...
 
@@ -79,7 +86,9 @@ class MemoryStore:
     async def load_items(self) -> list[dict[str, Any]]:
         return []
 
-    async def outbox_add(self, entry_id: int, entry: dict[str, Any]) -> None:
+    async def outbox_add(
+        self, entry_id: int, entry: dict[str, Any], *, evict: Sequence[int] = ()
+    ) -> None:
         return None
 
     async def outbox_remove(self, entry_ids: list[int]) -> None:
@@ -157,13 +166,23 @@ class SqliteStore(MemoryStore):
         async with self._conn.execute("SELECT item FROM inbox") as cur:
             return [json.loads(r[0]) for r in await cur.fetchall()]
 
-    async def outbox_add(self, entry_id: int, entry: dict[str, Any]) -> None:
+    async def outbox_add(
+        self, entry_id: int, entry: dict[str, Any], *, evict: Sequence[int] = ()
+    ) -> None:
+        """Queue ``entry`` and, in the same commit, delete the entries the bound evicted.
+
+        ``evict`` may name ``entry_id`` itself (the bound had no older entry to drop): then
+        nothing of it is left on disk either.
+        """
         await self._conn.execute(
             "INSERT OR REPLACE INTO outbox VALUES (?, ?)", (entry_id, msgpack.packb(entry))
         )
+        if evict:
+            await self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in evict])
         await self._conn.commit()
 
     async def outbox_remove(self, entry_ids: list[int]) -> None:
+        """Delete answered, refused or evicted entries."""
         await self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in entry_ids])
         await self._conn.commit()
 

@@ -18,7 +18,7 @@ T = TypeVar("T")
 class SyncTidingsClient:
     """Runs a :class:`TidingsClient` on a background thread; every method blocks.
 
-    Callbacks registered with ``on_banner``/``on_inbox_change`` run on that thread.
+    Callbacks registered with ``on_banner``/``on_inbox_change``/``on_error`` run on that thread.
     Takes the same arguments as :class:`TidingsClient`.
     """
 
@@ -37,6 +37,10 @@ class SyncTidingsClient:
 
     def on_inbox_change(self, callback: Any) -> None:
         self.client.on_inbox_change(callback)
+
+    def on_error(self, callback: Any) -> None:
+        """See :meth:`TidingsClient.on_error`: requests refused for good, or the device."""
+        self.client.on_error(callback)
 
     def start(self, wait: float | None = 10) -> None:
         """Start and (unless ``wait`` is None) wait until connected."""
