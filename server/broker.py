@@ -19,6 +19,25 @@ __all__ = ["Broker", "InProcessBroker"]
 class Broker(Protocol):
     """Fan-out transport between nodes."""
 
+    healthy: bool
+    """False while the broker cannot reach the other nodes (local devices are still served)."""
+
+    async def start(self) -> None:
+        """Connect (raises if the broker is unreachable at start)."""
+        ...
+
+    async def stop(self) -> None:
+        """Disconnect; this node's routes go away."""
+        ...
+
+    async def claim_device(self, app: str, device: str) -> None:
+        """A device's session opened here: route it here, close it on any other node."""
+        ...
+
+    async def release_device(self, app: str, device: str) -> None:
+        """A device's session here ended."""
+        ...
+
     def deliver(self, app: str, targets: Sequence[tuple[str, int]], msg_wire: bytes) -> int:
         """Push a message to devices as (device, seq); return how many were written here."""
         ...
@@ -37,8 +56,22 @@ class InProcessBroker:
 
     __slots__ = ("hub",)
 
+    healthy = True
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def claim_device(self, app: str, device: str) -> None:
+        return None  # the hub replaces an older session of the device itself
+
+    async def release_device(self, app: str, device: str) -> None:
+        return None
 
     def deliver(self, app: str, targets: Sequence[tuple[str, int]], msg_wire: bytes) -> int:
         written = 0

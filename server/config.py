@@ -132,6 +132,12 @@ class GatewayConfig:
     admin_port: int = DEFAULT_ADMIN_PORT
     db: str = DEFAULT_DB
     durability: str = DEFAULT_DURABILITY
+    broker: str = ""
+    """``redis://HOST:PORT/N`` to run as one node of a cluster; empty: this process alone."""
+    node_id: str = ""
+    """This node's name in a cluster (default: host name and process id)."""
+    broker_prefix: str = "tidings:"
+    """Prefix of every Redis key and channel of this cluster (two clusters may share a Redis)."""
     apps: tuple[AppConfig, ...] = field(default_factory=_dev_apps)
     max_frame_bytes: int = limits.MAX_FRAME_BYTES
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
@@ -168,8 +174,22 @@ class GatewayConfig:
                 raise ConfigError(f"{name}: must be a positive number")
         if self.send_queue_bytes < 1024 or self.rate_burst < 1:
             raise ConfigError("send_queue_bytes and rate_burst: too small")
+        if self.broker and not self.broker.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"broker: must be a redis:// URL, got {self.broker!r}")
+        if self.node_id and not _ID.match(self.node_id):
+            raise ConfigError(f"node_id: {self.node_id!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        if self.broker and not self.uses_postgres:
+            raise ConfigError(
+                "broker: the nodes of a cluster share one PostgreSQL database; give --db "
+                "postgresql://USER@HOST:PORT/DB (SQLite is for a single process)"
+            )
         if self.durability not in DURABILITY_CHOICES:
             raise ConfigError(f"durability: {_choices(self.durability)}")
+
+    @property
+    def uses_postgres(self) -> bool:
+        """True when ``db`` is a PostgreSQL URL rather than a SQLite file."""
+        return self.db.startswith(("postgresql://", "postgres://"))
 
     @property
     def uses_dev_defaults(self) -> bool:

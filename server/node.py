@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,7 +23,7 @@ from typing import Any, Literal
 
 from tidings.protocol import codes, limits
 from tidings.protocol.codec import encode_message
-from tidings.protocol.errors import AuthError, InvalidField, TidingsError
+from tidings.protocol.errors import AuthError, ConfigError, InvalidField, TidingsError
 from tidings.protocol.frames import (
     Ack,
     Action,
@@ -117,8 +120,10 @@ class Node:
         self._config = config
         self.clock = clock or time.time
         self.hub = Hub()
-        self.store: Store = store or SqliteStore(config.db, durability=config.durability)
-        self.broker: Broker = broker or InProcessBroker(self.hub)
+        self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.store: Store = store or _open_store(config)
+        self.broker: Broker = broker or _open_broker(config, self.hub, self.node_id,
+                                                     self._replay_all)  # fmt: skip
         self.metrics = Metrics()
         self.engine = CampaignEngine(
             store=self.store,
@@ -158,10 +163,16 @@ class Node:
 
         await self.store.open()
         try:
+            await self.broker.start()
+        except BaseException:
+            await self.store.close()
+            raise
+        try:
             await self.engine.start()
             self._server = await start_server(self, self._config.host, self._config.port)
         except BaseException:
             await self.engine.stop()
+            await self.broker.stop()
             await self.store.close()
             raise
         self._started = True
@@ -189,7 +200,27 @@ class Node:
             await asyncio.wait_for(self._server.wait_closed(), self._config.drain_s)
         except TimeoutError:
             log.warning("shutdown: connections still open after %.1f s", self._config.drain_s)
+        await self.broker.stop()
         await self.store.close()
+
+    def describe(self) -> str:
+        """Where this node keeps its data and how it reaches the others (for the start line)."""
+        store = self.store
+        if isinstance(store, SqliteStore):
+            where = (f"db: {self._config.db}, durability: {store.durability}"
+                     f" (synchronous={store.synchronous})")  # fmt: skip
+        else:
+            where = f"db: {_redacted(self._config.db)}"
+        if self._config.broker:
+            where += f", broker: {_redacted(self._config.broker)}, node: {self.node_id}"
+        return where
+
+    def _replay_all(self) -> None:
+        """The broker was away: deliveries published meanwhile may be lost, so every local
+        session replays its stored queue (nothing was lost from the store)."""
+        for session in self.hub.all():
+            session.resume(session.last_sent)
+            self._replay_gap(session)
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -373,6 +404,9 @@ class Node:
             old.close(codes.CLOSE_REPLACED, "the same device connected again")
         self.metrics.connections[claims.app] += 1
         try:
+            # Route the device here before reading its queue: what another node stores later
+            # is published here; what it stored before is in the queue read below.
+            await self.broker.claim_device(claims.app, claims.device)
             session.send(self._welcome(session, now))
             resume = min(hello.resume, row.last_seq)
             try:
@@ -463,6 +497,12 @@ class Node:
         """Forget a session whose connection ended."""
         if self.hub.get(session.app, session.device) is session:
             self.metrics.connections[session.app] -= 1
+            if not isinstance(self.broker, InProcessBroker):
+                task = asyncio.get_running_loop().create_task(
+                    self.broker.release_device(session.app, session.device)
+                )
+                self._replays.add(task)
+                task.add_done_callback(self._replays.discard)
         self.hub.remove(session)
 
     # --- client frames ------------------------------------------------------------------------
@@ -509,6 +549,35 @@ class Node:
         elif isinstance(frame, Ping):
             session.send(Pong(ts=frame.ts))
         # Pong needs no answer.
+
+
+def _open_store(config: GatewayConfig) -> Store:
+    if config.uses_postgres:
+        from tidings.server.storage import PostgresStore
+
+        return PostgresStore(config.db)
+    return SqliteStore(config.db, durability=config.durability)
+
+
+def _open_broker(
+    config: GatewayConfig, hub: Hub, node_id: str, on_reconnect: Callable[[], None]
+) -> Broker:
+    if not config.broker:
+        return InProcessBroker(hub)
+    try:
+        from tidings.server.redis_broker import RedisBroker
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"broker: {exc.name} is not installed; install it with: pip install 'tidings[cluster]'"
+        ) from None
+    return RedisBroker(
+        config.broker, hub, node_id, prefix=config.broker_prefix, on_reconnect=on_reconnect
+    )
+
+
+def _redacted(url: str) -> str:
+    """A URL without its password, for logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _fields(message: Message) -> dict[str, Any]:

@@ -86,7 +86,19 @@ def _configure_gateway(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port for device WebSockets (default 8765; 0 = any)")
     p.add_argument("--admin-host", help="interface for the admin HTTP API (default 127.0.0.1)")
     p.add_argument("--admin-port", type=int, help="port for the admin API (default 8766; 0 = any)")
-    p.add_argument("--db", metavar="PATH", help="SQLite database file (default tidings.db)")
+    p.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        help="SQLite database file (default tidings.db), or postgresql://USER@HOST:PORT/DB for "
+        "a cluster of gateways",
+    )
+    p.add_argument(
+        "--broker",
+        metavar="URL",
+        help="redis://HOST:PORT/N: run as one node of a cluster (every node with the same --db "
+        "and --broker); needs --db postgresql://…",
+    )
+    p.add_argument("--node-id", metavar="NAME", help="this node's name (default host:pid)")
     p.add_argument(
         "--durability",
         choices=("full", "relaxed"),
@@ -134,6 +146,8 @@ def _run_gateway(args: argparse.Namespace) -> int:
         "admin_port": args.admin_port,
         "db": args.db,
         "durability": args.durability,
+        "broker": args.broker,
+        "node_id": args.node_id,
     }
     try:
         config = load_config(path=args.config, overrides=overrides)
@@ -158,10 +172,8 @@ async def _serve_gateway(config: Any) -> int:
     from tidings.server.errors import StoreError
     from tidings.server.heap import HeapKeeper
     from tidings.server.node import Node
-    from tidings.server.storage import SqliteStore
 
-    store = SqliteStore(config.db, durability=config.durability)
-    node = Node(config, store=store)
+    node = Node(config)
     try:
         await node.start()
     except OSError as exc:
@@ -185,8 +197,7 @@ async def _serve_gateway(config: Any) -> int:
     apps = ", ".join(a.id for a in config.apps)
     print(
         f"tidings gateway {__version__}: devices on ws://{config.host}:{node.port}, "
-        f"admin API on {admin.url} (apps: {apps}; db: {config.db}, "
-        f"durability: {store.durability} (synchronous={store.synchronous}))",
+        f"admin API on {admin.url} (apps: {apps}; {node.describe()})",
         flush=True,
     )
     print("Press Ctrl-C to stop.", flush=True)

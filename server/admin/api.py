@@ -77,6 +77,7 @@ from starlette.routing import BaseRoute, Match
 from tidings.protocol import codes, limits
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action, check_json
+from tidings.server.broker import InProcessBroker
 from tidings.server.campaigns.templates import ContentLimits
 from tidings.server.config import AppConfig
 from tidings.server.node import Node, SendRequest
@@ -454,10 +455,16 @@ class ErrorBody(BaseModel):
 
 
 class Health(BaseModel):
-    """``GET /healthz``."""
+    """``GET /healthz``: ``200`` when the store answers, ``503`` when it does not."""
 
-    status: Literal["ok"]
-    connections: int
+    status: Literal["ok", "degraded"]
+    connections: int = Field(description="Devices connected to this node.")
+    node: str = Field(description="This node's name.")
+    store: Literal["ok", "unreachable"]
+    broker: Literal["in-process", "ok", "unreachable"] = Field(
+        description="How deliveries reach other nodes; unreachable: only this node's devices"
+        " are served until it is back."
+    )
 
 
 # --- error responses ---------------------------------------------------------------------------
@@ -706,6 +713,9 @@ def _resolve(node: Node, app_id: str, key_app: AppConfig, field: str) -> AppConf
 
 # --- requests made once ------------------------------------------------------------------------
 
+HEALTH_TIMEOUT_S = 1.0
+"""How long ``/healthz`` waits for the store to answer."""
+
 IDEMPOTENCY_LEASE_S = 60.0
 """How long a first attempt holds its key before a retry may take over (it crashed)."""
 
@@ -873,9 +883,26 @@ def create_admin_app(node: Node) -> FastAPI:
         return Response(status_code=204)
 
     @api.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
-    async def healthz() -> Health:
-        """Liveness probe with the number of connected devices (all apps). No key needed."""
-        return Health(status="ok", connections=node.connected_devices())
+    async def healthz() -> Any:
+        """Health of this node: its store and its broker, and its connected devices (all
+        apps). No key needed; ``503`` when the store does not answer."""
+        store: Literal["ok", "unreachable"] = "ok"
+        try:
+            await asyncio.wait_for(node.store.ping(), HEALTH_TIMEOUT_S)
+        except (TidingsError, TimeoutError):
+            store = "unreachable"
+        broker: Literal["in-process", "ok", "unreachable"] = "in-process"
+        if not isinstance(node.broker, InProcessBroker):
+            broker = "ok" if node.broker.healthy else "unreachable"
+        ok = store == "ok" and broker != "unreachable"
+        health = Health(
+            status="ok" if ok else "degraded",
+            connections=node.connected_devices(),
+            node=node.node_id,
+            store=store,
+            broker=broker,
+        )
+        return health if store == "ok" else _AsciiJSON(health.model_dump(), status_code=503)
 
     @api.get(
         "/metrics",

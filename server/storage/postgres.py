@@ -312,6 +312,10 @@ class PostgresStore:
     async def flush(self) -> None:
         """Nothing to wait for: every write has committed when its call returns."""
 
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the server answers a trivial query."""
+        await self._fetch("SELECT 1")
+
     async def close(self) -> None:
         """Close the pool once the calls using it are done; a second ``close`` does nothing.
 

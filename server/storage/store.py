@@ -281,6 +281,14 @@ class SqliteStore:
                 continue
             log.info("store: applied migration %s", script.name)
 
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers a trivial read."""
+        try:
+            async with self._conn.execute("SELECT 1") as cur:
+                await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"db: {self.path!r} does not answer: {exc}", temporary=True) from exc
+
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed, the batch the writer thread
         is committing included."""

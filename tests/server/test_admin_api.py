@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from tidings.server.admin import MAX_REQUEST_BYTES, MAX_TARGETS
+from tidings.server.errors import StoreError
 
 if TYPE_CHECKING:
     from tests.server.conftest import AdminHarness
@@ -271,7 +272,23 @@ async def test_revoke_needs_the_app_parameter(admin: AdminHarness) -> None:
 async def test_healthz_needs_no_key_and_counts_connections(admin: AdminHarness) -> None:
     response = await admin.client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "connections": 0}
+    assert response.json() == {"status": "ok", "connections": 0, "node": admin.node.node_id,
+                               "store": "ok", "broker": "in-process"}  # fmt: skip
+
+
+async def test_healthz_says_503_when_the_store_does_not_answer(admin: AdminHarness) -> None:
+    real = admin.node.store.ping
+
+    async def down() -> None:
+        raise StoreError("db: disk unplugged", temporary=True)
+
+    admin.node.store.ping = down  # type: ignore[method-assign]
+    try:
+        response = await admin.client.get("/healthz")
+    finally:
+        admin.node.store.ping = real  # type: ignore[method-assign]
+    assert response.status_code == 503
+    assert response.json()["status"] == "degraded" and response.json()["store"] == "unreachable"
 
 
 async def test_metrics_are_prometheus_text(admin: AdminHarness) -> None:
