@@ -95,15 +95,22 @@ def _over(what: str) -> TidingsError:
 class Ingest:
     """Store first, then tell the engine: events, attributes, consent, devices, erasure."""
 
-    __slots__ = ("clock", "engine", "quota", "store")
+    __slots__ = ("announce", "clock", "engine", "quota", "store")
 
     def __init__(
-        self, store: Store, engine: CampaignEngine, clock: Callable[[], float], quota: EventQuota
+        self,
+        store: Store,
+        engine: CampaignEngine,
+        clock: Callable[[], float],
+        quota: EventQuota,
+        announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.clock = clock
         self.quota = quota
+        self.announce = announce
+        """Tells the other nodes of a cluster what changed (:meth:`apply` there)."""
 
     async def events(
         self, app: str, device: str | None, user_key: str, events: Sequence[Event]
@@ -116,32 +123,58 @@ class Ingest:
         self.quota.take(app, device, len(events))
         stored_as = SERVER_DEVICE if device is None else device
         await self.store.insert_events(app, stored_as, user_key, events, self.clock())
-        await self.engine.on_events(app, user_key, [(e.name, e.props, e.ts / 1000) for e in events])
+        fired = [(e.name, e.props, e.ts / 1000) for e in events]
+        await self.engine.on_events(app, user_key, fired)
+        self.announce(("events", app, user_key, fired))
 
     async def attributes(self, app: str, user_key: str, attrs: Mapping[str, Any]) -> None:
         """Merge attributes into a profile (``None`` removes one); creates the profile."""
         if attrs:
             await self.store.merge_attrs(app, user_key, dict(attrs), self.clock())
         self.engine.audience.on_attrs(app, user_key, attrs)
+        self.announce(("attrs", app, user_key, dict(attrs)))
 
     async def consent(self, app: str, user_key: str, categories: Mapping[str, bool]) -> None:
         """Record which categories of messages a user accepts."""
         await self.store.set_consent(app, user_key, dict(categories), self.clock())
         self.engine.audience.on_consent(app, user_key, categories)
+        self.announce(("consent", app, user_key, dict(categories)))
 
     async def device(self, row: DeviceRow) -> DeviceRow:
         """A device said hello: record it (with its sequence state) and its facts."""
         stored = await self.store.upsert_device(row)
-        self.engine.audience.on_device(
-            row.app,
-            row.user_id or anonymous_key(row.device_id),
-            tz=row.tz,
-            locale=row.locale,
-            platform=row.platform,
-            app_version=row.app_version,
-        )
+        facts = {"tz": row.tz, "locale": row.locale, "platform": row.platform,
+                 "app_version": row.app_version}  # fmt: skip
+        user_key = row.user_id or anonymous_key(row.device_id)
+        self.engine.audience.on_device(row.app, user_key, **facts)
+        self.announce(("device", row.app, user_key, facts))
         return stored
 
     async def erase(self, app: str, user_key: str) -> bool:
         """Erase a user everywhere; False if nothing was known about them."""
-        return await self.engine.erase(app, user_key)
+        known = await self.engine.erase(app, user_key)
+        self.announce(("erase", app, user_key))
+        return known
+
+    async def apply(self, change: tuple[Any, ...]) -> None:
+        """Apply a change another node of the cluster stored and announced.
+
+        Profiles and tags follow; triggers do not run again (the node that took the events
+        ran them), and campaigns and tag rules are read back from the store.
+        """
+        kind, app, key, *rest = change
+        audience = self.engine.audience
+        if kind == "events":
+            audience.on_events(app, key, [(n, p, float(ts)) for n, p, ts in rest[0]])
+        elif kind == "attrs":
+            audience.on_attrs(app, key, rest[0])
+        elif kind == "consent":
+            audience.on_consent(app, key, rest[0])
+        elif kind == "device":
+            audience.on_device(app, key, **rest[0])
+        elif kind == "erase":
+            audience.forget(app, key)
+        elif kind == "campaign":
+            await self.engine.reload_campaign(app, key)
+        elif kind == "tag_rule":
+            await audience.reload_tag_rule(app, key)

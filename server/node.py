@@ -123,7 +123,7 @@ class Node:
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.store: Store = store or _open_store(config)
         self.broker: Broker = broker or _open_broker(config, self.hub, self.node_id,
-                                                     self._replay_all)  # fmt: skip
+                                                     self._rejoin, self._on_change)  # fmt: skip
         self.metrics = Metrics()
         self.engine = CampaignEngine(
             store=self.store,
@@ -131,8 +131,13 @@ class Node:
             apps=config.apps,
             clock=self._now,
             max_frame_bytes=config.max_frame_bytes,
+            announce=self.broker.announce,
         )
-        self.ingest = Ingest(self.store, self.engine, self._now, EventQuota(config.apps))
+        self.ingest = Ingest(
+            self.store, self.engine, self._now, EventQuota(config.apps), self.broker.announce
+        )
+        self._changes: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._applier: asyncio.Task[None] | None = None
         self._server: Server | None = None
         self._started = False
         # Acks and receipts arrive in bursts after a fan-out: batch them into one write.
@@ -188,6 +193,8 @@ class Node:
             self._flusher.cancel()
             self._flusher = None
         await self._flush_batches(delay=0)
+        if self._applier is not None:
+            self._applier.cancel()
         for task in list(self._replays):
             task.cancel()
         await asyncio.gather(*self._replays, return_exceptions=True)
@@ -215,12 +222,37 @@ class Node:
             where += f", broker: {_redacted(self._config.broker)}, node: {self.node_id}"
         return where
 
-    def _replay_all(self) -> None:
-        """The broker was away: deliveries published meanwhile may be lost, so every local
-        session replays its stored queue (nothing was lost from the store)."""
+    def _rejoin(self) -> None:
+        """The broker was away: what other nodes published meanwhile may be lost. Nothing was
+        lost from the store: every local session replays its queue, and the audience and the
+        campaigns are read again."""
         for session in self.hub.all():
             session.resume(session.last_sent)
             self._replay_gap(session)
+        self._changes.put_nowait(("resync",))
+        self._apply_changes()
+
+    def _on_change(self, change: tuple[Any, ...]) -> None:
+        """Another node announced a change: apply it, in the order they arrive."""
+        self._changes.put_nowait(change)
+        self._apply_changes()
+
+    def _apply_changes(self) -> None:
+        if self._applier is None or self._applier.done():
+            self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
+
+    async def _apply_loop(self) -> None:
+        while not self._changes.empty():
+            change = self._changes.get_nowait()
+            try:
+                if change[0] == "resync":
+                    await self.engine.resync()
+                else:
+                    await self.ingest.apply(change)
+            except TidingsError as exc:  # unknown app, store hiccup: the next resync mends it
+                log.warning("cluster: change %s not applied: %s", change[0], exc.reason)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("cluster: malformed change dropped: %s", exc)
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -560,7 +592,11 @@ def _open_store(config: GatewayConfig) -> Store:
 
 
 def _open_broker(
-    config: GatewayConfig, hub: Hub, node_id: str, on_reconnect: Callable[[], None]
+    config: GatewayConfig,
+    hub: Hub,
+    node_id: str,
+    on_reconnect: Callable[[], None],
+    on_change: Callable[[tuple[Any, ...]], None],
 ) -> Broker:
     if not config.broker:
         return InProcessBroker(hub)
@@ -571,7 +607,12 @@ def _open_broker(
             f"broker: {exc.name} is not installed; install it with: pip install 'tidings[cluster]'"
         ) from None
     return RedisBroker(
-        config.broker, hub, node_id, prefix=config.broker_prefix, on_reconnect=on_reconnect
+        config.broker,
+        hub,
+        node_id,
+        prefix=config.broker_prefix,
+        on_reconnect=on_reconnect,
+        on_change=on_change,
     )
 
 

@@ -68,15 +68,18 @@ class RedisBroker:
         *,
         prefix: str = "tidings:",
         on_reconnect: Callable[[], None] | None = None,
+        on_change: Callable[[tuple[Any, ...]], None] | None = None,
     ) -> None:
         self.hub = hub
+        self.on_change = on_change
+        """Called with each change another node announced (:meth:`announce`)."""
         self.node_id = node_id
         self.prefix = prefix
         self.redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.healthy = False
         self.on_reconnect = on_reconnect
         """Called when Redis is reachable again after an outage (the node replays sessions)."""
-        self.published = 0  # PUBLISH commands sent, for metrics and tests
+        self.fanout_publishes = 0  # PUBLISH commands of deliveries, for metrics and tests
         self._outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -186,6 +189,9 @@ class RedisBroker:
         self._inbox_here(app, user_key, encode(state), exclude)
         self._outbox.put_nowait(("all", ("inbox", app, user_key, encode(state), exclude)))
 
+    def announce(self, change: tuple[Any, ...]) -> None:
+        self._outbox.put_nowait(("all", ("change", list(change))))
+
     def _revoke_here(self, app: str, devices: Sequence[str], message_ids: Sequence[str]) -> None:
         frame = encode(Revoke(ids=tuple(message_ids)))
         for device in devices:
@@ -240,12 +246,11 @@ class RedisBroker:
                 if up:  # a dead node's devices reconnect elsewhere and replay from the store
                     pipe.publish(self._channel(node), _pack(("deliver", app, per_node[node],
                                                              msg_wire)))  # fmt: skip
-            self.published += len(await pipe.execute())
+            self.fanout_publishes += len(await pipe.execute())
 
     async def _publish(self, node: str, message: tuple[Any, ...]) -> None:
         channel = f"{self.prefix}all" if node == "*" else self._channel(node)
         await self.redis.publish(channel, _pack(message))
-        self.published += 1
 
     # --- from Redis ---------------------------------------------------------------------------
 
@@ -285,6 +290,8 @@ class RedisBroker:
                     self._revoke_here(message[1], message[2], message[3])
                 elif kind == "inbox":
                     self._inbox_here(message[1], message[2], message[3], message[4])
+                elif kind == "change" and self.on_change is not None:
+                    self.on_change(tuple(message[1]))
         except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
             log.warning("broker: dropped a malformed message: %s", exc)
 

@@ -58,6 +58,7 @@ from tidings.server.config import AppConfig
 from tidings.server.delivery import Outgoing, Publisher, fit_frame
 from tidings.server.errors import ClaimLost, Conflict, NotFound
 from tidings.server.storage import (
+    CampaignRow,
     DecisionRow,
     Limit,
     Outcome,
@@ -126,14 +127,19 @@ class CampaignEngine:
         clock: Callable[[], float],
         caps: CapConfig = DEFAULT_CAPS,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
     ) -> None:
         self.store = store
+        self.announce = announce
+        """Tells the other nodes of a cluster that a campaign changed (they reload it)."""
         self.publisher = publisher
         self.clock = clock
         self.caps = caps
         self.max_frame_bytes = max_frame_bytes
         self._configs = {a.id: a for a in apps}
-        self.audience = Audience(store=store, apps=list(self._configs), clock=clock)
+        self.audience = Audience(
+            store=store, apps=list(self._configs), clock=clock, announce=announce
+        )
         """Who the users are: live profiles, tags and segments of every app."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """Who claims due work: unique per process, so a claim is never mistaken for ours."""
@@ -147,15 +153,34 @@ class CampaignEngine:
 
     async def start(self) -> None:
         """Rebuild the audience and the campaigns from the store; start ticking."""
+        await self.resync()
+        self._loop = asyncio.get_running_loop().create_task(self._run(), name="tidings-campaigns")
+
+    async def resync(self) -> None:
+        """Rebuild the audience and the campaigns from the store (at start, and when a node of
+        a cluster may have missed changes the others announced)."""
         await self.audience.start()
         for app in self._configs:
             self._apps[app] = state = _App()
             for stored in await self.store.campaigns(app):
-                campaign = Campaign.from_json({**stored.spec, "status": stored.status})
-                state.campaigns[stored.id] = _Live(
-                    campaign, stored.sent_total, stored.created_at, stored.updated_at
-                )
-        self._loop = asyncio.get_running_loop().create_task(self._run(), name="tidings-campaigns")
+                state.campaigns[stored.id] = _live_from(stored)
+
+    async def reload_campaign(self, app: str, cid: str) -> None:
+        """Another node changed a campaign: take the stored one (or its absence)."""
+        state = self._state(app)
+        stored = next((c for c in await self.store.campaigns(app) if c.id == cid), None)
+        if stored is None:
+            state.campaigns.pop(cid, None)
+            return
+        live = state.campaigns.get(cid)
+        fresh = _live_from(stored)
+        if live is None:
+            state.campaigns[cid] = fresh
+        else:  # keep the object: a dispatch under way holds it
+            live.campaign, live.updated_at = fresh.campaign, fresh.updated_at
+            live.sent_total = max(live.sent_total, fresh.sent_total)
+        if fresh.campaign.status is CampaignStatus.RUNNING:
+            self._due_at(self.clock())  # its pending work may be ours to run now
 
     async def stop(self) -> None:
         """Stop the scheduler (pending work stays stored for the next start)."""
@@ -301,6 +326,7 @@ class CampaignEngine:
         state.campaigns[campaign.id] = _Live(
             campaign, old.sent_total if old else 0, old.created_at if old else now, now
         )
+        self.announce(("campaign", campaign.app, campaign.id))
         return campaign
 
     async def delete(self, app: str, cid: str) -> None:
@@ -310,6 +336,7 @@ class CampaignEngine:
             raise Conflict("status", "only a draft can be deleted; cancel this campaign")
         await self.store.delete_campaign(app, cid)
         del self._state(app).campaigns[cid]
+        self.announce(("campaign", app, cid))
 
     async def _set_status(self, app: str, live: _Live, status: CampaignStatus) -> None:
         """Move a campaign to ``status`` if :data:`TRANSITIONS` allows it from where it is.
@@ -330,6 +357,7 @@ class CampaignEngine:
                            f"{_VERBS[status]} now (read it again)")  # fmt: skip
         live.campaign = live.campaign.with_status(status)
         live.updated_at = now
+        self.announce(("campaign", app, live.campaign.id))
 
     async def start_campaign(self, app: str, cid: str) -> Campaign:
         """Start a draft (or resume a paused) campaign."""
@@ -646,6 +674,11 @@ _VERBS = {
     CampaignStatus.CANCELLED: "cancelled",
     CampaignStatus.COMPLETED: "completed",
 }
+
+
+def _live_from(stored: CampaignRow) -> _Live:
+    campaign = Campaign.from_json({**stored.spec, "status": stored.status})
+    return _Live(campaign, stored.sent_total, stored.created_at, stored.updated_at)
 
 
 def _variant(c: Campaign, user: str) -> str | None:

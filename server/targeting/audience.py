@@ -62,9 +62,17 @@ class Audience:
         clock: The current time in seconds.
     """
 
-    def __init__(self, *, store: Store, apps: Iterable[str], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        apps: Iterable[str],
+        clock: Callable[[], float],
+        announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.announce = announce
         self._app_ids = tuple(apps)
         self._apps: dict[str, _AppUsers] = {}
 
@@ -244,8 +252,21 @@ class Audience:
 
     async def put_tag_rule(self, app: str, rule: TagRule) -> None:
         """Create or replace a tag rule; stored events within its window count at once."""
-        state, now = self._state(app), self.clock()
         await self.store.save_tag_rule(app, rule.name, rule.to_json())
+        await self._use_rule(app, rule)
+        self.announce(("tag_rule", app, rule.name))
+
+    async def reload_tag_rule(self, app: str, name: str) -> None:
+        """Another node changed a tag rule: take the stored one (or its absence)."""
+        stored = {spec.get("name"): spec for a, spec in await self.store.tag_rules() if a == app}
+        state = self._state(app)
+        if name in stored:
+            await self._use_rule(app, TagRule.from_json(stored[name]))
+        elif name in state.tags.rule_names:
+            self._untag(app, name, state.tags.remove_rule(name), self.clock())
+
+    async def _use_rule(self, app: str, rule: TagRule) -> None:
+        state, now = self._state(app), self.clock()
         if rule.name in state.tags.rule_names:
             self._untag(app, rule.name, state.tags.remove_rule(rule.name), now)
         state.tags.add_rule(rule)
@@ -266,6 +287,7 @@ class Audience:
             return False
         await self.store.save_tag_rule(app, name, None)
         self._untag(app, name, state.tags.remove_rule(name), self.clock())
+        self.announce(("tag_rule", app, name))
         return True
 
     def _untag(self, app: str, tag: str, users: Iterable[str], now: float) -> None:

@@ -20,10 +20,11 @@ import pytest_asyncio
 from helpers import APP_A, timeout
 from rawclient import open_session
 from tidings.protocol import codes
-from tidings.protocol.frames import Deliver, Revoke
+from tidings.protocol.frames import Deliver, Event, Revoke
 from tidings.protocol.tokens import mint_token
 from tidings.server.config import GatewayConfig
 from tidings.server.node import Node, SendRequest
+from tidings.server.targeting.tags import TagRule
 
 PG_DSN = os.environ.get("TIDINGS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS") or "redis://127.0.0.1:6379/0"
@@ -91,14 +92,14 @@ async def test_a_message_sent_through_one_node_reaches_devices_on_the_other(
     users = (*(f"u{i}" for i in range(5)), "u-b")
     request = SendRequest(app=APP_A.id, users=users, kind="inbox", title="t", body="hello",
                           category="transactional")  # fmt: skip
-    before = b.broker.published  # type: ignore[attr-defined]
+    before = b.broker.fanout_publishes  # type: ignore[attr-defined]
     sent = await b.send(request)
     assert sent.devices == 6
     for phone in [*phones, here]:
         got = await phone.recv_until(Deliver, timeout=timeout(5))
         assert (got.msg.id, got.seq) == (sent.message_id, 1)
     # one publish for node a's five devices, not five; node b's own device needs none
-    assert b.broker.published - before == 1  # type: ignore[attr-defined]
+    assert b.broker.fanout_publishes - before == 1  # type: ignore[attr-defined]
     for phone in [*phones, here]:
         await phone.close()
 
@@ -143,3 +144,74 @@ def test_a_broker_without_a_postgresql_store_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="share one PostgreSQL database"):
         replace(GatewayConfig(), broker=REDIS_URL)
+
+
+async def eventually(check: Any, seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout(seconds)
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "the cluster did not converge"
+        await asyncio.sleep(0.02)
+
+
+def knows(node: Node, cid: str) -> bool:
+    try:
+        node.engine.campaign(APP_A.id, cid)
+    except Exception:
+        return False
+    return True
+
+
+async def test_a_campaign_started_on_one_node_targets_users_known_on_another(
+    cluster: list[Node],
+) -> None:
+    a, b = cluster
+    phones = [await open_session(a.port, token(f"c{i}", f"cu{i}")) for i in range(3)]
+    for i in range(3):  # profiles made on node a, after node b started
+        await a.ingest.attributes(APP_A.id, f"cu{i}", {"cohort": "far" if i < 2 else "near"})
+    await eventually(lambda: b.engine.audience.profile(APP_A.id, "cu1") is not None
+                     and b.engine.audience.profile(APP_A.id, "cu1").attrs.get("cohort") == "far")  # type: ignore[union-attr]  # fmt: skip
+    spec = {"id": "far", "app": APP_A.id, "name": "Far", "kind": "one_off",
+            "segment": 'attr.cohort = "far"',
+            "content": {"kind": "inbox", "title": "t", "body": "b", "category": "transactional"}}  # fmt: skip
+    await b.engine.save(spec)
+    await b.engine.start_campaign(APP_A.id, "far")
+    for phone in phones[:2]:
+        assert (await phone.recv_until(Deliver, timeout=timeout(5))).msg.campaign == "far"
+    assert await phones[2].nothing_for()
+    await eventually(lambda: knows(a, "far") and str(a.engine.campaign(APP_A.id, "far")[0].status)
+                     == "completed")  # fmt: skip
+    for phone in phones:
+        await phone.close()
+
+
+async def test_events_on_one_node_trigger_a_campaign_made_on_another(
+    cluster: list[Node],
+) -> None:
+    a, b = cluster
+    phone = await open_session(a.port, token("t0", "tu0"))
+    spec = {"id": "welcome-back", "app": APP_A.id, "name": "W", "kind": "triggered",
+            "trigger": {"event": "came_back"},
+            "content": {"kind": "inbox", "title": "t", "body": "b", "category": "transactional"}}  # fmt: skip
+    await b.engine.save(spec)
+    await b.engine.start_campaign(APP_A.id, "welcome-back")
+    await eventually(lambda: knows(a, "welcome-back") and str(
+        a.engine.campaign(APP_A.id, "welcome-back")[0].status) == "running")  # fmt: skip
+    event = Event(id=uuid.uuid4().hex, name="came_back", ts=int(a.clock() * 1000), props={})
+    await a.ingest.events(APP_A.id, "t0", "tu0", [event])
+    got = await phone.recv_until(Deliver, timeout=timeout(5))
+    assert got.msg.campaign == "welcome-back"
+    sent = [d for d in await b.engine.decisions(APP_A.id, "welcome-back") if d.reason == "sent"]
+    assert len(sent) == 1  # decided once, by the node that took the event
+    await phone.close()
+
+
+async def test_a_tag_rule_put_on_one_node_tags_users_on_another(cluster: list[Node]) -> None:
+    a, b = cluster
+    rule = TagRule.from_json({"name": "fan", "event": "cheer", "threshold": {"count": 1},
+                              "window_s": 86_400})  # fmt: skip
+    await a.engine.audience.put_tag_rule(APP_A.id, rule)
+    await eventually(lambda: [r.name for r in b.engine.audience.tag_rules(APP_A.id)] == ["fan"])
+    event = Event(id=uuid.uuid4().hex, name="cheer", ts=int(a.clock() * 1000), props={})
+    await a.ingest.events(APP_A.id, None, "fan-1", [event])
+    await eventually(lambda: "fan" in (b.engine.audience.profile(APP_A.id, "fan-1").tags
+                                       if b.engine.audience.profile(APP_A.id, "fan-1") else ()))  # fmt: skip
