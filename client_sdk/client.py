@@ -18,6 +18,14 @@ Reconnecting follows PROTOCOL.md §10 and §12 (:func:`~tidings.protocol.codes.s
 a session that stayed open :data:`STABLE_SESSION_S`, not by the ``welcome`` alone, so a device
 whose every session ends at once (say, closed with 1009 by a delivery over its frame limit) waits
 longer each time instead of reconnecting in a tight loop.
+
+``url`` may name several gateways (an app without a load balancer in front of them): each
+attempt tries the next one in rotation, starting from the one that worked last, and the backoff
+waits between full rotations only.
+
+The protocol state (phase, request ids and what each answer settles, delivery cursor and acks,
+de-duplication on the wire) is the sans-I/O :class:`~tidings.protocol.session.ClientSession`;
+this class pumps bytes through it and owns the socket, timers, outbox, inbox and banners.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,32 +57,31 @@ from tidings.client_sdk.quiet_hours import QuietHours, zone
 from tidings.client_sdk.store import open_store
 from tidings.protocol import SUBPROTOCOL, codes, limits
 from tidings.protocol.backoff import Backoff
-from tidings.protocol.codec import decode_server, encode
-from tidings.protocol.errors import ProtocolError
+from tidings.protocol.errors import ConfigError, ProtocolError
 from tidings.protocol.frames import (
-    Ack,
-    Deliver,
     DeviceInfo,
-    Error,
     Event,
     Events,
-    Frame,
     GoAway,
-    Hello,
     Identify,
     InboxChange,
     InboxState,
     InboxUpdate,
     Message,
-    Ok,
-    Ping,
-    Pong,
     Prefs,
     Receipt,
     Revoke,
     Welcome,
 )
-from tidings.protocol.state import SERVER_ALLOWED, Phase, advance
+from tidings.protocol.session import (
+    ClientEvent,
+    ClientSession,
+    Delivery,
+    HelloRefused,
+    Request,
+    RequestAnswered,
+    RequestFailed,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
@@ -128,7 +135,10 @@ class TidingsClient:
     """Connects one app install ("device") to a Tidings gateway.
 
     Args:
-        url: The gateway, e.g. ``"ws://127.0.0.1:8765"``.
+        url: The gateway, e.g. ``"ws://127.0.0.1:8765"``, or several gateways
+            (``["ws://gw-a:8765", "ws://gw-b:8765"]``): each reconnect attempt tries the next
+            one, starting from the one that worked last; the backoff waits between full
+            rotations. Each must be ``ws://`` or ``wss://`` (:class:`ConfigError` otherwise).
         token: A device token minted by the app's backend (``tidings token`` in development).
         device_id: This install's id (must match the token's).
         store_path: SQLite file for the inbox, cursor and offline queue; None keeps them in
@@ -150,7 +160,7 @@ class TidingsClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: str,
         device_id: str,
         *,
@@ -169,7 +179,10 @@ class TidingsClient:
         flush_delay: float = DEFAULT_FLUSH_DELAY_S,
     ) -> None:
         zone(device_tz)
-        self.url, self.token, self.device_id = url, token, device_id
+        self.urls = _gateway_urls(url)
+        """The gateways, in the order of rotation."""
+        self._url_at = 0  # the URL in use, or the one the next attempt tries
+        self.token, self.device_id = token, device_id
         self.quiet_hours = quiet_hours
         self.clock: Clock = clock or SystemClock()
         self.device_tz = device_tz
@@ -198,14 +211,10 @@ class TidingsClient:
         self._started = False
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
-        self._cursor = 0
-        self._acked = 0
-        self._inbox_ver = 0
+        self._proto = ClientSession(seen=self._seen)
         self._shown_at: list[float] = []
         self._outbox: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._next_entry = 1
-        self._inflight: dict[int, list[int]] = {}
-        self._rid = 0
         self._flush_scheduled = False
         self._goaway_ms: int | None = None
         self._on_banner: list[Callable[..., Any]] = []
@@ -261,6 +270,11 @@ class TidingsClient:
     # --- lifecycle ----------------------------------------------------------------------------
 
     @property
+    def url(self) -> str:
+        """The gateway in use, or the one the next attempt tries (see ``urls``)."""
+        return self.urls[self._url_at]
+
+    @property
     def connected(self) -> bool:
         """True while a session with the gateway is open."""
         return self._connected.is_set()
@@ -278,8 +292,9 @@ class TidingsClient:
             return
         self._started = True
         await self._store.open()
-        self._cursor = self._acked = await self._store.get("seq")
-        self._inbox_ver = await self._store.get("inbox_ver")
+        self._proto = ClientSession(cursor=await self._store.get("seq"),
+                                    inbox_ver=await self._store.get("inbox_ver"),
+                                    seen=self._seen)  # fmt: skip
         self.inbox._load([InboxItem.from_json(d) for d in await self._store.load_items()])
         self._load_outbox(await self._store.outbox_load())
         self._task = asyncio.create_task(self._run(), name=f"tidings-{self.device_id}")
@@ -300,7 +315,7 @@ class TidingsClient:
         if self._failed is not None:
             raise self._failed
         if not done:
-            raise TimeoutError(f"not connected to {self.url} within {timeout} s")
+            raise TimeoutError(f"not connected to {' or '.join(self.urls)} within {timeout} s")
 
     async def close(self) -> None:
         """Flush acks, close the connection, finish the local store's writes and close it."""
@@ -459,7 +474,7 @@ class TidingsClient:
     def _flush_outbox(self) -> None:
         if not self.connected or self._retry is not None:
             return  # offline, or backing off after a temporary error: the retry timer sends
-        sending = {i for ids in self._inflight.values() for i in ids}
+        sending = self._proto.in_flight()
         events: list[tuple[int, Event]] = []
         for entry_id, e in list(self._outbox.items()):
             if entry_id in sending:
@@ -471,44 +486,29 @@ class TidingsClient:
                     self._send_events(events)
                     events = []
                 continue
-            rid = self._next_rid()
-            frame: Frame
-            if e["k"] == "identify":
-                frame = Identify(rid=rid, user=e["user"], attrs=e["attrs"])
-            elif e["k"] == "prefs":
-                frame = Prefs(rid=rid, categories=e["categories"])
-            elif e["k"] == "receipt":
-                frame = Receipt(rid=rid, id=e["id"], kind=e["kind"], ts=e["ts"], action=e["action"])
-            else:
-                frame = InboxUpdate(rid=rid, changes=(InboxChange(id=e["id"], state=e["state"]),))
-            self._inflight[rid] = [entry_id]
-            self._write(frame)
+            self._proto.send_request(functools.partial(_request, e), (entry_id,))
         if events:
             self._send_events(events)
+        self._transmit()
 
     def _send_events(self, events: list[tuple[int, Event]]) -> None:
-        rid = self._next_rid()
-        self._inflight[rid] = [i for i, _ in events]
-        self._write(Events(rid=rid, events=tuple(e for _, e in events)))
+        batch = tuple(e for _, e in events)
+        self._proto.send_request(lambda rid: Events(rid=rid, events=batch), [i for i, _ in events])
 
-    def _next_rid(self) -> int:
-        self._rid += 1
-        return self._rid
-
-    def _answered(self, rid: int) -> None:
+    def _answered(self, answer: RequestAnswered) -> None:
         """``ok``: the request is durably stored; forget it."""
-        ids = self._inflight.pop(rid, [])
+        ids = answer.entries
         for entry_id in ids:
             self._outbox.pop(entry_id, None)
         if ids:
             self._retry_backoff.reset()
-            self._persist(lambda: self._store.outbox_remove(ids))
+            self._persist(lambda: self._store.outbox_remove(list(ids)))
 
-    def _failed_request(self, frame: Error) -> None:
+    def _failed_request(self, failure: RequestFailed) -> None:
         """``error``: keep the request for a retry, or drop and report it (see ``is_temporary``)."""
+        frame, ids = failure.error, failure.entries
         temporary = is_temporary(frame.code)
         self.last_error = ClientError(frame.message, code=frame.code, temporary=temporary)
-        ids = self._inflight.pop(frame.rid, []) if frame.rid is not None else []
         if temporary:
             log.debug("tidings: the gateway said %s; retrying later: %s", frame.code, frame.message)
             if ids:  # the entries stay in the outbox, out of flight: the retry sends them
@@ -539,20 +539,24 @@ class TidingsClient:
 
     # --- the connection -----------------------------------------------------------------------
 
-    def _write(self, frame: Frame) -> None:
-        """Write a frame now, in order, without a task (like the gateway does)."""
+    def _transmit(self) -> None:
+        """Write what the session queued now, in order, without a task (like the gateway)."""
+        data = self._proto.data_to_send()
         ws = self._ws
-        if ws is None or ws.protocol.state is not State.OPEN:
+        if not data or ws is None or ws.protocol.state is not State.OPEN:
             return
         try:
-            ws.protocol.send_binary(encode(frame))
+            for message in data:
+                ws.protocol.send_binary(message)
             ws.send_data()
         except Exception as exc:  # the transport is going away; the reader will notice
             log.debug("tidings: write failed: %s", exc)
 
     async def _run(self) -> None:
+        tried = 0  # attempts since the last welcome or the last backoff
         while not self._closed:
             close_code: int | None = None
+            welcomed = False
             try:
                 async with connect(self.url, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                                    compression=None, max_size=limits.MAX_FRAME_BYTES * 4,
@@ -579,8 +583,8 @@ class TidingsClient:
             finally:
                 self._ws = None
                 self._connected.clear()
-                self._inflight.clear()
-                self._end_session()
+                self._proto.connection_lost()
+                welcomed = self._end_session()
             if self._closed:
                 return
             if codes.is_terminal(close_code):
@@ -588,20 +592,29 @@ class TidingsClient:
                                       close_code=close_code))  # fmt: skip
                 return
             self.stats.reconnects += 1
+            # A rotation starts at the URL that worked last and tries each once (§12).
+            tried = 0 if welcomed else tried + 1
+            if not welcomed:
+                self._url_at = (self._url_at + 1) % len(self.urls)
             if self._goaway_ms is not None:
                 delay, self._goaway_ms = self._goaway_ms / 1000 * _jitter(), None
+            elif 0 < tried < len(self.urls):
+                delay = 0.0  # the next gateway of this rotation
             else:
+                tried = 0
                 delay = self._backoff.next_delay()
             await asyncio.sleep(delay)
 
-    def _end_session(self) -> None:
-        """Reset the reconnect backoff if the session that ended had proved stable."""
+    def _end_session(self) -> bool:
+        """Reset the reconnect backoff if the session that ended had proved stable; return
+        whether it was welcomed at all."""
         if self._welcomed_at is None:
-            return
+            return False
         lasted = asyncio.get_running_loop().time() - self._welcomed_at
         self._welcomed_at = None
         if lasted >= STABLE_SESSION_S:
             self._backoff.reset()
+        return True
 
     def _refused(self, exc: Refused) -> None:
         self._failed = self.last_error = exc
@@ -609,25 +622,23 @@ class TidingsClient:
         self._fire(self._on_error, exc)
 
     async def _session(self, ws: ClientConnection) -> None:
-        hello = Hello(token=self.token, device=self.device_info, resume=self._cursor,
-                      inbox_ver=self._inbox_ver)  # fmt: skip
-        await ws.send(encode(hello))
-        phase = Phase.HANDSHAKE
-        data = await asyncio.wait_for(_recv(ws), HANDSHAKE_TIMEOUT_S)
-        first = decode_server(data)
-        phase = advance(SERVER_ALLOWED, phase, first)
-        if isinstance(first, Error):
+        proto = self._proto
+        proto.connect(self.token, self.device_info)
+        self._transmit()
+        first = proto.receive(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S))
+        if isinstance(first, HelloRefused):
+            error = first.error
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.wait_closed(), 5)
             close_code = ws.close_code
             # The close code says whether to come back (§10): a server fault at the handshake
             # (`internal`, close 4104) is retried with backoff; a bad token stops the client.
-            if (close_code is None and is_temporary(first.code)) or (
+            if (close_code is None and is_temporary(error.code)) or (
                 close_code is not None and codes.should_reconnect(close_code)
             ):
-                self.last_error = ClientError(first.message, code=first.code, temporary=True)
+                self.last_error = ClientError(error.message, code=error.code, temporary=True)
                 return
-            raise Refused(first.message, close_code=close_code, code=first.code)
+            raise Refused(error.message, close_code=close_code, code=error.code)
         if not isinstance(first, Welcome):
             return
         self.session, self.user = first.session, first.user
@@ -636,35 +647,35 @@ class TidingsClient:
         self._connected.set()
         self._flush_outbox()
         async for message in ws:
-            if isinstance(message, str):
-                raise ProtocolError("the gateway sent a text message")
-            frame = decode_server(message)
-            phase = advance(SERVER_ALLOWED, phase, frame)
-            await self._on_frame(frame)
+            event = proto.receive(message)
+            self._transmit()  # a pong
+            if event is not None:
+                await self._on_event(event)
 
-    async def _on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, Deliver):
-            await self._on_deliver(frame)
-        elif isinstance(frame, Ok):
-            self._answered(frame.rid)
-        elif isinstance(frame, Error):
-            self._failed_request(frame)
-        elif isinstance(frame, Revoke):
-            for message_id in frame.ids:
+    async def _on_event(self, event: ClientEvent) -> None:
+        if isinstance(event, Delivery):
+            await self._on_deliver(event)
+        elif isinstance(event, RequestAnswered):
+            self._answered(event)
+        elif isinstance(event, RequestFailed):
+            self._failed_request(event)
+        elif isinstance(event, Revoke):
+            for message_id in event.ids:
                 await self.inbox.remove(message_id)
-        elif isinstance(frame, InboxState):
-            for change in frame.changes:
+        elif isinstance(event, InboxState):
+            for change in event.changes:
                 await self.inbox.apply(change)
-            self._inbox_ver = max(self._inbox_ver, frame.ver)
-            await self._store.put("inbox_ver", self._inbox_ver)
-        elif isinstance(frame, Ping):
-            self._write(Pong(ts=frame.ts))
-        elif isinstance(frame, GoAway):
-            self._goaway_ms = frame.reconnect_ms
+            await self._store.put("inbox_ver", self._proto.inbox_applied(event.ver))
+        elif isinstance(event, GoAway):
+            self._goaway_ms = event.reconnect_ms
 
-    async def _on_deliver(self, frame: Deliver) -> None:
-        msg = frame.msg
-        if self._store.seen(msg.id) or self.inbox.get(msg.id) is not None:
+    def _seen(self, message_id: str) -> bool:
+        """Whether a message was recorded before: display is exactly-once (§3)."""
+        return self._store.seen(message_id) or self.inbox.get(message_id) is not None
+
+    async def _on_deliver(self, delivery: Delivery) -> None:
+        msg = delivery.msg
+        if delivery.duplicate:
             self.stats.duplicates += 1
         else:
             received = time.time()
@@ -672,15 +683,13 @@ class TidingsClient:
             self.stats.received += 1
             self._fire(self._on_message, msg, received)
             await self._accept(msg)
-        self._cursor = max(self._cursor, frame.seq)
-        await self._store.put("seq", self._cursor)
+        await self._store.put("seq", self._proto.processed(delivery.seq))
         self._schedule_flush()  # the ack waits with the reports (PROTOCOL.md §3 allows batching)
 
     def _flush_ack(self) -> None:
-        if self._cursor > self._acked and self.connected:
-            self._write(Ack(seq=self._cursor))
-            self._acked = self._cursor
+        if self.connected and self._proto.ack():
             self.stats.acks_sent += 1
+            self._transmit()
 
     # --- banners ------------------------------------------------------------------------------
 
@@ -751,11 +760,27 @@ class TidingsClient:
         return max(0.0, *waits)
 
 
-async def _recv(ws: ClientConnection) -> bytes:
-    data = await ws.recv()
-    if isinstance(data, str):
-        raise ProtocolError("the gateway sent a text message")
-    return data
+def _gateway_urls(url: str | Sequence[str]) -> tuple[str, ...]:
+    """The gateways ``url`` names, checked: at least one, each ``ws://`` or ``wss://``."""
+    urls = (url,) if isinstance(url, str) else tuple(url)
+    if not urls:
+        raise ConfigError("url: name at least one gateway")
+    for u in urls:
+        if not isinstance(u, str) or not u.startswith(("ws://", "wss://")) or len(u) < 6:
+            raise ConfigError(f"url: {str(u)[:200]!r} is not a ws:// or wss:// URL")
+    return urls
+
+
+def _request(entry: dict[str, Any], rid: int) -> Request:
+    """The request frame for one outbox entry that is not an event."""
+    if entry["k"] == "identify":
+        return Identify(rid=rid, user=entry["user"], attrs=entry["attrs"])
+    if entry["k"] == "prefs":
+        return Prefs(rid=rid, categories=entry["categories"])
+    if entry["k"] == "receipt":
+        return Receipt(rid=rid, id=entry["id"], kind=entry["kind"], ts=entry["ts"],
+                       action=entry["action"])  # fmt: skip
+    return InboxUpdate(rid=rid, changes=(InboxChange(id=entry["id"], state=entry["state"]),))
 
 
 def _jitter() -> float:

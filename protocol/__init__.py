@@ -52,7 +52,12 @@ from tidings.protocol.frames import (
     Revoke,
     Welcome,
 )
-from tidings.protocol.session import DeliverySkipped, ReplayNeeded, ServerSession
+from tidings.protocol.session import (
+    ClientSession,
+    DeliverySkipped,
+    ReplayNeeded,
+    ServerSession,
+)
 from tidings.protocol.state import CLIENT_ALLOWED, SERVER_ALLOWED, Phase, advance
 from tidings.protocol.tokens import TokenClaims, mint_token, verify_token
 
@@ -67,6 +72,7 @@ __all__ = [
     "Action",
     "AuthError",
     "Backoff",
+    "ClientSession",
     "ConfigError",
     "Deliver",
     "DeliverySkipped",

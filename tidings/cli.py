@@ -825,7 +825,7 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario",
         default="broadcast",
-        choices=["broadcast", "segment", "trigger", "caps", "reconnect-storm"],
+        choices=["broadcast", "segment", "trigger", "caps", "reconnect-storm", "node-failure"],
         help="what to measure (default broadcast)",
     )
     p.add_argument("--baseline", action="store_true",
@@ -837,6 +837,13 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-personas", action="store_true",
                    help="plain devices in UTC without quiet hours, events or clicks")  # fmt: skip
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for deliveries")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="gateway processes (default 1); more than one form a cluster and need "
+                   "--db and --broker")  # fmt: skip
+    p.add_argument("--db", metavar="URL",
+                   help="postgresql://… for --nodes > 1: a fresh database is made next to it "
+                   "for the run and dropped after it")  # fmt: skip
+    p.add_argument("--broker", metavar="URL", help="redis://… for --nodes > 1")
 
 
 def _progress(stage: str, n: int, total: int) -> None:
@@ -858,7 +865,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         report = run_loadtest(devices=args.devices, scenario=args.scenario,
                               baseline=args.baseline, workers=args.workers,
                               timeout=args.timeout, progress=_progress, seed=args.seed,
-                              personas=not args.no_personas)  # fmt: skip
+                              personas=not args.no_personas, nodes=args.nodes,
+                              db=args.db, broker=args.broker)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
     print(report.table())
@@ -888,6 +896,8 @@ register(
             tidings loadtest --devices 10000 --scenario broadcast --baseline --json out.json
             tidings loadtest --devices 5000 --scenario reconnect-storm --plot latency.svg
             tidings loadtest --devices 2000 --scenario caps
+            tidings loadtest --devices 2000 --nodes 3 --scenario node-failure \\
+                --db postgresql://postgres@127.0.0.1:5432/postgres --broker redis://127.0.0.1:6379/0
         """,
         configure=_configure_loadtest,
         run=_run_loadtest,

@@ -54,7 +54,7 @@ def raise_nofile() -> int:
 class FleetConfig:
     """Where the devices connect and how many there are."""
 
-    url: str
+    url: str | tuple[str, ...]  # several: the nodes of a cluster, spread over the devices
     devices: int
     workers: int = 2
     app: str = "demo"
@@ -141,8 +141,11 @@ class _Worker:
         window = self.cfg.quiet_override or (persona.quiet if persona else None)
         quiet = QuietHours(*window) if window else None
         token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}")
+        urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else self.cfg.url
+        own = i % len(urls)  # each device starts on its own node and fails over to the next
+        rotated = list(urls[own:] + urls[:own]) if len(urls) > 1 else urls[0]
         client = TidingsClient(
-            url=self.cfg.url, token=token, device_id=f"d{i}", device_tz=tz,
+            url=rotated, token=token, device_id=f"d{i}", device_tz=tz,
             quiet_hours=None if self.cfg.fault == "ignore_quiet_hours" else quiet,
             backoff_base=0.5, backoff_cap=5.0,
         )  # fmt: skip
@@ -184,7 +187,8 @@ class _Worker:
         import msgpack
         from websockets.asyncio.client import connect
 
-        ws = await connect(self.cfg.url, compression=None, max_size=None, ping_interval=None,
+        url = self.cfg.url if isinstance(self.cfg.url, str) else self.cfg.url[0]
+        ws = await connect(url, compression=None, max_size=None, ping_interval=None,
                            open_timeout=120)  # fmt: skip
         self.bare.append(ws)
 

@@ -35,6 +35,7 @@ a campaign they should not have (``not_in_audience``) or missed one they should 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -45,6 +46,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,9 +78,12 @@ __all__ = [
     "run_loadtest",
 ]
 
-SCENARIOS = ("broadcast", "reconnect-storm", "segment", "trigger", "caps")
+SCENARIOS = ("broadcast", "reconnect-storm", "node-failure", "segment", "trigger", "caps")
 CAMPAIGN_SCENARIOS = ("segment", "trigger", "caps")
 MAX_TARGETS_PER_SEND = 10_000
+FAILOVER_ROUNDS = 5
+"""Messages the node-failure scenario sends to everyone: one in flight when a node dies, the
+rest while its devices move to the other nodes."""
 DEV_ADMIN_KEY = "dev-admin-key"
 
 SPORTS_FAN = CountRule(name="sports_fan", event="view_content", prop="category", value="sports",
@@ -116,10 +121,17 @@ def _free_port() -> int:
 
 
 class GatewayProcess:
-    """``tidings gateway`` in a child process, restartable on the same ports and database."""
+    """``tidings gateway`` in a child process, restartable on the same ports and database.
 
-    def __init__(self, db: str) -> None:
+    With ``broker``, one node of a cluster (``db`` is then a PostgreSQL URL).
+    """
+
+    def __init__(
+        self, db: str, *, broker: str | None = None, node_id: str | None = None,
+        prefix: str | None = None,
+    ) -> None:  # fmt: skip
         self.db = db
+        self.broker, self.node_id, self.prefix = broker, node_id, prefix
         self.port, self.admin_port = _free_port(), _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -130,7 +142,13 @@ class GatewayProcess:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "tidings", "gateway", "--port", str(self.port),
                "--admin-port", str(self.admin_port), "--db", self.db]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(os.environ)
+        if self.broker:
+            cmd += ["--broker", self.broker, "--node-id", self.node_id or f"n{self.port}"]
+            env["TIDINGS_BROKER_PREFIX"] = self.prefix or "tidings:"
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -189,16 +207,110 @@ class GatewayProcess:
         return 0.0
 
 
-def _broadcast(gateway: GatewayProcess, devices: int) -> list[str]:
-    """Send one message to every device's user, at most 10,000 users per request."""
+class Gateways:
+    """The gateway processes of a run: one on SQLite, or ``nodes`` of a cluster on a fresh
+    PostgreSQL database (made from ``db`` for this run and dropped after it) and Redis."""
+
+    def __init__(self, tmp: str, *, nodes: int = 1, db: str | None = None,
+                 broker: str | None = None) -> None:  # fmt: skip
+        self._drop: str | None = None
+        self._db = db or ""
+        postgres = self._db.startswith(("postgresql://", "postgres://"))
+        if nodes > 1 and not (postgres and broker):
+            raise ValueError("several nodes need --db postgresql://… and --broker redis://…")
+        if db and not postgres:
+            raise ValueError("--db takes a postgresql:// URL (SQLite runs in a temporary file)")
+        run_db = f"{tmp}/loadtest.db"
+        if postgres:
+            run_db, self._drop = _fresh_database(self._db)
+        prefix = f"loadtest-{uuid.uuid4().hex[:8]}:"
+        self.nodes = [GatewayProcess(run_db, broker=broker, node_id=f"node-{i}", prefix=prefix)
+                      for i in range(nodes)]  # fmt: skip
+
+    @property
+    def first(self) -> GatewayProcess:
+        """The node whose admin API the run uses."""
+        return self.nodes[0]
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(g.url for g in self.nodes)
+
+    def start(self) -> None:
+        for g in self.nodes:
+            g.start()
+
+    def stop(self) -> None:
+        for g in self.nodes:
+            g.stop()
+        if self._drop is not None:
+            _drop_database(self._db, self._drop)
+            self._drop = None
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds of each running node, by its index."""
+        return {i: g.cpu_seconds() for i, g in enumerate(self.nodes)
+                if g.proc and g.proc.poll() is None}  # fmt: skip
+
+    def cpu_since(self, before: dict[int, float]) -> float:
+        """CPU seconds the nodes running now spent since ``before`` (a killed one's are lost)."""
+        return sum(now - before.get(i, 0.0) for i, now in self.cpu_seconds().items())
+
+    def rss_mib(self) -> float:
+        return sum(g.rss_mib() for g in self.nodes if g.proc and g.proc.poll() is None)
+
+
+def _fresh_database(dsn: str) -> tuple[str, str]:
+    """Create an empty database next to ``dsn``'s; return its URL and name."""
+    import asyncpg
+
+    name = f"tidings_loadtest_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        con = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await con.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await con.close()
+
+    asyncio.run(create())
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}", name
+
+
+def _drop_database(dsn: str, name: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        con = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await con.close()
+
+    asyncio.run(drop())
+
+
+def _broadcast(
+    gateway: GatewayProcess, devices: int, then: Callable[[], None] | None = None,
+    rounds: int = 1,
+) -> list[str]:  # fmt: skip
+    """Send ``rounds`` messages to every device's user, at most 10,000 users per request.
+
+    ``then`` runs right after the first request is answered (stored), while it fans out.
+    """
     ids = []
-    for start in range(0, devices, MAX_TARGETS_PER_SEND):
+    starts = [s for _ in range(rounds) for s in range(0, devices, MAX_TARGETS_PER_SEND)]
+    for start in starts:
         users = [f"u{i}" for i in range(start, min(devices, start + MAX_TARGETS_PER_SEND))]
         result = gateway.admin("POST", "/v1/messages", {
             "app": "demo", "to": {"users": users}, "kind": "banner", "title": "Flash sale",
             "body": "Half price until midnight", "category": "transactional",
         })  # fmt: skip
         ids.append(result["message_id"])
+        if then is not None:
+            then()
+            then = None
     return ids
 
 
@@ -341,23 +453,34 @@ def run_loadtest(
     personas: bool = True,
     quiet_override: tuple[str, str] | None = None,
     fault: str | None = None,
+    nodes: int = 1,
+    db: str | None = None,
+    broker: str | None = None,
 ) -> LoadReport:
-    """Run one scenario end to end and return its report."""
+    """Run one scenario end to end and return its report.
+
+    ``nodes`` > 1: that many gateway processes of one cluster (``db`` a PostgreSQL URL, a fresh
+    database is made next to it for the run; ``broker`` a Redis URL); each device is given
+    every node's URL, starting from its own, and the admin calls go to the first node.
+    """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    if scenario == "node-failure" and nodes < 2:
+        raise ValueError("the node-failure scenario needs --nodes 2 or more")
     if scenario in CAMPAIGN_SCENARIOS and not personas:
         raise ValueError(f"the {scenario} scenario needs personas (drop --no-personas)")
     extra: dict[str, Any] = {}
     ids: list[str] = []
     run: _CampaignRun | None = None
     with tempfile.TemporaryDirectory() as tmp:
-        gateway = GatewayProcess(f"{tmp}/loadtest.db")
-        gateway.start()
+        gateways = Gateways(tmp, nodes=nodes, db=db, broker=broker)
+        gateways.start()
+        gateway = gateways.first
         if scenario == "segment":
             # Defined before anyone connects: the tag is earned live, as events arrive.
             gateway.admin("PUT", f"/v1/tag-rules/{SPORTS_FAN.name}?app=demo", SPORTS_FAN.to_json())
         config = FleetConfig(
-            url=gateway.url,
+            url=gateways.urls,
             devices=devices,
             workers=workers,
             seed=seed,
@@ -371,29 +494,40 @@ def run_loadtest(
                 None if progress is None else (lambda n, total: progress("connecting", n, total))
             )
             fleet.settle(timeout)  # measure the fan-out, not the start-up traffic
-            cpu0 = gateway.cpu_seconds()
+            cpu0 = gateways.cpu_seconds()
             if scenario == "reconnect-storm":
-                gateway.kill()
-                gateway.start()
+                for g in gateways.nodes:
+                    g.kill()
+                gateways.start()
                 t0 = time.perf_counter()
                 back, _ = fleet.wait_connected(timeout)
                 extra["reconnected"] = back
                 extra["reconnect_s"] = round(time.perf_counter() - t0, 3)
-                cpu0 = gateway.cpu_seconds()
+                cpu0 = gateways.cpu_seconds()
             if scenario == "segment":
                 run = _segment(gateway, fleet, devices, seed, timeout)
             elif scenario == "trigger":
                 run = _trigger(gateway, fleet, devices, seed, timeout)
             elif scenario == "caps":
                 run = _caps(gateway, fleet, devices, seed, timeout)
+            elif scenario == "node-failure":
+                # SIGKILL the last node while the fan-out is on its way: its devices come
+                # back on the others and get what they had not acknowledged, once.
+                # The later messages are stored while it is down: they reach its devices on
+                # the node each reconnects to.
+                victim = gateways.nodes[-1]
+                t0 = time.perf_counter()
+                ids = _broadcast(gateway, devices, then=victim.kill, rounds=FAILOVER_ROUNDS)
+                extra["killed_node_after_s"] = round(time.perf_counter() - t0, 3)
             else:
                 ids = _broadcast(gateway, devices)
             report = _collect(fleet, ids, timeout) if run is None else fleet.report()
-            cpu = gateway.cpu_seconds() - cpu0
-            rss = gateway.rss_mib()
+            cpu = gateways.cpu_since(cpu0)
+            rss = gateways.rss_mib()
+            extra["nodes"] = len(gateways.nodes)
         finally:
             fleet.stop()
-            gateway.stop()
+            gateways.stop()
     violations = {}
     if report.displayed_twice:
         violations["displayed_twice"] = report.displayed_twice

@@ -153,6 +153,19 @@ async def eventually(check: Any, seconds: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+INBOX = {"kind": "inbox", "title": "t", "body": "b", "category": "transactional"}
+
+
+def attr(node: Node, user: str, name: str) -> Any:
+    p = node.engine.audience.profile(APP_A.id, user)
+    return None if p is None else p.attrs.get(name)
+
+
+def tags(node: Node, user: str) -> frozenset[str]:
+    p = node.engine.audience.profile(APP_A.id, user)
+    return frozenset() if p is None else frozenset(p.tags)
+
+
 def knows(node: Node, cid: str) -> bool:
     try:
         node.engine.campaign(APP_A.id, cid)
@@ -168,11 +181,9 @@ async def test_a_campaign_started_on_one_node_targets_users_known_on_another(
     phones = [await open_session(a.port, token(f"c{i}", f"cu{i}")) for i in range(3)]
     for i in range(3):  # profiles made on node a, after node b started
         await a.ingest.attributes(APP_A.id, f"cu{i}", {"cohort": "far" if i < 2 else "near"})
-    await eventually(lambda: b.engine.audience.profile(APP_A.id, "cu1") is not None
-                     and b.engine.audience.profile(APP_A.id, "cu1").attrs.get("cohort") == "far")  # type: ignore[union-attr]  # fmt: skip
+    await eventually(lambda: attr(b, "cu1", "cohort") == "far")
     spec = {"id": "far", "app": APP_A.id, "name": "Far", "kind": "one_off",
-            "segment": 'attr.cohort = "far"',
-            "content": {"kind": "inbox", "title": "t", "body": "b", "category": "transactional"}}  # fmt: skip
+            "segment": 'attr.cohort = "far"', "content": INBOX}  # fmt: skip
     await b.engine.save(spec)
     await b.engine.start_campaign(APP_A.id, "far")
     for phone in phones[:2]:
@@ -190,8 +201,7 @@ async def test_events_on_one_node_trigger_a_campaign_made_on_another(
     a, b = cluster
     phone = await open_session(a.port, token("t0", "tu0"))
     spec = {"id": "welcome-back", "app": APP_A.id, "name": "W", "kind": "triggered",
-            "trigger": {"event": "came_back"},
-            "content": {"kind": "inbox", "title": "t", "body": "b", "category": "transactional"}}  # fmt: skip
+            "trigger": {"event": "came_back"}, "content": INBOX}  # fmt: skip
     await b.engine.save(spec)
     await b.engine.start_campaign(APP_A.id, "welcome-back")
     await eventually(lambda: knows(a, "welcome-back") and str(
@@ -213,5 +223,4 @@ async def test_a_tag_rule_put_on_one_node_tags_users_on_another(cluster: list[No
     await eventually(lambda: [r.name for r in b.engine.audience.tag_rules(APP_A.id)] == ["fan"])
     event = Event(id=uuid.uuid4().hex, name="cheer", ts=int(a.clock() * 1000), props={})
     await a.ingest.events(APP_A.id, None, "fan-1", [event])
-    await eventually(lambda: "fan" in (b.engine.audience.profile(APP_A.id, "fan-1").tags
-                                       if b.engine.audience.profile(APP_A.id, "fan-1") else ()))  # fmt: skip
+    await eventually(lambda: "fan" in tags(b, "fan-1"))

@@ -76,3 +76,45 @@ def test_personas_are_stable_for_a_seed_and_relevant_content_gets_more_clicks() 
     assert {assign(7, i).name for i in range(200)} == {p.name for p in PERSONAS}
     fan = next(p for p in PERSONAS if p.name == "sports_fan")
     assert click_probability(fan, "sports") > 5 * click_probability(fan, None)
+
+
+def _cluster_services() -> tuple[str, str]:
+    """The PostgreSQL and Redis the cluster load tests use (fail under CI, else skip)."""
+    import os
+    import socket
+
+    db = os.environ.get("TIDINGS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    broker = os.environ.get("TIDINGS_TEST_REDIS") or "redis://127.0.0.1:6379/0"
+    for name, port in (("PostgreSQL", 5432), ("Redis", 6379)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            why = f"{name} not reachable on 127.0.0.1:{port}: start it to run cluster load tests"
+            if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+                pytest.fail(why, pytrace=False)
+            pytest.skip(why)
+    return db, broker
+
+
+def test_a_node_killed_mid_fan_out_loses_nothing_and_shows_nothing_twice() -> None:
+    db, broker = _cluster_services()
+    report = run_loadtest(devices=60, scenario="node-failure", workers=1, timeout=60,
+                          nodes=3, db=db, broker=broker, personas=False)  # fmt: skip
+    assert report.extra["nodes"] == 3
+    # every one of the 5 messages on every device (the ratio counts them), none shown twice
+    assert report.delivery_ratio == 1.0 and report.violations == {}
+
+
+def test_a_segment_campaign_on_a_cluster_matches_the_ground_truth() -> None:
+    db, broker = _cluster_services()
+    report = run_loadtest(devices=80, scenario="segment", workers=1, timeout=60, nodes=2, db=db,
+                          broker=broker)  # fmt: skip
+    assert (report.precision, report.recall) == (1.0, 1.0)
+    assert report.violations == {}
+
+
+def test_several_nodes_need_a_postgresql_database_and_a_broker() -> None:
+    with pytest.raises(ValueError, match="several nodes need"):
+        run_loadtest(devices=1, scenario="broadcast", nodes=2)
+    with pytest.raises(ValueError, match="needs --nodes 2"):
+        run_loadtest(devices=1, scenario="node-failure")
