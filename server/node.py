@@ -10,6 +10,7 @@ waiting on any of them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -145,6 +146,9 @@ class Node:
         self._receipts: list[tuple[Session, Receipt]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._replays: set[asyncio.Task[None]] = set()  # gap replays under way
+        # The latest hello of each device still being opened: an older one must not win.
+        self._hello_tickets: dict[tuple[str, str], int] = {}
+        self._tickets = itertools.count()
 
     def _now(self) -> float:
         return self.clock()  # tests move ``clock``; the engine and ingest follow
@@ -392,10 +396,12 @@ class Node:
 
     async def open_session(
         self, ws: GatewayConnection, proto: ServerSession, claims: TokenClaims, hello: Hello
-    ) -> Session:
+    ) -> Session | None:
         """Register the device, welcome it, replay what it missed (PROTOCOL.md §2).
 
-        ``proto`` is the connection's sans-I/O core, which read the ``hello``.
+        ``proto`` is the connection's sans-I/O core, which read the ``hello``. None: a later
+        ``hello`` of the same device arrived while this one waited for the store (the device
+        gave up on this connection and came back): the later one wins, this one is closed.
 
         Raises:
             TidingsError: the store failed (a :class:`~tidings.server.errors.StoreError`);
@@ -403,20 +409,29 @@ class Node:
         """
         now = self.clock()
         dev = hello.device
-        row = await self.ingest.device(
-            DeviceRow(
-                app=claims.app,
-                device_id=claims.device,
-                user_id=claims.user,
-                platform=dev.platform,
-                app_version=dev.app_version,
-                locale=dev.locale,
-                tz=dev.tz,
-                sdk_version=dev.sdk_version,
-                first_seen=now,
-                last_seen=now,
+        key = (claims.app, claims.device)
+        ticket = self._hello_tickets[key] = next(self._tickets)
+        try:
+            row = await self.ingest.device(
+                DeviceRow(
+                    app=claims.app,
+                    device_id=claims.device,
+                    user_id=claims.user,
+                    platform=dev.platform,
+                    app_version=dev.app_version,
+                    locale=dev.locale,
+                    tz=dev.tz,
+                    sdk_version=dev.sdk_version,
+                    first_seen=now,
+                    last_seen=now,
+                )
             )
-        )
+        finally:
+            latest = self._hello_tickets.get(key)
+            if latest == ticket:
+                del self._hello_tickets[key]
+        if latest != ticket:
+            return None  # superseded while the store answered: never replace a newer session
         session = Session(
             ws=ws,
             proto=proto,

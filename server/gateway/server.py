@@ -106,6 +106,10 @@ async def _handle(node: Node, ws: GatewayConnection) -> None:
         log.exception("opening a session for %s failed", claims.device)
         _refuse(ws, proto, codes.ERR_INTERNAL, "server fault; retry later", codes.CLOSE_INTERNAL)
         return
+    if session is None:  # a later connection of this device took its place meanwhile
+        proto.close()
+        ws.refuse(codes.CLOSE_REPLACED, "a newer connection of this device", [])
+        return
     await _pump(node, ws, session)
 
 

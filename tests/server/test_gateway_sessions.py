@@ -216,3 +216,32 @@ async def test_a_store_failure_while_opening_leaves_no_session_registered(
     assert node.hub.get("demo", "d1") is None
     assert node.connected_devices() == 0
     assert node.metrics.connections["demo"] == 0
+
+
+async def test_a_hello_that_waited_on_the_store_never_replaces_a_later_one(
+    gateway: Node, mint: Mint
+) -> None:
+    # A device gave up on a connection whose hello waited on a slow store and came back on a
+    # new one: when the old hello finally gets its answer, the new session must stay.
+    real, gate = gateway.store.upsert_device, asyncio.Event()
+    calls = 0
+
+    async def slow_first(row: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await gate.wait()
+        return await real(row)
+
+    gateway.store.upsert_device = slow_first  # type: ignore[method-assign]
+    old = await RawClient.connect(gateway.port)
+    await old.send(Hello(token=mint("d1", user="u1"), device=DeviceInfo(platform="test")))
+    while calls == 0:
+        await asyncio.sleep(0.01)
+    new = await open_session(gateway.port, mint("d1", user="u1"))
+    gate.set()
+    await asyncio.wait_for(old.ws.wait_closed(), timeout(5))
+    assert old.ws.close_code == codes.CLOSE_REPLACED
+    assert await new.nothing_for(0.3)  # still open, not replaced
+    assert gateway.hub.get("demo", "d1") is not None
+    await new.close()
