@@ -30,8 +30,17 @@ class Broker(Protocol):
         """Disconnect; this node's routes go away."""
         ...
 
-    async def claim_device(self, app: str, device: str) -> None:
-        """A device's session opened here: route it here, close it on any other node."""
+    async def hello_ticket(self, app: str, device: str) -> int:
+        """Number a device's ``hello`` as it arrives, cluster-wide: a later one gets a higher
+        number (see :meth:`claim_device`)."""
+        ...
+
+    async def claim_device(self, app: str, device: str, ticket: int) -> bool:
+        """A device's session is opening here: route it here and close it on any other node.
+
+        False when a later ``hello`` of the device (a higher ``ticket``) already claimed it:
+        this session is stale and must not open.
+        """
         ...
 
     async def release_device(self, app: str, device: str) -> None:
@@ -72,8 +81,11 @@ class InProcessBroker:
     async def stop(self) -> None:
         return None
 
-    async def claim_device(self, app: str, device: str) -> None:
-        return None  # the hub replaces an older session of the device itself
+    async def hello_ticket(self, app: str, device: str) -> int:
+        return 0  # one process: the node orders hellos itself
+
+    async def claim_device(self, app: str, device: str, ticket: int) -> bool:
+        return True  # the hub replaces an older session of the device itself
 
     async def release_device(self, app: str, device: str) -> None:
         return None

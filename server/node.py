@@ -411,6 +411,7 @@ class Node:
         dev = hello.device
         key = (claims.app, claims.device)
         ticket = self._hello_tickets[key] = next(self._tickets)
+        cluster_ticket = await self.broker.hello_ticket(claims.app, claims.device)
         try:
             row = await self.ingest.device(
                 DeviceRow(
@@ -432,6 +433,11 @@ class Node:
                 del self._hello_tickets[key]
         if latest != ticket:
             return None  # superseded while the store answered: never replace a newer session
+        # Route the device here before reading its queue: what another node stores later is
+        # published here; what it stored before is in the queue read below. A later hello on
+        # another node wins there the same way.
+        if not await self.broker.claim_device(claims.app, claims.device, cluster_ticket):
+            return None
         session = Session(
             ws=ws,
             proto=proto,
@@ -451,9 +457,6 @@ class Node:
             old.close(codes.CLOSE_REPLACED, "the same device connected again")
         self.metrics.connections[claims.app] += 1
         try:
-            # Route the device here before reading its queue: what another node stores later
-            # is published here; what it stored before is in the queue read below.
-            await self.broker.claim_device(claims.app, claims.device)
             session.send(self._welcome(session, now))
             resume = min(hello.resume, row.last_seq)
             try:

@@ -11,8 +11,9 @@ A fan-out costs one ``HMGET`` of the routes of the devices not connected here an
 rare, go to every node on ``{prefix}all``.
 
 When Redis is out of reach a node keeps serving its own devices, reports itself unhealthy, and
-once Redis is back re-registers its routes and asks each local session to replay what it may
-have missed from the store (:attr:`on_reconnect`): deliveries are in the store before they are
+once Redis is back re-registers its routes, asks each local session to replay what it may have
+missed from the store (:attr:`on_reconnect`), and tells every other node to do the same (what
+it could not publish meanwhile was meant for them): deliveries are in the store before they are
 published, so a lost publish loses nothing.
 """
 
@@ -42,11 +43,17 @@ HEARTBEAT_S = 2.0
 NODE_TTL_S = 6.0
 """A node that has not beaten for this long is dead: its routes are ignored."""
 
-# Swap a device's route to this node and answer the node that held it (atomically).
+# Swap a device's route to this node and answer the node that held it (atomically), unless a
+# later hello of the device (a higher ticket) claimed it already: then answer the stale flag.
 _CLAIM = """
+local newest = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if tonumber(ARGV[3]) < newest then
+  return {0, false}
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return old
+return {1, old}
 """
 # Remove a device's route only if it still leads here (a newer session elsewhere keeps its own).
 _RELEASE = """
@@ -135,6 +142,9 @@ class RedisBroker:
                 self.healthy = True
                 if self.on_reconnect is not None:
                     self.on_reconnect()
+                # What this node published meanwhile is lost for the others too: they replay
+                # their sessions and re-read the audience as well.
+                self._outbox.put_nowait(("all", ("rejoined",)))
 
     async def _reregister(self) -> None:
         by_app: dict[str, dict[str, str]] = {}
@@ -148,16 +158,34 @@ class RedisBroker:
 
     # --- routes -------------------------------------------------------------------------------
 
-    async def claim_device(self, app: str, device: str) -> None:
-        """Route ``device`` to this node; a session it had on another node is closed there."""
+    async def hello_ticket(self, app: str, device: str) -> int:
+        """A cluster-wide number for a device's ``hello``, higher for each later one."""
         try:
-            old = await self.redis.eval(_CLAIM, 1, self._routes(app), device, self.node_id)  # type: ignore[misc]
+            return int(await self.redis.incr(f"{self.prefix}hello:{app}"))
+        except (RedisError, OSError) as exc:
+            self.healthy = False
+            log.warning("broker: no hello ticket for %s/%s: %s", app, device, exc)
+            return 0
+
+    async def claim_device(self, app: str, device: str, ticket: int) -> bool:
+        """Route ``device`` to this node; a session it had on another node is closed there.
+
+        False when a later ``hello`` of the device claimed it already (this one is stale).
+        """
+        try:
+            won, old = await self.redis.eval(  # type: ignore[misc]
+                _CLAIM, 2, self._routes(app), f"{self.prefix}tickets:{app}", device,
+                self.node_id, ticket,
+            )  # fmt: skip
         except (RedisError, OSError) as exc:
             self.healthy = False
             log.warning("broker: cannot route %s/%s here: %s", app, device, exc)
-            return
+            return True  # serve it here; routes are re-registered when Redis is back
+        if not won:
+            return False
         if old is not None and _text(old) != self.node_id:
             self._outbox.put_nowait(("kick", (_text(old), app, device)))
+        return True
 
     async def release_device(self, app: str, device: str) -> None:
         """Forget ``device``'s route, if it still leads here."""
@@ -292,6 +320,8 @@ class RedisBroker:
                     self._inbox_here(message[1], message[2], message[3], message[4])
                 elif kind == "change" and self.on_change is not None:
                     self.on_change(tuple(message[1]))
+                elif kind == "rejoined" and self.on_reconnect is not None:
+                    self.on_reconnect()
         except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
             log.warning("broker: dropped a malformed message: %s", exc)
 

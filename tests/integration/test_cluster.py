@@ -224,3 +224,104 @@ async def test_a_tag_rule_put_on_one_node_tags_users_on_another(cluster: list[No
     event = Event(id=uuid.uuid4().hex, name="cheer", ts=int(a.clock() * 1000), props={})
     await a.ingest.events(APP_A.id, None, "fan-1", [event])
     await eventually(lambda: "fan" in tags(b, "fan-1"))
+
+
+class _Proxy:
+    """A TCP proxy to Redis that a test can cut and restore (Redis itself stays up)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        for w in list(self.links):
+            w.transport.abort()
+        self.links.clear()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection(*self.target)
+        self.links |= {writer, up_w}
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+
+async def test_a_node_cut_off_from_redis_serves_its_own_devices_and_catches_up(
+    cluster: list[Node],
+) -> None:
+    from tidings.server.redis_broker import HEARTBEAT_S, RedisBroker
+
+    a, b = cluster
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = _Proxy((host, int(port)))
+    await proxy.start()
+    # Node b's broker now reaches Redis only through the proxy.
+    assert isinstance(b.broker, RedisBroker)
+    old = b.broker
+    prefix, node_id = old.prefix, old.node_id
+    await old.stop()
+    b.broker = RedisBroker(f"redis://127.0.0.1:{proxy.port}/0", b.hub, node_id, prefix=prefix,
+                           on_reconnect=b._rejoin, on_change=b._on_change)  # fmt: skip
+    await b.broker.start()
+    local = await open_session(b.port, token("cut-local", "cl"))
+    remote = await open_session(a.port, token("cut-remote", "cr"))
+    await proxy.cut()
+    await eventually(lambda: not b.broker.healthy, seconds=HEARTBEAT_S * 4)
+    both = SendRequest(app=APP_A.id, users=("cl", "cr"), kind="inbox", title="t",
+                       body="during the cut", category="transactional")  # fmt: skip
+    sent = await b.send(both)  # stored; node b's own device gets it at once
+    assert (await local.recv_until(Deliver, timeout=timeout(5))).msg.id == sent.message_id
+    await proxy.start()  # Redis is back: node b rejoins
+    await eventually(lambda: b.broker.healthy, seconds=HEARTBEAT_S * 4)
+    # What node b could not publish meanwhile reached node a's device through the store.
+    got = await remote.recv_until(Deliver, timeout=timeout(10))
+    assert got.msg.id == sent.message_id
+    await local.close()
+    await remote.close()
+    await proxy.cut()
+
+
+async def test_a_stale_hello_on_one_node_never_replaces_a_later_session_on_another(
+    cluster: list[Node],
+) -> None:
+    from rawclient import RawClient
+    from tidings.protocol.frames import DeviceInfo, Hello
+
+    a, b = cluster
+    real, gate, calls = a.store.upsert_device, asyncio.Event(), [0]
+
+    async def slow(row: Any) -> Any:
+        calls[0] += 1
+        await gate.wait()
+        return await real(row)
+
+    a.store.upsert_device = slow  # type: ignore[method-assign]
+    stale = await RawClient.connect(a.port)
+    await stale.send(Hello(token=token("hop", "hu"), device=DeviceInfo(platform="test")))
+    await eventually(lambda: calls[0] == 1)
+    later = await open_session(b.port, token("hop", "hu"))  # the device gave up and moved on
+    gate.set()
+    await asyncio.wait_for(stale.ws.wait_closed(), timeout(5))
+    assert stale.ws.close_code == codes.CLOSE_REPLACED
+    sent = await a.send(SendRequest(app=APP_A.id, users=("hu",), kind="inbox", title="t",
+                                    body="still here", category="transactional"))  # fmt: skip
+    assert (await later.recv_until(Deliver, timeout=timeout(5))).msg.id == sent.message_id
+    await later.close()
