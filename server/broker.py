@@ -30,17 +30,9 @@ class Broker(Protocol):
         """Disconnect; this node's routes go away."""
         ...
 
-    async def hello_ticket(self, app: str, device: str) -> int:
-        """Number a device's ``hello`` as it arrives, cluster-wide: a later one gets a higher
-        number (see :meth:`claim_device`)."""
-        ...
-
-    async def claim_device(self, app: str, device: str, ticket: int) -> bool:
-        """A device's session is opening here: route it here and close it on any other node.
-
-        False when a later ``hello`` of the device (a higher ``ticket``) already claimed it:
-        this session is stale and must not open.
-        """
+    async def claim_device(self, app: str, device: str) -> None:
+        """A device's session is opening here: route it here and close it on any other node
+        (only a session older than this claim: a late message cannot close a newer one)."""
         ...
 
     async def release_device(self, app: str, device: str) -> None:
@@ -81,11 +73,8 @@ class InProcessBroker:
     async def stop(self) -> None:
         return None
 
-    async def hello_ticket(self, app: str, device: str) -> int:
-        return 0  # one process: the node orders hellos itself
-
-    async def claim_device(self, app: str, device: str, ticket: int) -> bool:
-        return True  # the hub replaces an older session of the device itself
+    async def claim_device(self, app: str, device: str) -> None:
+        return None  # the hub replaces an older session of the device itself
 
     async def release_device(self, app: str, device: str) -> None:
         return None

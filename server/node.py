@@ -64,6 +64,7 @@ from tidings.server.storage import (
     anonymous_key,
 )
 from websockets.asyncio.server import Server
+from websockets.protocol import State
 
 __all__ = ["BATCH_WINDOW_S", "Node", "Outgoing", "SendRequest", "SendResult"]
 
@@ -411,7 +412,6 @@ class Node:
         dev = hello.device
         key = (claims.app, claims.device)
         ticket = self._hello_tickets[key] = next(self._tickets)
-        cluster_ticket = await self.broker.hello_ticket(claims.app, claims.device)
         try:
             row = await self.ingest.device(
                 DeviceRow(
@@ -427,17 +427,19 @@ class Node:
                     last_seen=now,
                 )
             )
+            # A device that gave up on this connection while it waited (and may be back on
+            # another) must not take its route: only a connection still open claims it. Routed
+            # here before reading its queue: what another node stores later is published here;
+            # what it stored before is in the queue read below.
+            claimed = self._hello_tickets.get(key) == ticket and ws.protocol.state is State.OPEN
+            if claimed:
+                await self.broker.claim_device(claims.app, claims.device)
         finally:
             latest = self._hello_tickets.get(key)
             if latest == ticket:
                 del self._hello_tickets[key]
-        if latest != ticket:
-            return None  # superseded while the store answered: never replace a newer session
-        # Route the device here before reading its queue: what another node stores later is
-        # published here; what it stored before is in the queue read below. A later hello on
-        # another node wins there the same way.
-        if not await self.broker.claim_device(claims.app, claims.device, cluster_ticket):
-            return None
+        if latest != ticket or not claimed:
+            return None  # superseded while this one waited: never replace a newer session
         session = Session(
             ws=ws,
             proto=proto,

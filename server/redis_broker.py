@@ -43,18 +43,16 @@ HEARTBEAT_S = 2.0
 NODE_TTL_S = 6.0
 """A node that has not beaten for this long is dead: its routes are ignored."""
 
-# Swap a device's route to this node and answer the node that held it (atomically), unless a
-# later hello of the device (a higher ticket) claimed it already: then answer the stale flag.
+# Swap a device's route to this node (atomically) and number the claim: a claim made later
+# gets a higher ticket, so a kick that arrives late cannot close a newer session. Answers the
+# ticket and the node that held the route.
 _CLAIM = """
-local newest = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if tonumber(ARGV[3]) < newest then
-  return {0, false}
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local ticket = redis.call('INCR', KEYS[2])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {1, old}
+return {ticket, old}
 """
+
 # Remove a device's route only if it still leads here (a newer session elsewhere keeps its own).
 _RELEASE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -88,6 +86,8 @@ class RedisBroker:
         """Called when Redis is reachable again after an outage (the node replays sessions)."""
         self.fanout_publishes = 0  # PUBLISH commands of deliveries, for metrics and tests
         self._outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        # The hello ticket of each device session held here (a kick names the claim's ticket).
+        self._tickets: dict[tuple[str, str], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -158,37 +158,23 @@ class RedisBroker:
 
     # --- routes -------------------------------------------------------------------------------
 
-    async def hello_ticket(self, app: str, device: str) -> int:
-        """A cluster-wide number for a device's ``hello``, higher for each later one."""
+    async def claim_device(self, app: str, device: str) -> None:
+        """Route ``device`` to this node; a session it had on another node is closed there."""
         try:
-            return int(await self.redis.incr(f"{self.prefix}hello:{app}"))
-        except (RedisError, OSError) as exc:
-            self.healthy = False
-            log.warning("broker: no hello ticket for %s/%s: %s", app, device, exc)
-            return 0
-
-    async def claim_device(self, app: str, device: str, ticket: int) -> bool:
-        """Route ``device`` to this node; a session it had on another node is closed there.
-
-        False when a later ``hello`` of the device claimed it already (this one is stale).
-        """
-        try:
-            won, old = await self.redis.eval(  # type: ignore[misc]
-                _CLAIM, 2, self._routes(app), f"{self.prefix}tickets:{app}", device,
-                self.node_id, ticket,
-            )  # fmt: skip
+            ticket, old = await self.redis.eval(  # type: ignore[misc]
+                _CLAIM, 2, self._routes(app), f"{self.prefix}claims:{app}", device, self.node_id
+            )
         except (RedisError, OSError) as exc:
             self.healthy = False
             log.warning("broker: cannot route %s/%s here: %s", app, device, exc)
-            return True  # serve it here; routes are re-registered when Redis is back
-        if not won:
-            return False
+            return  # served here; routes are re-registered when Redis is back
+        self._tickets[(app, device)] = int(ticket)
         if old is not None and _text(old) != self.node_id:
-            self._outbox.put_nowait(("kick", (_text(old), app, device)))
-        return True
+            self._outbox.put_nowait(("kick", (_text(old), app, device, int(ticket))))
 
     async def release_device(self, app: str, device: str) -> None:
         """Forget ``device``'s route, if it still leads here."""
+        self._tickets.pop((app, device), None)
         with contextlib.suppress(RedisError, OSError):
             await self.redis.eval(_RELEASE, 1, self._routes(app), device, self.node_id)  # type: ignore[misc]
 
@@ -241,8 +227,8 @@ class RedisBroker:
                 if kind == "deliver":
                     await self._publish_deliveries(*payload)
                 elif kind == "kick":
-                    node, app, device = payload
-                    await self._publish(node, ("kick", app, device, self.node_id))
+                    node, app, device, ticket = payload
+                    await self._publish(node, ("kick", app, device, ticket, self.node_id))
                 else:
                     await self._publish("*", (*payload, self.node_id))
             except (RedisError, OSError) as exc:
@@ -309,9 +295,13 @@ class RedisBroker:
                     if session is not None:
                         session.push_delivery(seq, msg_wire)
             elif kind == "kick":
-                _, app, device, new_node = message
+                # Only a session older than the claim that replaced it: a kick can arrive late,
+                # after the device came back here with a newer session.
+                _, app, device, ticket, new_node = message
                 session = self.hub.get(app, device)
-                if session is not None and new_node != self.node_id:
+                mine = self._tickets.get((app, device), 0)
+                if session is not None and new_node != self.node_id and mine < ticket:
+                    self._tickets.pop((app, device), None)
                     session.close(codes.CLOSE_REPLACED, "the same device connected elsewhere")
             elif message[-1] != self.node_id:  # our own broadcasts were done locally
                 if kind == "revoke":
