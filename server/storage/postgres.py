@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, StoreError
+from tidings.server.storage.admission import Counts, admit
 from tidings.server.storage.rows import (
     CampaignRow,
     Committed,
@@ -69,7 +70,6 @@ from tidings.server.storage.rows import (
     PendingDelivery,
     PendingSend,
     ProfileRow,
-    Refusal,
     RequestRow,
     SendRow,
     UserRow,
@@ -633,7 +633,7 @@ class PostgresStore:
         if outcome.done_pending:
             await _finish_pending(con, outcome)
         counts = await _count_sends(con, app, outcome.sends)
-        sends, refused = _admit(outcome, budget_left, counts)
+        sends, refused = admit(outcome, budget_left, counts)
         refused_keys = {(r.message_id, r.user_key) for r in refused}
         # A message all of whose sends were refused is not stored; one with no sends (a direct
         # send to devices with nothing counted) or an accepted send is, for its accepted users.
@@ -1370,10 +1370,7 @@ async def _finish_pending(con: _Conn, outcome: Outcome) -> None:
         )
 
 
-_Counts = dict[tuple[Limit, float, str], int]
-
-
-async def _count_sends(con: _Conn, app: str, sends: Sequence[SendRow]) -> _Counts:
+async def _count_sends(con: _Conn, app: str, sends: Sequence[SendRow]) -> Counts:
     """Stored sends that count toward each (limit, time, user) the sends ask about.
 
     One grouped query per distinct :class:`Limit` (its filters), over every (user, time) pair
@@ -1384,7 +1381,7 @@ async def _count_sends(con: _Conn, app: str, sends: Sequence[SendRow]) -> _Count
     for s in sends:
         for limit in s.limits:
             wanted.setdefault(limit, set()).add((s.user_key, s.at))
-    counts: _Counts = {}
+    counts: Counts = {}
     for limit, pairs in wanted.items():
         ordered = sorted(pairs)
         sql = (
@@ -1407,46 +1404,6 @@ async def _count_sends(con: _Conn, app: str, sends: Sequence[SendRow]) -> _Count
         for i, (user, at) in enumerate(ordered, 1):
             counts[(limit, at, user)] = found.get(i, 0)
     return counts
-
-
-def _admit(
-    outcome: Outcome, budget_left: int | None, counts: _Counts
-) -> tuple[list[SendRow], list[Refusal]]:
-    """Split ``outcome.sends`` into those every limit and the budget still allow, and refusals.
-
-    The stored counts grow with each send accepted here, in order (the same rule as the
-    SQLite store's ``_admit``, indexed by user so that a commit of 10,000 sends stays linear).
-    """
-    mine: dict[str, dict[tuple[Limit, float], int]] = {}
-    for (limit, at, user), n in counts.items():
-        mine.setdefault(user, {})[(limit, at)] = n
-    accepted: list[SendRow] = []
-    refused: list[Refusal] = []
-    for s in outcome.sends:
-        per_user = mine.get(s.user_key, {})
-        refusal = None
-        if budget_left is not None and s.campaign == outcome.campaign and budget_left <= 0:
-            refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
-                              reason="budget_exhausted",
-                              detail=f"budget of {outcome.budget} used")  # fmt: skip
-        else:
-            # The reached limit that binds longest is the one to report.
-            reached = [limit for limit in s.limits if per_user[(limit, s.at)] >= limit.limit]
-            if reached:
-                limit = max(reached, key=lambda x: x.window_s or float("inf"))
-                refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
-                                  reason=limit.reason, detail=limit.detail)  # fmt: skip
-        if refusal is not None:
-            refused.append(refusal)
-            continue
-        accepted.append(s)
-        if budget_left is not None and s.campaign == outcome.campaign:
-            budget_left -= 1
-        for limit, at in list(per_user):
-            within = limit.window_s is None or at - limit.window_s < s.at
-            if within and limit.counts(s.category, s.campaign):
-                per_user[(limit, at)] += 1
-    return accepted, refused
 
 
 async def _next_seqs(con: _Conn, app: str, devices: Sequence[str]) -> dict[str, Iterator[int]]:

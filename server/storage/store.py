@@ -38,6 +38,7 @@ from typing import Any
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, StoreError
+from tidings.server.storage.admission import Counts, admit
 from tidings.server.storage.rows import (
     CampaignRow,
     Committed,
@@ -1242,53 +1243,23 @@ def _commit_outcome(
 def _admit(
     db: sqlite3.Connection, app: str, outcome: Outcome
 ) -> tuple[list[SendRow], list[Refusal]]:
-    """Split ``outcome.sends`` into those every limit and the budget still allow, and refusals.
-
-    Counts come from the stored sends (one grouped query per distinct limit and time, in
-    chunks of users), then grow with each send accepted here, in order.
-    """
+    """Read the budget left and the stored counts of every limit (one grouped query per
+    distinct limit and time, in chunks of users), then :func:`admit` the sends."""
     budget_left: int | None = None
     if outcome.campaign is not None and outcome.budget is not None:
         row = db.execute(
             "SELECT sent_total FROM campaigns WHERE app=? AND id=?", (app, outcome.campaign)
         ).fetchone()
         budget_left = outcome.budget - (int(row[0]) if row else 0)
-    counts: dict[tuple[Limit, float], dict[str, int]] = {}
     wanted: dict[tuple[Limit, float], set[str]] = {}
     for s in outcome.sends:
         for limit in s.limits:
             wanted.setdefault((limit, s.at), set()).add(s.user_key)
+    counts: Counts = {}
     for (limit, at), users in wanted.items():
-        counts[(limit, at)] = _count_sends(db, app, limit, at, sorted(users))
-    accepted: list[SendRow] = []
-    refused: list[Refusal] = []
-    for s in outcome.sends:
-        refusal = None
-        if budget_left is not None and s.campaign == outcome.campaign and budget_left <= 0:
-            refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
-                              reason="budget_exhausted",
-                              detail=f"budget of {outcome.budget} used")  # fmt: skip
-        else:
-            # The reached limit that binds longest is the one to report.
-            reached = [
-                limit for limit in s.limits
-                if counts[(limit, s.at)].get(s.user_key, 0) >= limit.limit
-            ]  # fmt: skip
-            if reached:
-                limit = max(reached, key=lambda x: x.window_s or float("inf"))
-                refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
-                                  reason=limit.reason, detail=limit.detail)  # fmt: skip
-        if refusal is not None:
-            refused.append(refusal)
-            continue
-        accepted.append(s)
-        if budget_left is not None and s.campaign == outcome.campaign:
-            budget_left -= 1
-        for (limit, at), per_user in counts.items():
-            within = limit.window_s is None or at - limit.window_s < s.at
-            if within and limit.counts(s.category, s.campaign):
-                per_user[s.user_key] = per_user.get(s.user_key, 0) + 1
-    return accepted, refused
+        stored = _count_sends(db, app, limit, at, sorted(users))
+        counts.update(((limit, at, user), stored.get(user, 0)) for user in users)
+    return admit(outcome, budget_left, counts)
 
 
 def _count_sends(

@@ -1,0 +1,54 @@
+"""Which sends of an outcome still fit their limits and the campaign's budget.
+
+The one rule every store applies inside its commit, once it has read, under its locks, how
+many stored sends count toward each limit and how much budget is left: sends are taken in
+order, each counting toward the limits of the sends after it.
+"""
+
+from __future__ import annotations
+
+from tidings.server.storage.rows import Limit, Outcome, Refusal, SendRow
+
+__all__ = ["Counts", "admit"]
+
+Counts = dict[tuple[Limit, float, str], int]
+"""Stored sends that count toward a limit, by (limit, the send's time, user)."""
+
+
+def admit(
+    outcome: Outcome, budget_left: int | None, counts: Counts
+) -> tuple[list[SendRow], list[Refusal]]:
+    """Split ``outcome.sends`` into those every limit and the budget still allow, and refusals.
+
+    ``counts`` grows with each send accepted, in order. When several limits are reached, the
+    one with the longest window is reported: it keeps the user capped longest.
+    """
+    mine: dict[str, dict[tuple[Limit, float], int]] = {}
+    for (limit, at, user), n in counts.items():
+        mine.setdefault(user, {})[(limit, at)] = n
+    accepted: list[SendRow] = []
+    refused: list[Refusal] = []
+    for s in outcome.sends:
+        per_user = mine.setdefault(s.user_key, {})
+        refusal = None
+        if budget_left is not None and s.campaign == outcome.campaign and budget_left <= 0:
+            refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
+                              reason="budget_exhausted",
+                              detail=f"budget of {outcome.budget} used")  # fmt: skip
+        else:
+            reached = [x for x in s.limits if per_user.get((x, s.at), 0) >= x.limit]
+            if reached:
+                limit = max(reached, key=lambda x: x.window_s or float("inf"))
+                refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
+                                  reason=limit.reason, detail=limit.detail)  # fmt: skip
+        if refusal is not None:
+            refused.append(refusal)
+            continue
+        accepted.append(s)
+        if budget_left is not None and s.campaign == outcome.campaign:
+            budget_left -= 1
+        for limit, at in list(per_user):
+            within = limit.window_s is None or at - limit.window_s < s.at
+            if within and limit.counts(s.category, s.campaign):
+                per_user[(limit, at)] += 1
+    return accepted, refused
