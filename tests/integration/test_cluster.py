@@ -325,3 +325,69 @@ async def test_a_stale_hello_on_one_node_never_replaces_a_later_session_on_anoth
                                     body="still here", category="transactional"))  # fmt: skip
     assert (await later.recv_until(Deliver, timeout=timeout(5))).msg.id == sent.message_id
     await later.close()
+
+
+async def test_with_postgresql_out_of_reach_admin_answers_503_and_loses_no_report(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    """The store behind a proxy that the test cuts: sends are refused as unavailable and what
+    the device reports is kept by its SDK until the store is back (nothing is lost)."""
+    try:
+        import asyncpg
+        from tidings.client_sdk import TidingsClient
+        from tidings.server.admin import AdminServer
+        from tidings.server.storage import PostgresStore
+    except ImportError:
+        _unavailable("cluster tests need the cluster extra: pip install -e '.[cluster]'")
+    import httpx
+
+    try:
+        admin = await asyncpg.connect(PG_DSN, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        _unavailable(f"PostgreSQL not reachable ({exc}): start it, or set TIDINGS_TEST_PG")
+    schema = f"t_{uuid.uuid4().hex}"
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    host, rest = PG_DSN.split("@", 1)[1].split(":", 1)
+    proxy = _Proxy((host, int(rest.split("/")[0])))
+    await proxy.start()
+    via_proxy = PG_DSN.replace(f"@{host}:{rest.split('/')[0]}", f"@127.0.0.1:{proxy.port}")
+    config = GatewayConfig(port=0, admin_port=0, db=via_proxy, apps=(APP_A,))
+    node = Node(config, store=PostgresStore(via_proxy, schema=schema, pool_size=2,
+                                            connect_timeout=1))  # fmt: skip
+    await node.start()
+    server = AdminServer(node, "127.0.0.1", 0)
+    await server.start()
+    client = TidingsClient(url=f"ws://127.0.0.1:{node.port}", token=token("pg-d", "pg-u"),
+                           device_id="pg-d", flush_delay=0.05, backoff_base=0.1,
+                           backoff_cap=0.5)  # fmt: skip
+    try:
+        await client.start()
+        await client.wait_connected(timeout(5))
+        await proxy.cut()
+        async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+            body = {"app": APP_A.id, "to": {"users": ["pg-u"]}, "kind": "inbox", "title": "t",
+                    "body": "b", "category": "transactional"}  # fmt: skip
+            r = await http.post("/v1/messages", json=body,
+                                headers={"Authorization": f"Bearer {APP_A.admin_key}"})  # fmt: skip
+            assert r.status_code == 503, r.text
+            assert (await http.get("/healthz")).status_code == 503
+        for i in range(5):
+            client.track("while_down", {"i": i})
+        await asyncio.sleep(1.0)
+        await proxy.start()
+
+        async def stored() -> int:
+            return int(await admin.fetchval(
+                f"SELECT COUNT(*) FROM {schema}.events WHERE name='while_down'"))  # fmt: skip
+
+        deadline = asyncio.get_running_loop().time() + timeout(15)
+        while await stored() < 5:
+            assert asyncio.get_running_loop().time() < deadline, "reports were lost"
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+        await server.stop()
+        await node.stop()
+        await proxy.cut()
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
