@@ -327,11 +327,11 @@ async def test_a_stale_hello_on_one_node_never_replaces_a_later_session_on_anoth
     await later.close()
 
 
-async def test_with_postgresql_out_of_reach_admin_answers_503_and_loses_no_report(
+async def test_with_postgresql_out_of_reach_admin_answers_503_and_devices_stay(
     loop_errors: list[dict[str, Any]],
 ) -> None:
-    """The store behind a proxy that the test cuts: sends are refused as unavailable and what
-    the device reports is kept by its SDK until the store is back (nothing is lost)."""
+    """The store behind a proxy that the test cuts: sends are refused as unavailable, the
+    connected device stays, and what it reports is kept by its SDK until the store is back."""
     try:
         import asyncpg
         from tidings.client_sdk import TidingsClient
@@ -363,6 +363,7 @@ async def test_with_postgresql_out_of_reach_admin_answers_503_and_loses_no_repor
     try:
         await client.start()
         await client.wait_connected(timeout(5))
+        await asyncio.sleep(0.5)  # the session has opened: its queue and inbox were read
         await proxy.cut()
         async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
             body = {"app": APP_A.id, "to": {"users": ["pg-u"]}, "kind": "inbox", "title": "t",
@@ -374,6 +375,7 @@ async def test_with_postgresql_out_of_reach_admin_answers_503_and_loses_no_repor
         for i in range(5):
             client.track("while_down", {"i": i})
         await asyncio.sleep(1.0)
+        assert client.connected and client.stats.reconnects == 0  # the device stays
         await proxy.start()
 
         async def stored() -> int:
