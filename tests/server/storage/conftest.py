@@ -4,9 +4,9 @@ The tests are written once against the :class:`~tidings.server.storage.Store` pr
 only its public methods (no SQL, no private attributes). To run them against another
 implementation, add one entry to :data:`STORE_FACTORIES`.
 
-Messages and the decision log can only be written through the send path, which is being
-reworked; :func:`deliver` and :func:`log_decisions` below are the only code in this folder that
-calls it, so they are the one place to adapt when that API changes.
+Messages and the decision log are written through the send path (``commit``);
+:func:`deliver` and :func:`log_decisions` below are how the other files here use it, and
+``test_contract_sends.py`` tests that path itself.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def decision(
     )
 
 
-# --- THE ONE PLACE TO ADAPT: writing messages, deliveries and the decision log ---------------
+# --- writing messages, deliveries and the decision log ----------------------------------------
 #
 # The send path (``commit``) is the only way to store messages, deliveries, send records and
 # decision log entries, and it is being reworked (sequence numbers and caps assigned inside the
