@@ -99,7 +99,10 @@ class InProcessBroker:
                 session.write(frame)
 
     def inbox(self, app: str, user_key: str, state: InboxState, exclude: str | None) -> None:
-        frame = encode(state)
+        self.inbox_frame(app, user_key, encode(state), exclude)
+
+    def inbox_frame(self, app: str, user_key: str, frame: bytes, exclude: str | None) -> None:
+        """Write an encoded ``inbox`` frame to the user's devices here (except ``exclude``)."""
         for session in self.hub.sessions_of_user(app, user_key):
             if session.device != exclude:
                 session.write(frame)

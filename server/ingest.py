@@ -35,7 +35,7 @@ class EventQuota:
     forgotten, so idle devices cost nothing.
     """
 
-    __slots__ = ("_buckets", "_clock", "_configs")
+    __slots__ = ("_buckets", "_clock", "_configs", "_prune_at")
 
     def __init__(
         self, apps: Sequence[AppConfig], clock: Callable[[], float] = time.monotonic
@@ -43,6 +43,7 @@ class EventQuota:
         self._configs = {a.id: a for a in apps}
         self._clock = clock
         self._buckets: dict[tuple[str, str | None], tuple[float, float]] = {}
+        self._prune_at = _KEEP_BUCKETS  # look for full buckets once there are this many
 
     def take(self, app: str, device: str | None, n: int) -> None:
         """Take ``n`` events from the device's and the app's quota, or refuse them all.
@@ -64,8 +65,11 @@ class EventQuota:
         if device is not None:
             self._buckets[(app, device)] = (device_left - n, now)
         self._buckets[(app, None)] = (app_left - n, now)
-        if len(self._buckets) > _KEEP_BUCKETS:
+        if len(self._buckets) > self._prune_at:
             self._forget_full(now)
+            # Many devices in use at once stay: look again only once their number doubled,
+            # not at every batch (a scan per batch would grow with the fleet).
+            self._prune_at = max(_KEEP_BUCKETS, 2 * len(self._buckets))
 
     @property
     def tracked(self) -> int:
@@ -84,7 +88,7 @@ class EventQuota:
                 del self._buckets[key]
 
 
-_KEEP_BUCKETS = 10_000  # past this many, the full ones are forgotten
+_KEEP_BUCKETS = 10_000  # past this many, the full ones are forgotten (see _prune_at)
 
 
 def _over(what: str) -> TidingsError:

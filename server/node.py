@@ -18,7 +18,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -146,7 +146,7 @@ class Node:
         self._acks: dict[tuple[str, str], int] = {}
         self._receipts: list[tuple[Session, Receipt]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._replays: set[asyncio.Task[None]] = set()  # gap replays under way
+        self._tasks: set[asyncio.Task[None]] = set()  # gap replays, route releases under way
         # The latest hello of each device still being opened: an older one must not win.
         self._hello_tickets: dict[tuple[str, str], int] = {}
         self._tickets = itertools.count()
@@ -200,9 +200,9 @@ class Node:
         await self._flush_batches(delay=0)
         if self._applier is not None:
             self._applier.cancel()
-        for task in list(self._replays):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._replays, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.engine.stop()
         for session in self.hub.all():
             # Spread the hints so that devices do not all come back in the same second.
@@ -502,9 +502,13 @@ class Node:
     def _replay_gap(self, session: Session) -> None:
         """A live delivery skipped a sequence number (another writer's delivery is still on
         its way): replay the stored queue after what the session sent, then go live again."""
-        task = asyncio.get_running_loop().create_task(self._replay(session))
-        self._replays.add(task)
-        task.add_done_callback(self._replays.discard)
+        self._background(self._replay(session))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` on its own; :meth:`stop` cancels what is still running."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _replay(self, session: Session) -> None:
         try:
@@ -550,11 +554,7 @@ class Node:
         if self.hub.get(session.app, session.device) is session:
             self.metrics.connections[session.app] -= 1
             if not isinstance(self.broker, InProcessBroker):
-                task = asyncio.get_running_loop().create_task(
-                    self.broker.release_device(session.app, session.device)
-                )
-                self._replays.add(task)
-                task.add_done_callback(self._replays.discard)
+                self._background(self.broker.release_device(session.app, session.device))
         self.hub.remove(session)
 
     # --- client frames ------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from tidings.protocol import codes
 from tidings.protocol.codec import encode
-from tidings.protocol.frames import InboxState, Revoke
+from tidings.protocol.frames import InboxState
+from tidings.server.broker import InProcessBroker
 from tidings.server.hub import Hub
 
 __all__ = ["HEARTBEAT_S", "NODE_TTL_S", "RedisBroker"]
@@ -76,6 +77,8 @@ class RedisBroker:
         on_change: Callable[[tuple[Any, ...]], None] | None = None,
     ) -> None:
         self.hub = hub
+        self.local = InProcessBroker(hub)
+        """This node's own devices are reached as a single node reaches them."""
         self.on_change = on_change
         """Called with each change another node announced (:meth:`announce`)."""
         self.node_id = node_id
@@ -196,27 +199,16 @@ class RedisBroker:
         return written
 
     def revoke(self, app: str, devices: Sequence[str], message_ids: Sequence[str]) -> None:
-        self._revoke_here(app, devices, message_ids)
+        self.local.revoke(app, devices, message_ids)
         self._outbox.put_nowait(("all", ("revoke", app, list(devices), list(message_ids))))
 
     def inbox(self, app: str, user_key: str, state: InboxState, exclude: str | None) -> None:
-        self._inbox_here(app, user_key, encode(state), exclude)
-        self._outbox.put_nowait(("all", ("inbox", app, user_key, encode(state), exclude)))
+        frame = encode(state)
+        self.local.inbox_frame(app, user_key, frame, exclude)
+        self._outbox.put_nowait(("all", ("inbox", app, user_key, frame, exclude)))
 
     def announce(self, change: tuple[Any, ...]) -> None:
         self._outbox.put_nowait(("all", ("change", list(change))))
-
-    def _revoke_here(self, app: str, devices: Sequence[str], message_ids: Sequence[str]) -> None:
-        frame = encode(Revoke(ids=tuple(message_ids)))
-        for device in devices:
-            session = self.hub.get(app, device)
-            if session is not None:
-                session.write(frame)
-
-    def _inbox_here(self, app: str, user_key: str, frame: bytes, exclude: str | None) -> None:
-        for session in self.hub.sessions_of_user(app, user_key):
-            if session.device != exclude:
-                session.write(frame)
 
     # --- to Redis, in order -------------------------------------------------------------------
 
@@ -305,9 +297,9 @@ class RedisBroker:
                     session.close(codes.CLOSE_REPLACED, "the same device connected elsewhere")
             elif message[-1] != self.node_id:  # our own broadcasts were done locally
                 if kind == "revoke":
-                    self._revoke_here(message[1], message[2], message[3])
+                    self.local.revoke(message[1], message[2], message[3])
                 elif kind == "inbox":
-                    self._inbox_here(message[1], message[2], message[3], message[4])
+                    self.local.inbox_frame(message[1], message[2], message[3], message[4])
                 elif kind == "change" and self.on_change is not None:
                     self.on_change(tuple(message[1]))
                 elif kind == "rejoined" and self.on_reconnect is not None:

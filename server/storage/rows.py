@@ -22,6 +22,7 @@ __all__ = [
     "RequestRow",
     "SendRow",
     "UserRow",
+    "export_document",
 ]
 
 
@@ -234,3 +235,34 @@ class RequestRow:
     fingerprint: str
     status: int | None = None
     answer: str | None = None
+
+
+def export_document(
+    user: UserRow | None,
+    devices: Sequence[str],
+    events: Sequence[EventRow],
+    sends: Sequence[Sequence[Any]],
+    decisions: Sequence[Sequence[Any]],
+) -> dict[str, Any]:
+    """Everything stored about a profile as JSON-ready data, whatever store read it.
+
+    ``sends`` rows: message id, at, category, campaign, variant, wire (or None);
+    ``decisions`` rows: campaign, at, reason, detail, variant.
+    """
+    return {
+        "user": None if user is None else {
+            "attrs": user.attrs, "consent": user.consent, "first_seen": user.first_seen,
+            "last_seen": user.last_seen,
+        },
+        "devices": list(devices),
+        "events": [{"name": e.name, "props": e.props, "ts": e.ts} for e in events],
+        "messages": [
+            {"id": r[0], "at": r[1], "category": r[2], "campaign": r[3], "variant": r[4],
+             "wire": None if r[5] is None else bytes(r[5])}
+            for r in sends
+        ],
+        "decisions": [
+            {"campaign": r[0], "at": r[1], "reason": r[2], "detail": r[3], "variant": r[4]}
+            for r in decisions
+        ],
+    }  # fmt: skip

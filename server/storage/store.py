@@ -55,6 +55,7 @@ from tidings.server.storage.rows import (
     RequestRow,
     SendRow,
     UserRow,
+    export_document,
 )
 
 __all__ = ["DURABILITY_MODES", "SqliteStore", "anonymous_key"]
@@ -1035,23 +1036,7 @@ class SqliteStore:
             (app, user_key),
         )
         devices = await self.devices_of_keys(app, [user_key])
-        return {
-            "user": None if user is None else {
-                "attrs": user.attrs, "consent": user.consent, "first_seen": user.first_seen,
-                "last_seen": user.last_seen,
-            },
-            "devices": [d for d, _ in devices],
-            "events": [{"name": e.name, "props": e.props, "ts": e.ts} for e in events],
-            "messages": [
-                {"id": r[0], "at": r[1], "category": r[2], "campaign": r[3], "variant": r[4],
-                 "wire": None if r[5] is None else bytes(r[5])}
-                for r in sends
-            ],
-            "decisions": [
-                {"campaign": r[0], "at": r[1], "reason": r[2], "detail": r[3], "variant": r[4]}
-                for r in decisions
-            ],
-        }  # fmt: skip
+        return export_document(user, [d for d, _ in devices], events, sends, decisions)
 
     # --- admin requests made once -------------------------------------------------------------
 

@@ -262,33 +262,28 @@ class Gateways:
 
 def _fresh_database(dsn: str) -> tuple[str, str]:
     """Create an empty database next to ``dsn``'s; return its URL and name."""
-    import asyncpg
-
     name = f"tidings_loadtest_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        con = await asyncpg.connect(dsn, timeout=10)
-        try:
-            await con.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await con.close()
-
-    asyncio.run(create())
+    _run_sql(dsn, f'CREATE DATABASE "{name}"')
     base, _, _ = dsn.rpartition("/")
     return f"{base}/{name}", name
 
 
 def _drop_database(dsn: str, name: str) -> None:
+    _run_sql(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _run_sql(dsn: str, sql: str) -> None:
+    """One statement on ``dsn``'s server, from this synchronous code."""
     import asyncpg
 
-    async def drop() -> None:
+    async def run() -> None:
         con = await asyncpg.connect(dsn, timeout=10)
         try:
-            await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await con.execute(sql)
         finally:
             await con.close()
 
-    asyncio.run(drop())
+    asyncio.run(run())
 
 
 def _broadcast(
