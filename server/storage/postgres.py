@@ -74,6 +74,7 @@ from tidings.server.storage.rows import (
     SendRow,
     UserRow,
     export_document,
+    profiles_from,
 )
 from tidings.server.storage.store import REQUEST_KEEP_S, anonymous_key
 
@@ -497,30 +498,7 @@ class PostgresStore:
             )
             return list(users), list(facts), list(buys)
 
-        users, facts_rows, buys_rows = await self._read(work)
-        facts = {r[0]: (r[1], r[2], r[3], r[4]) for r in facts_rows}  # the latest seen wins
-        buys = {r[0]: (int(r[1]), float(r[2] or 0), r[3]) for r in buys_rows}
-        rows = []
-        for key, attrs, consent, first, last in users:
-            platform, version, locale, tz = facts.get(key, ("", "", "", ""))
-            count, total, last_buy = buys.get(key, (0, 0.0, None))
-            rows.append(
-                ProfileRow(
-                    user_key=key,
-                    attrs=json.loads(attrs),
-                    consent=json.loads(consent),
-                    first_seen=first,
-                    last_seen=last,
-                    platform=platform,
-                    app_version=version,
-                    locale=locale,
-                    tz=tz,
-                    purchase_count=count,
-                    purchase_total=total,
-                    last_purchase=last_buy,
-                )
-            )
-        return rows
+        return profiles_from(*await self._read(work))
 
     async def user(self, app: str, user_key: str) -> UserRow | None:
         """A user's profile row, or None."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "SendRow",
     "UserRow",
     "export_document",
+    "profiles_from",
 ]
 
 
@@ -266,3 +268,39 @@ def export_document(
             for r in decisions
         ],
     }  # fmt: skip
+
+
+def profiles_from(
+    users: Iterable[Sequence[Any]],
+    facts: Iterable[Sequence[Any]],
+    purchases: Iterable[Sequence[Any]],
+) -> list[ProfileRow]:
+    """Profiles for targeting from what a store read, whatever store read it.
+
+    ``users`` rows: user key, attrs JSON, consent JSON, first seen, last seen; ``facts``:
+    user key, platform, app version, locale, tz, oldest device first (the latest one wins);
+    ``purchases``: user key, count, total amount, last time.
+    """
+    latest = {r[0]: (r[1], r[2], r[3], r[4]) for r in facts}
+    bought = {r[0]: (int(r[1]), float(r[2] or 0), r[3]) for r in purchases}
+    rows = []
+    for key, attrs, consent, first, last in users:
+        platform, version, locale, tz = latest.get(key, ("", "", "", ""))
+        count, total, last_buy = bought.get(key, (0, 0.0, None))
+        rows.append(
+            ProfileRow(
+                user_key=key,
+                attrs=json.loads(attrs),
+                consent=json.loads(consent),
+                first_seen=first,
+                last_seen=last,
+                platform=platform,
+                app_version=version,
+                locale=locale,
+                tz=tz,
+                purchase_count=count,
+                purchase_total=total,
+                last_purchase=last_buy,
+            )
+        )
+    return rows

@@ -56,6 +56,7 @@ from tidings.server.storage.rows import (
     SendRow,
     UserRow,
     export_document,
+    profiles_from,
 )
 
 __all__ = ["DURABILITY_MODES", "SqliteStore", "anonymous_key"]
@@ -493,34 +494,14 @@ class SqliteStore:
             " FROM devices WHERE app=? ORDER BY last_seen",
             (app,),
         ) as cur:
-            facts = {r[0]: (r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
+            facts = await cur.fetchall()
         async with db.execute(
             "SELECT user_key, COUNT(*), COALESCE(SUM(json_extract(props, '$.amount')), 0),"
             " MAX(ts) FROM events WHERE app=? AND name='purchase' GROUP BY user_key",
             (app,),
         ) as cur:
-            buys = {r[0]: (int(r[1]), float(r[2] or 0), r[3]) for r in await cur.fetchall()}
-        rows = []
-        for key, attrs, consent, first, last in users:
-            platform, version, locale, tz = facts.get(key, ("", "", "", ""))
-            count, total, last_buy = buys.get(key, (0, 0.0, None))
-            rows.append(
-                ProfileRow(
-                    user_key=key,
-                    attrs=json.loads(attrs),
-                    consent=json.loads(consent),
-                    first_seen=first,
-                    last_seen=last,
-                    platform=platform,
-                    app_version=version,
-                    locale=locale,
-                    tz=tz,
-                    purchase_count=count,
-                    purchase_total=total,
-                    last_purchase=last_buy,
-                )
-            )
-        return rows
+            buys = await cur.fetchall()
+        return profiles_from(users, facts, buys)
 
     async def user(self, app: str, user_key: str) -> UserRow | None:
         """A user's profile row, or None."""
