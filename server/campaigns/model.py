@@ -28,7 +28,16 @@ JSON shape (all but ``id``, ``app``, ``name``, ``kind`` and ``content`` optional
      "schedule": {"at": 1700000000}              # or {"local_time": "09:30", "not_before": ...}
      "send_time": {"policy": "best_time", "default_hour": 19,
                    "window": {"start": "09:00", "end": "21:00"}},
-     "conversion": {"event": "purchase", "window_s": 86400}}
+     "conversion": {"event": "purchase", "where": {"sku": "x"}, "window_s": 259200},
+     "min_sample_per_variant": 1000,
+     "rollout": {"test_share": 0.2, "decide_after_s": 86400, "check_every_s": 300,
+                 "at_deadline": "best"}}
+
+``conversion.where`` is a list of property filters (as in ``trigger.where``) or an object of
+equalities (``{"sku": "x"}`` is ``[{"prop": "sku", "op": "eq", "value": "x"}]``);
+``conversion.window_s`` defaults to :data:`DEFAULT_CONVERSION_WINDOW_S`. See
+:class:`Rollout` for the roll-out and :mod:`tidings.server.campaigns.stats` for what the
+settings measure.
 """
 
 from __future__ import annotations
@@ -65,7 +74,9 @@ from tidings.server.targeting.segments import to_json as segment_to_json
 __all__ = [
     "CONTROL",
     "DEFAULT_BANNER_TTL_S",
+    "DEFAULT_CONVERSION_WINDOW_S",
     "DEFAULT_INBOX_TTL_S",
+    "DEFAULT_MIN_SAMPLE",
     "MAX_VARIANTS",
     "TRANSITIONS",
     "Action",
@@ -81,6 +92,8 @@ __all__ = [
     "Frequency",
     "Priority",
     "Reason",
+    "Rollout",
+    "RolloutFallback",
     "Schedule",
     "SendTime",
     "TimeWindow",
@@ -100,6 +113,17 @@ DEFAULT_INBOX_TTL_S = 7 * 86_400
 
 MAX_VARIANTS = 10
 """Most variants in one A/B test."""
+
+DEFAULT_CONVERSION_WINDOW_S = 3 * 86_400
+"""A conversion counts when it follows the exposure within three days, unless the campaign says
+otherwise."""
+
+DEFAULT_MIN_SAMPLE = 1_000
+"""Fewest exposures (displays or inbox reads) each variant needs before a winner may be declared,
+unless the campaign sets ``min_sample_per_variant``."""
+
+DEFAULT_ROLLOUT_CHECK_S = 300
+"""How often a roll-out in its test phase looks for a winner, unless it says otherwise."""
 
 MAX_CONTROL_SHARE = 0.9
 """Largest holdout share (a campaign that reaches nobody is a mistake)."""
@@ -328,11 +352,40 @@ class SendTime:
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """The event that counts as a conversion within ``window_s`` after display."""
+    """The event (with properties matching ``where``) that counts as a conversion.
+
+    It counts when it follows the exposure (display or inbox read; for the holdout, the
+    decision that held the user out) within ``window_s``.
+    """
 
     event: str
-    window_s: int
+    window_s: int = DEFAULT_CONVERSION_WINDOW_S
     where: tuple[PropFilter, ...] = ()
+
+
+class RolloutFallback(StrEnum):
+    """What a roll-out sends to the rest of the audience when no winner is declared in time."""
+
+    BEST = "best"
+    """The variant with the best observed rate (the first in order on a tie)."""
+    BASE = "base"
+    """The campaign's base content (no variant)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rollout:
+    """Test on a share of the audience, then send the winner to the rest.
+
+    Users whose roll-out bucket is below ``test_share`` form the test group: they get the
+    variants as usual. The rest wait. Every ``check_every_s`` the scheduler looks for a winner;
+    when there is one (or ``decide_after_s`` after the test started, ``at_deadline`` chooses) the
+    choice is stored once and the rest get that variant, through caps and consent at that time.
+    """
+
+    test_share: float
+    decide_after_s: int
+    check_every_s: int = DEFAULT_ROLLOUT_CHECK_S
+    at_deadline: RolloutFallback = RolloutFallback.BEST
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,6 +406,8 @@ class Campaign:
     schedule: Schedule | None = None
     send_time: SendTime = SendTime()
     conversion: Conversion | None = None
+    min_sample_per_variant: int = DEFAULT_MIN_SAMPLE
+    rollout: Rollout | None = None
 
     def content_for(self, variant: str | None) -> Content:
         """Return the content of ``variant`` (the base content for None or an unknown name)."""
@@ -416,6 +471,16 @@ class Campaign:
         if self.conversion is not None:
             c = self.conversion
             out["conversion"] = {"event": c.event, "window_s": c.window_s} | _where_json(c.where)
+        if self.min_sample_per_variant != DEFAULT_MIN_SAMPLE:
+            out["min_sample_per_variant"] = self.min_sample_per_variant
+        if self.rollout is not None:
+            r = self.rollout
+            out["rollout"] = {
+                "test_share": r.test_share,
+                "decide_after_s": r.decide_after_s,
+                "check_every_s": r.check_every_s,
+                "at_deadline": str(r.at_deadline),
+            }
         return out
 
 
@@ -425,6 +490,7 @@ _CAMPAIGN_KEYS = frozenset(
     {
         "id", "app", "name", "kind", "status", "segment", "content", "variants",
         "control_share", "trigger", "frequency", "schedule", "send_time", "conversion",
+        "min_sample_per_variant", "rollout",
     }
 )  # fmt: skip
 _CONTENT_KEYS = frozenset(
@@ -732,10 +798,19 @@ def _campaign(d: dict[str, Any]) -> Campaign:
     if d.get("conversion") is not None:
         cp = "conversion"
         cd = _obj(d[cp], cp, frozenset({"event", "window_s", "where"}))
-        window_s = _int(cd, "window_s", cp, 60, 90 * 86_400)
-        if window_s is None:
-            raise CampaignError(f"{cp}.window_s", "is required")
-        conversion = Conversion(_str(cd, "event", cp), window_s, _where(cd, cp))
+        window_s = _int(cd, "window_s", cp, 60, 90 * 86_400, default=DEFAULT_CONVERSION_WINDOW_S)
+        assert window_s is not None
+        where = (
+            _equalities(cd["where"], f"{cp}.where")
+            if isinstance(cd.get("where"), dict)
+            else _where(cd, cp)
+        )
+        conversion = Conversion(_str(cd, "event", cp), window_s, where)
+
+    min_sample = _int(d, "min_sample_per_variant", "$", 1, limits.MAX_INT,
+                      default=DEFAULT_MIN_SAMPLE)  # fmt: skip
+    assert min_sample is not None
+    rollout = None if d.get("rollout") is None else _rollout(d["rollout"], variants)
 
     return Campaign(
         id=cid,
@@ -752,6 +827,45 @@ def _campaign(d: dict[str, Any]) -> Campaign:
         schedule=schedule,
         send_time=send_time,
         conversion=conversion,
+        min_sample_per_variant=min_sample,
+        rollout=rollout,
+    )
+
+
+def _equalities(data: dict[str, Any], path: str) -> tuple[PropFilter, ...]:
+    """``{"sku": "x", "paid": true}``: each property must equal its value."""
+    if len(data) > 16:
+        raise CampaignError(path, "at most 16 properties")
+    try:
+        return tuple(
+            filter_from_json({"prop": k, "op": "eq", "value": v}, f"{path}.{k}")
+            for k, v in data.items()
+        )
+    except SegmentError as e:
+        where = e.path.rsplit(".", 1)[0] if e.path.endswith((".value", ".op")) else e.path
+        raise CampaignError(where, e.problem) from None
+
+
+def _rollout(data: object, variants: tuple[Variant, ...]) -> Rollout:
+    p = "rollout"
+    d = _obj(data, p, frozenset({"test_share", "decide_after_s", "check_every_s", "at_deadline"}))
+    if len(variants) < 2:
+        raise CampaignError(p, "a roll-out needs at least two variants to test")
+    share = d.get("test_share")
+    if share is None:
+        raise CampaignError(f"{p}.test_share", "is required")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+        raise CampaignError(f"{p}.test_share", "must be a number between 0 and 1 (exclusive)")
+    decide = _int(d, "decide_after_s", p, 60, MAX_DELAY_S)
+    if decide is None:
+        raise CampaignError(f"{p}.decide_after_s", "is required")
+    check = _int(d, "check_every_s", p, 1, MAX_DELAY_S, default=DEFAULT_ROLLOUT_CHECK_S)
+    assert check is not None
+    return Rollout(
+        test_share=float(share),
+        decide_after_s=decide,
+        check_every_s=check,
+        at_deadline=_enum(d, "at_deadline", p, RolloutFallback, "best"),
     )
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tidings.server.campaigns.model import CONTROL, Variant
+from tidings.server.campaigns.model import CONTROL, DEFAULT_MIN_SAMPLE, Variant
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -24,9 +24,6 @@ __all__ = [
     "pick_winner",
     "significance",
 ]
-
-DEFAULT_MIN_SAMPLE = 1_000
-"""Fewest exposures an arm needs before it may be declared the winner."""
 
 DEFAULT_ALPHA = 0.05
 """Significance level of the winner test (two-sided)."""
