@@ -587,6 +587,10 @@ class Node:
             self._schedule_flush()
         elif isinstance(frame, InboxUpdate):
             ver, applied = await store.inbox_update(app, session.user_key, frame.changes)
+            reads = [(app, session.device, c.id, "read", None, self.clock())
+                     for c in applied if c.state == "read"]  # fmt: skip
+            if reads:  # the inbox's "display", for campaign stats (the first read counts)
+                await store.add_receipts(reads)
             session.send(Ok(rid=frame.rid))
             if applied:
                 state = InboxState(ver=ver, changes=tuple(applied))

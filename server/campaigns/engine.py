@@ -42,9 +42,16 @@ from tidings.server.campaigns.model import (
     CampaignStatus,
     Decision,
     Reason,
+    RolloutFallback,
 )
 from tidings.server.campaigns.sendtime import SendPolicy, choose_send_time, next_local_time
-from tidings.server.campaigns.stats import campaign_stats
+from tidings.server.campaigns.stats import (
+    RETENTION_WINDOWS,
+    Cohort,
+    Funnel,
+    best_variant,
+    campaign_stats,
+)
 from tidings.server.campaigns.templates import (
     ContentLimits,
     TemplateError,
@@ -53,7 +60,7 @@ from tidings.server.campaigns.templates import (
     user_context,
     validate_campaign,
 )
-from tidings.server.campaigns.variants import assign
+from tidings.server.campaigns.variants import assign, in_test_group
 from tidings.server.config import AppConfig
 from tidings.server.delivery import Outgoing, Publisher, fit_frame
 from tidings.server.errors import ClaimLost, Conflict, NotFound
@@ -90,6 +97,8 @@ class _Live:
     sent_total: int
     created_at: float
     updated_at: float
+    rollout: dict[str, Any] | None = None
+    """The stored roll-out state (None before the test started, or without a roll-out)."""
 
 
 @dataclass(slots=True)
@@ -162,8 +171,10 @@ class CampaignEngine:
         await self.audience.start()
         for app in self._configs:
             self._apps[app] = state = _App()
+            rollouts = await self.store.rollout_states(app)
             for stored in await self.store.campaigns(app):
                 state.campaigns[stored.id] = _live_from(stored)
+                state.campaigns[stored.id].rollout = rollouts.get(stored.id)
 
     async def reload_campaign(self, app: str, cid: str) -> None:
         """Another node changed a campaign: take the stored one (or its absence)."""
@@ -174,11 +185,13 @@ class CampaignEngine:
             return
         live = state.campaigns.get(cid)
         fresh = _live_from(stored)
+        fresh.rollout = (await self.store.rollout_states(app)).get(cid)
         if live is None:
             state.campaigns[cid] = fresh
         else:  # keep the object: a dispatch under way holds it
             live.campaign, live.updated_at = fresh.campaign, fresh.updated_at
             live.sent_total = max(live.sent_total, fresh.sent_total)
+            live.rollout = fresh.rollout
         if fresh.campaign.status is CampaignStatus.RUNNING:
             self._due_at(self.clock())  # its pending work may be ours to run now
 
@@ -236,7 +249,7 @@ class CampaignEngine:
         c = live.campaign
         trig = c.trigger
         assert trig is not None
-        variant = _variant(c, p.user_id)
+        variant, _ = _variant(live, p.user_id)
         reason = None
         if not all(f.matches(props) for f in trig.where):
             reason = Reason.TRIGGER_FILTER
@@ -365,6 +378,8 @@ class CampaignEngine:
         c, now = live.campaign, self.clock()
         first = c.status is CampaignStatus.DRAFT
         await self._set_status(app, live, CampaignStatus.RUNNING)
+        if first and c.kind is CampaignKind.TRIGGERED:
+            await self._start_test(app, live, now)
         if first and c.kind is CampaignKind.ONE_OFF:
             await self._run_audience(app, live, now)
         elif first and c.kind is CampaignKind.SCHEDULED:
@@ -438,7 +453,9 @@ class CampaignEngine:
                 decisions=over, done_pending=[p.id for p in items], claim=self.owner
             ))  # fmt: skip
             return
-        runs = [p.id for p in items if p.user_key is None]
+        for check in (p for p in items if p.user_key is None and _is_check(p)):
+            await self._rollout_check(app, live, check, now)
+        runs = [p.id for p in items if p.user_key is None and not _is_check(p)]
         if runs:
             await self._run_audience(app, live, now, done=runs)
         users = [p for p in items if p.user_key is not None]
@@ -455,8 +472,85 @@ class CampaignEngine:
         ``done``: the claimed scheduled run this is, finished in the same commit.
         """
         users = sorted(await self.audience.resolve(app, live.campaign.segment))
+        await self._start_test(app, live, now)
         await self._dispatch(app, live, [_Item(u) for u in users], now, done=done)
         await self._maybe_complete(app, live)
+
+    # --- roll-out -----------------------------------------------------------------------------
+
+    async def _start_test(self, app: str, live: _Live, now: float) -> None:
+        """Start a roll-out's test phase: its state, and the claimed check that will end it.
+
+        The check is stored first: a crash in between leaves a check that finds no test and
+        starts one, never a test that nothing ends.
+        """
+        r = live.campaign.rollout
+        if r is None or live.rollout is not None:
+            return
+        due = now + min(r.check_every_s, r.decide_after_s)
+        check = PendingSend(app=app, campaign=live.campaign.id, user_key=None, due_at=due,
+                            event={_CHECK: True})  # fmt: skip
+        await self.store.commit(app, Outcome(new_pending=[check]))
+        testing = {"phase": "testing", "started_at": now, "deadline": now + r.decide_after_s}
+        live.rollout = await self.store.swap_rollout(app, live.campaign.id, None, testing)
+        self._due_at(due)
+        self.announce(("campaign", app, live.campaign.id))
+
+    async def _rollout_check(self, app: str, live: _Live, row: PendingSend, now: float) -> None:
+        """Run one claimed roll-out check: decide (once, in the store) or check again later.
+
+        A decision names the check that made it (``row``): only that check sends to the rest,
+        in the commit that finishes it (fenced by its claim), so the rest get the winner once
+        even when several nodes check, and again after a crash between deciding and sending.
+        """
+        c, r = live.campaign, live.campaign.rollout
+        done = Outcome(done_pending=[row.id], claim=self.owner)
+        state = (await self.store.rollout_states(app)).get(c.id)
+        if r is None:
+            await self.store.commit(app, done)
+            return
+        if state is None:  # the test never started (a crash right after the check was stored)
+            testing = {"phase": "testing", "started_at": now, "deadline": now + r.decide_after_s}
+            state = await self.store.swap_rollout(app, c.id, None, testing)
+        if state is not None and state.get("phase") == "testing":
+            report = await self.stats(app, c.id)
+            winner = report["verdict"]["winner"]
+            deadline = float(state["deadline"])
+            if winner is None and now < deadline:
+                due = min(now + r.check_every_s, deadline)
+                again = PendingSend(app=app, campaign=c.id, user_key=None, due_at=due,
+                                    event={_CHECK: True})  # fmt: skip
+                await self.store.commit(app, Outcome(
+                    done_pending=[row.id], new_pending=[again], claim=self.owner
+                ))  # fmt: skip
+                self._due_at(due)
+                return
+            decided = dict(state) | {"phase": "rolled_out", "decided_at": now, "row": row.id}
+            if winner is not None:
+                decided |= {"variant": winner, "decided_by": "winner",
+                            "detail": report["verdict"]["reason"]}  # fmt: skip
+            elif r.at_deadline is RolloutFallback.BASE:
+                decided |= {"variant": None, "decided_by": "deadline",
+                            "detail": "no winner by the deadline: the base content"}  # fmt: skip
+            else:
+                funnels = {k: Funnel.from_counts(f) for k, f in report["variants"].items()
+                           if k != CONTROL}  # fmt: skip
+                best = best_variant(funnels, report["metric"])
+                decided |= {"variant": best, "decided_by": "deadline",
+                            "detail": f"no winner by the deadline ({report['verdict']['reason']})"
+                                      f": {best}, the best observed"}  # fmt: skip
+            state = await self.store.swap_rollout(app, c.id, state, decided)
+            live.rollout = state
+            self.announce(("campaign", app, c.id))
+        if state is None or state.get("row") != row.id or c.kind is CampaignKind.TRIGGERED:
+            await self.store.commit(app, done)  # decided by another check, or nothing to send
+            return
+        rest = [
+            u for u in sorted(await self.audience.resolve(app, c.segment))
+            if not in_test_group(c.id, u, r.test_share)
+            and assign(c.id, u, c.variants, c.control_share) != CONTROL
+        ]  # fmt: skip
+        await self._dispatch(app, live, [_Item(u) for u in rest], now, done=[row.id])
 
     async def _maybe_complete(self, app: str, live: _Live) -> None:
         c = live.campaign
@@ -514,7 +608,7 @@ class CampaignEngine:
         followed_why = f"{unless.event} followed within {unless.within_s} s" if unless else ""
         for n, item in enumerate(items):
             p = self.audience.profile(app, item.user)
-            variant = _variant(c, item.user)
+            variant, waiting = _variant(live, item.user)
             if p is None:
                 decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT,
                                            "no profile", variant))  # fmt: skip
@@ -529,6 +623,10 @@ class CampaignEngine:
                 continue
             if variant == CONTROL:
                 decisions.append(_decision(c, item.user, now, Reason.HOLDOUT, "", variant))
+                continue
+            if waiting:
+                decisions.append(_decision(c, item.user, now, Reason.SCHEDULED,
+                                           _WAITING_DETAIL, None))  # fmt: skip
                 continue
             if budget is not None and live.sent_total >= budget:
                 decisions.append(_decision(c, item.user, now, Reason.BUDGET_EXHAUSTED,
@@ -657,15 +755,24 @@ class CampaignEngine:
         return [_decision(c, user, now, reason, detail)]
 
     async def stats(self, app: str, cid: str) -> dict[str, Any]:
-        """Per-variant funnels, totals, comparisons and the current winner (if any)."""
+        """A campaign's report; see :func:`~tidings.server.campaigns.stats.campaign_stats`."""
         c = self._live(app, cid).campaign
         counts = await self.store.funnel_counts(app, cid)
+        channels = await self.store.channel_counts(app, cid)
+        cohorts = [Cohort(*row) for row in await self.store.cohorts(
+            app, cid, max(RETENTION_WINDOWS.values())
+        )]  # fmt: skip
         conv = c.conversion
-        conversions = (
-            [] if conv is None
-            else await self.store.conversions(app, cid, conv.event, conv.window_s)
-        )  # fmt: skip
-        return campaign_stats(c, counts, conversions)
+        events: list[tuple[str, float, Mapping[str, Any]]] = []
+        if conv is not None and cohorts:
+            since = min(x.start for x in cohorts)
+            events = [
+                (e.user_key, e.ts, e.props)
+                for e in await self.store.events_since(app, since, name=conv.event)
+            ]
+        rollout = (await self.store.rollout_states(app)).get(cid)
+        return campaign_stats(c, counts, channels, cohorts, events, now=self.clock(),
+                              rollout=rollout)  # fmt: skip
 
 
 _VERBS = {
@@ -681,8 +788,31 @@ def _live_from(stored: CampaignRow) -> _Live:
     return _Live(campaign, stored.sent_total, stored.created_at, stored.updated_at)
 
 
-def _variant(c: Campaign, user: str) -> str | None:
-    return assign(c.id, user, c.variants, c.control_share)
+_CHECK = "rollout_check"
+"""Marks a campaign-wide pending send as a roll-out check (in its ``event``)."""
+
+_WAITING_DETAIL = "in the roll-out's rest: waits for the test's winner"
+
+
+def _is_check(p: PendingSend) -> bool:
+    return bool(p.event and p.event.get(_CHECK))
+
+
+def _variant(live: _Live, user: str) -> tuple[str | None, bool]:
+    """The user's variant, and whether the user waits for a roll-out's decision.
+
+    With a roll-out, users outside the test group (and the holdout) get the decided variant
+    once there is one, and wait before.
+    """
+    c = live.campaign
+    variant = assign(c.id, user, c.variants, c.control_share)
+    r = c.rollout
+    if variant == CONTROL or r is None or in_test_group(c.id, user, r.test_share):
+        return variant, False
+    state = live.rollout
+    if state is not None and state.get("phase") == "rolled_out":
+        return state.get("variant"), False
+    return None, True
 
 
 def _decision(

@@ -76,8 +76,8 @@ these (such as ``expired``) follow when the devices sent any."""
 RETENTION_WINDOWS: Mapping[str, int] = {"1d": 86_400, "7d": 7 * 86_400}
 """Retention is the share who come back (any event) within these windows."""
 
-EXPOSED = ("displayed", "read")
-"""Receipt kinds that mean the user saw the message (the general "display")."""
+SEEN = "seen"
+"""The stage the store counts for messages displayed or read (the general "display")."""
 
 
 class Stage(StrEnum):
@@ -455,7 +455,7 @@ def _channels(per_kind: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, 
     for kind, counts in per_kind.items():
         stages = CHANNEL_STAGES.get(kind, ("delivered",))
         out[kind] = {s: int(counts.get(s, 0)) for s in stages} | {
-            k: int(n) for k, n in sorted(counts.items()) if k not in stages
+            k: int(n) for k, n in sorted(counts.items()) if k not in stages and k != SEEN
         }
     return out
 
@@ -512,7 +512,7 @@ def campaign_stats(
     for name in dict.fromkeys([*names, *counts, *channels]):
         n = counts.get(name, {})
         per_kind = channels.get(name, {})
-        displayed = sum(per_kind.get(k, {}).get(e, 0) for k in per_kind for e in EXPOSED)
+        displayed = sum(k.get(SEEN, 0) for k in per_kind.values())
         clicked = sum(k.get("clicked", 0) for k in per_kind.values())
         dismissed = sum(k.get("dismissed", 0) for k in per_kind.values())
         if name == CONTROL:
@@ -536,7 +536,8 @@ def campaign_stats(
             into = total_channels.setdefault(kind, {})
             for stage, k in stages.items():
                 into[stage] = into.get(stage, 0) + k
-    arms = {k: f for k, f in funnels.items() if k != CONTROL}
+    tested = {v.name for v in c.variants}  # the base content a roll-out may send is no arm
+    arms = {k: f for k, f in funnels.items() if k != CONTROL and (not tested or k in tested)}
     metric = "conversion" if conv is not None else "ctr"
     variants_json = {k: f.to_json() | {"channels": channel_json[k]} for k, f in funnels.items()}
     control_arm = Arm(len(control_conv), len(control_users))

@@ -21,6 +21,7 @@ __all__ = [
     "Arm",
     "assign",
     "bucket",
+    "in_test_group",
     "pick_winner",
     "significance",
 ]
@@ -58,6 +59,15 @@ def assign(
         if x < acc:
             return v.name
     return variants[-1].name  # float rounding at the very top
+
+
+def in_test_group(campaign_id: str, user_id: str, test_share: float) -> bool:
+    """Whether a user is in a roll-out's test group (the first ``test_share`` of the users).
+
+    The hash is independent of :func:`bucket`'s, so the test group is a fair sample of every
+    variant and of the holdout.
+    """
+    return bucket(f"{campaign_id}#rollout", user_id) < test_share
 
 
 def significance(a_conv: int, a_n: int, b_conv: int, b_n: int) -> tuple[float, float]:

@@ -864,6 +864,41 @@ class SqliteStore:
         changed: bool = await self._submit(write)
         return changed
 
+    async def rollout_states(self, app: str) -> dict[str, dict[str, Any]]:
+        """The stored roll-out state of each of an app's campaigns that has one."""
+        async with self._conn.execute(
+            "SELECT id, rollout FROM campaigns WHERE app=? AND rollout IS NOT NULL", (app,)
+        ) as cur:
+            return {r[0]: json.loads(r[1]) for r in await cur.fetchall()}
+
+    async def swap_rollout(
+        self, app: str, cid: str, expect: dict[str, Any] | None, new: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Set a campaign's roll-out state to ``new`` if it is still ``expect``.
+
+        Returns the state stored afterwards: ``new`` when this call changed it, else what
+        another scheduler stored first (None when the campaign is gone). Of concurrent calls
+        with the same ``expect``, exactly one changes it.
+        """
+
+        def write(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute(
+                "SELECT rollout FROM campaigns WHERE app=? AND id=?", (app, cid)
+            ).fetchone()
+            if row is None:
+                return None
+            current = None if row[0] is None else json.loads(row[0])
+            if current != expect:
+                return current  # type: ignore[no-any-return]
+            db.execute(
+                "UPDATE campaigns SET rollout=? WHERE app=? AND id=?",
+                (json.dumps(new, sort_keys=True), app, cid),
+            )
+            return new
+
+        result: dict[str, Any] | None = await self._submit(write)
+        return result
+
     async def decisions(
         self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
     ) -> list[DecisionRow]:
@@ -908,27 +943,63 @@ class SqliteStore:
                     out.setdefault(variant, {})[stage] = int(n)
         return out
 
-    async def conversions(
-        self, app: str, campaign: str, event: str, window_s: float
-    ) -> list[tuple[str | None, str, dict[str, Any]]]:
-        """(variant, user, event props) of ``event`` within ``window_s`` after exposure.
+    async def channel_counts(
+        self, app: str, campaign: str
+    ) -> dict[str | None, dict[str, dict[str, int]]]:
+        """Per variant, per message kind: messages delivered, with each receipt kind, and seen.
 
-        Exposure is the display of the campaign's message, or for the holdout group the
-        decision that held the user out.
+        Each message counts once per stage, however many of the user's devices reported it;
+        ``seen`` counts the messages displayed or read (or both).
         """
-        async with self._conn.execute(
-            "SELECT s.variant, s.user_key, e.props FROM sends s"
-            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id AND r.kind='displayed'"
-            " JOIN events e ON e.app=s.app AND e.user_key=s.user_key AND e.name=?"
-            " AND e.ts>=r.ts AND e.ts<=r.ts+? WHERE s.app=? AND s.campaign=?"
-            " UNION ALL SELECT d.variant, d.user_key, e.props FROM decisions d"
-            " JOIN events e ON e.app=d.app AND e.user_key=d.user_key AND e.name=?"
-            " AND e.ts>=d.at AND e.ts<=d.at+? WHERE d.app=? AND d.campaign=?"
-            " AND d.reason='holdout'",
-            (event, window_s, app, campaign, event, window_s, app, campaign),
-        ) as cur:
+        out: dict[str | None, dict[str, dict[str, int]]] = {}
+        join = " FROM sends s JOIN messages m ON m.app=s.app AND m.id=s.message_id"
+        queries = (
+            "SELECT s.variant, m.kind, 'delivered', COUNT(DISTINCT s.message_id)" + join
+            + " JOIN deliveries d ON d.app=s.app AND d.message_id=s.message_id AND d.state=1"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind",
+            "SELECT s.variant, m.kind, r.kind, COUNT(DISTINCT s.message_id)" + join
+            + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind, r.kind",
+            "SELECT s.variant, m.kind, 'seen', COUNT(DISTINCT s.message_id)" + join
+            + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " AND r.kind IN ('displayed', 'read')"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind",
+        )  # fmt: skip
+        for sql in queries:
+            async with self._conn.execute(sql, (app, campaign)) as cur:
+                for variant, kind, stage, n in await cur.fetchall():
+                    out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
+        return out
+
+    async def cohorts(
+        self, app: str, campaign: str, within_s: float
+    ) -> list[tuple[str, str | None, str, float, float | None]]:
+        """``(group, variant, user, start, returned_at)`` of everyone a campaign measures.
+
+        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display or
+        inbox read of the user's message) and ``holdout`` (the first decision that held the
+        user out). ``returned_at``: for ``sent`` and ``holdout``, the user's first event after
+        ``start`` and at most ``within_s`` after it, else None.
+        """
+        sql = (
+            "WITH starts (grp, variant, user_key, start) AS ("
+            " SELECT 'sent', variant, user_key, MIN(at) FROM sends WHERE app=:app"
+            " AND campaign=:c GROUP BY variant, user_key"
+            " UNION ALL SELECT 'exposed', s.variant, s.user_key, MIN(r.ts) FROM sends s"
+            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " AND r.kind IN ('displayed', 'read') WHERE s.app=:app AND s.campaign=:c"
+            " GROUP BY s.variant, s.user_key"
+            " UNION ALL SELECT 'holdout', variant, user_key, MIN(at) FROM decisions"
+            " WHERE app=:app AND campaign=:c AND reason='holdout' GROUP BY variant, user_key)"
+            " SELECT grp, variant, user_key, start, CASE WHEN grp='exposed' THEN NULL ELSE"
+            " (SELECT MIN(e.ts) FROM events e WHERE e.app=:app AND e.user_key=starts.user_key"
+            " AND e.ts>starts.start AND e.ts<=starts.start+:w) END FROM starts"
+            " ORDER BY grp, variant, user_key"
+        )
+        async with self._conn.execute(sql, {"app": app, "c": campaign, "w": within_s}) as cur:
             rows = await cur.fetchall()
-        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+        return [(r[0], r[1], r[2], float(r[3]), None if r[4] is None else float(r[4]))
+                for r in rows]  # fmt: skip
 
     async def undisplayed_messages(self, app: str, campaign: str) -> list[str]:
         """Ids of a campaign's messages that no device has displayed yet."""

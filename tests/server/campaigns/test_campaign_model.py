@@ -69,6 +69,30 @@ def test_a_full_campaign_round_trips_through_json() -> None:
     assert Campaign.from_json(c.to_json()) == c
 
 
+def test_conversion_where_takes_equalities_and_the_window_defaults_to_three_days() -> None:
+    c = Campaign.from_json(FULL | {
+        "conversion": {"event": "order_paid", "where": {"sku": "x", "paid": True}},
+        "min_sample_per_variant": 200,
+        "rollout": {"test_share": 0.2, "decide_after_s": 86400},
+    })  # fmt: skip
+    assert c.conversion is not None and c.conversion.window_s == 3 * 86_400
+    assert [(f.prop, str(f.op), f.value) for f in c.conversion.where] == [
+        ("sku", "eq", "x"), ("paid", "eq", True)
+    ]  # fmt: skip
+    assert c.min_sample_per_variant == 200
+    assert c.rollout is not None and c.rollout.at_deadline == "best"
+    assert c.rollout.check_every_s == 300
+    assert Campaign.from_json(c.to_json()) == c
+
+
+def test_a_rollout_needs_variants_to_test() -> None:
+    with pytest.raises(CampaignError) as info:
+        Campaign.from_json(
+            FULL | {"variants": [], "rollout": {"test_share": 0.2, "decide_after_s": 3600}}
+        )
+    assert info.value.field == "rollout" and "two variants" in str(info.value)
+
+
 def test_defaults_and_the_text_form_of_segments() -> None:
     c = Campaign.from_json(
         {
@@ -143,7 +167,26 @@ DELETE = object()
         ("send_time.policy", "user_local", "send_time.local_time"),
         ("send_time.default_hour", 24, "send_time.default_hour"),
         ("send_time.window", {"start": "9", "end": "21:00"}, "send_time.window.start"),
-        ("conversion", {"event": "purchase"}, "conversion.window_s"),
+        ("conversion", {"event": "purchase", "window_s": 5}, "conversion.window_s"),
+        ("conversion", {"window_s": 3600}, "conversion.event"),
+        ("conversion", {"event": "paid", "where": {"sku": ["x"]}}, "conversion.where.sku"),
+        ("conversion", {"event": "paid", "where": "sku=x"}, "conversion.where"),
+        ("conversion", {"event": "paid", "attribution": 3}, "conversion.attribution"),
+        ("min_sample_per_variant", 0, "min_sample_per_variant"),
+        ("min_sample_per_variant", "100", "min_sample_per_variant"),
+        ("rollout", {"decide_after_s": 3600}, "rollout.test_share"),
+        ("rollout", {"test_share": 1, "decide_after_s": 3600}, "rollout.test_share"),
+        ("rollout", {"test_share": 0.2}, "rollout.decide_after_s"),
+        (
+            "rollout",
+            {"test_share": 0.2, "decide_after_s": 3600, "at_deadline": "x"},
+            "rollout.at_deadline",
+        ),
+        (
+            "rollout",
+            {"test_share": 0.2, "decide_after_s": 3600, "check_every_s": 0},
+            "rollout.check_every_s",
+        ),
         ("schedule", {"at": 1}, "schedule"),  # only scheduled campaigns have one
     ],
 )
