@@ -508,25 +508,94 @@ def _campaign_line(c: dict[str, Any]) -> str:
 _STAGES = ("targeted", "sent", "delivered", "displayed", "clicked", "dismissed", "converted")
 
 
-def _print_stats(stats: dict[str, Any]) -> None:
-    print(f"{stats['campaign']} ({stats['status']}), compared on {stats['metric']}")
-    rows = [("variant", *_STAGES, "ctr", "conv")]
-    arms = {**stats["variants"], "total": stats["total"]}
-    for name, f in arms.items():
-        rows.append((name, *(str(f[s]) for s in _STAGES), f"{f['ctr']:.1%}",
-                     f"{f['conversion_rate']:.1%}"))  # fmt: skip
+def _table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [row[0].ljust(widths[0])]
         cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        print("  ".join(cells).rstrip())
+        print(indent + "  ".join(cells).rstrip())
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    conv = stats.get("conversion")
+    goal = ""
+    if conv:
+        where = " and ".join(f"{w['prop']} {w['op']} {w['value']!r}" for w in conv["where"])
+        goal = (f" ({conv['event']}{' where ' + where if where else ''}, "
+                f"within {conv['window_s'] / 3600:g} h)")  # fmt: skip
+    print(f"{stats['campaign']} ({stats['status']}), compared on {stats['metric']}{goal}")
+    rows: list[tuple[str, ...]] = [("variant", *_STAGES, "ctr", "conv")]
+    arms = {**stats["variants"], "total": stats["total"]}
+    for name, f in arms.items():
+        rows.append((name, *(str(f[s]) for s in _STAGES), f"{f['ctr']:.1%}",
+                     f"{f['conversion_rate']:.1%}"))  # fmt: skip
+    _table(rows)
+    channels = stats["total"].get("channels") or {}
+    if channels:
+        print("funnel per channel:")
+        for kind, stages in channels.items():
+            shown = " -> ".join(f"{k} {n}" for k, n in stages.items())
+            print(f"  {kind}: {shown}")
+    control = stats.get("control")
+    if control:
+        got = (
+            ""
+            if control["converted"] is None
+            else (f", {control['converted']} converted ({_pct(control['conversion_rate'])})")
+        )
+        print(f"control (held out): {control['users']} users{got}")
+    if stats.get("lift"):
+        print("lift over control (converted within the window after the send vs held out; "
+              "95% CI, Newcombe):")  # fmt: skip
+        rows = [("variant", "users", "conv", "rate", "control", "diff", "95% CI", "relative")]
+        for x in stats["lift"]:
+            rel = "-" if x["relative"] is None else f"{x['relative']:+.1%}"
+            rows.append((x["variant"], str(x["users"]), str(x["converted"]), _pct(x["rate"]),
+                         _pct(x["control_rate"]), f"{x['difference'] * 100:+.1f} pts",
+                         f"[{x['low'] * 100:+.1f}, {x['high'] * 100:+.1f}]", rel))  # fmt: skip
+        _table(rows, "  ")
+    retention = stats.get("retention") or {}
+    groups = list(dict.fromkeys(g for w in retention.values() for g in w))
+    if groups:
+        print("retention (any event after the send; holdout: after the decision):")
+        rows = [("group", *retention)]
+        for g in groups:
+            cells = []
+            for w in retention.values():
+                r = w.get(g, {"users": 0, "returned": 0, "waiting": 0, "rate": 0.0})
+                cell = f"{_pct(r['rate'])} ({r['returned']}/{r['users']})" if r["users"] else "-"
+                if r["waiting"]:
+                    cell += f" +{r['waiting']} waiting"
+                cells.append(cell)
+            rows.append((g, *cells))
+        _table(rows, "  ")
     for c in stats["comparisons"]:
         lift = "n/a" if c["lift"] is None else f"{c['lift']:+.1%}"
-        p_value = "n/a" if c["p_value"] is None else f"{c['p_value']:.3f}"
+        p_value = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
         print(f"{c['variant']}: {c['rate']:.1%} vs {c['baseline_rate']:.1%} "
               f"(lift {lift}, p={p_value})")  # fmt: skip
-    if stats["comparisons"]:
-        print(f"winner: {stats['winner'] or 'none yet'}")
+    v = stats.get("verdict")
+    if v and stats["comparisons"]:
+        if v["winner"]:
+            print(f"winner: {v['winner']} by {v['metric']} - {v['reason']}")
+        else:
+            print(f"winner: none yet - {v['reason']}")
+    r = stats.get("rollout")
+    if r:
+        if r["phase"] == "testing":
+            print(f"roll-out: testing on {r['test_share']:.0%} of the audience; the rest get "
+                  f"the winner, or at {_when(r.get('deadline'))} the {r['at_deadline']} "
+                  f"{'variant' if r['at_deadline'] == 'best' else 'content'}")  # fmt: skip
+        elif r["phase"] == "rolled_out":
+            what = r.get("variant") or "the base content"
+            print(f"roll-out: rolled out {what} at {_when(r.get('decided_at'))} "
+                  f"({r.get('decided_by')}: {r.get('detail')})")  # fmt: skip
+        else:
+            print(f"roll-out: not started (tests on {r['test_share']:.0%} first)")
 
 
 def _run_campaign(args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ RETENTION_WINDOWS: Mapping[str, int] = {"1d": 86_400, "7d": 7 * 86_400}
 """Retention is the share who come back (any event) within these windows."""
 
 SEEN = "seen"
-"""The stage the store counts for messages displayed or read (the general "display")."""
+"""The stage the store counts for messages displayed, read or clicked (the general "display")."""
 
 
 class Stage(StrEnum):
@@ -379,7 +379,7 @@ def verdict(
 class Cohort:
     """One user of a campaign group and when the measurement starts for them.
 
-    ``start``: the first send (recipients), the first display or inbox read (exposed), or the
+    ``start``: the first send (recipients), the first display, read or click (exposed), or the
     decision that held the user out (control). ``returned_at``: the user's first event after
     ``start`` (within the longest retention window), or None.
     """

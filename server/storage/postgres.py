@@ -1109,7 +1109,7 @@ class PostgresStore:
         """Per variant, per message kind: messages delivered, with each receipt kind, and seen.
 
         Each message counts once per stage, however many of the user's devices reported it;
-        ``seen`` counts the messages displayed or read (or both).
+        ``seen`` counts the messages displayed, read or clicked (a click implies it was seen).
         """
         join = " FROM sends s JOIN messages m ON m.app=s.app AND m.id=s.message_id"
         queries = (
@@ -1121,7 +1121,7 @@ class PostgresStore:
             " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant, m.kind, r.kind",
             "SELECT s.variant, m.kind, 'seen', COUNT(DISTINCT s.message_id)" + join
             + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " AND r.kind IN ('displayed', 'read')"
+            " AND r.kind IN ('displayed', 'read', 'clicked')"
             " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant, m.kind",
         )  # fmt: skip
 
@@ -1138,8 +1138,8 @@ class PostgresStore:
     ) -> list[tuple[str, str | None, str, float, float | None]]:
         """``(group, variant, user, start, returned_at)`` of everyone a campaign measures.
 
-        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display or
-        inbox read of the user's message) and ``holdout`` (the first decision that held the
+        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display, inbox
+        read or click of the user's message) and ``holdout`` (the first decision that held the
         user out). ``returned_at``: for ``sent`` and ``holdout``, the user's first event after
         ``start`` and at most ``within_s`` after it, else None.
         """
@@ -1149,7 +1149,7 @@ class PostgresStore:
             " AND campaign=$2 GROUP BY variant, user_key"
             " UNION ALL SELECT 'exposed', s.variant, s.user_key, MIN(r.ts) FROM sends s"
             " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " AND r.kind IN ('displayed', 'read') WHERE s.app=$1 AND s.campaign=$2"
+            " AND r.kind IN ('displayed', 'read', 'clicked') WHERE s.app=$1 AND s.campaign=$2"
             " GROUP BY s.variant, s.user_key"
             " UNION ALL SELECT 'holdout', variant, user_key, MIN(at) FROM decisions"
             " WHERE app=$1 AND campaign=$2 AND reason='holdout' GROUP BY variant, user_key)"

@@ -949,7 +949,7 @@ class SqliteStore:
         """Per variant, per message kind: messages delivered, with each receipt kind, and seen.
 
         Each message counts once per stage, however many of the user's devices reported it;
-        ``seen`` counts the messages displayed or read (or both).
+        ``seen`` counts the messages displayed, read or clicked (a click implies it was seen).
         """
         out: dict[str | None, dict[str, dict[str, int]]] = {}
         join = " FROM sends s JOIN messages m ON m.app=s.app AND m.id=s.message_id"
@@ -962,7 +962,7 @@ class SqliteStore:
             " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind, r.kind",
             "SELECT s.variant, m.kind, 'seen', COUNT(DISTINCT s.message_id)" + join
             + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " AND r.kind IN ('displayed', 'read')"
+            " AND r.kind IN ('displayed', 'read', 'clicked')"
             " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind",
         )  # fmt: skip
         for sql in queries:
@@ -976,8 +976,8 @@ class SqliteStore:
     ) -> list[tuple[str, str | None, str, float, float | None]]:
         """``(group, variant, user, start, returned_at)`` of everyone a campaign measures.
 
-        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display or
-        inbox read of the user's message) and ``holdout`` (the first decision that held the
+        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display, inbox
+        read or click of the user's message) and ``holdout`` (the first decision that held the
         user out). ``returned_at``: for ``sent`` and ``holdout``, the user's first event after
         ``start`` and at most ``within_s`` after it, else None.
         """
@@ -987,7 +987,7 @@ class SqliteStore:
             " AND campaign=:c GROUP BY variant, user_key"
             " UNION ALL SELECT 'exposed', s.variant, s.user_key, MIN(r.ts) FROM sends s"
             " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " AND r.kind IN ('displayed', 'read') WHERE s.app=:app AND s.campaign=:c"
+            " AND r.kind IN ('displayed', 'read', 'clicked') WHERE s.app=:app AND s.campaign=:c"
             " GROUP BY s.variant, s.user_key"
             " UNION ALL SELECT 'holdout', variant, user_key, MIN(at) FROM decisions"
             " WHERE app=:app AND campaign=:c AND reason='holdout' GROUP BY variant, user_key)"
