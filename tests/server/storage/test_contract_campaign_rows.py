@@ -6,7 +6,7 @@ from typing import Any
 
 from tidings.server.storage import Store
 
-from .conftest import NOW, add_devices, decision, deliver, log_decisions
+from .conftest import NOW, add_devices, decision, deliver, event, log_decisions
 
 PHONES = [("d1", "u1"), ("d1b", "u1"), ("d2", "u2"), ("d3", "u3"), ("d4", "u4"), ("d5", "u5")]
 """The app's devices: (device id, user key); u1 has two."""
@@ -327,3 +327,79 @@ async def test_the_funnel_counts_each_receipt_kind_once_per_message(store: Store
     funnel = await store.funnel_counts("a", "c1")
     assert funnel["v1"] == {"sent": 2, "displayed": 2, "clicked": 1, "dismissed": 1}
     assert funnel["v2"] == {"sent": 1, "displayed": 1}
+
+
+# --- channel_counts and cohorts ----------------------------------------------------------------
+
+
+async def test_channel_counts_split_by_message_kind_and_count_any_receipt_kind(
+    store: Store,
+) -> None:
+    await add_devices(store, "a", PHONES)
+    await deliver(store, "a", "m1", [("d1", "u1"), ("d1b", "u1")], campaign="c1", variant="v1")
+    await deliver(store, "a", "m2", [("d2", "u2")], campaign="c1", variant="v1")
+    await deliver(store, "a", "m3", [("d3", "u3")], campaign="c1", variant="v2")
+    await store.ack_many([("a", "d1", 1), ("a", "d2", 1), ("a", "d3", 1)])
+    assert all(await store.add_receipts([
+        ("a", "d1", "m1", "read", None, NOW),
+        ("a", "d1b", "m1", "read", None, NOW + 1),  # read again on the other phone: once
+        ("a", "d1", "m1", "clicked", "open", NOW + 2),
+        ("a", "d2", "m2", "expired", None, NOW),  # a kind the store has never heard of
+        ("a", "d3", "m3", "clicked", None, NOW),  # clicked without a read: seen all the same
+    ]))  # fmt: skip
+    counts = await store.channel_counts("a", "c1")
+    assert counts == {
+        "v1": {"inbox": {"delivered": 2, "read": 1, "clicked": 1, "expired": 1, "seen": 1}},
+        "v2": {"inbox": {"delivered": 1, "clicked": 1, "seen": 1}},
+    }
+    assert await store.channel_counts("a", "c2") == {}
+
+
+async def test_cohorts_start_at_the_send_the_first_sight_and_the_holdout_decision(
+    store: Store,
+) -> None:
+    await add_devices(store, "a", PHONES)
+    await deliver(store, "a", "m1", [("d1", "u1"), ("d1b", "u1")], campaign="c1", variant="v1")
+    await deliver(store, "a", "m2", [("d2", "u2")], campaign="c1", variant="v1", at=NOW + 5)
+    await log_decisions(store, "a", [
+        decision("c1", "u3", "holdout", variant="control", at=NOW + 10),
+        decision("c1", "u3", "holdout", variant="control", at=NOW + 99),  # asked again later
+        decision("c1", "u4", "capped_tier", variant="v1"),
+    ])  # fmt: skip
+    assert all(await store.add_receipts([
+        ("a", "d1b", "m1", "displayed", None, NOW + 30),
+        ("a", "d1", "m1", "read", None, NOW + 20),
+    ]))  # fmt: skip
+    for device, user, eid, at in (
+        ("d1", "u1", "e1", NOW - 1),  # before the send: not a return
+        ("d1", "u1", "e2", NOW + 50),
+        ("d1", "u1", "e3", NOW + 40),
+        ("d2", "u2", "e4", NOW + 5 + 1000),  # after the longest window asked for
+        ("d3", "u3", "e5", NOW + 11),
+    ):
+        await store.insert_events("a", device, user, [event(eid, "open", at)], now=at)
+    rows = await store.cohorts("a", "c1", within_s=500)
+    assert sorted(rows) == sorted([
+        ("sent", "v1", "u1", NOW, NOW + 40),
+        ("sent", "v1", "u2", NOW + 5, None),
+        ("exposed", "v1", "u1", NOW + 20, None),
+        ("holdout", "control", "u3", NOW + 10, NOW + 11),
+    ])  # fmt: skip
+    assert await store.cohorts("b", "c1", within_s=500) == []
+
+
+# --- rollout states ----------------------------------------------------------------------------
+
+
+async def test_a_rollout_state_changes_only_from_the_state_expected(store: Store) -> None:
+    await store.save_campaign("a", "c1", spec("c1"), "running", now=NOW)
+    assert await store.rollout_states("a") == {}
+    testing = {"phase": "testing", "started_at": NOW, "deadline": NOW + 60}
+    assert await store.swap_rollout("a", "c1", None, testing) == testing
+    assert await store.swap_rollout("a", "c1", None, {"phase": "other"}) == testing
+    decided = testing | {"phase": "rolled_out", "variant": "b", "row": 7}
+    assert await store.swap_rollout("a", "c1", testing, decided) == decided
+    assert await store.swap_rollout("a", "c1", testing, testing | {"variant": "a"}) == decided
+    assert await store.rollout_states("a") == {"c1": decided}
+    assert await store.rollout_states("b") == {}
+    assert await store.swap_rollout("a", "nope", None, testing) is None

@@ -9,6 +9,7 @@ half of the concurrent writes. Implementations listed in ``UNSHARED`` are left o
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -169,3 +170,17 @@ async def test_caps_count_what_the_other_process_sent_in_the_window(
     mid, committed = await send(pair[0], users, limits=(TIER,))
     assert [r.reason for r in committed.refused] == ["capped_tier"]
     assert mid not in committed.deliveries
+
+
+async def test_a_rollout_is_decided_once_by_schedulers_in_two_processes(
+    pair: tuple[Store, Store],
+) -> None:
+    await pair[0].save_campaign("a", "c1", {"id": "c1"}, "running", now=NOW)
+    testing = {"phase": "testing", "started_at": NOW, "deadline": NOW + 60}
+    assert await pair[0].swap_rollout("a", "c1", None, testing) == testing
+    got = await asyncio.gather(*(
+        pair[i % 2].swap_rollout("a", "c1", testing, testing | {"phase": "rolled_out", "row": i})
+        for i in range(8)
+    ))  # fmt: skip
+    assert len({json.dumps(g, sort_keys=True) for g in got}) == 1  # everyone sees one decision
+    assert got[0] == (await pair[1].rollout_states("a"))["c1"]
