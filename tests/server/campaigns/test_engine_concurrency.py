@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tidings.protocol.frames import Event
 from tidings.server.campaigns.engine import CLAIM_LEASE_S
+from tidings.server.campaigns.variants import in_test_group
 from tidings.server.errors import Conflict
 from tidings.server.node import Node, SendRequest
 from tidings.server.storage import DeviceRow
@@ -236,5 +237,77 @@ async def test_direct_sends_before_a_restart_count_toward_caps_after_it(tmp_path
         await node.engine.start_campaign("demo", "after-restart")
         (why,) = await node.engine.decisions("demo", "after-restart")
         assert (why.reason, why.detail) == ("capped_tier", "basic: 2 per 7 days")
+    finally:
+        await node.stop()
+
+
+def rollout_spec(cid: str, at_deadline: str) -> dict[str, Any]:
+    return spec(cid, variants=[{"name": "a"}, {"name": "b", "content": {"title": "B"}}],
+                rollout={"test_share": 0.3, "decide_after_s": 3600, "check_every_s": 600,
+                         "at_deadline": at_deadline})  # fmt: skip
+
+
+async def test_two_schedulers_roll_out_to_the_rest_once_through_consent_at_send_time(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    first = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await first.start()
+    second = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    try:
+        users = [f"u{i}" for i in range(40)]
+        await people(first, users)
+        await first.engine.save(rollout_spec("roll", "best"))
+        await first.engine.start_campaign("demo", "roll")
+        test = [u for u in users if in_test_group("roll", u, 0.3)]
+        rest = [u for u in users if u not in test]
+        assert 0 < len(test) < len(users)
+        sent = Counter(s.user_key for _, s in await first.store.sends_since(0))
+        assert sent == Counter(test)
+        (why,) = await first.engine.decisions("demo", "roll", rest[0])
+        assert why.reason == "scheduled" and "roll-out" in why.detail
+        opted = rest[1]  # says no to marketing while the test runs
+        await first.ingest.consent("demo", opted, {"marketing": False})
+        await second.start()
+
+        clock.now += 600  # the first check: too few displays, check again later
+        await asyncio.gather(first.engine.tick(), second.engine.tick())
+        assert len(await first.store.sends_since(0)) == len(test)
+        assert (await first.engine.stats("demo", "roll"))["rollout"]["phase"] == "testing"
+
+        clock.now += 3600  # past the deadline: nothing significant, so the best observed
+        await asyncio.gather(*(n.engine.tick() for n in (first, second, first, second)))
+        sent = Counter(s.user_key for _, s in await first.store.sends_since(0))
+        assert sent == Counter(u for u in users if u != opted)
+        variants = {s.user_key: s.variant for _, s in await first.store.sends_since(0)}
+        assert {variants[u] for u in rest if u != opted} == {"a"}  # a tie: the first variant
+        assert (await first.engine.decisions("demo", "roll", opted))[0].reason == "opted_out"
+        for node in (first, second):
+            r = (await node.engine.stats("demo", "roll"))["rollout"]
+            assert (r["phase"], r["variant"], r["decided_by"]) == ("rolled_out", "a", "deadline")
+        assert str(first.engine.campaign("demo", "roll")[0].status) == "completed"
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_a_rollout_may_send_the_base_content_when_nothing_won(tmp_path: Path) -> None:
+    clock = Clock()
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    try:
+        users = [f"u{i}" for i in range(20)]
+        await people(node, users)
+        await node.engine.save(rollout_spec("base", "base"))
+        await node.engine.start_campaign("demo", "base")
+        clock.now += 3601
+        await node.engine.tick()
+        rest = {u for u in users if not in_test_group("base", u, 0.3)}
+        sends = [s for _, s in await node.store.sends_since(0)]
+        assert {s.user_key for s in sends if s.variant is None} == rest
+        stats = await node.engine.stats("demo", "base")
+        assert stats["rollout"]["variant"] is None and "base content" in stats["rollout"]["detail"]
+        assert set(stats["variants"]) == {"a", "b", "default"}
+        assert stats["verdict"]["reason"].startswith("needs")  # the base is no arm of the test
     finally:
         await node.stop()
