@@ -379,6 +379,34 @@ def test_campaign_create_names_the_bad_field(
     assert "not valid JSON" in capsys.readouterr().err
 
 
+def test_campaign_create_takes_measurement_settings_and_names_a_bad_one(
+    gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ["--admin-url", gateway.admin_url, "--json"]
+    spec: dict[str, object] = {
+        "id": "cli-measured", "name": "Measured", "kind": "one_off",
+        "content": {"kind": "inbox", "title": "T", "body": "b"},
+        "variants": [{"name": "a"}, {"name": "b"}],
+        "conversion": {"event": "order_paid", "where": {"sku": "x"}, "window_s": 7200},
+        "min_sample_per_variant": 300,
+        "rollout": {"test_share": 0.25, "decide_after_s": 7200, "at_deadline": "base"},
+    }  # fmt: skip
+    path = tmp_path / "measured.json"
+    path.write_text(json.dumps(spec | {"rollout": {"test_share": 2, "decide_after_s": 60}}))
+    assert main(["campaign", "create", str(path), *url]) == 1
+    err = capsys.readouterr().err
+    assert "rollout.test_share" in err and "HTTP 422" in err
+    path.write_text(json.dumps(spec))
+    assert main(["campaign", "create", str(path), *url]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["conversion"]["window_s"] == 7200 and created["min_sample_per_variant"] == 300
+    assert created["rollout"]["at_deadline"] == "base"
+    assert main(["campaign", "stats", "cli-measured", "--admin-url", gateway.admin_url]) == 0
+    out = capsys.readouterr().out
+    assert "compared on conversion (order_paid where sku eq 'x', within 2 h)" in out
+    assert "roll-out: not started (tests on 25% first)" in out
+
+
 def test_gateway_on_a_port_in_use_exits_2(gateway: Gateway, tmp_path: Path) -> None:
     port = str(gateway.admin_port)
     process, _, stderr_path = _start_gateway(tmp_path, "--port", "0", "--admin-port", port)

@@ -10,7 +10,7 @@
     POST   /v1/campaigns/{id}/start?app=A         start (or resume) it                   200, 409
     POST   /v1/campaigns/{id}/pause?app=A         pause it                               200, 409
     POST   /v1/campaigns/{id}/cancel?app=A        cancel it, revoke undisplayed messages 200, 409
-    GET    /v1/campaigns/{id}/stats?app=A         funnels per variant, comparisons       200
+    GET    /v1/campaigns/{id}/stats?app=A         funnels, lift, retention, verdict      200
     GET    /v1/campaigns/{id}/decisions?app=A     why each user did or did not get it    200
 
 The body of ``POST`` and ``PUT`` is the campaign JSON of
@@ -69,6 +69,9 @@ _EXAMPLE = {
     "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1,
                                              "content": {"title": "Spring sale!"}}],
     "control_share": 0.1,
+    "conversion": {"event": "order_paid", "where": {"sku": "shoes"}, "window_s": 259200},
+    "min_sample_per_variant": 500,
+    "rollout": {"test_share": 0.2, "decide_after_s": 86400},
 }  # fmt: skip
 
 CampaignBody = Annotated[
@@ -192,7 +195,10 @@ def install(api: FastAPI, node: Node) -> None:
              summary="Campaign funnel stats", tags=["campaigns"])  # fmt: skip
     async def campaign_stats(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
         """Per-variant funnels (targeted, sent, delivered, displayed, clicked, dismissed,
-        converted, rates), totals, significance tests between variants and the winner."""
+        converted, rates) and per channel (banner, inbox, both: one stage per receipt kind),
+        totals, the control group and each variant's lift over it (with a 95 % Newcombe
+        interval), retention after 1 and 7 days, the A/B verdict with its reason, and the
+        roll-out phase; the README's "Measuring campaigns" says what each one counts."""
         target = _resolve(node, app, key_app, "app")
         return await engine.stats(target.id, campaign_id)
 

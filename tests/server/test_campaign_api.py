@@ -310,3 +310,48 @@ async def test_every_new_route_refuses_other_apps_and_missing_keys(
         body = {**body, "app": "nope"}
     r = await admin.client.request(method, unknown, json=body, headers=admin.auth())
     assert_error(r, 404, "app")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"conversion": {"event": "order_paid", "where": {"sku": {"a": 1}}}},
+         "conversion.where.sku"),
+        ({"conversion": {"event": "order_paid", "window_s": 10}}, "conversion.window_s"),
+        ({"conversion": {"where": {"sku": "x"}}}, "conversion.event"),
+        ({"min_sample_per_variant": -5}, "min_sample_per_variant"),
+        ({"variants": [{"name": "a"}, {"name": "b"}],
+          "rollout": {"test_share": 0, "decide_after_s": 3600}}, "rollout.test_share"),
+        ({"variants": [{"name": "a"}, {"name": "b"}],
+          "rollout": {"test_share": 0.2, "decide_after_s": 3600, "at_deadline": "later"}},
+         "rollout.at_deadline"),
+        ({"rollout": {"test_share": 0.2, "decide_after_s": 3600}}, "rollout"),
+    ],
+)  # fmt: skip
+async def test_measurement_settings_are_validated_naming_the_field(
+    admin: AdminHarness, changes: dict[str, Any], field: str
+) -> None:
+    r = await admin.client.post("/v1/campaigns", json=campaign("measure-bad", **changes),
+                                headers=admin.auth())  # fmt: skip
+    assert_error(r, 422, field)
+
+
+async def test_measurement_settings_round_trip_with_their_defaults(admin: AdminHarness) -> None:
+    spec = campaign("measure-ok", conversion={"event": "order_paid", "where": {"sku": "x"}},
+                    variants=[{"name": "a"}, {"name": "b"}], min_sample_per_variant=200,
+                    rollout={"test_share": 0.2, "decide_after_s": 86400})  # fmt: skip
+    r = await admin.client.post("/v1/campaigns", json=spec, headers=admin.auth())
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["conversion"] == {
+        "event": "order_paid",
+        "window_s": 259200,
+        "where": [{"prop": "sku", "op": "eq", "value": "x"}],
+    }
+    assert body["min_sample_per_variant"] == 200
+    assert body["rollout"] == {"test_share": 0.2, "decide_after_s": 86400, "check_every_s": 300,
+                               "at_deadline": "best"}  # fmt: skip
+    stats = await admin.client.get("/v1/campaigns/measure-ok/stats", params={"app": "demo"},
+                                   headers=admin.auth())  # fmt: skip
+    assert stats.json()["rollout"]["phase"] == "not_started"
+    assert stats.json()["verdict"]["min_sample_per_variant"] == 200
