@@ -533,8 +533,8 @@ class CampaignEngine:
                 decided |= {"variant": None, "decided_by": "deadline",
                             "detail": "no winner by the deadline: the base content"}  # fmt: skip
             else:
-                funnels = {k: Funnel.from_counts(f) for k, f in report["variants"].items()
-                           if k != CONTROL}  # fmt: skip
+                funnels = {v.name: Funnel.from_counts(report["variants"].get(v.name, {}))
+                           for v in c.variants}  # fmt: skip
                 best = best_variant(funnels, report["metric"])
                 decided |= {"variant": best, "decided_by": "deadline",
                             "detail": f"no winner by the deadline ({report['verdict']['reason']})"
