@@ -508,12 +508,23 @@ def _campaign_line(c: dict[str, Any]) -> str:
 _STAGES = ("targeted", "sent", "delivered", "displayed", "clicked", "dismissed", "converted")
 
 
+_STAGE_WORDS = {"expired": "expired unseen"}
+"""How the per-channel funnel names a receipt kind, where the kind alone would mislead."""
+
+
 def _table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [row[0].ljust(widths[0])]
         cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
         print(indent + "  ".join(cells).rstrip())
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _pct(x: float | None) -> str:
@@ -526,7 +537,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if conv:
         where = " and ".join(f"{w['prop']} {w['op']} {w['value']!r}" for w in conv["where"])
         goal = (f" ({conv['event']}{' where ' + where if where else ''}, "
-                f"within {conv['window_s'] / 3600:g} h)")  # fmt: skip
+                f"within {_duration(conv['window_s'])})")  # fmt: skip
     print(f"{stats['campaign']} ({stats['status']}), compared on {stats['metric']}{goal}")
     rows: list[tuple[str, ...]] = [("variant", *_STAGES, "ctr", "conv")]
     arms = {**stats["variants"], "total": stats["total"]}
@@ -538,7 +549,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if channels:
         print("funnel per channel:")
         for kind, stages in channels.items():
-            shown = " -> ".join(f"{k} {n}" for k, n in stages.items())
+            shown = " -> ".join(f"{_STAGE_WORDS.get(k, k)} {n}" for k, n in stages.items())
             print(f"  {kind}: {shown}")
     control = stats.get("control")
     if control:
@@ -569,7 +580,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
                 r = w.get(g, {"users": 0, "returned": 0, "waiting": 0, "rate": 0.0})
                 cell = f"{_pct(r['rate'])} ({r['returned']}/{r['users']})" if r["users"] else "-"
                 if r["waiting"]:
-                    cell += f" +{r['waiting']} waiting"
+                    cell += f" ({r['waiting']} waiting)"
                 cells.append(cell)
             rows.append((g, *cells))
         _table(rows, "  ")

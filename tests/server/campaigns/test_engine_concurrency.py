@@ -312,3 +312,35 @@ async def test_a_rollout_may_send_the_base_content_when_nothing_won(tmp_path: Pa
         assert stats["verdict"]["reason"].startswith("needs")  # the base is no arm of the test
     finally:
         await node.stop()
+
+
+async def test_a_triggered_rollout_serves_the_rest_only_after_the_decision(tmp_path: Path) -> None:
+    clock = Clock()
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    try:
+        users = [f"u{i}" for i in range(20)]
+        await people(node, users)
+        await node.engine.save(spec(
+            "trig", kind="triggered", trigger={"event": "go"},
+            variants=[{"name": "a"}, {"name": "b", "content": {"title": "B"}}],
+            rollout={"test_share": 0.5, "decide_after_s": 600, "at_deadline": "base"},
+        ))  # fmt: skip
+        await node.engine.start_campaign("demo", "trig")
+        test = next(u for u in users if in_test_group("trig", u, 0.5))
+        rest = [u for u in users if not in_test_group("trig", u, 0.5)][:2]
+        for user in (test, rest[0]):
+            await track(node, user)
+        assert [s.user_key for _, s in await node.store.sends_since(0)] == [test]
+        (waiting,) = await node.engine.decisions("demo", "trig", rest[0])
+        assert waiting.reason == "scheduled" and "roll-out" in waiting.detail
+        clock.now += 601  # the deadline: nothing won, so the base content
+        await node.engine.tick()
+        stats = await node.engine.stats("demo", "trig")
+        assert (stats["rollout"]["phase"], stats["rollout"]["variant"]) == ("rolled_out", None)
+        assert stats["status"] == "running"  # a triggered campaign keeps running
+        await track(node, rest[1])
+        sends = {s.user_key: s.variant for _, s in await node.store.sends_since(0)}
+        assert set(sends) == {test, rest[1]} and sends[rest[1]] is None
+    finally:
+        await node.stop()
