@@ -500,8 +500,9 @@ class CampaignEngine:
         """Run one claimed roll-out check: decide (once, in the store) or check again later.
 
         A decision names the check that made it (``row``): only that check sends to the rest,
-        in the commit that finishes it (fenced by its claim), so the rest get the winner once
-        even when several nodes check, and again after a crash between deciding and sending.
+        in the commit that finishes it (fenced by its claim). So the rest get the chosen content
+        once, however many nodes check; after a crash between deciding and sending, the check
+        is still pending, runs again, finds its own decision and sends then.
         """
         c, r = live.campaign, live.campaign.rollout
         done = Outcome(done_pending=[row.id], claim=self.owner)
