@@ -344,3 +344,39 @@ async def test_a_triggered_rollout_serves_the_rest_only_after_the_decision(tmp_p
         assert set(sends) == {test, rest[1]} and sends[rest[1]] is None
     finally:
         await node.stop()
+
+
+async def test_a_rollout_decided_just_before_a_crash_is_sent_by_its_check_after_restart(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    users = [f"u{i}" for i in range(20)]
+    try:
+        await people(node, users)
+        await node.engine.save(rollout_spec("crash", "best"))
+        await node.engine.start_campaign("demo", "crash")
+        clock.now += 600
+        # A scheduler claims the check, stores its decision for b, and dies before sending.
+        (check,) = await node.store.claim_due("dies", clock.now, CLAIM_LEASE_S, 10)
+        testing = (await node.store.rollout_states("demo"))["crash"]
+        decided = testing | {
+            "phase": "rolled_out", "variant": "b", "decided_by": "winner", "detail": "b won",
+            "decided_at": clock.now, "row": check.id,
+        }  # fmt: skip
+        assert await node.store.swap_rollout("demo", "crash", testing, decided) == decided
+    finally:
+        await node.stop()
+    clock.now += CLAIM_LEASE_S
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    try:
+        await node.engine.tick()
+        rest = {u for u in users if not in_test_group("crash", u, 0.3)}
+        sends = [s for _, s in await node.store.sends_since(0)]
+        assert {s.user_key for s in sends if s.variant == "b" and s.user_key in rest} == rest
+        assert len(sends) == len(users)
+        assert (await node.engine.stats("demo", "crash"))["rollout"]["decided_by"] == "winner"
+    finally:
+        await node.stop()
