@@ -320,6 +320,7 @@ class Node:
             actions=request.actions,
             data=request.data,
             expire_after_read=request.expire_after_read,
+            ttl_default=request.ttl is None and request.kind == "banner",
         )
         on_device = set(targets.values())
         users = sorted(on_device | set(waiting))

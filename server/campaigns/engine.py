@@ -576,6 +576,7 @@ class CampaignEngine:
                     WireAction(id=a.id, label=a.label, url=a.url) for a in rendered.actions
                 ),
                 data=dict(rendered.data),
+                ttl_default=content.ttl_s is None and str(content.kind) == "banner",
             )
             try:
                 wire = fit_frame(message, self.max_frame_bytes)
