@@ -21,7 +21,7 @@ from tidings.client_sdk.errors import Refused
 from tidings.protocol import codes
 from tidings.protocol.frames import Event, Events
 from tidings.server.admin import AdminServer
-from tidings.server.node import Node, SendRequest
+from tidings.server.node import Node
 
 AUTH = {"Authorization": f"Bearer {APP_A.admin_key}"}
 
@@ -180,4 +180,3 @@ async def test_a_default_lifetime_banner_held_overnight_is_shown_when_quiet_hour
     assert len(expired) == 1 and expired[0].at == pytest.approx(night.timestamp() + 3600)
     assert [f.what for f in await gateway.store.fates("demo", "u1", [default["message_id"]])
             if f.what != "delivered"] == ["displayed"]  # fmt: skip
-
