@@ -210,13 +210,27 @@ def install(api: FastAPI, node: Node) -> None:
         limit: Annotated[int, Query(ge=1, le=MAX_DECISIONS)] = 100,
     ) -> dict[str, Any]:
         """Why users did or did not get the campaign's message, newest first (``user``
-        narrows it to one user): sent, scheduled, not_in_segment, opted_out, capped_*, ..."""
+        narrows it to one user): sent, scheduled, not_in_segment, opted_out, capped_*, ...
+
+        ``seq`` orders entries logged at the same time. With ``user``, each decision that sent
+        a message lists what happened to it after, oldest first (``after``): delivered (a
+        device acknowledged it), displayed, clicked, dismissed, expired (a banner expired
+        unseen) per device, and the user's inbox state read / unread / deleted."""
         target = _resolve(node, app, key_app, "app")
         rows = await engine.decisions(target.id, campaign_id, user, limit)
+        fates: dict[str, list[dict[str, Any]]] = {}
+        sent = [r.message_id for r in rows if r.message_id is not None]
+        if user is not None and sent:
+            for f in await node.store.fates(target.id, user, sent):
+                fates.setdefault(f.message_id, []).append(
+                    {"what": f.what, "at": f.at, "device": f.device, "action": f.action}
+                )
         return {
             "decisions": [
-                {"user": r.user_key, "at": r.at, "reason": r.reason, "detail": r.detail,
-                 "variant": r.variant, "message_id": r.message_id}
+                {"user": r.user_key, "at": r.at, "seq": r.seq, "reason": r.reason,
+                 "detail": r.detail, "variant": r.variant, "message_id": r.message_id,
+                 **({"after": fates.get(r.message_id, [])}
+                    if user is not None and r.message_id is not None else {})}
                 for r in rows
             ]
         }  # fmt: skip

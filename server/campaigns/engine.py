@@ -67,6 +67,7 @@ from tidings.server.storage import (
     Store,
 )
 from tidings.server.targeting.audience import Audience
+from tidings.server.targeting.explain import failed_filter
 from tidings.server.targeting.profiles import Profile, new_profile
 
 __all__ = ["CLAIM_LEASE_S", "DUE_BATCH", "TICK_S", "CampaignEngine"]
@@ -237,16 +238,19 @@ class CampaignEngine:
         trig = c.trigger
         assert trig is not None
         variant = _variant(c, p.user_id)
-        reason = None
-        if not all(f.matches(props) for f in trig.where):
-            reason = Reason.TRIGGER_FILTER
+        reason, detail = None, ""
+        failed = failed_filter(trig.where, props)
+        if failed is not None:
+            reason, detail = Reason.TRIGGER_FILTER, f"event {name}: {failed}"
         elif trig.window is not None and not trig.window.contains(ts):
-            reason = Reason.OUTSIDE_TRIGGER_WINDOW
-        elif not await self.audience.in_segment(app, c.segment, p, now):
-            reason = Reason.NOT_IN_SEGMENT
+            reason, detail = Reason.OUTSIDE_TRIGGER_WINDOW, f"event {name} at {ts:.0f}"
+        else:
+            missed = await self.audience.why_not(app, c.segment, p, now)
+            if missed is not None:
+                reason, detail = Reason.NOT_IN_SEGMENT, missed
         event = {"name": name, "props": dict(props), "ts": ts}
         if reason is not None:
-            decision = _decision(c, p.user_id, now, reason, variant=variant)
+            decision = _decision(c, p.user_id, now, reason, detail, variant=variant)
             await self.store.commit(app, Outcome(decisions=[decision]))
             return
         wait = max(trig.delay_s, trig.unless.within_s if trig.unless else 0)
@@ -523,8 +527,9 @@ class CampaignEngine:
                 decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
                                            followed_why, variant))  # fmt: skip
                 continue
-            if due and not await self.audience.in_segment(app, c.segment, p, now):
-                left = "left the segment before the send time"
+            missed = await self.audience.why_not(app, c.segment, p, now) if due else None
+            if missed is not None:
+                left = f"left the segment before the send time: {missed}"
                 decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT, left, variant))
                 continue
             if variant == CONTROL:
@@ -651,10 +656,15 @@ class CampaignEngine:
             reason, detail = Reason.BUDGET_EXHAUSTED, f"budget of {budget} used"
         elif p is None:
             reason, detail = Reason.NOT_IN_SEGMENT, "no such user (no profile)"
-        elif not await self.audience.in_segment(app, c.segment, p, now):
-            reason, detail = Reason.NOT_IN_SEGMENT, "not in the segment (evaluated now)"
+        elif (missed := await self.audience.why_not(app, c.segment, p, now)) is not None:
+            reason, detail = Reason.NOT_IN_SEGMENT, f"evaluated now: {missed}"
+        elif c.trigger is not None and c.status is CampaignStatus.RUNNING:
+            reason = Reason.NOT_TRIGGERED
+            detail = (f"in the segment, but no {c.trigger.event} event has triggered the"
+                      " campaign for this user yet")  # fmt: skip
         else:
-            reason, detail = Reason.CAMPAIGN_INACTIVE, f"not considered yet (campaign {c.status})"
+            reason = Reason.CAMPAIGN_INACTIVE
+            detail = f"the campaign has not run for this user yet (it is {c.status})"
         return [_decision(c, user, now, reason, detail)]
 
     async def stats(self, app: str, cid: str) -> dict[str, Any]:

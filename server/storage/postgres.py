@@ -1120,8 +1120,8 @@ class PostgresStore:
     ) -> list[DecisionRow]:
         """The decision log of a campaign (for one user, or everyone), newest first."""
         sql = (
-            "SELECT campaign, user_key, at, reason, detail, variant, message_id FROM decisions"
-            " WHERE app=$1 AND campaign=$2"
+            "SELECT campaign, user_key, at, reason, detail, variant, message_id, id"
+            " FROM decisions WHERE app=$1 AND campaign=$2"
         )
         params: list[Any] = [app, campaign]
         if user_key is not None:
@@ -1131,7 +1131,7 @@ class PostgresStore:
         rows = await self._fetch(sql + f" ORDER BY at DESC, id DESC LIMIT ${len(params)}", *params)
         return [
             DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
-                        variant=r[5], message_id=r[6])
+                        variant=r[5], message_id=r[6], seq=int(r[7]))
             for r in rows
         ]  # fmt: skip
 

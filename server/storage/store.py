@@ -933,8 +933,8 @@ class SqliteStore:
     ) -> list[DecisionRow]:
         """The decision log of a campaign (for one user, or everyone), newest first."""
         sql = (
-            "SELECT campaign, user_key, at, reason, detail, variant, message_id FROM decisions"
-            " WHERE app=? AND campaign=?"
+            "SELECT campaign, user_key, at, reason, detail, variant, message_id, rowid"
+            " FROM decisions WHERE app=? AND campaign=?"
         )
         params: list[Any] = [app, campaign]
         if user_key is not None:
@@ -946,7 +946,7 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [
             DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
-                        variant=r[5], message_id=r[6])
+                        variant=r[5], message_id=r[6], seq=r[7])
             for r in rows
         ]  # fmt: skip
 
