@@ -566,6 +566,10 @@ def _run_campaign(args: argparse.Namespace) -> int:
         _print_stats(result)
     else:
         extra = f", revoked {result['revoked']} undisplayed" if action == "cancel" else ""
+        if result.get("no_device"):
+            extra += f", {result['no_device']} user(s) with no device yet (kept in their inbox)"
+        if result.get("skipped", {}).get("no_device"):
+            extra += f", skipped {result['skipped']['no_device']} with no device (banner only)"
         print(_campaign_line(result) + extra)
     return 0
 

@@ -160,12 +160,23 @@ def install(api: FastAPI, node: Node) -> None:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:  # fmt: skip
         """Start a draft or resume a paused campaign. A one-off campaign decides for its whole
-        audience before this answers; the decision log says what happened to each user."""
+        audience before this answers; the decision log says what happened to each user.
+
+        When the audience was decided now, ``no_device`` counts users with no device yet
+        whose inbox keeps the message for their first device, and ``skipped`` counts the
+        users not sent to for that reason (``{"no_device": n}``: a banner-only message)."""
         target = _resolve(node, app, key_app, "app")
 
         async def start() -> dict[str, Any]:
+            before = engine.last_run(target.id, campaign_id)
             await engine.start_campaign(target.id, campaign_id)
-            return _campaign_json(*engine.campaign(target.id, campaign_id))
+            answer = _campaign_json(*engine.campaign(target.id, campaign_id))
+            run = engine.last_run(target.id, campaign_id)
+            if run and run != before:
+                answer["no_device"] = run["no_device"]
+                answer["skipped"] = ({"no_device": run["skipped_no_device"]}
+                                     if run["skipped_no_device"] else {})  # fmt: skip
+            return answer
 
         return await once(request, target.id, idempotency_key, None, 200, start)
 

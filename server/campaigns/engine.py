@@ -27,6 +27,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tidings.protocol.errors import InvalidField, TidingsError
@@ -91,6 +92,9 @@ class _Live:
     sent_total: int
     created_at: float
     updated_at: float
+    last_run: dict[str, int] = field(default_factory=dict)
+    """What the latest audience run here counted: ``no_device`` (users with no device yet
+    whose inbox keeps the message) and ``skipped_no_device`` (banner-only, not sent)."""
 
 
 @dataclass(slots=True)
@@ -291,6 +295,12 @@ class CampaignEngine:
         live = self._live(app, cid)
         return live.campaign, live.sent_total
 
+    def last_run(self, app: str, cid: str) -> Mapping[str, int]:
+        """What this node's latest audience run of a campaign counted (empty before one):
+        ``no_device`` and ``skipped_no_device`` (see :meth:`_dispatch`). A new run replaces
+        the mapping: compare it by identity to see whether one happened."""
+        return MappingProxyType(self._live(app, cid).last_run)
+
     def _live(self, app: str, cid: str) -> _Live:
         live = self._state(app).campaigns.get(cid)
         if live is None:
@@ -459,7 +469,8 @@ class CampaignEngine:
         ``done``: the claimed scheduled run this is, finished in the same commit.
         """
         users = sorted(await self.audience.resolve(app, live.campaign.segment))
-        await self._dispatch(app, live, [_Item(u) for u in users], now, done=done)
+        live.last_run = await self._dispatch(app, live, [_Item(u) for u in users], now,
+                                             done=done)  # fmt: skip
         await self._maybe_complete(app, live)
 
     async def _maybe_complete(self, app: str, live: _Live) -> None:
@@ -495,8 +506,12 @@ class CampaignEngine:
     async def _dispatch(
         self, app: str, live: _Live, items: Sequence[_Item], now: float, *, due: bool = False,
         done: Sequence[int] = (),
-    ) -> None:  # fmt: skip
+    ) -> dict[str, int]:  # fmt: skip
         """Decide for each user, render, and store everything in one write, then fan out.
+
+        Returns how many users had no device yet: ``no_device`` (an inbox message waits in
+        their inbox for their first device) and ``skipped_no_device`` (a banner-only message,
+        logged ``no_device`` and not sent).
 
         The caps, per-user limits and budget are checked and consumed by the store inside that
         write (:class:`Limit`, :attr:`Outcome.budget`): a send they no longer allow is logged
@@ -596,15 +611,31 @@ class CampaignEngine:
                 devices.setdefault(user, []).append(device)
         sends: list[SendRow] = []
         out: list[Outgoing] = []
+        counts = {"no_device": 0, "skipped_no_device": 0}
+        waiting: set[str] = set()
         for user, message, wire, caps in keep:
             targets = devices.get(user, [])
+            if not targets and message.kind == "banner":
+                decisions.append(_decision(c, user, now, Reason.NO_DEVICE,
+                                           "a banner-only message needs a device",
+                                           message.variant))  # fmt: skip
+                counts["skipped_no_device"] += 1
+                continue
+            where = (
+                f"{len(targets)} device(s)"
+                if targets
+                else "no device yet: kept in the user's inbox for their first device"
+            )
+            if not targets:
+                waiting.add(user)
             sends.append(SendRow(
                 user_key=user, at=now, category=message.category, message_id=message.id,
                 campaign=c.id, variant=message.variant, limits=caps,
-                decision=_decision(c, user, now, Reason.SENT, f"{len(targets)} device(s)",
-                                   message.variant, message.id),
+                decision=_decision(c, user, now, Reason.SENT, where, message.variant,
+                                   message.id),
             ))  # fmt: skip
-            out.append(Outgoing(message, wire, tuple((d, user) for d in targets)))
+            out.append(Outgoing(message, wire, tuple((d, user) for d in targets),
+                                () if targets else (user,)))  # fmt: skip
         finished = [*done, *(i.pending_id for i in items if i.pending_id)]
         committed = await self.publisher.publish(app, out, Outcome(
             sends=sends, decisions=decisions, new_pending=later, done_pending=finished,
@@ -615,6 +646,8 @@ class CampaignEngine:
         if later:
             self._due_at(min(p.due_at for p in later))
         await self._maybe_complete(app, live)
+        counts["no_device"] = len(waiting - {r.user_key for r in committed.refused})
+        return counts
 
     async def _unless_followed(self, app: str, c: Campaign, items: Sequence[_Item]) -> set[int]:
         """Positions of due trigger ``items`` whose ``unless`` event followed in time.

@@ -180,3 +180,31 @@ async def test_a_default_lifetime_banner_held_overnight_is_shown_when_quiet_hour
     assert len(expired) == 1 and expired[0].at == pytest.approx(night.timestamp() + 3600)
     assert [f.what for f in await gateway.store.fates("demo", "u1", [default["message_id"]])
             if f.what != "delivered"] == ["displayed"]  # fmt: skip
+
+
+async def test_a_campaign_start_counts_users_without_a_device_whose_first_device_gets_it(
+    gateway: Node, devices: Any, http: httpx.AsyncClient
+) -> None:
+    for user in ("pre-1", "pre-2"):
+        patched = await http.patch(
+            f"/v1/users/{user}", json={"app": "demo", "attrs": {"cohort": "pre"}}
+        )
+        assert patched.status_code == 200, patched.text
+    for cid, kind in (("pre-news", "both"), ("pre-flash", "banner")):
+        made = await http.post("/v1/campaigns", json={
+            "app": "demo", "id": cid, "name": cid, "kind": "one_off",
+            "segment": 'attr.cohort = "pre"',
+            "content": {"kind": kind, "title": "Hello", "body": "before you arrived"},
+        })  # fmt: skip
+        assert made.status_code == 201, made.text
+    news = await http.post("/v1/campaigns/pre-news/start", params={"app": "demo"})
+    assert news.status_code == 200, news.text
+    assert (news.json()["no_device"], news.json()["skipped"]) == (2, {})
+    flash = await http.post("/v1/campaigns/pre-flash/start", params={"app": "demo"})
+    assert (flash.json()["no_device"], flash.json()["skipped"]) == (0, {"no_device": 2})
+
+    phone = await devices("pre-phone", user="pre-1")
+    await phone.until(lambda: len(phone.client.inbox.items()) == 1)
+    await asyncio.sleep(0.2)
+    assert phone.client.inbox.items()[0].campaign == "pre-news"
+    assert phone.banners == [] and len(phone.messages) == 1
