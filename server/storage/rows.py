@@ -124,7 +124,7 @@ class DecisionRow:
     detail: str = ""
     variant: str | None = None
     message_id: str | None = None
-    seq: int = 0
+    seq: int = field(default=0, compare=False)
     """The log's own order: of two entries logged at the same time, the later has the higher
     number (0: not from the log, evaluated when asked)."""
 

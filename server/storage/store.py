@@ -66,9 +66,9 @@ log = logging.getLogger(__name__)
 
 _Write = Callable[[sqlite3.Connection], Any]
 _PRAGMAS = (
+    "PRAGMA busy_timeout=5000",  # first: the pragmas below wait for a process migrating the file
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
 )
 DURABILITY_MODES: dict[str, tuple[str, ...]] = {
     # fullfsync: on macOS a plain fsync leaves the data in the drive's cache (no-op elsewhere).

@@ -6,6 +6,7 @@ not hold and, where the profile or event has one, the value it had instead.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,5 +86,5 @@ def _actual(node: Node, profile: Profile, now: float, events: EventSource | None
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
