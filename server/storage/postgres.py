@@ -113,6 +113,16 @@ _MIGRATION_LOCK = 0x7D1D  # the advisory lock class of migrations (any constant 
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
 _PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 # Device rows are locked in one order by every write (module docstring, step 4).
+_MISSING_INBOX = (
+    "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
+    " ON m.app=u.app AND m.id=u.message_id"
+    " WHERE u.app=$1 AND u.user_key=$2 AND m.expires_at>$3 AND NOT m.revoked"
+    " AND NOT EXISTS (SELECT 1 FROM inbox_state s WHERE s.app=u.app"
+    " AND s.user_key=u.user_key AND s.message_id=u.message_id AND s.state='deleted')"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.app=u.app"
+    " AND d.device_id=$4 AND d.message_id=u.message_id"
+    " AND (d.state=0 OR (d.state=1 AND d.seq<=$5)))"
+)
 _LOCK_DEVICES = (
     "SELECT device_id FROM (SELECT device_id FROM devices WHERE app=$1"
     ' AND device_id = ANY($2::text[]) ORDER BY device_id COLLATE "C" FOR {mode}) locked'
@@ -738,6 +748,12 @@ class PostgresStore:
         """Queue for ``device`` every message of the user's inbox it does not hold (see
         :meth:`SqliteStore.fill_inbox <tidings.server.storage.SqliteStore.fill_inbox>`)."""
 
+        # Most hellos find nothing missing: look first, and write (where the look is repeated
+        # under the device's lock) only when something is.
+        if not await self._fetch(_MISSING_INBOX + " LIMIT 1", app, user_key, float(now),
+                                 device, resume):  # fmt: skip
+            return 0
+
         async def work(con: _Conn) -> int:
             if not await _lock_devices(con, app, [device], "NO KEY UPDATE"):
                 return 0  # erased meanwhile
@@ -748,15 +764,7 @@ class PostgresStore:
                 float(now),
             )
             missing = await con.fetch(
-                "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
-                " ON m.app=u.app AND m.id=u.message_id"
-                " WHERE u.app=$1 AND u.user_key=$2 AND m.expires_at>$3 AND NOT m.revoked"
-                " AND NOT EXISTS (SELECT 1 FROM inbox_state s WHERE s.app=u.app"
-                " AND s.user_key=u.user_key AND s.message_id=u.message_id AND s.state='deleted')"
-                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.app=u.app"
-                " AND d.device_id=$4 AND d.message_id=u.message_id"
-                " AND (d.state=0 OR (d.state=1 AND d.seq<=$5)))"
-                " ORDER BY m.created_at, m.id",
+                _MISSING_INBOX + " ORDER BY m.created_at, m.id",
                 app,
                 user_key,
                 float(now),

@@ -136,6 +136,26 @@ async def test_erasing_a_user_disconnects_their_devices_and_nothing_comes_back_f
     assert (await http.get("/v1/users/u1", params={"app": "demo"})).status_code == 404
 
 
+async def test_an_erased_users_device_drops_what_it_had_queued_for_good(
+    gateway: Node, devices: Any, http: httpx.AsyncClient, tmp_path: Any
+) -> None:
+    path = str(tmp_path / "tab.db")
+    tab = await devices("tab", user="u2", store_path=path, flush_delay=60)
+    sent = await send(http, users=["u2"], kind="inbox", body="yours")
+    await tab.until(lambda: len(tab.client.inbox.items()) == 1)
+    tab.client.track("late")  # queued: reports wait a minute here
+    assert tab.client.pending_requests == 1
+    assert (await http.delete("/v1/users/u2", params={"app": "demo"})).status_code == 204
+    await tab.until(lambda: tab.client.last_error is not None)
+    assert tab.client.pending_requests == 0 and tab.client.inbox.items() == []
+    await tab.client.close()
+    reopened = await devices("tab", user="u2", store_path=path, connect=False)
+    assert reopened.client.pending_requests == 0
+    assert reopened.client.inbox.get(sent["message_id"]) is None
+    await asyncio.sleep(0.3)
+    assert await gateway.store.count_events("demo") == 0
+
+
 async def test_a_write_from_a_session_open_during_erasure_is_refused_and_ends_it(
     gateway: Node, mint: Any
 ) -> None:
