@@ -579,8 +579,8 @@ def _configure_why(p: argparse.ArgumentParser) -> None:
     p.add_argument("user", help="user id")
     p.add_argument("--limit", type=int, default=5, help="latest decisions to show (default 5)")
     p.add_argument("--tz", default=None, metavar="ZONE",
-                   help="show times in this IANA time zone, e.g. Asia/Shanghai"
-                   " (default: your local zone)")  # fmt: skip
+                   help="show times in this IANA time zone, e.g. Asia/Shanghai, or 'user' for"
+                   " the user's own zone (default: your local zone)")  # fmt: skip
     _add_admin_options(p)
 
 
@@ -665,10 +665,20 @@ def _why_lines(campaign: str, d: dict[str, Any], zone: Any) -> list[str]:
 def _run_why(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 1000:
         return _fail("--limit must be between 1 and 1000")
+    tz = args.tz
+    if tz == "user":
+        user = _get_json(args, f"/v1/users/{_q(args.user)}")
+        if isinstance(user, int):
+            return user
+        tz = user.get("tz") or None
+        if tz is None:
+            return _fail(f"--tz user: {args.user} has no known time zone; give a zone name")
     try:
-        zone, zone_name = _why_zone(args.tz)
+        zone, zone_name = _why_zone(tz)
     except ValueError as exc:
         return _fail(str(exc))
+    if args.tz == "user":
+        zone_name = f"{tz} (the user's zone)"
     result = _get_json(args, f"/v1/campaigns/{_q(args.campaign)}/decisions", user=args.user,
                        limit=args.limit)  # fmt: skip
     if isinstance(result, int):
@@ -850,6 +860,7 @@ register(
             tidings why spring-sale user-42
             tidings why spring-sale user-42 --limit 20 --json
             tidings why spring-sale user-42 --tz Asia/Shanghai
+            tidings why spring-sale user-42 --tz user
         """,
         configure=_configure_why,
         run=_run_why,

@@ -77,6 +77,8 @@ async def test_why_shows_what_happened_to_the_message_after_it_was_sent_in_local
     assert "T  delivered to phone" in after
     assert after.index("T  displayed on phone") < after.index("T  clicked on phone")
     assert "T  read in the inbox" in after
+    in_users_zone = await why(admin_url, capsys, "why-sale", "w1", "--tz", "user")
+    assert "times in UTC (the user's zone)" in in_users_zone.splitlines()[0]
 
 
 async def test_why_names_the_failed_condition_and_says_plainly_when_nothing_triggered_yet(
