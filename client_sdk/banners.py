@@ -9,7 +9,14 @@ from typing import Literal
 from tidings.client_sdk.quiet_hours import QuietHours
 from tidings.protocol.frames import Message
 
-__all__ = ["DEFAULT_MAX_SHOWN_AFTER_QUIET", "BannerPolicy", "Verdict", "decide", "release"]
+__all__ = [
+    "DEFAULT_MAX_SHOWN_AFTER_QUIET",
+    "BannerPolicy",
+    "Verdict",
+    "decide",
+    "held_expiry",
+    "release",
+]
 
 DEFAULT_MAX_SHOWN_AFTER_QUIET = 3
 """Banners shown, newest first, when quiet hours end; older held ones stay in the inbox."""
@@ -81,3 +88,20 @@ def release(
     live.sort(key=lambda m: (m.created_at, m.id), reverse=True)
     n = max(0, policy.max_shown_after_quiet)
     return live[:n], live[n:]
+
+
+def held_expiry(msg: Message, now: float, *, quiet: QuietHours | None, device_tz: str) -> int:
+    """When a banner held now expires (Unix ms).
+
+    A banner whose lifetime is the server's default (``msg.ttl_default``) held by quiet hours
+    keeps that whole lifetime after the window ends, so a message sent at night is still seen
+    in the morning. A lifetime the sender chose (a flash sale ending at midnight) is kept as
+    sent, even if that means the banner expires unseen during the quiet hours.
+    """
+    if not msg.ttl_default or not msg.expires_at or quiet is None:
+        return msg.expires_at
+    if not quiet.is_quiet(now, device_tz):
+        return msg.expires_at
+    lifetime = max(0, msg.expires_at - msg.created_at)
+    window_end_ms = int(quiet.window_end(now, device_tz) * 1000)
+    return max(msg.expires_at, window_end_ms + lifetime)

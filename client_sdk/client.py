@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -42,7 +43,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.client_sdk.banners import BannerPolicy, decide, release
+from tidings.client_sdk.banners import BannerPolicy, decide, held_expiry, release
 from tidings.client_sdk.clock import Clock, SystemClock
 from tidings.client_sdk.errors import (
     ClientClosed,
@@ -384,9 +385,12 @@ class TidingsClient:
         self.device_tz = tz
         self._reschedule(force=True)
 
-    def _receipt(self, item_id: str, kind: str, action: str | None) -> None:
+    def _receipt(
+        self, item_id: str, kind: str, action: str | None, *, ts: int | None = None
+    ) -> None:
+        when = int(self.clock.now() * 1000) if ts is None else ts
         self._queue({"k": "receipt", "id": item_id, "kind": kind, "action": action,
-                     "ts": int(self.clock.now() * 1000)})  # fmt: skip
+                     "ts": when})  # fmt: skip
 
     # --- outbox -------------------------------------------------------------------------------
 
@@ -587,6 +591,8 @@ class TidingsClient:
                 welcomed = self._end_session()
             if self._closed:
                 return
+            if close_code == codes.CLOSE_ERASED:
+                await self._forget_user()
             if codes.is_terminal(close_code):
                 self._refused(Refused(f"the gateway refused this device (close {close_code})",
                                       close_code=close_code))  # fmt: skip
@@ -615,6 +621,21 @@ class TidingsClient:
         if lasted >= STABLE_SESSION_S:
             self._backoff.reset()
         return True
+
+    async def _forget_user(self) -> None:
+        """The user was erased (close 4007): drop what this device holds of them — queued
+        events and reports, the inbox, the delivery cursor — here and in the local store, so
+        nothing of the erased profile is sent again (PROTOCOL.md §10)."""
+        dropped = list(self._outbox)
+        self._outbox.clear()
+        if dropped:
+            self._persist(lambda: self._store.outbox_remove(dropped))
+        for item in list(self.inbox._items.values()):
+            await self.inbox.remove(item.id, notify=False)
+        await self._store.put("seq", 0)
+        await self._store.put("inbox_ver", 0)
+        self._proto = ClientSession(seen=self._seen)
+        self._inbox_changed()
 
     def _refused(self, exc: Refused) -> None:
         self._failed = self.last_error = exc
@@ -696,6 +717,8 @@ class TidingsClient:
     async def _accept(self, msg: Message) -> None:
         now = self.clock.now()
         if msg.expires_at and msg.expires_at <= now * 1000:
+            if msg.kind != "inbox":  # a banner that expired unseen: the server learns it
+                self._receipt(msg.id, "expired", None, ts=msg.expires_at)
             return  # expired: never stored, never shown
         if msg.kind == "inbox":
             await self.inbox.add(InboxItem.from_message(msg, now))
@@ -703,6 +726,9 @@ class TidingsClient:
         verdict = decide(msg, now, policy=self.policy, quiet=self.quiet_hours,
                          device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
         item = InboxItem.from_message(msg, now, held=verdict == "hold")
+        if verdict == "hold":
+            expires_ms = held_expiry(msg, now, quiet=self.quiet_hours, device_tz=self.device_tz)
+            item = dataclasses.replace(item, expires_at=expires_ms / 1000)
         await self.inbox.add(item)
         if verdict == "show":
             self._show(item)
@@ -744,6 +770,8 @@ class TidingsClient:
             shown = {m.id for m in to_show}
             for item in held:
                 await self.inbox.set_held(item.id, False)
+                if item.expired(now):  # held too long: it expired unseen
+                    self._receipt(item.id, "expired", None, ts=int(item.expires_at * 1000))
             for item in sorted(held, key=lambda i: (i.created_at, i.id), reverse=True):
                 if item.id in shown:
                     self._show(item)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "CLOSE_BAD_FRAME",
+    "CLOSE_ERASED",
     "CLOSE_FORBIDDEN",
     "CLOSE_GOING_AWAY",
     "CLOSE_HEARTBEAT_TIMEOUT",
@@ -86,6 +87,7 @@ CLOSE_FORBIDDEN = 4003
 CLOSE_BAD_FRAME = 4004  # the client broke the protocol; a bug, not a network fault
 CLOSE_UNSUPPORTED = 4005  # protocol version or subprotocol not supported
 CLOSE_REPLACED = 4006  # the same device connected again elsewhere; this one must stop
+CLOSE_ERASED = 4007  # the device's user was erased: drop local data; connect again only anew
 
 # Reconnect with backoff (4100–4199).
 CLOSE_SLOW_CONSUMER = 4100  # send queue overflowed; resume catches up

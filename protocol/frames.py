@@ -65,13 +65,13 @@ __all__ = [
 Kind = Literal["banner", "inbox", "both"]
 Category = Literal["marketing", "transactional"]
 Priority = Literal["normal", "urgent"]
-ReceiptKind = Literal["displayed", "clicked", "dismissed"]
+ReceiptKind = Literal["displayed", "clicked", "dismissed", "expired"]
 InboxStateName = Literal["read", "unread", "deleted"]
 
 KINDS: frozenset[str] = frozenset({"banner", "inbox", "both"})
 CATEGORIES: frozenset[str] = frozenset({"marketing", "transactional"})
 PRIORITIES: frozenset[str] = frozenset({"normal", "urgent"})
-RECEIPT_KINDS: frozenset[str] = frozenset({"displayed", "clicked", "dismissed"})
+RECEIPT_KINDS: frozenset[str] = frozenset({"displayed", "clicked", "dismissed", "expired"})
 INBOX_STATES: frozenset[str] = frozenset({"read", "unread", "deleted"})
 
 Json: TypeAlias = Any
@@ -290,6 +290,9 @@ class Message:
     actions: tuple[Action, ...] = ()
     data: dict[str, Json] = field(default_factory=dict)
     expire_after_read: bool = False
+    ttl_default: bool = False
+    """``expires_at`` is the server's default lifetime, not one the sender chose: a device
+    holding the banner for its quiet hours counts the lifetime from the end of the window."""
 
     def to_wire(self) -> Wire:
         m: Wire = {
@@ -313,6 +316,8 @@ class Message:
             m["data"] = self.data
         if self.expire_after_read:
             m["expire_after_read"] = True
+        if self.ttl_default:
+            m["ttl_default"] = True
         return m
 
     @classmethod
@@ -339,6 +344,7 @@ class Message:
             ),
             data=_json_map(m["data"], n["data"]) if "data" in m else {},
             expire_after_read=_bool(m.get("expire_after_read", False), n["expire_after_read"]),
+            ttl_default=_bool(m.get("ttl_default", False), n["ttl_default"]),
         )
 
 

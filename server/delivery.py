@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import msgpack
 from tidings.protocol.codec import encode_deliver, encode_message
 from tidings.protocol.errors import InvalidField
 from tidings.protocol.frames import Message
 from tidings.server.storage import Committed, Outcome
 
-__all__ = ["Outgoing", "Publisher", "fit_frame"]
+__all__ = ["Outgoing", "Publisher", "as_inbox_only", "fit_frame"]
 
 # The largest ``deliver`` frame around a message: the highest seq, and the live copy's sent_at.
 _DELIVER_OVERHEAD = len(encode_deliver(2**63 - 1, b"")) + 9
@@ -32,6 +33,18 @@ class Outgoing:
     message: Message
     wire: bytes
     targets: tuple[tuple[str, str], ...]
+    waiting: tuple[str, ...] = ()
+    """User keys with no device yet whose inbox keeps the message for their first device."""
+
+
+def as_inbox_only(wire: bytes) -> bytes:
+    """The encoded message ``wire`` as kind ``inbox``: how an older inbox message goes to a
+    device that did not hold it (never a banner; PROTOCOL.md §3, the user's inbox)."""
+    body = msgpack.unpackb(wire, raw=False)
+    if not isinstance(body, dict) or body.get("kind") == "inbox":
+        return wire
+    body["kind"] = "inbox"
+    return cast(bytes, msgpack.packb(body, use_bin_type=True))
 
 
 def fit_frame(message: Message, max_frame_bytes: int) -> bytes:

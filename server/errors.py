@@ -5,7 +5,8 @@
     TidingsError
     └── ServerError
         ├── StoreError      the database refused or failed (``temporary`` when retrying helps)
-        │   └── ClaimLost   a scheduler's claim on due work ended before its commit
+        │   ├── ClaimLost   a scheduler's claim on due work ended before its commit
+        │   └── DeviceErased  a device's write after its user was erased
         ├── NotFound        the named campaign, rule or user does not exist (HTTP 404)
         └── Conflict        the request does not fit the object's state (HTTP 409)
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
 
-__all__ = ["ClaimLost", "Conflict", "NotFound", "ServerError", "StoreError"]
+__all__ = ["ClaimLost", "Conflict", "DeviceErased", "NotFound", "ServerError", "StoreError"]
 
 
 class ServerError(TidingsError):
@@ -31,6 +32,14 @@ class StoreError(ServerError):
 class ClaimLost(StoreError):
     """Due work was claimed by another scheduler after this one's lease ended: its outcome is
     not stored (the other scheduler decides for those users; nothing is decided twice)."""
+
+
+class DeviceErased(StoreError):
+    """A connected device wrote after its user was erased: the write is refused (the erased
+    profile must not come back from it); the gateway closes its session with
+    ``CLOSE_ERASED``."""
+
+    code = codes.ERR_FORBIDDEN
 
 
 class _FieldError(ServerError):

@@ -126,21 +126,32 @@ class Ingest:
         """
         self.quota.take(app, device, len(events))
         stored_as = SERVER_DEVICE if device is None else device
-        await self.store.insert_events(app, stored_as, user_key, events, self.clock())
+        await self.store.insert_events(app, stored_as, user_key, events, self.clock(),
+                                       registered=device is not None)  # fmt: skip
         fired = [(e.name, e.props, e.ts / 1000) for e in events]
         await self.engine.on_events(app, user_key, fired)
         self.announce(("events", app, user_key, fired))
 
-    async def attributes(self, app: str, user_key: str, attrs: Mapping[str, Any]) -> None:
-        """Merge attributes into a profile (``None`` removes one); creates the profile."""
+    async def attributes(
+        self, app: str, user_key: str, attrs: Mapping[str, Any], device: str | None = None
+    ) -> None:
+        """Merge attributes into a profile (``None`` removes one); creates the profile.
+
+        ``device``: the device that sent them (None: the app's backend); refused with
+        :class:`~tidings.server.errors.DeviceErased` once its user was erased.
+        """
         if attrs:
-            await self.store.merge_attrs(app, user_key, dict(attrs), self.clock())
+            await self.store.merge_attrs(app, user_key, dict(attrs), self.clock(), device=device)
         self.engine.audience.on_attrs(app, user_key, attrs)
         self.announce(("attrs", app, user_key, dict(attrs)))
 
-    async def consent(self, app: str, user_key: str, categories: Mapping[str, bool]) -> None:
-        """Record which categories of messages a user accepts."""
-        await self.store.set_consent(app, user_key, dict(categories), self.clock())
+    async def consent(
+        self, app: str, user_key: str, categories: Mapping[str, bool], device: str | None = None
+    ) -> None:
+        """Record which categories of messages a user accepts (``device`` as in
+        :meth:`attributes`)."""
+        await self.store.set_consent(app, user_key, dict(categories), self.clock(),
+                                     device=device)  # fmt: skip
         self.engine.audience.on_consent(app, user_key, categories)
         self.announce(("consent", app, user_key, dict(categories)))
 

@@ -48,7 +48,8 @@ from tidings.protocol.tokens import TokenClaims, peek_app, verify_token
 from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
-from tidings.server.delivery import Outgoing, fit_frame
+from tidings.server.delivery import Outgoing, as_inbox_only, fit_frame
+from tidings.server.errors import DeviceErased
 from tidings.server.gateway.connection import GatewayConnection, Session
 from tidings.server.hub import Hub
 from tidings.server.ingest import EventQuota, Ingest
@@ -58,6 +59,7 @@ from tidings.server.storage import (
     DeviceRow,
     Outcome,
     OutMessage,
+    PendingDelivery,
     SendRow,
     SqliteStore,
     Store,
@@ -104,8 +106,9 @@ class SendResult:
 
     message_id: str
     devices: int  # device deliveries queued
-    users: int  # distinct users reached
+    users: int  # distinct users reached on a device
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> users, e.g. capped_tier
+    no_device: int = 0  # users with no device yet whose inbox keeps it for their first device
 
 
 class Node:
@@ -254,6 +257,8 @@ class Node:
                     await self.engine.resync()
                 else:
                     await self.ingest.apply(change)
+                    if change[0] == "erase":
+                        self.close_erased(change[1], change[2])
             except TidingsError as exc:  # unknown app, store hiccup: the next resync mends it
                 log.warning("cluster: change %s not applied: %s", change[0], exc.reason)
             except (ValueError, TypeError, KeyError) as exc:
@@ -282,10 +287,18 @@ class Node:
             for device, user_key in await self.store.known_devices(request.app, request.devices):
                 targets.setdefault(device, user_key)
         skipped: dict[str, int] = {}
-        if request.category == "marketing" and targets:
-            out = await self.store.opted_out(request.app, sorted(set(targets.values())))
+        # Named users with no device yet: an inbox message waits in their inbox for their
+        # first device; a banner cannot wait for a device that does not exist.
+        reached = set(targets.values())
+        waiting = sorted(set(request.users) - reached)
+        if waiting and request.kind == "banner":
+            skipped["no_device"] = len(waiting)
+            waiting = []
+        if request.category == "marketing" and (targets or waiting):
+            out = await self.store.opted_out(request.app, sorted(reached | set(waiting)))
             if out:
                 targets = {d: u for d, u in targets.items() if u not in out}
+                waiting = [u for u in waiting if u not in out]
                 skipped["opted_out"] = len(out)
         now = self.clock()
         ttl = request.ttl or (
@@ -307,8 +320,10 @@ class Node:
             actions=request.actions,
             data=request.data,
             expire_after_read=request.expire_after_read,
+            ttl_default=request.ttl is None and request.kind == "banner",
         )
-        users = sorted(set(targets.values()))
+        on_device = set(targets.values())
+        users = sorted(on_device | set(waiting))
         sends = [
             SendRow(user_key=u, at=now, category=request.category, message_id=message.id,
                     campaign=request.campaign, variant=request.variant,
@@ -316,16 +331,19 @@ class Node:
             for u in users
         ]  # fmt: skip
         wire = fit_frame(message, self._config.max_frame_bytes)
-        outgoing = Outgoing(message, wire, tuple((d, u) for d, u in targets.items()))
+        outgoing = Outgoing(message, wire, tuple((d, u) for d, u in targets.items()),
+                            tuple(waiting))  # fmt: skip
         committed = await self.publish(request.app, [outgoing], Outcome(sends=sends))
+        refused = {r.user_key for r in committed.refused}
         for refusal in committed.refused:
             skipped[refusal.reason] = skipped.get(refusal.reason, 0) + 1
         self.metrics.observe_fanout(time.perf_counter() - t0)
         return SendResult(
             message_id=message.id,
             devices=len(committed.deliveries.get(message.id, ())),
-            users=len(users) - len(committed.refused),
+            users=len(on_device - refused),
             skipped=skipped,
+            no_device=len(set(waiting) - refused),
         )
 
     async def publish(
@@ -352,6 +370,7 @@ class Node:
                 wire=o.wire,
                 targets=o.targets,
                 collapse_key=o.message.collapse_key,
+                waiting=o.waiting,
             )
             for o in outgoing
         ]
@@ -373,6 +392,22 @@ class Node:
             return False
         self.withdraw(app, [d for d, _ in recipients], [message_id])
         return True
+
+    async def erase_user(self, app: str, user_key: str) -> bool:
+        """Erase a user everywhere (:meth:`Ingest.erase`) and end the sessions of the user's
+        devices on every node with ``CLOSE_ERASED``; False if nothing was known about them.
+
+        The store refuses any later write of those devices until they say ``hello`` again,
+        so a session still open somewhere cannot bring the erased profile back.
+        """
+        known = await self.ingest.erase(app, user_key)
+        self.close_erased(app, user_key)
+        return known
+
+    def close_erased(self, app: str, user_key: str) -> None:
+        """End this node's sessions of an erased user (PROTOCOL.md §10, 4007)."""
+        for session in self.hub.sessions_of_user(app, user_key):
+            session.close(codes.CLOSE_ERASED, "user erased")
 
     def withdraw(self, app: str, devices: Sequence[str], message_ids: Sequence[str]) -> None:
         """Tell connected devices to remove messages (already dropped from the store)."""
@@ -463,10 +498,14 @@ class Node:
             resume = min(hello.resume, row.last_seq)
             try:
                 if resume > row.acked_seq:
-                    await self.store.ack(claims.app, claims.device, resume)
+                    await self.store.ack(claims.app, claims.device, resume, now)
+                # The inbox is the user's: what this device does not hold (new, reinstalled,
+                # or sent while the user had no device) is queued for it now, as inbox items.
+                await self.store.fill_inbox(claims.app, claims.device, session.user_key,
+                                            resume, now)  # fmt: skip
                 session.resume(resume)
                 for pending in await self.store.pending(claims.app, claims.device, resume, now):
-                    session.replay(pending.seq, pending.wire)
+                    session.replay(pending.seq, _wire(pending))
             finally:
                 session.end_replay()
             ver, changes = await self.store.inbox_since(
@@ -516,7 +555,7 @@ class Node:
                 session.app, session.device, session.last_sent, self.clock()
             )
             for p in pending:
-                session.replay(p.seq, p.wire)
+                session.replay(p.seq, _wire(p))
         except TidingsError as exc:  # what stays unsent is replayed at the next resume
             log.warning("replay after a sequence gap failed: %s", exc.reason)
         finally:
@@ -533,7 +572,8 @@ class Node:
         receipts, self._receipts = self._receipts, []
         try:
             if acks:
-                await self.store.ack_many([(a, d, seq) for (a, d), seq in acks.items()])
+                await self.store.ack_many([(a, d, seq) for (a, d), seq in acks.items()],
+                                          self.clock())  # fmt: skip
             if receipts:
                 rows = [(s.app, s.device, r.id, r.kind, r.action, r.ts / 1000) for s, r in receipts]
                 accepted = await self.store.add_receipts(rows)
@@ -560,7 +600,18 @@ class Node:
     # --- client frames ------------------------------------------------------------------------
 
     async def dispatch(self, session: Session, frame: Frame) -> None:
-        """Handle one frame of the open phase (PROTOCOL.md §4)."""
+        """Handle one frame of the open phase (PROTOCOL.md §4).
+
+        A write from a device whose user was erased while it was connected is refused (the
+        store no longer knows the device): ``error forbidden``, then close ``CLOSE_ERASED``.
+        """
+        try:
+            await self._dispatch(session, frame)
+        except DeviceErased as exc:
+            session.error(exc.code, exc.reason, getattr(frame, "rid", None))
+            session.close(codes.CLOSE_ERASED, "user erased")
+
+    async def _dispatch(self, session: Session, frame: Frame) -> None:
         store, app = self.store, session.app
         if isinstance(frame, Ack):
             seq = min(frame.seq, session.last_sent)  # nothing beyond what it was sent
@@ -580,13 +631,14 @@ class Node:
                     code=codes.ERR_FORBIDDEN,
                 )
             if frame.attrs:
-                await self.ingest.attributes(app, session.user_key, frame.attrs)
+                await self.ingest.attributes(app, session.user_key, frame.attrs, session.device)
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Receipt):
             self._receipts.append((session, frame))
             self._schedule_flush()
         elif isinstance(frame, InboxUpdate):
-            ver, applied = await store.inbox_update(app, session.user_key, frame.changes)
+            ver, applied = await store.inbox_update(app, session.user_key, frame.changes,
+                                                    self.clock())  # fmt: skip
             reads = [(app, session.device, c.id, "read", None, self.clock())
                      for c in applied if c.state == "read"]  # fmt: skip
             if reads:  # the inbox's "display", for campaign stats (the first read counts)
@@ -600,7 +652,7 @@ class Node:
                 raise InvalidField(
                     "prefs.categories.transactional", "transactional messages cannot be refused"
                 )
-            await self.ingest.consent(app, session.user_key, frame.categories)
+            await self.ingest.consent(app, session.user_key, frame.categories, session.device)
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Ping):
             session.send(Pong(ts=frame.ts))
@@ -643,6 +695,10 @@ def _open_broker(
 def _redacted(url: str) -> str:
     """A URL without its password, for logs."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _wire(pending: PendingDelivery) -> bytes:
+    return as_inbox_only(pending.wire) if pending.inbox_only else pending.wire
 
 
 def _fields(message: Message) -> dict[str, Any]:

@@ -646,6 +646,10 @@ def _run_campaign(args: argparse.Namespace) -> int:
         _print_stats(result)
     else:
         extra = f", revoked {result['revoked']} undisplayed" if action == "cancel" else ""
+        if result.get("no_device"):
+            extra += f", {result['no_device']} user(s) with no device yet (kept in their inbox)"
+        if result.get("skipped", {}).get("no_device"):
+            extra += f", skipped {result['skipped']['no_device']} with no device (banner only)"
         print(_campaign_line(result) + extra)
     return 0
 
@@ -654,25 +658,107 @@ def _configure_why(p: argparse.ArgumentParser) -> None:
     p.add_argument("campaign", help="campaign id")
     p.add_argument("user", help="user id")
     p.add_argument("--limit", type=int, default=5, help="latest decisions to show (default 5)")
+    p.add_argument("--tz", default=None, metavar="ZONE",
+                   help="show times in this IANA time zone, e.g. Asia/Shanghai, or 'user' for"
+                   " the user's own zone (default: your local zone)")  # fmt: skip
     _add_admin_options(p)
 
 
-def _why_line(campaign: str, d: dict[str, Any]) -> str:
+WHY_REASONS: dict[str, str] = {
+    "sent": "sent",
+    "scheduled": "scheduled to be sent later",
+    "not_in_segment": "not in the campaign's segment",
+    "not_triggered": "not triggered yet",
+    "opted_out": "the user opted out of this category of messages",
+    "capped_tier": "the frequency cap of the user's value tier was reached",
+    "capped_lifecycle": "the frequency cap of the user's lifecycle stage was reached",
+    "capped_campaign": "the campaign's cap per user was reached",
+    "capped_gap": "too soon after the user's previous message",
+    "holdout": "in the holdout (control) group: left out on purpose to measure the lift",
+    "budget_exhausted": "the campaign's budget was used up",
+    "outside_send_window": "outside the campaign's send window",
+    "outside_trigger_window": "the trigger event came outside the trigger's time window",
+    "trigger_filter": "the trigger event did not pass the trigger's filter",
+    "unless_matched": "the cancelling event followed the trigger in time",
+    "campaign_inactive": "the campaign was not running",
+    "template_error": "the message could not be rendered for this user",
+    "too_large": "the rendered message was too large to deliver",
+    "expired": "the message expired before it could be sent",
+    "collapsed": "replaced by a newer message with the same collapse key",
+    "revoked": "the message was revoked",
+    "no_device": "the user has no device for a banner",
+}
+"""Each decision log reason in words (``tidings why``)."""
+
+_AFTER = {
+    "delivered": "delivered to {device}",
+    "displayed": "displayed on {device}",
+    "clicked": "clicked on {device}",
+    "dismissed": "dismissed on {device}",
+    "expired": "expired unseen on {device}",
+    "read": "read in the inbox",
+    "unread": "marked unread in the inbox",
+    "deleted": "deleted from the inbox",
+}
+
+
+def _why_zone(name: str | None) -> tuple[Any, str]:
+    """The zone ``tidings why`` shows times in, and how the header names it."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name is not None:
+        try:
+            return ZoneInfo(name), f"{name} (--tz)"
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"--tz: unknown time zone {name!r} (use an IANA name like "
+                             "'Asia/Shanghai')") from None  # fmt: skip
+    local = datetime.now().astimezone().tzinfo
+    return local, f"{datetime.now().astimezone().tzname()} (your local zone; --tz to change)"
+
+
+def _at(ts: float, zone: Any) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts, zone).isoformat(timespec="milliseconds")
+
+
+def _why_lines(campaign: str, d: dict[str, Any], zone: Any) -> list[str]:
     reason, detail = d["reason"], d["detail"]
-    explained = f"{reason} ({detail})" if detail else reason
+    said = WHY_REASONS.get(reason, reason)
     variant = f" [variant {d['variant']}]" if d.get("variant") else ""
     if reason == "sent":
-        verdict = f"got {campaign}{variant}: message {d['message_id']}, {explained}"
-    elif reason == "scheduled":
-        verdict = f"is scheduled for {campaign}{variant}: {explained}"
+        head = f"sent{variant}: message {d['message_id']}" + (f" ({detail})" if detail else "")
     else:
-        verdict = f"did not get {campaign}{variant}: {explained}"
-    return f"{d['user']} {verdict} at {_when(d['at'])}"
+        head = f"{reason}{variant}: {said}" + (f" — {detail}" if detail else "")
+    lines = [f"{_at(d['at'], zone)}  {head}"]
+    for step in d.get("after", []):
+        what = _AFTER.get(step["what"], step["what"]).format(device=step.get("device") or "?")
+        if step.get("action"):
+            what += f" (action {step['action']})"
+        lines.append(f"    {_at(step['at'], zone)}  {what}")
+    if reason == "sent" and "after" in d and not d["after"]:
+        lines.append("    no device has acknowledged it yet")
+    return lines
 
 
 def _run_why(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 1000:
         return _fail("--limit must be between 1 and 1000")
+    tz = args.tz
+    if tz == "user":
+        user = _get_json(args, f"/v1/users/{_q(args.user)}")
+        if isinstance(user, int):
+            return user
+        tz = user.get("tz") or None
+        if tz is None:
+            return _fail(f"--tz user: {args.user} has no known time zone; give a zone name")
+    try:
+        zone, zone_name = _why_zone(tz)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.tz == "user":
+        zone_name = f"{tz} (the user's zone)"
     result = _get_json(args, f"/v1/campaigns/{_q(args.campaign)}/decisions", user=args.user,
                        limit=args.limit)  # fmt: skip
     if isinstance(result, int):
@@ -683,8 +769,11 @@ def _run_why(args: argparse.Namespace) -> int:
     if not result["decisions"]:
         print(f"{args.user}: no decisions for {args.campaign} (the user was not in its "
               "audience when it ran, or it has not run yet)")  # fmt: skip
+        return 0
+    print(f"{args.user} and campaign {args.campaign}: decisions newest first, each with what "
+          f"happened after; times in {zone_name}")  # fmt: skip
     for d in result["decisions"]:
-        print(_why_line(args.campaign, d))
+        print("\n".join(_why_lines(args.campaign, d, zone)))
     return 0
 
 
@@ -842,11 +931,16 @@ register(
         name="why",
         help="why a user did or did not get a campaign's message",
         description="Print the latest decisions of a campaign for one user, newest first: "
-        "sent, scheduled, not in segment, opted out, capped (which cap), holdout, budget "
-        "exhausted, outside the send window...",
+        "the reason code and what it means (sent, scheduled, not in segment and which "
+        "condition failed, not triggered yet, opted out, capped (which cap), holdout, budget "
+        "exhausted, outside the send window...), and for a message sent what happened to it "
+        "after: delivered, displayed, clicked, dismissed, expired unseen, read, deleted. "
+        "Times are ISO 8601 with milliseconds in your local time zone (--tz to choose).",
         examples="""
             tidings why spring-sale user-42
             tidings why spring-sale user-42 --limit 20 --json
+            tidings why spring-sale user-42 --tz Asia/Shanghai
+            tidings why spring-sale user-42 --tz user
         """,
         configure=_configure_why,
         run=_run_why,

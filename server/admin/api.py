@@ -428,7 +428,13 @@ class SendAccepted(BaseModel):
     message_id: str
     ids: list[str]
     devices: int = Field(description="Device deliveries queued.")
-    users: int = Field(description="Distinct users reached.")
+    users: int = Field(description="Distinct users reached on at least one device.")
+    no_device: int = Field(
+        0,
+        description="Users with no device yet whose inbox keeps the message until it expires;"
+        " their first device receives it (a banner-only message to them is skipped instead,"
+        " reason no_device).",
+    )
     skipped: dict[str, int] = Field(description="Targets not sent to, by reason.")
 
 
@@ -855,6 +861,7 @@ def create_admin_app(node: Node) -> FastAPI:
             ids=[result.message_id],
             devices=result.devices,
             users=result.users,
+            no_device=result.no_device,
             skipped=dict(result.skipped),
         )
 

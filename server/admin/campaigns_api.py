@@ -163,12 +163,23 @@ def install(api: FastAPI, node: Node) -> None:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:  # fmt: skip
         """Start a draft or resume a paused campaign. A one-off campaign decides for its whole
-        audience before this answers; the decision log says what happened to each user."""
+        audience before this answers; the decision log says what happened to each user.
+
+        When the audience was decided now, ``no_device`` counts users with no device yet
+        whose inbox keeps the message for their first device, and ``skipped`` counts the
+        users not sent to for that reason (``{"no_device": n}``: a banner-only message)."""
         target = _resolve(node, app, key_app, "app")
 
         async def start() -> dict[str, Any]:
+            before = engine.last_run(target.id, campaign_id)
             await engine.start_campaign(target.id, campaign_id)
-            return _campaign_json(*engine.campaign(target.id, campaign_id))
+            answer = _campaign_json(*engine.campaign(target.id, campaign_id))
+            run = engine.last_run(target.id, campaign_id)
+            if run and run != before:
+                answer["no_device"] = run["no_device"]
+                answer["skipped"] = ({"no_device": run["skipped_no_device"]}
+                                     if run["skipped_no_device"] else {})  # fmt: skip
+            return answer
 
         return await once(request, target.id, idempotency_key, None, 200, start)
 
@@ -216,13 +227,27 @@ def install(api: FastAPI, node: Node) -> None:
         limit: Annotated[int, Query(ge=1, le=MAX_DECISIONS)] = 100,
     ) -> dict[str, Any]:
         """Why users did or did not get the campaign's message, newest first (``user``
-        narrows it to one user): sent, scheduled, not_in_segment, opted_out, capped_*, ..."""
+        narrows it to one user): sent, scheduled, not_in_segment, opted_out, capped_*, ...
+
+        ``seq`` orders entries logged at the same time. With ``user``, each decision that sent
+        a message lists what happened to it after, oldest first (``after``): delivered (a
+        device acknowledged it), displayed, clicked, dismissed, expired (a banner expired
+        unseen) per device, and the user's inbox state read / unread / deleted."""
         target = _resolve(node, app, key_app, "app")
         rows = await engine.decisions(target.id, campaign_id, user, limit)
+        fates: dict[str, list[dict[str, Any]]] = {}
+        sent = [r.message_id for r in rows if r.message_id is not None]
+        if user is not None and sent:
+            for f in await node.store.fates(target.id, user, sent):
+                fates.setdefault(f.message_id, []).append(
+                    {"what": f.what, "at": f.at, "device": f.device, "action": f.action}
+                )
         return {
             "decisions": [
-                {"user": r.user_key, "at": r.at, "reason": r.reason, "detail": r.detail,
-                 "variant": r.variant, "message_id": r.message_id}
+                {"user": r.user_key, "at": r.at, "seq": r.seq, "reason": r.reason,
+                 "detail": r.detail, "variant": r.variant, "message_id": r.message_id,
+                 **({"after": fates.get(r.message_id, [])}
+                    if user is not None and r.message_id is not None else {})}
                 for r in rows
             ]
         }  # fmt: skip

@@ -307,9 +307,10 @@ def install(api: FastAPI, node: Node) -> None:
                 responses=_ERRORS, summary="Erase a user", tags=["users"])  # fmt: skip
     async def erase_user(user_id: PathId, app: AppQuery, key_app: Caller) -> Response:
         """Erase a user: profile, events, messages, decisions, pending work and the messages
-        still queued for their devices."""
+        still queued for their devices. Their devices still connected are disconnected
+        (close 4007) and cannot write again until they reconnect."""
         target = _resolve(node, app, key_app, "app")
-        if not await node.ingest.erase(target.id, user_id):
+        if not await node.erase_user(target.id, user_id):
             _profile(target.id, user_id)  # raises the 404
         return Response(status_code=204)
 

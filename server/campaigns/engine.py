@@ -27,6 +27,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tidings.protocol.errors import InvalidField, TidingsError
@@ -74,6 +75,7 @@ from tidings.server.storage import (
     Store,
 )
 from tidings.server.targeting.audience import Audience
+from tidings.server.targeting.explain import failed_filter
 from tidings.server.targeting.profiles import Profile, new_profile
 
 __all__ = ["CLAIM_LEASE_S", "DUE_BATCH", "TICK_S", "CampaignEngine"]
@@ -99,6 +101,9 @@ class _Live:
     updated_at: float
     rollout: dict[str, Any] | None = None
     """The stored roll-out state (None before the test started, or without a roll-out)."""
+    last_run: dict[str, int] = field(default_factory=dict)
+    """What the latest audience run here counted: ``no_device`` (users with no device yet
+    whose inbox keeps the message) and ``skipped_no_device`` (banner-only, not sent)."""
 
 
 @dataclass(slots=True)
@@ -250,16 +255,19 @@ class CampaignEngine:
         trig = c.trigger
         assert trig is not None
         variant, _ = _variant(live, p.user_id)
-        reason = None
-        if not all(f.matches(props) for f in trig.where):
-            reason = Reason.TRIGGER_FILTER
+        reason, detail = None, ""
+        failed = failed_filter(trig.where, props)
+        if failed is not None:
+            reason, detail = Reason.TRIGGER_FILTER, f"event {name}: {failed}"
         elif trig.window is not None and not trig.window.contains(ts):
-            reason = Reason.OUTSIDE_TRIGGER_WINDOW
-        elif not await self.audience.in_segment(app, c.segment, p, now):
-            reason = Reason.NOT_IN_SEGMENT
+            reason, detail = Reason.OUTSIDE_TRIGGER_WINDOW, f"event {name} at {ts:.0f}"
+        else:
+            missed = await self.audience.why_not(app, c.segment, p, now)
+            if missed is not None:
+                reason, detail = Reason.NOT_IN_SEGMENT, missed
         event = {"name": name, "props": dict(props), "ts": ts}
         if reason is not None:
-            decision = _decision(c, p.user_id, now, reason, variant=variant)
+            decision = _decision(c, p.user_id, now, reason, detail, variant=variant)
             await self.store.commit(app, Outcome(decisions=[decision]))
             return
         wait = max(trig.delay_s, trig.unless.within_s if trig.unless else 0)
@@ -299,6 +307,12 @@ class CampaignEngine:
         """One campaign and its sent total; raises NotFound."""
         live = self._live(app, cid)
         return live.campaign, live.sent_total
+
+    def last_run(self, app: str, cid: str) -> Mapping[str, int]:
+        """What this node's latest audience run of a campaign counted (empty before one):
+        ``no_device`` and ``skipped_no_device`` (see :meth:`_dispatch`). A new run replaces
+        the mapping: compare it by identity to see whether one happened."""
+        return MappingProxyType(self._live(app, cid).last_run)
 
     def _live(self, app: str, cid: str) -> _Live:
         live = self._state(app).campaigns.get(cid)
@@ -473,7 +487,8 @@ class CampaignEngine:
         """
         users = sorted(await self.audience.resolve(app, live.campaign.segment))
         await self._start_test(app, live, now)
-        await self._dispatch(app, live, [_Item(u) for u in users], now, done=done)
+        live.last_run = await self._dispatch(app, live, [_Item(u) for u in users], now,
+                                             done=done)  # fmt: skip
         await self._maybe_complete(app, live)
 
     # --- roll-out -----------------------------------------------------------------------------
@@ -586,8 +601,12 @@ class CampaignEngine:
     async def _dispatch(
         self, app: str, live: _Live, items: Sequence[_Item], now: float, *, due: bool = False,
         done: Sequence[int] = (),
-    ) -> None:  # fmt: skip
+    ) -> dict[str, int]:  # fmt: skip
         """Decide for each user, render, and store everything in one write, then fan out.
+
+        Returns how many users had no device yet: ``no_device`` (an inbox message waits in
+        their inbox for their first device) and ``skipped_no_device`` (a banner-only message,
+        logged ``no_device`` and not sent).
 
         The caps, per-user limits and budget are checked and consumed by the store inside that
         write (:class:`Limit`, :attr:`Outcome.budget`): a send they no longer allow is logged
@@ -618,8 +637,9 @@ class CampaignEngine:
                 decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
                                            followed_why, variant))  # fmt: skip
                 continue
-            if due and not await self.audience.in_segment(app, c.segment, p, now):
-                left = "left the segment before the send time"
+            missed = await self.audience.why_not(app, c.segment, p, now) if due else None
+            if missed is not None:
+                left = f"left the segment before the send time: {missed}"
                 decisions.append(_decision(c, item.user, now, Reason.NOT_IN_SEGMENT, left, variant))
                 continue
             if variant == CONTROL:
@@ -675,6 +695,7 @@ class CampaignEngine:
                     WireAction(id=a.id, label=a.label, url=a.url) for a in rendered.actions
                 ),
                 data=dict(rendered.data),
+                ttl_default=content.ttl_s is None and str(content.kind) == "banner",
             )
             try:
                 wire = fit_frame(message, self.max_frame_bytes)
@@ -689,15 +710,31 @@ class CampaignEngine:
                 devices.setdefault(user, []).append(device)
         sends: list[SendRow] = []
         out: list[Outgoing] = []
+        counts = {"no_device": 0, "skipped_no_device": 0}
+        no_device_users: set[str] = set()
         for user, message, wire, caps in keep:
             targets = devices.get(user, [])
+            if not targets and message.kind == "banner":
+                decisions.append(_decision(c, user, now, Reason.NO_DEVICE,
+                                           "a banner-only message needs a device",
+                                           message.variant))  # fmt: skip
+                counts["skipped_no_device"] += 1
+                continue
+            where = (
+                f"{len(targets)} device(s)"
+                if targets
+                else "no device yet: kept in the user's inbox for their first device"
+            )
+            if not targets:
+                no_device_users.add(user)
             sends.append(SendRow(
                 user_key=user, at=now, category=message.category, message_id=message.id,
                 campaign=c.id, variant=message.variant, limits=caps,
-                decision=_decision(c, user, now, Reason.SENT, f"{len(targets)} device(s)",
-                                   message.variant, message.id),
+                decision=_decision(c, user, now, Reason.SENT, where, message.variant,
+                                   message.id),
             ))  # fmt: skip
-            out.append(Outgoing(message, wire, tuple((d, user) for d in targets)))
+            out.append(Outgoing(message, wire, tuple((d, user) for d in targets),
+                                () if targets else (user,)))  # fmt: skip
         finished = [*done, *(i.pending_id for i in items if i.pending_id)]
         committed = await self.publisher.publish(app, out, Outcome(
             sends=sends, decisions=decisions, new_pending=later, done_pending=finished,
@@ -708,6 +745,8 @@ class CampaignEngine:
         if later:
             self._due_at(min(p.due_at for p in later))
         await self._maybe_complete(app, live)
+        counts["no_device"] = len(no_device_users - {r.user_key for r in committed.refused})
+        return counts
 
     async def _unless_followed(self, app: str, c: Campaign, items: Sequence[_Item]) -> set[int]:
         """Positions of due trigger ``items`` whose ``unless`` event followed in time.
@@ -749,10 +788,15 @@ class CampaignEngine:
             reason, detail = Reason.BUDGET_EXHAUSTED, f"budget of {budget} used"
         elif p is None:
             reason, detail = Reason.NOT_IN_SEGMENT, "no such user (no profile)"
-        elif not await self.audience.in_segment(app, c.segment, p, now):
-            reason, detail = Reason.NOT_IN_SEGMENT, "not in the segment (evaluated now)"
+        elif (missed := await self.audience.why_not(app, c.segment, p, now)) is not None:
+            reason, detail = Reason.NOT_IN_SEGMENT, f"evaluated now: {missed}"
+        elif c.trigger is not None and c.status is CampaignStatus.RUNNING:
+            reason = Reason.NOT_TRIGGERED
+            detail = (f"in the segment, but no {c.trigger.event} event has triggered the"
+                      " campaign for this user yet")  # fmt: skip
         else:
-            reason, detail = Reason.CAMPAIGN_INACTIVE, f"not considered yet (campaign {c.status})"
+            reason = Reason.CAMPAIGN_INACTIVE
+            detail = f"the campaign has not run for this user yet (it is {c.status})"
         return [_decision(c, user, now, reason, detail)]
 
     async def stats(self, app: str, cid: str) -> dict[str, Any]:

@@ -216,6 +216,8 @@ class Reason(StrEnum):
     OUTSIDE_SEND_WINDOW = "outside_send_window"
     OUTSIDE_TRIGGER_WINDOW = "outside_trigger_window"
     TRIGGER_FILTER = "trigger_filter"
+    NOT_TRIGGERED = "not_triggered"  # only ever said when asked, never logged
+    NO_DEVICE = "no_device"  # a banner-only message to a user with no device yet
     UNLESS_MATCHED = "unless_matched"
     CAMPAIGN_INACTIVE = "campaign_inactive"
     TEMPLATE_ERROR = "template_error"

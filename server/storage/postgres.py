@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import ClaimLost, StoreError
+from tidings.server.errors import ClaimLost, DeviceErased, StoreError
 from tidings.server.storage.admission import Counts, admit
 from tidings.server.storage.rows import (
     CampaignRow,
@@ -64,6 +64,7 @@ from tidings.server.storage.rows import (
     DecisionRow,
     DeviceRow,
     EventRow,
+    FateRow,
     Limit,
     Outcome,
     OutMessage,
@@ -76,7 +77,7 @@ from tidings.server.storage.rows import (
     export_document,
     profiles_from,
 )
-from tidings.server.storage.store import REQUEST_KEEP_S, anonymous_key
+from tidings.server.storage.store import REQUEST_KEEP_S, anonymous_key, inbox_users
 
 try:
     import asyncpg
@@ -112,6 +113,16 @@ _MIGRATION_LOCK = 0x7D1D  # the advisory lock class of migrations (any constant 
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
 _PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 # Device rows are locked in one order by every write (module docstring, step 4).
+_MISSING_INBOX = (
+    "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
+    " ON m.app=u.app AND m.id=u.message_id"
+    " WHERE u.app=$1 AND u.user_key=$2 AND m.expires_at>$3 AND NOT m.revoked"
+    " AND NOT EXISTS (SELECT 1 FROM inbox_state s WHERE s.app=u.app"
+    " AND s.user_key=u.user_key AND s.message_id=u.message_id AND s.state='deleted')"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.app=u.app"
+    " AND d.device_id=$4 AND d.message_id=u.message_id"
+    " AND (d.state=0 OR (d.state=1 AND d.seq<=$5)))"
+)
 _LOCK_DEVICES = (
     "SELECT device_id FROM (SELECT device_id FROM devices WHERE app=$1"
     ' AND device_id = ANY($2::text[]) ORDER BY device_id COLLATE "C" FOR {mode}) locked'
@@ -521,11 +532,22 @@ class PostgresStore:
             inbox_ver=int(r[4]),
         )
 
-    async def merge_attrs(self, app: str, user_key: str, attrs: dict[str, Any], now: float) -> None:
-        """Merge attributes into a profile (a ``None`` value removes the attribute)."""
+    async def merge_attrs(
+        self,
+        app: str,
+        user_key: str,
+        attrs: dict[str, Any],
+        now: float,
+        *,
+        device: str | None = None,
+    ) -> None:
+        """Merge attributes into a profile (a ``None`` value removes the attribute); refused
+        with :class:`DeviceErased` when ``device`` is no longer registered."""
 
         async def work(con: _Conn) -> None:
             await self._lock_users(con, app, [user_key])  # read, merge, write: one at a time
+            if device is not None:
+                await _check_device(self, con, app, device, user_key)
             stored = await con.fetchval(
                 "SELECT attrs FROM users WHERE app=$1 AND user_key=$2", app, user_key
             )
@@ -548,12 +570,21 @@ class PostgresStore:
         await self._write(work)
 
     async def set_consent(
-        self, app: str, user_key: str, categories: dict[str, bool], now: float
+        self,
+        app: str,
+        user_key: str,
+        categories: dict[str, bool],
+        now: float,
+        *,
+        device: str | None = None,
     ) -> None:
-        """Record per-category consent (``{"marketing": False}`` opts out)."""
+        """Record per-category consent (``{"marketing": False}`` opts out); ``device`` as in
+        :meth:`merge_attrs`."""
 
         async def work(con: _Conn) -> None:
             await self._lock_users(con, app, [user_key])
+            if device is not None:
+                await _check_device(self, con, app, device, user_key)
             stored = await con.fetchval(
                 "SELECT consent FROM users WHERE app=$1 AND user_key=$2", app, user_key
             )
@@ -629,6 +660,7 @@ class PostgresStore:
             deliveries[m.message_id] = tuple((d, next(seqs[d])) for d in devices if d in seqs)
         if kept:
             await _insert_messages(con, app, [(m, deliveries[m.message_id]) for m, _ in kept])
+            await _keep_in_inboxes(con, app, [(m, inbox_users(m, refused_keys)) for m, _ in kept])
         if sends:
             await con.execute(
                 "INSERT INTO sends (app, user_key, at, category, campaign, variant, message_id)"
@@ -695,7 +727,7 @@ class PostgresStore:
     async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
         """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
         rows = await self._fetch(
-            "SELECT d.seq, d.message_id, m.wire FROM deliveries d JOIN messages m"
+            "SELECT d.seq, d.message_id, m.wire, d.inbox_only FROM deliveries d JOIN messages m"
             " ON m.app=d.app AND m.id=d.message_id"
             " WHERE d.app=$1 AND d.device_id=$2 AND d.seq>$3 AND d.state=0 AND NOT m.revoked"
             " AND m.expires_at>$4 ORDER BY d.seq",
@@ -704,14 +736,69 @@ class PostgresStore:
             after,
             float(now),
         )
-        return [PendingDelivery(seq=int(r[0]), message_id=r[1], wire=bytes(r[2])) for r in rows]
+        return [
+            PendingDelivery(seq=int(r[0]), message_id=r[1], wire=bytes(r[2]),
+                            inbox_only=bool(r[3]))
+            for r in rows
+        ]  # fmt: skip
 
-    async def ack(self, app: str, device: str, seq: int) -> None:
-        """Mark every delivery up to ``seq`` acknowledged."""
-        await self.ack_many([(app, device, seq)])
+    async def fill_inbox(
+        self, app: str, device: str, user_key: str, resume: int, now: float
+    ) -> int:
+        """Queue for ``device`` every message of the user's inbox it does not hold (see
+        :meth:`SqliteStore.fill_inbox <tidings.server.storage.SqliteStore.fill_inbox>`)."""
 
-    async def ack_many(self, acks: Sequence[tuple[str, str, int]]) -> None:
-        """Apply many (app, device, seq) acknowledgements in one write."""
+        # Most hellos find nothing missing: look first, and write (where the look is repeated
+        # under the device's lock) only when something is.
+        if not await self._fetch(_MISSING_INBOX + " LIMIT 1", app, user_key, float(now),
+                                 device, resume):  # fmt: skip
+            return 0
+
+        async def work(con: _Conn) -> int:
+            if not await _lock_devices(con, app, [device], "NO KEY UPDATE"):
+                return 0  # erased meanwhile
+            await con.execute(
+                "DELETE FROM user_inbox WHERE app=$1 AND user_key=$2 AND expires_at<=$3",
+                app,
+                user_key,
+                float(now),
+            )
+            missing = await con.fetch(
+                _MISSING_INBOX + " ORDER BY m.created_at, m.id",
+                app,
+                user_key,
+                float(now),
+                device,
+                resume,
+            )
+            if not missing:
+                return 0
+            seqs = await _next_seqs(con, app, [device] * len(missing))
+            if device not in seqs:
+                return 0
+            numbers = list(seqs[device])
+            await con.execute(
+                "INSERT INTO deliveries (app, device_id, seq, message_id, collapse_key,"
+                " inbox_only) SELECT $1, $2, * , 1 FROM unnest($3::int8[], $4::text[], $5::text[])",
+                app,
+                device,
+                numbers,
+                [r[0] for r in missing],
+                [r[1] for r in missing],
+            )
+            return len(missing)
+
+        return await self._write(work)
+
+    async def ack(self, app: str, device: str, seq: int, now: float | None = None) -> None:
+        """Mark every delivery up to ``seq`` acknowledged (at ``now``, when given)."""
+        await self.ack_many([(app, device, seq)], now)
+
+    async def ack_many(
+        self, acks: Sequence[tuple[str, str, int]], now: float | None = None
+    ) -> None:
+        """Apply many (app, device, seq) acknowledgements in one write; ``now`` is recorded as
+        when they were delivered."""
         if not acks:
             return
         upto: dict[tuple[str, str], int] = {}
@@ -736,12 +823,14 @@ class PostgresStore:
                 [upto[k] for k in mine],
             )
             await con.execute(
-                "UPDATE deliveries d SET state=1 FROM unnest($1::text[], $2::text[], $3::int8[])"
+                "UPDATE deliveries d SET state=1, acked_at=$4"
+                " FROM unnest($1::text[], $2::text[], $3::int8[])"
                 " AS q(app, device_id, seq) WHERE d.app=q.app AND d.device_id=q.device_id"
                 " AND d.seq<=q.seq AND d.state=0",
                 apps,
                 devices,
                 seqs,
+                None if now is None else float(now),
             )
             await con.execute(
                 "UPDATE devices v SET acked_seq=LEAST(q.seq, v.last_seq)"
@@ -840,12 +929,22 @@ class PostgresStore:
     # --- events -------------------------------------------------------------------------------
 
     async def insert_events(
-        self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
+        self,
+        app: str,
+        device: str,
+        user_key: str,
+        events: Sequence[Event],
+        now: float,
+        *,
+        registered: bool = False,
     ) -> None:
-        """Store behaviour events; a resent event id is ignored."""
+        """Store behaviour events; a resent event id is ignored (``registered``: see
+        :meth:`SqliteStore.insert_events <tidings.server.storage.SqliteStore.insert_events>`)."""
         latest = min(max((e.ts / 1000 for e in events), default=now), now)
 
         async def work(con: _Conn) -> None:
+            if registered:
+                await _check_device(self, con, app, device, user_key)
             if events:
                 # In order: of two events with one id in a batch, the first is kept.
                 await con.execute(
@@ -1064,8 +1163,8 @@ class PostgresStore:
     ) -> list[DecisionRow]:
         """The decision log of a campaign (for one user, or everyone), newest first."""
         sql = (
-            "SELECT campaign, user_key, at, reason, detail, variant, message_id FROM decisions"
-            " WHERE app=$1 AND campaign=$2"
+            "SELECT campaign, user_key, at, reason, detail, variant, message_id, id"
+            " FROM decisions WHERE app=$1 AND campaign=$2"
         )
         params: list[Any] = [app, campaign]
         if user_key is not None:
@@ -1075,9 +1174,31 @@ class PostgresStore:
         rows = await self._fetch(sql + f" ORDER BY at DESC, id DESC LIMIT ${len(params)}", *params)
         return [
             DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
-                        variant=r[5], message_id=r[6])
+                        variant=r[5], message_id=r[6], seq=int(r[7]))
             for r in rows
         ]  # fmt: skip
+
+    async def fates(self, app: str, user_key: str, message_ids: Sequence[str]) -> list[FateRow]:
+        """What happened to these messages sent to the user, oldest first (see
+        :meth:`SqliteStore.fates <tidings.server.storage.SqliteStore.fates>`)."""
+        ids = sorted(set(message_ids))
+        devices = ("(SELECT device_id FROM devices WHERE app=$1"
+                   " AND COALESCE(user_id, '~' || device_id)=$2)")  # fmt: skip
+        rows = await self._fetch(
+            "SELECT message_id, 'delivered', acked_at, device_id, NULL FROM deliveries"
+            " WHERE app=$1 AND message_id = ANY($3::text[]) AND state=1 AND acked_at IS NOT NULL"
+            f" AND device_id IN {devices}"
+            " UNION ALL SELECT message_id, kind, ts, device_id, action FROM receipts"
+            f" WHERE app=$1 AND message_id = ANY($3::text[]) AND device_id IN {devices}"
+            " UNION ALL SELECT message_id, state, at, NULL, NULL FROM inbox_state"
+            " WHERE app=$1 AND user_key=$2 AND message_id = ANY($3::text[]) AND at IS NOT NULL",
+            app,
+            user_key,
+            ids,
+        )
+        out = [FateRow(message_id=r[0], what=r[1], at=float(r[2]), device=r[3], action=r[4])
+               for r in rows]  # fmt: skip
+        return sorted(out, key=lambda f: (f.at, f.what, f.device or ""))
 
     async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]:
         """Per variant: targeted, sent, delivered, displayed, clicked, dismissed counts."""
@@ -1240,7 +1361,7 @@ class PostgresStore:
                 app,
                 user_key,
             )
-            for table in ("sends", "decisions", "inbox_state", "events", "users"):
+            for table in ("sends", "decisions", "inbox_state", "user_inbox", "events", "users"):
                 await con.execute(
                     f"DELETE FROM {table} WHERE app=$1 AND user_key=$2", app, user_key
                 )
@@ -1337,13 +1458,18 @@ class PostgresStore:
     # --- inbox state --------------------------------------------------------------------------
 
     async def inbox_update(
-        self, app: str, user_key: str, changes: Sequence[InboxChange]
+        self,
+        app: str,
+        user_key: str,
+        changes: Sequence[InboxChange],
+        now: float | None = None,
     ) -> tuple[int, list[InboxChange]]:
-        """Apply inbox changes; return the new version and the changes that took effect."""
+        """Apply inbox changes (made at ``now``, when given); return the new version and the
+        changes that took effect."""
 
         async def work(con: _Conn) -> tuple[int, list[InboxChange]]:
             await self._lock_users(con, app, [user_key])  # versions count up one at a time
-            return (await _inbox_apply(con, app, {user_key: changes}))[user_key]
+            return (await _inbox_apply(con, app, {user_key: changes}, now))[user_key]
 
         return await self._write(work)
 
@@ -1529,7 +1655,7 @@ async def _insert_messages(
 
 
 async def _inbox_apply(
-    con: _Conn, app: str, changes: dict[str, Sequence[InboxChange]]
+    con: _Conn, app: str, changes: dict[str, Sequence[InboxChange]], now: float | None = None
 ) -> dict[str, tuple[int, list[InboxChange]]]:
     """Apply each user's inbox changes in order; return each user's version and applied changes.
 
@@ -1574,15 +1700,16 @@ async def _inbox_apply(
     if final:
         keys = sorted(final)
         await con.execute(
-            "INSERT INTO inbox_state (app, user_key, message_id, state, ver) SELECT $1, *"
-            " FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[])"
+            "INSERT INTO inbox_state (app, user_key, message_id, state, ver, at) SELECT $1, *,"
+            " $6::float8 FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[])"
             " ON CONFLICT (app, user_key, message_id) DO UPDATE SET state=excluded.state,"
-            " ver=excluded.ver",
+            " ver=excluded.ver, at=excluded.at",
             app,
             [u for u, _ in keys],
             [m for _, m in keys],
             [final[k][0] for k in keys],
             [final[k][1] for k in keys],
+            None if now is None else float(now),
         )
         changed = [u for u in users if out[u][1]]
         await con.execute(
@@ -1594,3 +1721,51 @@ async def _inbox_apply(
             [out[u][0] for u in changed],
         )
     return out
+
+
+async def _keep_in_inboxes(
+    con: _Conn, app: str, kept: Sequence[tuple[OutMessage, Sequence[str]]]
+) -> None:
+    """Record each message in its users' inboxes; a collapse key replaces their older one."""
+    rows = [(u, m.message_id, m.collapse_key, float(m.fields["expires_at"]))
+            for m, users in kept for u in users]  # fmt: skip
+    if not rows:
+        return
+    keyed = [(u, k) for u, _, k, _ in rows if k is not None]
+    if keyed:
+        await con.execute(
+            "DELETE FROM user_inbox u USING unnest($2::text[], $3::text[]) AS q(user_key, k)"
+            " WHERE u.app=$1 AND u.user_key=q.user_key AND u.collapse_key=q.k",
+            app,
+            [u for u, _ in keyed],
+            [k for _, k in keyed],
+        )
+    await con.execute(
+        "INSERT INTO user_inbox (app, user_key, message_id, collapse_key, expires_at)"
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[])"
+        " ON CONFLICT DO NOTHING",
+        app,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+    )
+
+
+async def _check_device(
+    store: PostgresStore, con: _Conn, app: str, device: str, user_key: str
+) -> None:
+    """Refuse a device's write once the device is no longer registered (erased). The user's
+    lock orders it with the erasure (which holds that lock); ``~`` ids (the app's backend)
+    are never refused."""
+    if device.startswith("~"):
+        return
+    await store._lock_users(con, app, [user_key])
+    if (
+        await con.fetchval("SELECT 1 FROM devices WHERE app=$1 AND device_id=$2", app, device)
+        is None
+    ):
+        raise DeviceErased(
+            f"device {device[:40]!r}: no longer registered (its user was erased); reconnect"
+            " to register it again"
+        )

@@ -25,6 +25,7 @@ from tidings.server.storage.rows import (
     DecisionRow,
     DeviceRow,
     EventRow,
+    FateRow,
     Outcome,
     OutMessage,
     PendingDelivery,
@@ -61,14 +62,23 @@ class DeliveryStore(Protocol):
     async def pending(
         self, app: str, device: str, after: int, now: float
     ) -> list[PendingDelivery]: ...
-    async def ack(self, app: str, device: str, seq: int) -> None: ...
-    async def ack_many(self, acks: Sequence[tuple[str, str, int]]) -> None: ...
+    async def fill_inbox(
+        self, app: str, device: str, user_key: str, resume: int, now: float
+    ) -> int: ...
+    async def ack(self, app: str, device: str, seq: int, now: float | None = None) -> None: ...
+    async def ack_many(
+        self, acks: Sequence[tuple[str, str, int]], now: float | None = None
+    ) -> None: ...
     async def revoke(self, app: str, message_id: str) -> list[tuple[str, str]] | None: ...
     async def add_receipts(
         self, receipts: Sequence[tuple[str, str, str, str, str | None, float]]
     ) -> list[bool]: ...
     async def inbox_update(
-        self, app: str, user_key: str, changes: Sequence[InboxChange]
+        self,
+        app: str,
+        user_key: str,
+        changes: Sequence[InboxChange],
+        now: float | None = None,
     ) -> tuple[int, list[InboxChange]]: ...
     async def inbox_since(
         self, app: str, user_key: str, ver: int
@@ -79,17 +89,36 @@ class ProfileStore(Protocol):
     """What users did and said: events, attributes, consent; profile rows for targeting."""
 
     async def insert_events(
-        self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
+        self,
+        app: str,
+        device: str,
+        user_key: str,
+        events: Sequence[Event],
+        now: float,
+        *,
+        registered: bool = False,
     ) -> None: ...
     async def count_events(self, app: str) -> int: ...
     async def events_since(
         self, app: str, since: float, *, name: str | None = None, user_key: str | None = None
     ) -> list[EventRow]: ...
     async def merge_attrs(
-        self, app: str, user_key: str, attrs: dict[str, Any], now: float
+        self,
+        app: str,
+        user_key: str,
+        attrs: dict[str, Any],
+        now: float,
+        *,
+        device: str | None = None,
     ) -> None: ...
     async def set_consent(
-        self, app: str, user_key: str, categories: dict[str, bool], now: float
+        self,
+        app: str,
+        user_key: str,
+        categories: dict[str, bool],
+        now: float,
+        *,
+        device: str | None = None,
     ) -> None: ...
     async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]: ...
     async def user(self, app: str, user_key: str) -> UserRow | None: ...
@@ -127,6 +156,7 @@ class AnalyticsStore(Protocol):
     async def decisions(
         self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
     ) -> list[DecisionRow]: ...
+    async def fates(self, app: str, user_key: str, message_ids: Sequence[str]) -> list[FateRow]: ...
     async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]: ...
     async def channel_counts(
         self, app: str, campaign: str

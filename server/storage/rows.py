@@ -13,6 +13,7 @@ __all__ = [
     "DecisionRow",
     "DeviceRow",
     "EventRow",
+    "FateRow",
     "Limit",
     "OutMessage",
     "Outcome",
@@ -53,6 +54,9 @@ class PendingDelivery:
     seq: int
     message_id: str
     wire: bytes
+    inbox_only: bool = False
+    """An older inbox message given to a device that did not hold it: it goes on the wire with
+    kind ``inbox`` (never shown as a banner)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +124,26 @@ class DecisionRow:
     detail: str = ""
     variant: str | None = None
     message_id: str | None = None
+    seq: int = field(default=0, compare=False)
+    """The log's own order: of two entries logged at the same time, the later has the higher
+    number (0: not from the log, evaluated when asked)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FateRow:
+    """What happened to a message after it was sent to a user, one step at a time.
+
+    ``what``: ``delivered`` (a device acknowledged it), ``displayed``, ``clicked``,
+    ``dismissed``, ``expired`` (a banner expired unseen; receipts of a device), or the user's
+    inbox state ``read``, ``unread``, ``deleted``. ``device`` is None for inbox state, which
+    belongs to the user. ``at`` in Unix seconds.
+    """
+
+    message_id: str
+    what: str
+    at: float
+    device: str | None = None
+    action: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +213,9 @@ class OutMessage:
     wire: bytes
     targets: tuple[tuple[str, str], ...]
     collapse_key: str | None = None
+    waiting: tuple[str, ...] = ()
+    """User keys with no device yet: an inbox message waits in their inbox for their first
+    device (PROTOCOL.md §3, the user's inbox)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

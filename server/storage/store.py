@@ -37,7 +37,7 @@ from typing import Any
 
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import ClaimLost, StoreError
+from tidings.server.errors import ClaimLost, DeviceErased, StoreError
 from tidings.server.storage.admission import Counts, admit
 from tidings.server.storage.rows import (
     CampaignRow,
@@ -45,6 +45,7 @@ from tidings.server.storage.rows import (
     DecisionRow,
     DeviceRow,
     EventRow,
+    FateRow,
     Limit,
     Outcome,
     OutMessage,
@@ -65,9 +66,9 @@ log = logging.getLogger(__name__)
 
 _Write = Callable[[sqlite3.Connection], Any]
 _PRAGMAS = (
+    "PRAGMA busy_timeout=5000",  # first: the pragmas below wait for a process migrating the file
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
 )
 DURABILITY_MODES: dict[str, tuple[str, ...]] = {
     # fullfsync: on macOS a plain fsync leaves the data in the drive's cache (no-op elsewhere).
@@ -523,10 +524,24 @@ class SqliteStore:
             inbox_ver=r[4],
         )
 
-    async def merge_attrs(self, app: str, user_key: str, attrs: dict[str, Any], now: float) -> None:
-        """Merge attributes into a profile (a ``None`` value removes the attribute)."""
+    async def merge_attrs(
+        self,
+        app: str,
+        user_key: str,
+        attrs: dict[str, Any],
+        now: float,
+        *,
+        device: str | None = None,
+    ) -> None:
+        """Merge attributes into a profile (a ``None`` value removes the attribute).
+
+        ``device``: the device that said so; refused with :class:`DeviceErased` if it is no
+        longer registered (its user was erased while it was connected).
+        """
 
         def write(db: sqlite3.Connection) -> None:
+            if device is not None:
+                _check_device(db, app, device)
             r = db.execute(
                 "SELECT attrs FROM users WHERE app=? AND user_key=?", (app, user_key)
             ).fetchone()
@@ -546,11 +561,20 @@ class SqliteStore:
         await self._submit(write)
 
     async def set_consent(
-        self, app: str, user_key: str, categories: dict[str, bool], now: float
+        self,
+        app: str,
+        user_key: str,
+        categories: dict[str, bool],
+        now: float,
+        *,
+        device: str | None = None,
     ) -> None:
-        """Record per-category consent (``{"marketing": False}`` opts out)."""
+        """Record per-category consent (``{"marketing": False}`` opts out); ``device`` as in
+        :meth:`merge_attrs`."""
 
         def write(db: sqlite3.Connection) -> None:
+            if device is not None:
+                _check_device(db, app, device)
             r = db.execute(
                 "SELECT consent FROM users WHERE app=? AND user_key=?", (app, user_key)
             ).fetchone()
@@ -591,26 +615,61 @@ class SqliteStore:
     async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
         """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
         async with self._conn.execute(
-            "SELECT d.seq, d.message_id, m.wire FROM deliveries d JOIN messages m"
+            "SELECT d.seq, d.message_id, m.wire, d.inbox_only FROM deliveries d JOIN messages m"
             " ON m.app=d.app AND m.id=d.message_id"
             " WHERE d.app=? AND d.device_id=? AND d.seq>? AND d.state=0 AND m.revoked=0"
             " AND m.expires_at>? ORDER BY d.seq",
             (app, device, after, now),
         ) as cur:
             rows = await cur.fetchall()
-        return [PendingDelivery(seq=r[0], message_id=r[1], wire=bytes(r[2])) for r in rows]
+        return [
+            PendingDelivery(seq=r[0], message_id=r[1], wire=bytes(r[2]), inbox_only=bool(r[3]))
+            for r in rows
+        ]
 
-    async def ack(self, app: str, device: str, seq: int) -> None:
-        """Mark every delivery up to ``seq`` acknowledged."""
-        await self.ack_many([(app, device, seq)])
+    async def fill_inbox(
+        self, app: str, device: str, user_key: str, resume: int, now: float
+    ) -> int:
+        """Queue for ``device`` every message of the user's inbox it does not hold; return how
+        many were queued.
 
-    async def ack_many(self, acks: Sequence[tuple[str, str, int]]) -> None:
-        """Apply many (app, device, seq) acknowledgements in one write."""
+        A device holds a message when a delivery of it is still queued for the device or was
+        acknowledged at or below ``resume`` (what the device says it kept). The user's inbox is
+        every unexpired, unrevoked inbox message sent to the user (with or without a device
+        then) that the user did not delete, the newest of each collapse key. The deliveries are
+        numbered inside this write, after every earlier one (PROTOCOL.md §3), and go out with
+        kind ``inbox`` (:attr:`PendingDelivery.inbox_only`).
+        """
+
+        # Most hellos find nothing missing: look on the read connection first, and write
+        # (where the look is repeated under the write lock) only when something is.
+        async with self._conn.execute(
+            _MISSING_INBOX + " LIMIT 1", (app, user_key, now, device, resume)
+        ) as cur:
+            if await cur.fetchone() is None:
+                return 0
+
+        def write(db: sqlite3.Connection) -> int:
+            return _fill_inbox(db, app, device, user_key, resume, now)
+
+        result: int = await self._submit(write)
+        return result
+
+    async def ack(self, app: str, device: str, seq: int, now: float | None = None) -> None:
+        """Mark every delivery up to ``seq`` acknowledged (at ``now``, when given)."""
+        await self.ack_many([(app, device, seq)], now)
+
+    async def ack_many(
+        self, acks: Sequence[tuple[str, str, int]], now: float | None = None
+    ) -> None:
+        """Apply many (app, device, seq) acknowledgements in one write; ``now`` is recorded as
+        when they were delivered."""
 
         def write(db: sqlite3.Connection) -> None:
             db.executemany(
-                "UPDATE deliveries SET state=1 WHERE app=? AND device_id=? AND seq<=? AND state=0",
-                acks,
+                "UPDATE deliveries SET state=1, acked_at=? WHERE app=? AND device_id=?"
+                " AND seq<=? AND state=0",
+                [(now, a, d, seq) for a, d, seq in acks],
             )
             db.executemany(
                 "UPDATE devices SET acked_seq=MIN(?, last_seq) WHERE app=? AND device_id=?"
@@ -683,9 +742,20 @@ class SqliteStore:
     # --- events -------------------------------------------------------------------------------
 
     async def insert_events(
-        self, app: str, device: str, user_key: str, events: Sequence[Event], now: float
+        self,
+        app: str,
+        device: str,
+        user_key: str,
+        events: Sequence[Event],
+        now: float,
+        *,
+        registered: bool = False,
     ) -> None:
-        """Store behaviour events; a resent event id is ignored."""
+        """Store behaviour events; a resent event id is ignored.
+
+        ``registered``: they come from a connected device, refused with
+        :class:`DeviceErased` if the device is no longer registered (its user was erased).
+        """
         rows = [
             (app, device, e.id, user_key, e.name, e.ts / 1000, json.dumps(e.props), now)
             for e in events
@@ -694,6 +764,8 @@ class SqliteStore:
         latest = max((e.ts / 1000 for e in events), default=now)
 
         def write(db: sqlite3.Connection) -> None:
+            if registered:
+                _check_device(db, app, device)
             db.executemany(
                 "INSERT OR IGNORE INTO events (app, device_id, event_id, user_key, name, ts,"
                 " props, received_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -904,8 +976,8 @@ class SqliteStore:
     ) -> list[DecisionRow]:
         """The decision log of a campaign (for one user, or everyone), newest first."""
         sql = (
-            "SELECT campaign, user_key, at, reason, detail, variant, message_id FROM decisions"
-            " WHERE app=? AND campaign=?"
+            "SELECT campaign, user_key, at, reason, detail, variant, message_id, rowid"
+            " FROM decisions WHERE app=? AND campaign=?"
         )
         params: list[Any] = [app, campaign]
         if user_key is not None:
@@ -917,9 +989,32 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [
             DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
-                        variant=r[5], message_id=r[6])
+                        variant=r[5], message_id=r[6], seq=r[7])
             for r in rows
         ]  # fmt: skip
+
+    async def fates(self, app: str, user_key: str, message_ids: Sequence[str]) -> list[FateRow]:
+        """What happened to these messages sent to the user, oldest first: deliveries its
+        devices acknowledged, their receipts, and the user's inbox state (:class:`FateRow`)."""
+        out: list[FateRow] = []
+        for chunk in _chunks(list(dict.fromkeys(message_ids))):
+            marks = ",".join("?" * len(chunk))
+            ids = tuple(chunk)
+            devices = ("(SELECT device_id FROM devices WHERE app=? AND COALESCE(user_id,"
+                       " '~' || device_id)=?)")  # fmt: skip
+            async with self._conn.execute(
+                f"SELECT message_id, 'delivered', acked_at, device_id, NULL FROM deliveries"
+                f" WHERE app=? AND message_id IN ({marks}) AND state=1 AND acked_at IS NOT NULL"
+                f" AND device_id IN {devices}"
+                f" UNION ALL SELECT message_id, kind, ts, device_id, action FROM receipts"
+                f" WHERE app=? AND message_id IN ({marks}) AND device_id IN {devices}"
+                f" UNION ALL SELECT message_id, state, at, NULL, NULL FROM inbox_state"
+                f" WHERE app=? AND user_key=? AND message_id IN ({marks}) AND at IS NOT NULL",
+                (app, *ids, app, user_key, app, *ids, app, user_key, app, user_key, *ids),
+            ) as cur:
+                out += [FateRow(message_id=r[0], what=r[1], at=r[2], device=r[3], action=r[4])
+                        for r in await cur.fetchall()]  # fmt: skip
+        return sorted(out, key=lambda f: (f.at, f.what, f.device or ""))
 
     async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]:
         """Per variant: targeted, sent, delivered, displayed, clicked, dismissed counts."""
@@ -1059,8 +1154,8 @@ class SqliteStore:
                 " (SELECT message_id FROM sends WHERE app=? AND user_key=?)",
                 (app, app, user_key),
             )
-            for table in ("sends", "decisions", "pending_sends", "inbox_state", "events",
-                          "users"):  # fmt: skip
+            for table in ("sends", "decisions", "pending_sends", "inbox_state", "user_inbox",
+                          "events", "users"):  # fmt: skip
                 db.execute(f"DELETE FROM {table} WHERE app=? AND user_key=?", (app, user_key))
             return devices, sorted(set(pending))
 
@@ -1139,12 +1234,17 @@ class SqliteStore:
     # --- inbox state --------------------------------------------------------------------------
 
     async def inbox_update(
-        self, app: str, user_key: str, changes: Sequence[InboxChange]
+        self,
+        app: str,
+        user_key: str,
+        changes: Sequence[InboxChange],
+        now: float | None = None,
     ) -> tuple[int, list[InboxChange]]:
-        """Apply inbox changes; return the new version and the changes that took effect."""
+        """Apply inbox changes (made at ``now``, when given); return the new version and the
+        changes that took effect."""
 
         def write(db: sqlite3.Connection) -> tuple[int, list[InboxChange]]:
-            return _inbox_apply(db, app, user_key, changes)
+            return _inbox_apply(db, app, user_key, changes, now)
 
         result: tuple[int, list[InboxChange]] = await self._submit(write)
         return result
@@ -1166,7 +1266,11 @@ class SqliteStore:
 
 
 def _inbox_apply(
-    db: sqlite3.Connection, app: str, user_key: str, changes: Sequence[InboxChange]
+    db: sqlite3.Connection,
+    app: str,
+    user_key: str,
+    changes: Sequence[InboxChange],
+    now: float | None = None,
 ) -> tuple[int, list[InboxChange]]:
     r = db.execute(
         "SELECT inbox_ver FROM users WHERE app=? AND user_key=?", (app, user_key)
@@ -1182,10 +1286,10 @@ def _inbox_apply(
             continue  # deleted is final; an unchanged state needs no new version
         ver += 1
         db.execute(
-            "INSERT INTO inbox_state (app, user_key, message_id, state, ver) VALUES (?,?,?,?,?)"
-            " ON CONFLICT (app, user_key, message_id) DO UPDATE SET state=excluded.state,"
-            " ver=excluded.ver",
-            (app, user_key, change.id, change.state, ver),
+            "INSERT INTO inbox_state (app, user_key, message_id, state, ver, at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (app, user_key, message_id) DO UPDATE SET"
+            " state=excluded.state, ver=excluded.ver, at=excluded.at",
+            (app, user_key, change.id, change.state, ver, now),
         )
         applied.append(InboxChange(id=change.id, state=change.state, ver=ver))
     if applied:
@@ -1236,6 +1340,7 @@ def _commit_outcome(
     for m, devices in kept:
         deliveries[m.message_id] = tuple((d, seqs[d].pop(0)) for d in devices if d in seqs)
         _insert_message(db, app, m, deliveries[m.message_id])
+        _keep_in_inboxes(db, app, m, inbox_users(m, refused_keys))
     if sends:
         db.executemany(
             "INSERT INTO sends (app, user_key, at, category, campaign, variant, message_id)"
@@ -1377,3 +1482,81 @@ def _insert_message(
         "INSERT INTO deliveries (app, device_id, seq, message_id, collapse_key) VALUES (?,?,?,?,?)",
         [(app, device, seq, m.message_id, m.collapse_key) for device, seq in deliveries],
     )
+
+
+def inbox_users(m: OutMessage, refused: set[tuple[str, str]]) -> list[str]:
+    """The users whose inbox keeps ``m``: its accepted recipients, with or without a device
+    (none for a banner-only message)."""
+    if m.fields.get("kind") not in ("inbox", "both"):
+        return []
+    users = [u for _, u in m.targets] + list(m.waiting)
+    return [u for u in dict.fromkeys(users) if (m.message_id, u) not in refused]
+
+
+def _keep_in_inboxes(db: sqlite3.Connection, app: str, m: OutMessage, users: Sequence[str]) -> None:
+    """Record ``m`` in these users' inboxes; a collapse key replaces their older message."""
+    if not users:
+        return
+    if m.collapse_key is not None:
+        db.executemany(
+            "DELETE FROM user_inbox WHERE app=? AND user_key=? AND collapse_key=?",
+            [(app, u, m.collapse_key) for u in users],
+        )
+    db.executemany(
+        "INSERT OR IGNORE INTO user_inbox (app, user_key, message_id, collapse_key, expires_at)"
+        " VALUES (?,?,?,?,?)",
+        [(app, u, m.message_id, m.collapse_key, m.fields["expires_at"]) for u in users],
+    )
+
+
+_MISSING_INBOX = (
+    "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
+    " ON m.app=u.app AND m.id=u.message_id"
+    " WHERE u.app=? AND u.user_key=? AND m.expires_at>? AND m.revoked=0"
+    " AND NOT EXISTS (SELECT 1 FROM inbox_state s WHERE s.app=u.app AND s.user_key=u.user_key"
+    " AND s.message_id=u.message_id AND s.state='deleted')"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.app=u.app AND d.device_id=?"
+    " AND d.message_id=u.message_id AND (d.state=0 OR (d.state=1 AND d.seq<=?)))"
+)
+"""The messages of a user's inbox a device does not hold (:meth:`SqliteStore.fill_inbox`)."""
+
+
+def _fill_inbox(
+    db: sqlite3.Connection, app: str, device: str, user_key: str, resume: int, now: float
+) -> int:
+    """The body of :meth:`SqliteStore.fill_inbox`, inside the writer's transaction."""
+    db.execute(
+        "DELETE FROM user_inbox WHERE app=? AND user_key=? AND expires_at<=?", (app, user_key, now)
+    )
+    missing = db.execute(
+        _MISSING_INBOX + " ORDER BY m.created_at, m.id", (app, user_key, now, device, resume)
+    ).fetchall()
+    if not missing:
+        return 0
+    seqs = _next_seqs(db, app, [device] * len(missing))
+    if device not in seqs:
+        return 0  # the device was erased meanwhile
+    db.executemany(
+        "INSERT INTO deliveries (app, device_id, seq, message_id, collapse_key, inbox_only)"
+        " VALUES (?,?,?,?,?,1)",
+        [
+            (app, device, seq, mid, key)
+            for (mid, key), seq in zip(missing, seqs[device], strict=True)
+        ],
+    )
+    return len(missing)
+
+
+def _check_device(db: sqlite3.Connection, app: str, device: str) -> None:
+    """Refuse a device's write once the device is no longer registered (erased); the app's
+    backend (device ids starting with ``~``) is never refused."""
+    if device.startswith("~"):
+        return
+    if (
+        db.execute("SELECT 1 FROM devices WHERE app=? AND device_id=?", (app, device)).fetchone()
+        is None
+    ):
+        raise DeviceErased(
+            f"device {device[:40]!r}: no longer registered (its user was erased); reconnect"
+            " to register it again"
+        )

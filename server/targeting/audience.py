@@ -21,6 +21,7 @@ from typing import Any
 
 from tidings.protocol.errors import InvalidField
 from tidings.server.storage import ProfileRow, Store
+from tidings.server.targeting.explain import failed_part
 from tidings.server.targeting.index import ProfileIndex
 from tidings.server.targeting.lifecycle import next_change_at
 from tidings.server.targeting.profiles import (
@@ -230,6 +231,12 @@ class Audience:
         """Whether one profile is in a segment at ``now`` (its event conditions read for it)."""
         events = await self._event_source(app, tree, now, user=p.user_id)
         return evaluate(tree, p, now, events)
+
+    async def why_not(self, app: str, tree: Node, p: Profile, now: float) -> str | None:
+        """The part of a segment one profile does not match at ``now``, in words, or None
+        when it is in the segment (:func:`~tidings.server.targeting.explain.failed_part`)."""
+        events = await self._event_source(app, tree, now, user=p.user_id)
+        return failed_part(tree, p, now, events)
 
     async def resolve(self, app: str, tree: Node) -> set[str]:
         """The users in a segment now."""

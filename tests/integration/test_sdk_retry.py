@@ -33,7 +33,7 @@ class _FullDisk:
         monkeypatch.setattr(node.store, "insert_events", self._fail)
 
     async def _fail(self, app: str, device: str, user_key: str, events: Sequence[Event],
-                    now: float) -> None:  # fmt: skip
+                    now: float, *, registered: bool = False) -> None:  # fmt: skip
         self.calls.append(time.monotonic())
         raise StoreError("database or disk is full", temporary=True)
 

@@ -72,7 +72,9 @@ async def test_a_one_off_campaign_runs_to_users_made_through_the_api(admin: Admi
     assert r.status_code == 202 and r.json() == {"accepted": 1}
     assert (await patch_user(admin, "ca-u3", attrs={"cohort": "launch"})).status_code == 200
 
-    created = await admin.client.post("/v1/campaigns", json=campaign("launch"),
+    # Inbox and banner: a user with no device yet finds it in the inbox of their first device.
+    both = {**campaign("launch")["content"], "kind": "both"}
+    created = await admin.client.post("/v1/campaigns", json=campaign("launch", content=both),
                                       headers=admin.auth())  # fmt: skip
     assert created.status_code == 201, created.text
     assert created.json()["status"] == "draft" and created.json()["sent_total"] == 0
@@ -86,7 +88,7 @@ async def test_a_one_off_campaign_runs_to_users_made_through_the_api(admin: Admi
 
     mine = await decisions_of(admin, "launch", user="ca-u1")
     assert [d["reason"] for d in mine] == ["sent"] and mine[0]["message_id"]
-    assert mine[0]["detail"] == "0 device(s)"
+    assert mine[0]["detail"] == "no device yet: kept in the user's inbox for their first device"
     assert {d["user"] for d in await decisions_of(admin, "launch")} == {"ca-u1", "ca-u2", "ca-u3"}
 
     stats = await admin.client.get("/v1/campaigns/launch/stats", params={"app": "demo"},

@@ -77,9 +77,9 @@ async def test_stores_opening_at_once_migrate_the_schema_once(tmp_path: Path) ->
             finally:
                 await con.close()
             folder = resources.files("tidings.server.storage") / "migrations" / "postgres"
-            numbered = [int(p.name.split("_", 1)[0]) for p in folder.iterdir()
-                        if p.name.endswith(".sql")]  # fmt: skip
-            assert sorted(r[0] for r in versions) == sorted(numbered)
+            scripts = sorted(int(p.name.split("_", 1)[0]) for p in folder.iterdir()
+                             if p.name.endswith(".sql"))  # fmt: skip
+            assert sorted(r[0] for r in versions) == scripts  # each applied once
         finally:
             await asyncio.gather(*(s.close() for s in stores))
 
