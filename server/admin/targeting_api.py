@@ -83,7 +83,7 @@ def _tree(body: PreviewBody) -> segments.Node:
             return segments.parse(body.text)
         return segments.from_json(body.segment)
     except segments.SegmentSyntaxError as exc:
-        raise ApiError(422, codes.ERR_INVALID_FIELD, f"text: {exc.reason}", field="text") from None
+        raise ApiError(422, codes.ERR_INVALID_FIELD, exc.under("text: "), field="text") from None
     except segments.SegmentError as exc:
         path = getattr(exc, "path", "$")
         raise ApiError(422, codes.ERR_INVALID_FIELD, f"segment: {exc.reason}",

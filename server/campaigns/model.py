@@ -55,6 +55,7 @@ from tidings.server.targeting.segments import (
     Node,
     PropFilter,
     SegmentError,
+    SegmentSyntaxError,
     filter_from_json,
     filter_to_json,
     parse,
@@ -535,6 +536,11 @@ def _segment(data: object) -> Node:
         if isinstance(data, str):
             return parse(data)
         return segment_from_json(data)
+    except SegmentSyntaxError as e:
+        error = CampaignError("segment", e.problem)
+        error.reason = e.under("segment: ")  # the caret stays under the fault
+        error.args = (error.reason,)
+        raise error from None
     except SegmentError as e:
         path = "segment" if e.path == "$" else "segment" + e.path[1:]
         raise CampaignError(path, str(e) if e.path == "$" else e.problem) from None

@@ -110,7 +110,8 @@ class TemplateError(TidingsError):
     Attributes:
         field: Which content field (``content.title``, ``variants[1].content.body``...).
         line: 1-based line of a syntax error, else None.
-        column: 1-based column of a syntax error, else None.
+        column: 1-based column of a syntax error, else None (the message then names the line
+            alone).
     """
 
     code = codes.ERR_INVALID_FIELD
@@ -118,7 +119,9 @@ class TemplateError(TidingsError):
     def __init__(
         self, field: str, problem: str, *, line: int | None = None, column: int | None = None
     ):
-        where = f" (line {line}, column {column})" if line is not None else ""
+        where = ""
+        if line is not None:
+            where = f" (line {line})" if column is None else f" (line {line}, column {column})"
         super().__init__(f"{field}: {problem}{where}")
         self.field = field
         self.problem = problem
