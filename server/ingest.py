@@ -182,3 +182,5 @@ class Ingest:
             await self.engine.reload_campaign(app, key)
         elif kind == "tag_rule":
             await audience.reload_tag_rule(app, key)
+        elif kind == "settings":
+            await self.engine.reload_settings(app)

@@ -7,7 +7,13 @@ messages to the node for fan-out.
 
 from __future__ import annotations
 
-from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, CapRule, limits_for
+from tidings.server.campaigns.capping import (
+    DEFAULT_CAPS,
+    CapConfig,
+    CapRule,
+    limits_for,
+    marketing_cap,
+)
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.campaigns.model import (
     CONTROL,
@@ -97,6 +103,7 @@ __all__ = [
     "compare_variants",
     "event_context",
     "limits_for",
+    "marketing_cap",
     "pick_winner",
     "render",
     "render_content",
