@@ -138,8 +138,18 @@ class Ingest:
         self.engine.audience.on_attrs(app, user_key, attrs)
         self.announce(("attrs", app, user_key, dict(attrs)))
 
-    async def consent(self, app: str, user_key: str, categories: Mapping[str, bool]) -> None:
-        """Record which categories of messages a user accepts."""
+    async def consent(
+        self, app: str, user_key: str, categories: Mapping[str, bool], *, field: str = "consent"
+    ) -> None:
+        """Record which categories of messages a user accepts.
+
+        Raises:
+            InvalidField: ``{field}.{category}`` for a category the app does not have (the
+                message lists the ones it has); nothing is recorded.
+        """
+        policy = self.engine.policy(app)
+        for category in categories:
+            policy.check_category(category, f"{field}.{category}")
         await self.store.set_consent(app, user_key, dict(categories), self.clock())
         self.engine.audience.on_consent(app, user_key, categories)
         self.announce(("consent", app, user_key, dict(categories)))

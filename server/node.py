@@ -596,7 +596,9 @@ class Node:
                 raise InvalidField(
                     "prefs.categories.transactional", "transactional messages cannot be refused"
                 )
-            await self.ingest.consent(app, session.user_key, frame.categories)
+            await self.ingest.consent(
+                app, session.user_key, frame.categories, field="prefs.categories"
+            )
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Ping):
             session.send(Pong(ts=frame.ts))

@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tidings.protocol.errors import InvalidField
+from tidings.protocol.frames import CATEGORY_NAME
 from tidings.server.targeting.lifecycle import DAY, DEFAULT_THRESHOLDS, Lifecycle, Thresholds, Tier
 from tidings.server.targeting.profiles import (
     DEFAULT_AMOUNT_PROP,
@@ -69,7 +70,6 @@ MAX_CATEGORIES = 32
 MAX_CAP_DAYS = 366.0
 """Longest cap window, in days."""
 
-_CATEGORY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _EVENT_NAME = re.compile(r"^[^\x00-\x1f\"]{1,64}$")
 
 
@@ -252,7 +252,7 @@ def _categories(data: object) -> tuple[str, ...]:
     out = list(BUILTIN_CATEGORIES)
     for i, name in enumerate(data):
         where = f"{path}[{i}]"
-        if not isinstance(name, str) or not _CATEGORY.match(name):
+        if not isinstance(name, str) or not CATEGORY_NAME.fullmatch(name):
             raise InvalidField(where, f"{name!r} must be 1-32 of a-z 0-9 _ - (starting a-z)")
         if name in out:
             if name in BUILTIN_CATEGORIES:

@@ -41,6 +41,7 @@ from tidings.server.campaigns.model import (
     CampaignKind,
     CampaignStatus,
     Decision,
+    Overflow,
     Reason,
 )
 from tidings.server.campaigns.sendtime import SendPolicy, choose_send_time, next_local_time
@@ -366,6 +367,8 @@ class CampaignEngine:
         campaign = Campaign.from_json(dict(spec))
         state = self._state(campaign.app)
         validate_campaign(campaign, limits=self.limits(campaign.app))
+        self.policy(campaign.app).check_category(str(campaign.content.category),
+                                                 "content.category")  # fmt: skip
         old = state.campaigns.get(campaign.id)
         if old is not None and not replace_existing:
             raise Conflict("id", f"campaign {campaign.id!r} exists; PUT replaces it")
@@ -613,6 +616,7 @@ class CampaignEngine:
                 event = item.event
                 rendered = render_content(
                     content, user=user_context(p), limits=limits,
+                    truncate=content.overflow is Overflow.TRUNCATE,
                     event=None if event is None else event_context(
                         event["name"], event.get("props", {}), event.get("ts", 0)),
                 )  # fmt: skip
