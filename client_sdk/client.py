@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -364,10 +364,20 @@ class TidingsClient:
         """Set profile attributes of this device's user (must be the token's user)."""
         self._queue({"k": "identify", "user": user, "attrs": attrs or {}})
 
-    async def set_preferences(self, *, marketing: bool | None = None) -> None:
-        """Opt in or out of marketing messages (transactional ones always arrive)."""
+    async def set_preferences(
+        self, *, marketing: bool | None = None, categories: Mapping[str, bool] | None = None
+    ) -> None:
+        """Opt in or out of marketing messages, or of any category the app declares
+        (``categories={"news": False}``); transactional ones always arrive.
+
+        A category the app does not have is refused by the gateway: the request is dropped and
+        reported to ``on_error`` (a ``RequestRefused`` listing the app's categories).
+        """
+        chosen = dict(categories or {})
         if marketing is not None:
-            self._queue({"k": "prefs", "categories": {"marketing": marketing}})
+            chosen["marketing"] = marketing
+        if chosen:
+            self._queue({"k": "prefs", "categories": chosen})
 
     async def click(self, item_id: str, action: str | None = None) -> None:
         """Report a click (with the action id) and mark the item read."""

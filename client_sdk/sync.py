@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from tidings.client_sdk.client import TidingsClient
@@ -54,8 +54,10 @@ class SyncTidingsClient:
     def identify(self, user: str | None, attrs: dict[str, Any] | None = None) -> None:
         self._call(self.client.identify(user, attrs))
 
-    def set_preferences(self, *, marketing: bool | None = None) -> None:
-        self._call(self.client.set_preferences(marketing=marketing))
+    def set_preferences(
+        self, *, marketing: bool | None = None, categories: Mapping[str, bool] | None = None
+    ) -> None:
+        self._call(self.client.set_preferences(marketing=marketing, categories=categories))
 
     def click(self, item_id: str, action: str | None = None) -> None:
         self._call(self.client.click(item_id, action))

@@ -27,6 +27,7 @@ from tidings.protocol.errors import (
 
 __all__ = [
     "CATEGORIES",
+    "CATEGORY_NAME",
     "CLIENT_FRAMES",
     "INBOX_STATES",
     "KINDS",
@@ -63,13 +64,18 @@ __all__ = [
 ]
 
 Kind = Literal["banner", "inbox", "both"]
-Category = Literal["marketing", "transactional"]
+Category: TypeAlias = str
+"""A message category: ``marketing``, ``transactional`` or one the app declares (PROTOCOL.md
+§Message); any name matching :data:`CATEGORY_NAME`."""
 Priority = Literal["normal", "urgent"]
 ReceiptKind = Literal["displayed", "clicked", "dismissed", "expired"]
 InboxStateName = Literal["read", "unread", "deleted"]
 
 KINDS: frozenset[str] = frozenset({"banner", "inbox", "both"})
 CATEGORIES: frozenset[str] = frozenset({"marketing", "transactional"})
+"""The categories every app has; an app may declare more (the gateway checks which)."""
+CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+"""What a category name looks like: 1-32 of a-z 0-9 _ -, starting with a letter."""
 PRIORITIES: frozenset[str] = frozenset({"normal", "urgent"})
 RECEIPT_KINDS: frozenset[str] = frozenset({"displayed", "clicked", "dismissed", "expired"})
 INBOX_STATES: frozenset[str] = frozenset({"read", "unread", "deleted"})
@@ -141,6 +147,13 @@ def _bool(value: Any, name: str) -> bool:
 def _choice(value: Any, name: str, allowed: frozenset[str]) -> Any:
     if not isinstance(value, str) or value not in allowed:
         raise InvalidField(name, f"must be one of {sorted(allowed)}, got {value!r}")
+    return value
+
+
+def _category(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not CATEGORY_NAME.fullmatch(value):
+        raise InvalidField(name, "must be a category name (1-32 of a-z 0-9 _ -, starting with "
+                           f"a letter, e.g. 'marketing'), got {value!r}")  # fmt: skip
     return value
 
 
@@ -330,7 +343,7 @@ class Message:
             kind=_choice(_get(m, "kind", where), n["kind"], KINDS),
             title=_str(_get(m, "title", where), n["title"], limits.MAX_TITLE_LEN, empty=True),
             body=_str(_get(m, "body", where), n["body"], limits.MAX_BODY_LEN, empty=True),
-            category=_choice(m.get("category", "marketing"), n["category"], CATEGORIES),
+            category=_category(m.get("category", "marketing"), n["category"]),
             priority=_choice(m.get("priority", "normal"), n["priority"], PRIORITIES),
             created_at=_int(m.get("created_at", 0), n["created_at"]),
             expires_at=_int(m.get("expires_at", 0), n["expires_at"]),
@@ -625,7 +638,7 @@ class Prefs(Frame):
         raw = _map(_get(m, "categories", "prefs"), "prefs.categories")
         cats: dict[str, bool] = {}
         for k, v in raw.items():
-            name = _choice(k, "prefs.categories key", CATEGORIES)
+            name = _category(k, "prefs.categories key")
             cats[name] = _bool(v, f"prefs.categories.{name}")
         return cls(rid=_rid(m, "prefs"), categories=cats)
 

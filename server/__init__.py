@@ -4,5 +4,15 @@ from __future__ import annotations
 
 from tidings.server.config import AppConfig, GatewayConfig, load_config
 from tidings.server.node import Node, SendRequest, SendResult
+from tidings.server.policy import AppPolicy, ValueEvent
 
-__all__ = ["AppConfig", "GatewayConfig", "Node", "SendRequest", "SendResult", "load_config"]
+__all__ = [
+    "AppConfig",
+    "AppPolicy",
+    "GatewayConfig",
+    "Node",
+    "SendRequest",
+    "SendResult",
+    "ValueEvent",
+    "load_config",
+]

@@ -18,6 +18,21 @@ TOML layout::
     admin_key = "..."       # Bearer key for the admin API
     banner_title_max = 30
     banner_body_max = 50
+    categories = ["promotions", "news"]     # marketing and transactional are always there
+    value_event = {name = "order_paid", amount = "total"}   # default: purchase / amount
+
+    [apps.caps]                             # which cap binds: see campaigns/capping.py
+    lifecycle = {active = {limit = 4, days = 7}, new = "none"}
+    tier = {basic = {limit = 2, days = 7}}
+    min_gap_hours = 4
+
+    [apps.thresholds]
+    dormant_after_days = 7
+    churned_after_days = 30
+
+The per-app policy keys (``categories``, ``value_event``, ``caps``, ``thresholds``) are those of
+:class:`~tidings.server.policy.AppPolicy`; what the file leaves out keeps its default, and the
+admin API (``PUT /v1/settings``) may change them again at run time.
 """
 
 from __future__ import annotations
@@ -31,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from tidings.protocol import limits
-from tidings.protocol.errors import ConfigError
+from tidings.protocol.errors import ConfigError, InvalidField
+from tidings.server.policy import DEFAULT_POLICY, AppPolicy
 
 __all__ = [
     "DEV_ADMIN_KEY",
@@ -105,6 +121,9 @@ class AppConfig:
     inbox_ttl_s: int = DEFAULT_INBOX_TTL_S
     device_events_per_min: int = DEFAULT_DEVICE_EVENTS_PER_MIN
     app_events_per_min: int = DEFAULT_APP_EVENTS_PER_MIN
+    policy: AppPolicy = DEFAULT_POLICY
+    """Caps, thresholds, value event and categories as the file sets them (the defaults of
+    what ``PUT /v1/settings`` changes)."""
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
@@ -227,17 +246,26 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {name} must be {kind}, got {value!r}") from None
 
 
+_POLICY_KEYS = ("categories", "value_event", "caps", "thresholds")
+
+
 def _apps_from(raw: Any, where: str) -> tuple[AppConfig, ...]:
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{where}: apps must be a non-empty list of tables")
-    known = {f.name for f in fields(AppConfig)}
+    known = {f.name for f in fields(AppConfig)} - {"policy"}
     apps = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: apps[{i}] must be a table")
+        item = dict(item)
+        settings = {k: item.pop(k) for k in _POLICY_KEYS if k in item}
         unknown = set(item) - known
         if unknown:
             raise ConfigError(f"{where}: apps[{i}] has unknown keys {sorted(unknown)}")
+        try:
+            item["policy"] = DEFAULT_POLICY.updated(settings)
+        except InvalidField as exc:
+            raise ConfigError(f"{where}: apps[{i}].{exc.reason}") from None
         try:
             apps.append(AppConfig(**item))
         except TypeError as exc:

@@ -146,10 +146,24 @@ class Ingest:
         self.announce(("attrs", app, user_key, dict(attrs)))
 
     async def consent(
-        self, app: str, user_key: str, categories: Mapping[str, bool], device: str | None = None
+        self,
+        app: str,
+        user_key: str,
+        categories: Mapping[str, bool],
+        device: str | None = None,
+        *,
+        field: str = "consent",
     ) -> None:
         """Record which categories of messages a user accepts (``device`` as in
-        :meth:`attributes`)."""
+        :meth:`attributes`).
+
+        Raises:
+            InvalidField: ``{field}.{category}`` for a category the app does not have (the
+                message lists the ones it has); nothing is recorded.
+        """
+        policy = self.engine.policy(app)
+        for category in categories:
+            policy.check_category(category, f"{field}.{category}")
         await self.store.set_consent(app, user_key, dict(categories), self.clock(),
                                      device=device)  # fmt: skip
         self.engine.audience.on_consent(app, user_key, categories)
@@ -193,3 +207,5 @@ class Ingest:
             await self.engine.reload_campaign(app, key)
         elif kind == "tag_rule":
             await audience.reload_tag_rule(app, key)
+        elif kind == "settings":
+            await self.engine.reload_settings(app)

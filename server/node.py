@@ -652,7 +652,8 @@ class Node:
                 raise InvalidField(
                     "prefs.categories.transactional", "transactional messages cannot be refused"
                 )
-            await self.ingest.consent(app, session.user_key, frame.categories, session.device)
+            await self.ingest.consent(app, session.user_key, frame.categories, session.device,
+                                      field="prefs.categories")  # fmt: skip
             session.send(Ok(rid=frame.rid))
         elif isinstance(frame, Ping):
             session.send(Pong(ts=frame.ts))

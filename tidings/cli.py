@@ -59,6 +59,14 @@ def register(command: Command) -> Command:
     return command
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 user``, ``2 users``, ``1 device delivery``, ``0 device deliveries``."""
+    if n == 1:
+        return f"{n} {noun}"
+    plural = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
+    return f"{n} {plural}"
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"tidings: error: {message}", file=sys.stderr)
     return code
@@ -343,7 +351,13 @@ def _print_api_error(status: int, raw: bytes, out: TextIO) -> None:
     except (ValueError, KeyError, TypeError):
         print(f"tidings: error: the admin API answered HTTP {status}", file=out)
         return
-    print(f"tidings: error: {message} (HTTP {status})", file=out)
+    # A segment's parse error is its text with a caret under the fault on the next line: the
+    # lines after the first are indented as far as the prefix, so the caret stays in place.
+    prefix = "tidings: error: "
+    first, *rest = message.split("\n")
+    lines = [prefix + first, *(" " * len(prefix) + line for line in rest)]
+    lines[-1] += f" (HTTP {status})"
+    print("\n".join(lines), file=out)
     for extra in details[1:]:
         print(f"  also: {extra}", file=out)
 
@@ -424,7 +438,8 @@ def _run_segment(args: argparse.Namespace) -> int:
         print(raw.decode("utf-8"))
         return 0
     result = json.loads(raw)
-    print(f"{result['count']} users match: {result['text']}")
+    print(f"{_count(result['count'], 'user')} {'matches' if result['count'] == 1 else 'match'}: "
+          f"{result['text']}")  # fmt: skip
     for user in result["sample"]:
         print(f"  {user}")
     return 0
@@ -443,8 +458,8 @@ def _run_send(args: argparse.Namespace) -> int:
         return 0
     result = json.loads(raw)
     print(
-        f"sent {result['message_id']}: {result['devices']} device deliveries "
-        f"to {result['users']} users"
+        f"sent {result['message_id']}: {_count(result['devices'], 'device delivery')} "
+        f"to {_count(result['users'], 'user')}"
     )
     for reason, count in sorted((result.get("skipped") or {}).items()):
         print(f"  skipped {count}: {reason}")
@@ -1144,7 +1159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args._run
-    return run(args)
+    try:
+        code = run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``tidings user show u | head``): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1  # what Python itself answers to EPIPE
+    return code
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ from tidings.protocol import codes, limits
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action, check_json
 from tidings.server.broker import InProcessBroker
-from tidings.server.campaigns.templates import ContentLimits
+from tidings.server.campaigns.templates import ContentLimits, copy_length
 from tidings.server.config import AppConfig
 from tidings.server.node import Node, SendRequest
 
@@ -938,11 +938,11 @@ def _unique(items: Any) -> tuple[str, ...]:
 def _check_lengths(app: AppConfig, body: SendBody) -> None:
     title_max, body_max = ContentLimits.of(app).for_kind(body.kind)
     for field, text, limit in (("title", body.title, title_max), ("body", body.body, body_max)):
-        if len(text) > limit:
+        if copy_length(text) > limit:  # what a reader counts: grapheme clusters
             raise ApiError(
                 422,
                 codes.ERR_INVALID_FIELD,
-                f"{field}: {len(text)} characters, the limit for kind {body.kind!r} in app "
+                f"{field}: {copy_length(text)} characters, the limit for kind {body.kind!r} in app "
                 f"{app.id!r} is {limit}",
                 field=field,
             )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Query
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from tidings.protocol import codes, limits
@@ -45,6 +45,7 @@ from tidings.server.admin.api import (
     _one_line,
     _resolve,
 )
+from tidings.server.config import AppConfig
 from tidings.server.node import Node
 from tidings.server.targeting import segments
 from tidings.server.targeting.profiles import TRANSACTIONAL, Profile
@@ -83,7 +84,7 @@ def _tree(body: PreviewBody) -> segments.Node:
             return segments.parse(body.text)
         return segments.from_json(body.segment)
     except segments.SegmentSyntaxError as exc:
-        raise ApiError(422, codes.ERR_INVALID_FIELD, f"text: {exc.reason}", field="text") from None
+        raise ApiError(422, codes.ERR_INVALID_FIELD, exc.under("text: "), field="text") from None
     except segments.SegmentError as exc:
         path = getattr(exc, "path", "$")
         raise ApiError(422, codes.ERR_INVALID_FIELD, f"segment: {exc.reason}",
@@ -177,6 +178,17 @@ _RULE_EXAMPLE = {
 }  # fmt: skip
 
 
+_SETTINGS_EXAMPLE = {
+    "categories": ["promotions", "news", "reminders"],
+    "value_event": {"name": "order_paid", "amount": "total"},
+    "caps": {"lifecycle": {"active": {"limit": 5, "days": 7}}},
+    "thresholds": {"churned_after_days": 45},
+}  # fmt: skip
+
+SettingsApp = Annotated[str | None, Query(min_length=1, max_length=64)]
+"""``?app=``: the app whose settings (default: the app of the admin key)."""
+
+
 def install(api: FastAPI, node: Node) -> None:
     """Add the targeting endpoints to the admin app."""
 
@@ -257,6 +269,48 @@ def install(api: FastAPI, node: Node) -> None:
         if not await node.engine.audience.delete_tag_rule(target.id, name):
             _rule(target.id, name)  # raises the 404
         return Response(status_code=204)
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def _settings_of(app: str | None, key_app: AppConfig) -> str:
+        return key_app.id if app is None else _resolve(node, app, key_app, "app").id
+
+    @api.get("/v1/settings", responses=_ERRORS, summary="Read the app's settings",
+             tags=["settings"])  # fmt: skip
+    async def get_settings(key_app: Caller, app: SettingsApp = None) -> dict[str, Any]:
+        """The app's policy now, every key: categories, value event, caps, thresholds."""
+        return node.engine.policy(_settings_of(app, key_app)).to_json()
+
+    @api.put("/v1/settings", responses=_ERRORS, summary="Replace the app's settings",
+             tags=["settings"])  # fmt: skip
+    async def put_settings(
+        key_app: Caller,
+        settings: Annotated[
+            dict[str, Any],
+            Body(
+                openapi_examples={
+                    "seeds": {
+                        "summary": "order_paid, 5 a week when active",
+                        "value": _SETTINGS_EXAMPLE,
+                    }
+                }
+            ),
+        ],
+        app: SettingsApp = None,
+    ) -> dict[str, Any]:
+        """Replace the app's stored settings: what the document leaves out takes the value of
+        the configuration file. Validated (422 names the key path), stored, in force at once on
+        every node; the answer is the whole policy now."""
+        _check_document(settings, "")
+        policy = await node.engine.set_settings(_settings_of(app, key_app), settings)
+        return policy.to_json()
+
+    @api.delete("/v1/settings", responses=_ERRORS, summary="Reset the app's settings",
+                tags=["settings"])  # fmt: skip
+    async def reset_settings(key_app: Caller, app: SettingsApp = None) -> dict[str, Any]:
+        """Forget the stored settings: the configuration file's hold again (the answer)."""
+        policy = await node.engine.set_settings(_settings_of(app, key_app), None)
+        return policy.to_json()
 
     # --- users ----------------------------------------------------------------------------------
 

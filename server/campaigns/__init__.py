@@ -7,7 +7,13 @@ messages to the node for fan-out.
 
 from __future__ import annotations
 
-from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, CapRule, limits_for
+from tidings.server.campaigns.capping import (
+    DEFAULT_CAPS,
+    CapConfig,
+    CapRule,
+    limits_for,
+    marketing_cap,
+)
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.campaigns.model import (
     CONTROL,
@@ -24,6 +30,7 @@ from tidings.server.campaigns.model import (
     Conversion,
     Decision,
     Frequency,
+    Overflow,
     Priority,
     Reason,
     Rollout,
@@ -58,9 +65,11 @@ from tidings.server.campaigns.templates import (
     ContentLimits,
     Rendered,
     TemplateError,
+    copy_length,
     event_context,
     render,
     render_content,
+    truncate_copy,
     user_context,
     validate,
     validate_campaign,
@@ -101,6 +110,7 @@ __all__ = [
     "Frequency",
     "Funnel",
     "Lift",
+    "Overflow",
     "Priority",
     "Reason",
     "Rendered",
@@ -123,16 +133,19 @@ __all__ = [
     "campaign_stats",
     "choose_send_time",
     "compare_variants",
+    "copy_length",
     "diff_interval",
     "event_context",
     "in_test_group",
     "lift",
     "limits_for",
+    "marketing_cap",
     "pick_winner",
     "render",
     "render_content",
     "retention",
     "significance",
+    "truncate_copy",
     "user_context",
     "validate",
     "validate_campaign",

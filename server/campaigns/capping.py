@@ -13,39 +13,51 @@ In order:
 1. consent: a user who opted out of the message's category is never targeted
    (``opted_out``); ``transactional`` messages skip this and every marketing cap;
 2. the campaign's own per-user limit (``capped_campaign``);
-3. the marketing caps of the user's value tier and lifecycle stage; both apply, and when both
-   are reached the store reports the one with the longer window (``capped_tier`` /
-   ``capped_lifecycle``);
+3. one marketing cap, chosen by the resolution rule below (``capped_lifecycle`` /
+   ``capped_tier``);
 4. an optional minimum gap between two marketing messages (``capped_gap``).
 
+Which marketing cap binds a user (:func:`marketing_cap`): **the cap of the user's lifecycle
+stage when the app sets one for that stage, else the cap of their value tier.** Exactly one
+applies, never both: how active a user is decides first (the seeds set frequency by activity),
+and the value tier refines it for stages without a cap of their own (``new`` by default).
+
 Default marketing caps (seeds: highly active users 3-4 a week, ordinary users 1-2 a week,
-dormant users 2 a month), counted over every category except the bypass ones:
+dormant users 2 a month), counted over every category except the bypass ones; each app may
+change them (:class:`~tidings.server.policy.AppPolicy`, ``[apps.caps]`` in the TOML,
+``PUT /v1/settings``):
 
-=================  ==============  ==================================================
-who                cap             why
-=================  ==============  ==================================================
-tier high_value    4 per 7 days    the seeds' "highly active" figure
-tier potential     3 per 7 days    between high-value and basic: being nurtured
-tier basic         2 per 7 days    the seeds' ordinary users
-tier dormant       2 per 30 days   bought before, not for 90 days
-lifecycle new      3 per 7 days    onboarding, without drowning a first-week user
-lifecycle dormant  2 per 30 days   the seeds' dormant users
-lifecycle churned  1 per 30 days   one win-back attempt a month, not a spam stream
-=================  ==============  ==================================================
+==================  ==============  =================================================
+who                 cap             why
+==================  ==============  =================================================
+lifecycle active    4 per 7 days    the seeds' highly active users, whatever their tier
+lifecycle dormant   2 per 30 days   the seeds' dormant users
+lifecycle churned   1 per 30 days   one win-back attempt a month, not a spam stream
+lifecycle new       (tier decides)  a first-week user is capped by what they bought:
+tier high_value     4 per 7 days    bought often or much, recently
+tier potential      3 per 7 days    between high-value and basic: being nurtured
+tier basic          2 per 7 days    the seeds' ordinary users
+tier dormant        2 per 30 days   bought before, not for 90 days
+==================  ==============  =================================================
 
-``active`` lifecycle adds no cap of its own: the tier decides.
+So with the defaults an active user gets at most 4 a week whether they ever bought or not, a
+new user who never bought 2 a week, and a dormant or churned user 2 (1) a month.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
-
 from tidings.server.campaigns.model import Campaign, Decision, Reason
+from tidings.server.policy import (
+    DEFAULT_CAPS,
+    DEFAULT_LIFECYCLE_CAPS,
+    DEFAULT_TIER_CAPS,
+    MONTH,
+    WEEK,
+    CapConfig,
+    CapRule,
+)
 from tidings.server.storage import Limit
-from tidings.server.targeting.lifecycle import Lifecycle, Tier
-from tidings.server.targeting.profiles import TRANSACTIONAL, Profile, allows
+from tidings.server.targeting.profiles import Profile, allows
 
 __all__ = [
     "DEFAULT_CAPS",
@@ -56,59 +68,21 @@ __all__ = [
     "CapConfig",
     "CapRule",
     "limits_for",
+    "marketing_cap",
 ]
 
-WEEK = 7 * 86_400
-MONTH = 30 * 86_400
 
+def marketing_cap(
+    profile: Profile, config: CapConfig = DEFAULT_CAPS
+) -> tuple[CapRule | None, Reason, str]:
+    """The one marketing cap that binds this user: their lifecycle stage's, else their tier's.
 
-@dataclass(frozen=True, slots=True)
-class CapRule:
-    """At most ``limit`` marketing messages within the last ``window_s`` seconds."""
-
-    limit: int
-    window_s: int
-
-    def __str__(self) -> str:
-        days = self.window_s / 86_400
-        return f"{self.limit} per {days:g} days"
-
-
-DEFAULT_TIER_CAPS: Mapping[Tier, CapRule] = MappingProxyType(
-    {
-        Tier.HIGH_VALUE: CapRule(4, WEEK),
-        Tier.POTENTIAL: CapRule(3, WEEK),
-        Tier.BASIC: CapRule(2, WEEK),
-        Tier.DORMANT: CapRule(2, MONTH),
-    }
-)
-
-DEFAULT_LIFECYCLE_CAPS: Mapping[Lifecycle, CapRule] = MappingProxyType(
-    {
-        Lifecycle.NEW: CapRule(3, WEEK),
-        Lifecycle.DORMANT: CapRule(2, MONTH),
-        Lifecycle.CHURNED: CapRule(1, MONTH),
-    }
-)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CapConfig:
-    """Cap tables of one app; categories in ``bypass`` are neither capped nor counted.
-
-    ``min_gap_s``: at least this long between two marketing messages to one user (None: no
-    gap beyond the caps).
+    Returns the rule (None: no cap), the reason a refusal under it gives, and who it binds.
     """
-
-    tier_caps: Mapping[Tier, CapRule] = field(default_factory=lambda: DEFAULT_TIER_CAPS)
-    lifecycle_caps: Mapping[Lifecycle, CapRule] = field(
-        default_factory=lambda: DEFAULT_LIFECYCLE_CAPS
-    )
-    bypass: frozenset[str] = frozenset({TRANSACTIONAL})
-    min_gap_s: int | None = None
-
-
-DEFAULT_CAPS = CapConfig()
+    stage = config.lifecycle_caps.get(profile.lifecycle)
+    if stage is not None:
+        return stage, Reason.CAPPED_LIFECYCLE, str(profile.lifecycle)
+    return config.tier_caps.get(profile.tier), Reason.CAPPED_TIER, str(profile.tier)
 
 
 def limits_for(
@@ -138,13 +112,10 @@ def limits_for(
                          f"campaign: {per_user}", campaign=campaign.id))  # fmt: skip
     if bypass:
         return tuple(out)
-    for rule, reason, who in (
-        (config.tier_caps.get(profile.tier), Reason.CAPPED_TIER, profile.tier),
-        (config.lifecycle_caps.get(profile.lifecycle), Reason.CAPPED_LIFECYCLE, profile.lifecycle),
-    ):
-        if rule is not None:
-            out.append(Limit(rule.limit, rule.window_s, str(reason), f"{who}: {rule}",
-                             uncounted=config.bypass))  # fmt: skip
+    rule, reason, who = marketing_cap(profile, config)
+    if rule is not None:
+        out.append(Limit(rule.limit, rule.window_s, str(reason), f"{who}: {rule}",
+                         uncounted=config.bypass))  # fmt: skip
     if config.min_gap_s is not None:
         out.append(Limit(1, config.min_gap_s, str(Reason.CAPPED_GAP),
                          f"at least {config.min_gap_s} s between marketing messages",

@@ -34,7 +34,7 @@ from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action as WireAction
 from tidings.protocol.frames import Message
 from tidings.protocol.limits import MAX_FRAME_BYTES
-from tidings.server.campaigns.capping import DEFAULT_CAPS, CapConfig, limits_for
+from tidings.server.campaigns.capping import CapConfig, limits_for
 from tidings.server.campaigns.model import (
     CONTROL,
     TRANSITIONS,
@@ -42,6 +42,7 @@ from tidings.server.campaigns.model import (
     CampaignKind,
     CampaignStatus,
     Decision,
+    Overflow,
     Reason,
     RolloutFallback,
 )
@@ -65,6 +66,7 @@ from tidings.server.campaigns.variants import assign, in_test_group
 from tidings.server.config import AppConfig
 from tidings.server.delivery import Outgoing, Publisher, fit_frame
 from tidings.server.errors import ClaimLost, Conflict, NotFound
+from tidings.server.policy import AppPolicy
 from tidings.server.storage import (
     CampaignRow,
     DecisionRow,
@@ -139,7 +141,7 @@ class CampaignEngine:
         publisher: Publisher,
         apps: Sequence[AppConfig],
         clock: Callable[[], float],
-        caps: CapConfig = DEFAULT_CAPS,
+        caps: CapConfig | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
     ) -> None:
@@ -149,11 +151,14 @@ class CampaignEngine:
         self.publisher = publisher
         self.clock = clock
         self.caps = caps
+        """Cap tables for every app instead of each app's own (None: each app's policy)."""
         self.max_frame_bytes = max_frame_bytes
         self._configs = {a.id: a for a in apps}
+        self._policies = {a.id: a.policy for a in apps}
         self.audience = Audience(
-            store=store, apps=list(self._configs), clock=clock, announce=announce
-        )
+            store=store, apps=list(self._configs), clock=clock, announce=announce,
+            policy=self.policy,
+        )  # fmt: skip
         """Who the users are: live profiles, tags and segments of every app."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """Who claims due work: unique per process, so a claim is never mistaken for ours."""
@@ -173,6 +178,8 @@ class CampaignEngine:
     async def resync(self) -> None:
         """Rebuild the audience and the campaigns from the store (at start, and when a node of
         a cluster may have missed changes the others announced)."""
+        for app, cfg in self._configs.items():
+            self._policies[app] = _stored_policy(cfg, await self.store.app_settings(app))
         await self.audience.start()
         for app in self._configs:
             self._apps[app] = state = _App()
@@ -180,6 +187,47 @@ class CampaignEngine:
             for stored in await self.store.campaigns(app):
                 state.campaigns[stored.id] = _live_from(stored)
                 state.campaigns[stored.id].rollout = rollouts.get(stored.id)
+
+    # --- settings -----------------------------------------------------------------------------
+
+    def policy(self, app: str) -> AppPolicy:
+        """The app's policy now: caps, thresholds, value event, categories."""
+        policy = self._policies.get(app)
+        if policy is None:
+            raise InvalidField("app", f"unknown app {app!r}")
+        return policy
+
+    def _caps(self, app: str) -> CapConfig:
+        return self.caps if self.caps is not None else self.policy(app).caps
+
+    async def set_settings(self, app: str, spec: Mapping[str, Any] | None) -> AppPolicy:
+        """Replace the app's stored settings document (None: back to the file's settings).
+
+        What the document leaves out takes the file's value. It is validated, stored, used at
+        once by this node and announced to the others.
+
+        Raises:
+            InvalidField: naming the key path of the first bad setting.
+        """
+        cfg = self._configs.get(app)
+        if cfg is None:
+            raise InvalidField("app", f"unknown app {app!r}")
+        policy = cfg.policy if spec is None else cfg.policy.updated(spec)
+        await self.store.save_app_settings(app, None if spec is None else dict(spec),
+                                           self.clock())  # fmt: skip
+        await self._use_policy(app, policy)
+        self.announce(("settings", app, ""))
+        return policy
+
+    async def reload_settings(self, app: str) -> None:
+        """Another node changed the app's settings: take the stored ones."""
+        cfg = self._configs[app]
+        await self._use_policy(app, _stored_policy(cfg, await self.store.app_settings(app)))
+
+    async def _use_policy(self, app: str, policy: AppPolicy) -> None:
+        before = self.policy(app)
+        self._policies[app] = policy
+        await self.audience.policy_changed(app, before)
 
     async def reload_campaign(self, app: str, cid: str) -> None:
         """Another node changed a campaign: take the stored one (or its absence)."""
@@ -259,6 +307,8 @@ class CampaignEngine:
         failed = failed_filter(trig.where, props)
         if failed is not None:
             reason, detail = Reason.TRIGGER_FILTER, f"event {name}: {failed}"
+        elif _ended(c, now):
+            reason, detail = Reason.OUTSIDE_TRIGGER_WINDOW, _ended_detail(c)
         elif trig.window is not None and not trig.window.contains(ts):
             reason, detail = Reason.OUTSIDE_TRIGGER_WINDOW, f"event {name} at {ts:.0f}"
         else:
@@ -273,6 +323,12 @@ class CampaignEngine:
         wait = max(trig.delay_s, trig.unless.within_s if trig.unless else 0)
         if wait > 0:
             due = ts + wait
+            if _ended(c, due):
+                detail = f"{_ended_detail(c)}, before the send time {due:.0f}"
+                decision = _decision(c, p.user_id, now, Reason.OUTSIDE_TRIGGER_WINDOW, detail,
+                                     variant)  # fmt: skip
+                await self.store.commit(app, Outcome(decisions=[decision]))
+                return
             await self.store.commit(app, Outcome(
                 new_pending=[PendingSend(app=app, campaign=c.id, user_key=p.user_id,
                                          due_at=due, event=event)],
@@ -337,6 +393,8 @@ class CampaignEngine:
         campaign = Campaign.from_json(dict(spec))
         state = self._state(campaign.app)
         validate_campaign(campaign, limits=self.limits(campaign.app))
+        self.policy(campaign.app).check_category(str(campaign.content.category),
+                                                 "content.category")  # fmt: skip
         old = state.campaigns.get(campaign.id)
         if old is not None and not replace_existing:
             raise Conflict("id", f"campaign {campaign.id!r} exists; PUT replaces it")
@@ -585,7 +643,7 @@ class CampaignEngine:
         Opt-outs are not among them: the sender filters those before.
         """
         p = self.audience.profile(app, user_key) or new_profile(app, user_key, now)
-        verdict = limits_for(p, category, config=self.caps)
+        verdict = limits_for(p, category, config=self._caps(app))
         return () if isinstance(verdict, Decision) else verdict
 
     def _send_at(self, c: Campaign, p: Profile, now: float) -> float:
@@ -619,6 +677,7 @@ class CampaignEngine:
         """
         c = live.campaign
         limits = self.limits(app)
+        cap_config = self._caps(app)
         decisions: list[DecisionRow] = []
         later: list[PendingSend] = []
         keep: list[tuple[str, Message, bytes, tuple[Limit, ...]]] = []
@@ -637,6 +696,10 @@ class CampaignEngine:
                 decisions.append(_decision(c, item.user, now, Reason.UNLESS_MATCHED,
                                            followed_why, variant))  # fmt: skip
                 continue
+            if _ended(c, now):  # a delayed or scheduled send whose time came too late
+                decisions.append(_decision(c, item.user, now, Reason.OUTSIDE_TRIGGER_WINDOW,
+                                           _ended_detail(c), variant))  # fmt: skip
+                continue
             missed = await self.audience.why_not(app, c.segment, p, now) if due else None
             if missed is not None:
                 left = f"left the segment before the send time: {missed}"
@@ -653,7 +716,7 @@ class CampaignEngine:
                 decisions.append(_decision(c, item.user, now, Reason.BUDGET_EXHAUSTED,
                                            f"budget of {budget} used", variant))  # fmt: skip
                 continue
-            verdict = limits_for(p, str(c.content.category), campaign=c, config=self.caps)
+            verdict = limits_for(p, str(c.content.category), campaign=c, config=cap_config)
             if isinstance(verdict, Decision):
                 decisions.append(_decision(c, item.user, now, verdict.reason, verdict.detail,
                                            variant))  # fmt: skip
@@ -671,6 +734,7 @@ class CampaignEngine:
                 event = item.event
                 rendered = render_content(
                     content, user=user_context(p), limits=limits,
+                    truncate=content.overflow is Overflow.TRUNCATE,
                     event=None if event is None else event_context(
                         event["name"], event.get("props", {}), event.get("ts", 0)),
                 )  # fmt: skip
@@ -828,6 +892,17 @@ _VERBS = {
 }
 
 
+def _stored_policy(cfg: AppConfig, spec: Mapping[str, Any] | None) -> AppPolicy:
+    """The file's policy with the stored settings document over it."""
+    if spec is None:
+        return cfg.policy
+    try:
+        return cfg.policy.updated(spec)
+    except InvalidField as exc:  # stored by a version that read it differently: say so
+        log.warning("settings of app %s: stored settings ignored: %s", cfg.id, exc.reason)
+        return cfg.policy
+
+
 def _live_from(stored: CampaignRow) -> _Live:
     campaign = Campaign.from_json({**stored.spec, "status": stored.status})
     return _Live(campaign, stored.sent_total, stored.created_at, stored.updated_at)
@@ -858,6 +933,18 @@ def _variant(live: _Live, user: str) -> tuple[str | None, bool]:
     if state is not None and state.get("phase") == "rolled_out":
         return state.get("variant"), False
     return None, True
+
+
+def _ended(c: Campaign, at: float) -> bool:
+    """Whether a triggered campaign's window has ended at ``at``: nothing is sent after its end,
+    whatever the time of the event that triggered it (a late event, a delayed send)."""
+    window = c.trigger.window if c.trigger is not None else None
+    return window is not None and window.end_at is not None and at >= window.end_at
+
+
+def _ended_detail(c: Campaign) -> str:
+    end = c.trigger.window.end_at if c.trigger and c.trigger.window else None
+    return f"the campaign's window ends at {end:.0f}" if end is not None else ""
 
 
 def _decision(

@@ -52,6 +52,7 @@ from typing import Any
 
 from tidings.protocol import codes, limits
 from tidings.protocol.errors import TidingsError
+from tidings.protocol.frames import CATEGORIES, CATEGORY_NAME
 from tidings.server.campaigns.sendtime import (
     DEFAULT_SEND_HOUR,
     SendPolicy,
@@ -64,6 +65,7 @@ from tidings.server.targeting.segments import (
     Node,
     PropFilter,
     SegmentError,
+    SegmentSyntaxError,
     filter_from_json,
     filter_to_json,
     parse,
@@ -90,6 +92,7 @@ __all__ = [
     "Conversion",
     "Decision",
     "Frequency",
+    "Overflow",
     "Priority",
     "Reason",
     "Rollout",
@@ -193,6 +196,13 @@ class Category(StrEnum):
     TRANSACTIONAL = "transactional"
 
 
+class Overflow(StrEnum):
+    """Rendered copy longer than the app's limit: skip the user, or cut it with an ellipsis."""
+
+    SKIP = "skip"
+    TRUNCATE = "truncate"
+
+
 class Priority(StrEnum):
     """Delivery priority, as on the wire (urgent transactional messages may bypass quiet hours)."""
 
@@ -258,10 +268,14 @@ class Content:
     image_url: str | None = None
     actions: tuple[Action, ...] = ()
     data: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    category: Category = Category.MARKETING
+    category: Category | str = Category.MARKETING
+    """``marketing``, ``transactional`` or a category the app declares (the engine checks
+    which; see :class:`~tidings.server.policy.AppPolicy`)."""
     priority: Priority = Priority.NORMAL
     ttl_s: int | None = None
     collapse_key: str | None = None
+    overflow: Overflow = Overflow.SKIP
+    """What to do when the rendered title or body is longer than the app allows."""
 
     @property
     def effective_ttl_s(self) -> int:
@@ -498,7 +512,7 @@ _CAMPAIGN_KEYS = frozenset(
 _CONTENT_KEYS = frozenset(
     {
         "kind", "title", "body", "image_url", "actions", "data", "category", "priority",
-        "ttl_s", "collapse_key",
+        "ttl_s", "collapse_key", "overflow",
     }
 )  # fmt: skip
 
@@ -603,6 +617,11 @@ def _segment(data: object) -> Node:
         if isinstance(data, str):
             return parse(data)
         return segment_from_json(data)
+    except SegmentSyntaxError as e:
+        error = CampaignError("segment", e.problem)
+        error.reason = e.under("segment: ")  # the caret stays under the fault
+        error.args = (error.reason,)
+        raise error from None
     except SegmentError as e:
         path = "segment" if e.path == "$" else "segment" + e.path[1:]
         raise CampaignError(path, str(e) if e.path == "$" else e.problem) from None
@@ -622,11 +641,20 @@ def _content(data: object, path: str) -> Content:
         image_url=_opt_str(d, "image_url", path, limits.MAX_URL_LEN),
         actions=_actions(d.get("actions", []), _join(path, "actions")),
         data=_data(d.get("data", {}), _join(path, "data")),
-        category=_enum(d, "category", path, Category, "marketing"),
+        category=_category(d, path),
         priority=_enum(d, "priority", path, Priority, "normal"),
         ttl_s=_int(d, "ttl_s", path, 1, MAX_TTL_S),
         collapse_key=_opt_str(d, "collapse_key", path, limits.MAX_ID_LEN),
+        overflow=_enum(d, "overflow", path, Overflow, "skip"),
     )
+
+
+def _category(d: Mapping[str, Any], path: str) -> Category | str:
+    value = d.get("category", "marketing")
+    if not isinstance(value, str) or not CATEGORY_NAME.fullmatch(value):
+        raise CampaignError(_join(path, "category"), "must be a category name (1-32 of a-z 0-9 "
+                            f"_ -, starting with a letter), got {value!r}")  # fmt: skip
+    return Category(value) if value in CATEGORIES else value
 
 
 def _actions(data: object, path: str) -> tuple[Action, ...]:
@@ -891,6 +919,8 @@ def _content_json(c: Content) -> dict[str, Any]:
     if c.data:
         out["data"] = dict(c.data)
     out.update(category=str(c.category), priority=str(c.priority))
+    if c.overflow is not Overflow.SKIP:
+        out["overflow"] = str(c.overflow)
     return out | _drop_none(ttl_s=c.ttl_s, collapse_key=c.collapse_key)
 
 

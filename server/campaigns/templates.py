@@ -34,11 +34,12 @@ from types import MappingProxyType
 from typing import Any
 
 import jinja2
+import regex
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
-from tidings.server.campaigns.model import Action, Campaign, Content, ContentKind
+from tidings.server.campaigns.model import Action, Campaign, Content, ContentKind, Overflow
 from tidings.server.config import AppConfig
 from tidings.server.targeting.profiles import Profile
 
@@ -46,6 +47,7 @@ __all__ = [
     "ALLOWED_FILTERS",
     "DEFAULT_LIMITS",
     "DEFAULT_ROOTS",
+    "ELLIPSIS",
     "EVENT_BUILTINS",
     "MAX_RENDERED_LEN",
     "MAX_TEMPLATE_LEN",
@@ -53,10 +55,12 @@ __all__ = [
     "ContentLimits",
     "Rendered",
     "TemplateError",
+    "copy_length",
     "event_context",
     "render",
     "render_content",
     "sample_context",
+    "truncate_copy",
     "user_context",
     "validate",
     "validate_campaign",
@@ -68,6 +72,11 @@ MAX_TEMPLATE_LEN = 4_096
 
 MAX_RENDERED_LEN = 10_000
 """Security limit: largest string or list a template may build with ``*``."""
+
+ELLIPSIS = "…"
+"""What ends copy cut to fit (``content.overflow: truncate``); one character."""
+
+_CLUSTER = regex.compile(r"\X")  # one extended grapheme cluster (UAX #29)
 
 DEFAULT_ROOTS = frozenset({"user", "event"})
 
@@ -110,7 +119,8 @@ class TemplateError(TidingsError):
     Attributes:
         field: Which content field (``content.title``, ``variants[1].content.body``...).
         line: 1-based line of a syntax error, else None.
-        column: 1-based column of a syntax error, else None.
+        column: 1-based column of a syntax error, else None (the message then names the line
+            alone).
     """
 
     code = codes.ERR_INVALID_FIELD
@@ -118,7 +128,9 @@ class TemplateError(TidingsError):
     def __init__(
         self, field: str, problem: str, *, line: int | None = None, column: int | None = None
     ):
-        where = f" (line {line}, column {column})" if line is not None else ""
+        where = ""
+        if line is not None:
+            where = f" (line {line})" if column is None else f" (line {line}, column {column})"
         super().__init__(f"{field}: {problem}{where}")
         self.field = field
         self.problem = problem
@@ -313,10 +325,10 @@ def validate(
     _check_ast(_parse(text, field), allowed_roots, field)
     ctx = sample if sample is not None else sample_context()
     out = _render(text, ctx, field)
-    if max_len is not None and len(out) > max_len:
-        raise TemplateError(
-            field, f"renders to {len(out)} characters, more than the limit of {max_len}"
-        )
+    if max_len is not None and copy_length(out) > max_len:
+        n = copy_length(out)
+        raise TemplateError(field, f"renders to {n} characters, more than the limit of "
+                            f"{max_len} (or set content.overflow to truncate)")  # fmt: skip
 
 
 def validate_content(
@@ -328,8 +340,11 @@ def validate_content(
 ) -> None:
     """Check every template of ``content`` (title, body, image, actions, data)."""
     title_max, body_max = limits.for_kind(content.kind)
-    validate(content.title, sample=sample, max_len=title_max, field=f"{field}.title")
-    validate(content.body, sample=sample, max_len=body_max, field=f"{field}.body")
+    cut = content.overflow is Overflow.TRUNCATE  # long copy is cut when it is sent
+    validate(content.title, sample=sample, max_len=None if cut else title_max,
+             field=f"{field}.title")  # fmt: skip
+    validate(content.body, sample=sample, max_len=None if cut else body_max,
+             field=f"{field}.body")  # fmt: skip
     if content.image_url is not None:
         validate(content.image_url, sample=sample, field=f"{field}.image_url")
     for i, a in enumerate(content.actions):
@@ -416,12 +431,38 @@ class Rendered:
     data: Mapping[str, str]
 
 
+def copy_length(text: str) -> int:
+    """Length of message copy in user-perceived characters: extended grapheme clusters.
+
+    ``"中" * 49 + "👍🏽"`` is 50, a family emoji ``👨‍👩‍👧‍👦`` is 1, ``"e\u0301"`` (e + combining
+    acute) is 1 — what a reader counts and what the app's limits mean (seeds: push copy of
+    at most 50 characters). Clusters follow Unicode's UAX #29 as the ``regex`` module's ``\\X``
+    implements it.
+    """
+    if text.isascii():  # the common case: one character each, but CR LF is one cluster
+        return len(text) - text.count("\r\n")
+    return len(_CLUSTER.findall(text))
+
+
+def truncate_copy(text: str, max_len: int, ellipsis: str = ELLIPSIS) -> str:
+    """Return ``text`` if it fits ``max_len`` clusters, else its start and ``ellipsis``.
+
+    Never splits a cluster (an emoji with its skin tone, a letter with its accents), and the
+    result, ellipsis included, is at most ``max_len`` clusters long.
+    """
+    if copy_length(text) <= max_len:
+        return text
+    keep = max(0, max_len - copy_length(ellipsis))
+    return "".join(_CLUSTER.findall(text)[:keep]) + ellipsis
+
+
 def _fit(text: str, max_len: int, field: str, truncate: bool) -> str:
-    if len(text) <= max_len:
+    n = copy_length(text)
+    if n <= max_len:
         return text
     if truncate:
-        return text[: max_len - 1] + "…"
-    raise TemplateError(field, f"renders to {len(text)} characters, more than {max_len}")
+        return truncate_copy(text, max_len)
+    raise TemplateError(field, f"renders to {n} characters, more than {max_len}")
 
 
 def render_content(

@@ -210,11 +210,11 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _amount(props: dict[str, Any]) -> float | None:
-    """An event's ``amount`` as SQLite's ``SUM(json_extract(props, '$.amount'))`` counts it:
+def _amount(props: dict[str, Any], prop: str = "amount") -> float | None:
+    """An event's ``prop`` as SQLite's ``SUM(json_extract(props, '$.amount'))`` counts it:
     a number as itself, true as 1, a string by its leading number (0 if none), anything else
     as 0; None (adds nothing) when absent or null."""
-    value = props.get("amount")
+    value = props.get(prop)
     if value is None:
         return None
     if isinstance(value, bool | int | float):
@@ -489,8 +489,14 @@ class PostgresStore:
         )
         return {r[0] for r in rows}
 
-    async def profile_rows(self, app: str) -> list[ProfileRow]:
-        """Every profile of an app with its latest device facts and purchase totals."""
+    async def profile_rows(
+        self, app: str, *, value_event: str = "purchase", amount_prop: str = "amount"
+    ) -> list[ProfileRow]:
+        """Every profile of an app with its latest device facts and purchase totals.
+
+        Purchases are the ``value_event`` events, their money value the ``amount_prop``
+        property; a purchase's time is its event time, but never after it arrived.
+        """
 
         async def work(con: _Conn) -> tuple[list[Any], list[Any], list[Any]]:
             users = await con.fetch(
@@ -502,12 +508,27 @@ class PostgresStore:
                 ' FROM devices WHERE app=$1 ORDER BY last_seen, device_id COLLATE "C"',
                 app,
             )
-            buys = await con.fetch(
-                "SELECT user_key, COUNT(*), COALESCE(SUM(amount), 0), MAX(ts) FROM events"
-                " WHERE app=$1 AND name='purchase' GROUP BY user_key",
+            if amount_prop == "amount":  # summed from the column stored for it
+                buys = await con.fetch(
+                    "SELECT user_key, COUNT(*), COALESCE(SUM(amount), 0),"
+                    " MAX(LEAST(ts, received_at)) FROM events WHERE app=$1 AND name=$2"
+                    " GROUP BY user_key",
+                    app,
+                    value_event,
+                )
+                return list(users), list(facts), list(buys)
+            each = await con.fetch(
+                "SELECT user_key, props, LEAST(ts, received_at) FROM events"
+                " WHERE app=$1 AND name=$2",
                 app,
+                value_event,
             )
-            return list(users), list(facts), list(buys)
+            totals: dict[str, list[Any]] = {}
+            for key, props, at in each:
+                value = _amount(json.loads(props), amount_prop) or 0.0
+                seen = totals.setdefault(key, [key, 0, 0.0, at])
+                seen[1], seen[2], seen[3] = seen[1] + 1, seen[2] + value, max(seen[3], at)
+            return list(users), list(facts), list(totals.values())
 
         return profiles_from(*await self._read(work))
 
@@ -941,6 +962,7 @@ class PostgresStore:
         """Store behaviour events; a resent event id is ignored (``registered``: see
         :meth:`SqliteStore.insert_events <tidings.server.storage.SqliteStore.insert_events>`)."""
         latest = min(max((e.ts / 1000 for e in events), default=now), now)
+        earliest = min(min((e.ts / 1000 for e in events), default=now), now)
 
         async def work(con: _Conn) -> None:
             if registered:
@@ -963,11 +985,13 @@ class PostgresStore:
                     [_amount(e.props) for e in events],
                 )
             await con.execute(
-                "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES ($1,$2,$3,$3)"
+                "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES ($1,$2,$3,$4)"
                 " ON CONFLICT (app, user_key) DO UPDATE SET"
+                " first_seen=LEAST(users.first_seen, excluded.first_seen),"
                 " last_seen=GREATEST(users.last_seen, excluded.last_seen)",
                 app,
                 user_key,
+                float(earliest),
                 float(latest),
             )
 
@@ -1099,6 +1123,22 @@ class PostgresStore:
                 "INSERT INTO tag_rules (app, name, spec) VALUES ($1,$2,$3) ON CONFLICT"
                 " (app, name) DO UPDATE SET spec=excluded.spec",
                 (app, name, json.dumps(spec)),
+            )
+
+    async def app_settings(self, app: str) -> dict[str, Any] | None:
+        """The settings document the admin API stored for an app, or None."""
+        rows = await self._fetch("SELECT spec FROM app_settings WHERE app=$1", app)
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    async def save_app_settings(self, app: str, spec: dict[str, Any] | None, now: float) -> None:
+        """Store an app's settings document; ``None`` deletes it (the file's settings hold)."""
+        if spec is None:
+            await self._execute("DELETE FROM app_settings WHERE app=$1", (app,))
+        else:
+            await self._execute(
+                "INSERT INTO app_settings (app, spec, updated_at) VALUES ($1,$2,$3) ON CONFLICT"
+                " (app) DO UPDATE SET spec=excluded.spec, updated_at=excluded.updated_at",
+                (app, json.dumps(spec), float(now)),
             )
 
     async def claim_due(

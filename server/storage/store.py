@@ -483,8 +483,14 @@ class SqliteStore:
         )
         return {r[0] for r in rows}
 
-    async def profile_rows(self, app: str) -> list[ProfileRow]:
-        """Every profile of an app with its latest device facts and purchase totals."""
+    async def profile_rows(
+        self, app: str, *, value_event: str = "purchase", amount_prop: str = "amount"
+    ) -> list[ProfileRow]:
+        """Every profile of an app with its latest device facts and purchase totals.
+
+        Purchases are the ``value_event`` events, their money value the ``amount_prop``
+        property; a purchase's time is its event time, but never after it arrived.
+        """
         db = self._conn
         async with db.execute(
             "SELECT user_key, attrs, consent, first_seen, last_seen FROM users WHERE app=?", (app,)
@@ -497,9 +503,9 @@ class SqliteStore:
         ) as cur:
             facts = await cur.fetchall()
         async with db.execute(
-            "SELECT user_key, COUNT(*), COALESCE(SUM(json_extract(props, '$.amount')), 0),"
-            " MAX(ts) FROM events WHERE app=? AND name='purchase' GROUP BY user_key",
-            (app,),
+            "SELECT user_key, COUNT(*), COALESCE(SUM(json_extract(props, ?)), 0),"
+            " MAX(MIN(ts, received_at)) FROM events WHERE app=? AND name=? GROUP BY user_key",
+            (_json_key(amount_prop), app, value_event),
         ) as cur:
             buys = await cur.fetchall()
         return profiles_from(users, facts, buys)
@@ -762,6 +768,7 @@ class SqliteStore:
         ]
 
         latest = max((e.ts / 1000 for e in events), default=now)
+        earliest = min((e.ts / 1000 for e in events), default=now)
 
         def write(db: sqlite3.Connection) -> None:
             if registered:
@@ -774,8 +781,9 @@ class SqliteStore:
             db.execute(
                 "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES (?,?,?,?)"
                 " ON CONFLICT (app, user_key) DO UPDATE SET"
+                " first_seen=MIN(first_seen, excluded.first_seen),"
                 " last_seen=MAX(last_seen, excluded.last_seen)",
-                (app, user_key, min(latest, now), min(latest, now)),
+                (app, user_key, min(earliest, now), min(latest, now)),
             )
 
         await self._submit(write)
@@ -852,6 +860,23 @@ class SqliteStore:
                 "INSERT INTO tag_rules (app, name, spec) VALUES (?,?,?) ON CONFLICT"
                 " (app, name) DO UPDATE SET spec=excluded.spec",
                 (app, name, json.dumps(spec)),
+            )
+
+    async def app_settings(self, app: str) -> dict[str, Any] | None:
+        """The settings document the admin API stored for an app, or None."""
+        async with self._conn.execute("SELECT spec FROM app_settings WHERE app=?", (app,)) as c:
+            r = await c.fetchone()
+        return None if r is None else dict(json.loads(r[0]))
+
+    async def save_app_settings(self, app: str, spec: dict[str, Any] | None, now: float) -> None:
+        """Store an app's settings document; ``None`` deletes it (the file's settings hold)."""
+        if spec is None:
+            await self._execute("DELETE FROM app_settings WHERE app=?", (app,))
+        else:
+            await self._execute(
+                "INSERT INTO app_settings (app, spec, updated_at) VALUES (?,?,?) ON CONFLICT"
+                " (app) DO UPDATE SET spec=excluded.spec, updated_at=excluded.updated_at",
+                (app, json.dumps(spec), now),
             )
 
     async def sends_since(self, since: float) -> list[tuple[str, SendRow]]:
@@ -1560,3 +1585,9 @@ def _check_device(db: sqlite3.Connection, app: str, device: str) -> None:
             f"device {device[:40]!r}: no longer registered (its user was erased); reconnect"
             " to register it again"
         )
+
+
+def _json_key(prop: str) -> str:
+    """The SQLite JSON path of one top-level property (a name with dots is one key; settings
+    refuse double quotes in it)."""
+    return f'$."{prop}"'

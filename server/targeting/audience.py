@@ -17,14 +17,16 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidings.protocol.errors import InvalidField
 from tidings.server.storage import ProfileRow, Store
 from tidings.server.targeting.explain import failed_part
 from tidings.server.targeting.index import ProfileIndex
-from tidings.server.targeting.lifecycle import next_change_at
+from tidings.server.targeting.lifecycle import DEFAULT_THRESHOLDS, Thresholds, next_change_at
 from tidings.server.targeting.profiles import (
+    DEFAULT_AMOUNT_PROP,
+    DEFAULT_PURCHASE_EVENT,
     Profile,
     apply_attributes,
     apply_device,
@@ -38,6 +40,9 @@ from tidings.server.targeting.profiles import (
 from tidings.server.targeting.segments import Event as EventCond
 from tidings.server.targeting.segments import EventSource, Node, evaluate, walk
 from tidings.server.targeting.tags import TagEngine, TagRule
+
+if TYPE_CHECKING:  # the policy module reads targeting's defaults: no import at run time
+    from tidings.server.policy import AppPolicy
 
 __all__ = ["REPLAY_S", "Audience"]
 
@@ -61,6 +66,8 @@ class Audience:
             conditions; tag rules are written here).
         apps: The ids of the hosted apps; any other app is refused with :class:`InvalidField`.
         clock: The current time in seconds.
+        policy: Each app's policy now (lifecycle and tier thresholds, the value event); see
+            :meth:`policy_changed`. None: the defaults for every app.
     """
 
     def __init__(
@@ -70,10 +77,12 @@ class Audience:
         apps: Iterable[str],
         clock: Callable[[], float],
         announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
+        policy: Callable[[str], AppPolicy] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.announce = announce
+        self.policy = policy
         self._app_ids = tuple(apps)
         self._apps: dict[str, _AppUsers] = {}
 
@@ -82,7 +91,8 @@ class Audience:
         store, now = self.store, self.clock()
         for app in self._app_ids:
             self._apps[app] = state = _AppUsers(ProfileIndex(app))
-            for row in await store.profile_rows(app):
+            name, amount = self._value_event(app)
+            for row in await store.profile_rows(app, value_event=name, amount_prop=amount):
                 state.index.upsert(_profile_from_row(app, row))
         for app, spec in await store.tag_rules():
             if app in self._apps:
@@ -93,7 +103,7 @@ class Audience:
                 p = profiles.get(e.user_key) or state.index.get(e.user_key)
                 if p is None:
                     continue
-                state.tags.observe(e.user_key, e.name, e.props, e.ts)
+                state.tags.observe(e.user_key, e.name, e.props, e.ts, now)
                 hours = list(p.active_hours)
                 hours[local_hour(e.ts, p.tz)] += 1
                 profiles[e.user_key] = replace(p, active_hours=tuple(hours))
@@ -119,9 +129,10 @@ class Audience:
 
     def _put(self, app: str, profile: Profile, now: float) -> Profile:
         state = self._apps[app]
-        profile = reclassify(profile, now)
+        th = self._thresholds(app)
+        profile = reclassify(profile, now, th)
         state.index.upsert(profile)
-        due = next_change_at(profile.first_seen, profile.last_seen, profile.last_purchase, now)
+        due = next_change_at(profile.first_seen, profile.last_seen, profile.last_purchase, now, th)
         if due is not None and state.due.get(profile.user_id) != due:
             state.due[profile.user_id] = due
             heapq.heappush(state.reclass, (due, profile.user_id))
@@ -166,12 +177,52 @@ class Audience:
         state = self._state(app)
         now = self.clock() if now is None else now
         fired = [(name, props, min(ts, now)) for name, props, ts in events]
-        p = apply_events(self._get_or_new(app, user_key, now), fired)
+        # A user first known through events is first and last seen when they happened, not
+        # when they arrived: 40-day-old events make a churned user, not an active one.
+        known = state.index.get(user_key) or (
+            Profile(app=app, user_id=user_key) if fired else new_profile(app, user_key, now)
+        )
+        name, amount = self._value_event(app)
+        p = apply_events(known, fired, purchase_event=name, amount_prop=amount)
         for name, props, ts in fired:
-            changes = state.tags.observe(user_key, name, props, ts)
+            changes = state.tags.observe(user_key, name, props, ts, now)
             if changes:
                 p = with_tags(p, changes.added, changes.removed)
         return self._put(app, p, now)
+
+    def _thresholds(self, app: str) -> Thresholds:
+        return DEFAULT_THRESHOLDS if self.policy is None else self.policy(app).thresholds
+
+    def _value_event(self, app: str) -> tuple[str, str]:
+        if self.policy is None:
+            return DEFAULT_PURCHASE_EVENT, DEFAULT_AMOUNT_PROP
+        value = self.policy(app).value_event
+        return value.name, value.amount
+
+    async def policy_changed(self, app: str, before: AppPolicy) -> None:
+        """The app's policy changed from ``before``: every profile follows it now.
+
+        A new value event recounts every user's purchases from the stored events; new
+        thresholds move every user to the stage and tier they now give.
+        """
+        assert self.policy is not None
+        state, now, policy = self._state(app), self.clock(), self.policy(app)
+        if policy.value_event != before.value_event:
+            value = policy.value_event
+            rows = await self.store.profile_rows(
+                app, value_event=value.name, amount_prop=value.amount
+            )
+            for row in rows:
+                p = state.index.get(row.user_key)
+                if p is not None:
+                    state.index.upsert(replace(p, purchase_count=row.purchase_count,
+                                               purchase_total=row.purchase_total,
+                                               last_purchase=row.last_purchase))  # fmt: skip
+        if policy.value_event != before.value_event or policy.thresholds != before.thresholds:
+            state.reclass.clear()
+            state.due.clear()
+            for p in list(state.index):
+                self._put(app, p, now)
 
     def forget(self, app: str, user_key: str) -> None:
         """Drop everything live about an erased user (the store erases the rows)."""
@@ -279,7 +330,7 @@ class Audience:
         state.tags.add_rule(rule)
         gained: set[str] = set()
         for e in await self.store.events_since(app, now - rule.window_s, name=rule.event):
-            if rule.name in state.tags.observe(e.user_key, e.name, e.props, e.ts).added:
+            if rule.name in state.tags.observe(e.user_key, e.name, e.props, e.ts, now).added:
                 gained.add(e.user_key)
         state.tags.expire(now)
         for user in gained:

@@ -156,6 +156,13 @@ class SegmentSyntaxError(SegmentError):
         self.text = text
         self.column = column
 
+    def under(self, prefix: str) -> str:
+        """The message with ``prefix`` before the text, the caret still under the fault.
+
+        ``under("text: ")`` is how the admin API names the field without moving the caret.
+        """
+        return _caret(prefix + self.text, len(prefix) + self.column, self.problem)
+
 
 def _caret(text: str, column: int, problem: str) -> str:
     flat = text.replace("\n", " ").replace("\r", " ").replace("\t", " ")

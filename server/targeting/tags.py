@@ -11,11 +11,17 @@ whose *prop* sums to at least X) matching *where* happened in the last *window_s
      "window_s": 2592000}
 
 :class:`TagEngine` is a state machine with no clock of its own: :meth:`TagEngine.observe` feeds
-one event (its timestamp is the evaluation time) and :meth:`TagEngine.expire` is called with the
-current time to drop tags whose window slid past their events. Per (user, rule) it keeps only
-the entries that can still matter: for a count rule the newest N timestamps, for a sum rule the
-(timestamp, value) pairs still in the window, capped at :data:`MAX_WINDOW_ENTRIES`. Rules are
-indexed by event name, so an event costs O(rules for that event name).
+one event evaluated at a given ``now`` (by default its own timestamp) and
+:meth:`TagEngine.expire` is called with the current time to drop tags whose window slid past
+their events.
+
+The window is half-open, ``(now - window_s, now]``: an event exactly ``window_s`` old is
+outside it. An event outside the window never counts, whenever it arrives.
+
+Per (user, rule) the engine keeps only the entries that can still matter: for a count rule the
+newest N timestamps, for a sum rule the (timestamp, value) pairs still in the window, capped at
+:data:`MAX_WINDOW_ENTRIES`. Rules are indexed by event name, so an event costs O(rules for that
+event name).
 """
 
 from __future__ import annotations
@@ -265,8 +271,20 @@ class TagEngine:
         """Names of the rules being evaluated."""
         return frozenset(self._by_name)
 
-    def observe(self, user_id: str, name: str, props: Mapping[str, Any], ts: float) -> TagChanges:
-        """Feed one event at unix time ``ts``; return the user's tag changes."""
+    def observe(
+        self,
+        user_id: str,
+        name: str,
+        props: Mapping[str, Any],
+        ts: float,
+        now: float | None = None,
+    ) -> TagChanges:
+        """Feed one event at unix time ``ts``, evaluated at ``now``; return the tag changes.
+
+        ``now`` (default ``ts``) is the evaluation time: an event at or before
+        ``now - window_s`` is outside the rule's window and never counts, so a late event
+        cannot grant a tag, not even until the next :meth:`expire`.
+        """
         rules = self._by_event.get(name)
         if not rules:
             return _NO_CHANGE
@@ -283,10 +301,11 @@ class TagEngine:
             if w is None:
                 cap = int(th.at_least) if th.prop is None else MAX_WINDOW_ENTRIES
                 w = windows[rule.name] = _Window(cap)
-            now = max(ts, w.entries[-1][0]) if w.entries else ts
-            if ts <= now - rule.window_s:
-                continue  # too late to count
-            w.prune(now, rule.window_s)
+            at = ts if now is None else max(ts, now)
+            at = max(at, w.entries[-1][0]) if w.entries else at
+            if ts <= at - rule.window_s:
+                continue  # outside the window: too late to count
+            w.prune(at, rule.window_s)
             w.add(ts, rule.value_of(props))
             held = self._holds(w, rule)
             if held != w.held:

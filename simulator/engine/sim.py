@@ -54,9 +54,13 @@ class AdminError(TidingsError):
 
     @property
     def detail(self) -> str:
-        """The message without its leading ``"<field>: "`` (a caret line then lines up)."""
-        if self.field and self.reason.startswith(f"{self.field}: "):
-            return self.reason[len(self.field) + 2 :]
+        """The message without its leading ``"<field>: "``; a caret line under it (indented
+        as far as that prefix by the gateway) loses as much, so it still lines up."""
+        prefix = f"{self.field}: "
+        if self.field and self.reason.startswith(prefix):
+            first, *rest = self.reason[len(prefix) :].split("\n")
+            pad = " " * len(prefix)
+            return "\n".join([first, *(r.removeprefix(pad) for r in rest)])
         return self.reason
 
 

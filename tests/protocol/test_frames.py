@@ -200,7 +200,7 @@ def test_plausible_frames_with_wrong_fields_raise_protocol_error(
         (msgpack.packb({"t": "events", "rid": 1, "events": [{"id": "e", "name": "n", "ts": 1, "props": {"a": {"b": {"c": {"d": {"e": 1}}}}}}]}), InvalidField, "events.events[0].props"),
         (msgpack.packb({"t": "events", "rid": 1, "events": [{"id": "e", "name": "n", "ts": 1, "props": {"x": math.nan}}]}), InvalidField, "events.events[0].props.x"),
         (msgpack.packb({"t": "identify", "rid": 1, "attrs": {str(i): i for i in range(65)}}), InvalidField, "identify.attrs"),
-        (msgpack.packb({"t": "prefs", "rid": 1, "categories": {"spam": True}}), InvalidField, "prefs.categories key"),
+        (msgpack.packb({"t": "prefs", "rid": 1, "categories": {"Spam!": True}}), InvalidField, "prefs.categories key"),
         (b"\x81\xa1t\xa2\xff\xfe", MalformedFrame, None),
         (b"\xdd\xff\xff\xff\xff", MalformedFrame, None),
         (b"\x91" * 5000, MalformedFrame, None),

@@ -157,7 +157,7 @@ def test_ping_and_pong_go_both_ways_and_unknown_types_stay_unknown() -> None:
     [
         ({"t": "events", "rid": 9, "events": "nope"}, 9),
         ({"t": "receipt", "rid": 4, "id": "m", "kind": "seen", "ts": 1}, 4),
-        ({"t": "prefs", "rid": 2, "categories": {"spam": True}}, 2),
+        ({"t": "prefs", "rid": 2, "categories": {"Spam!": True}}, 2),
         ({"t": "identify", "rid": 6, "attrs": nested(6)}, 6),
         ({"t": "events", "rid": -1, "events": []}, None),  # not a readable rid
         ({"t": "events", "rid": True, "events": []}, None),

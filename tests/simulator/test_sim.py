@@ -67,7 +67,7 @@ def test_device_rows_name_every_device_with_its_persona_and_zone() -> None:
 
 
 def test_admin_errors_keep_the_field_and_line_up_the_caret_without_the_field_prefix() -> None:
-    message = "text: attr.age >\n          ^ expected a value after '>'"
+    message = "text: attr.age >\n                ^ expected a value after '>'"  # as the gateway
     body = {"error": {"code": "invalid_field", "field": "text", "message": message}}
     err = _admin_error(422, json.dumps(body).encode())
     assert (err.status, err.code, err.field, err.temporary) == (422, "invalid_field", "text", False)

@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tidings.server.campaigns.capping import MONTH, WEEK, CapConfig, CapRule, limits_for
+from tidings.server.campaigns.capping import (
+    MONTH,
+    WEEK,
+    CapConfig,
+    CapRule,
+    limits_for,
+    marketing_cap,
+)
 from tidings.server.campaigns.model import Campaign, Decision, Reason
 from tidings.server.storage import Limit
 from tidings.server.targeting.lifecycle import Lifecycle, Tier
@@ -43,18 +50,22 @@ def caps(verdict: Decision | tuple[Limit, ...]) -> list[tuple[str, int, float | 
 @pytest.mark.parametrize(
     ("tier", "stage", "expected"),
     [
-        (Tier.HIGH_VALUE, Lifecycle.ACTIVE, [("capped_tier", 4, WEEK)]),
-        (Tier.POTENTIAL, Lifecycle.ACTIVE, [("capped_tier", 3, WEEK)]),
-        (Tier.BASIC, Lifecycle.ACTIVE, [("capped_tier", 2, WEEK)]),
-        (Tier.DORMANT, Lifecycle.ACTIVE, [("capped_tier", 2, MONTH)]),
-        (Tier.BASIC, Lifecycle.NEW, [("capped_tier", 2, WEEK), ("capped_lifecycle", 3, WEEK)]),
-        (Tier.BASIC, Lifecycle.DORMANT,
-         [("capped_tier", 2, WEEK), ("capped_lifecycle", 2, MONTH)]),
-        (Tier.HIGH_VALUE, Lifecycle.CHURNED,
-         [("capped_tier", 4, WEEK), ("capped_lifecycle", 1, MONTH)]),
+        # An active user gets the active cap whatever they bought (seeds: 3-4 a week).
+        (Tier.HIGH_VALUE, Lifecycle.ACTIVE, [("capped_lifecycle", 4, WEEK)]),
+        (Tier.POTENTIAL, Lifecycle.ACTIVE, [("capped_lifecycle", 4, WEEK)]),
+        (Tier.BASIC, Lifecycle.ACTIVE, [("capped_lifecycle", 4, WEEK)]),
+        (Tier.DORMANT, Lifecycle.ACTIVE, [("capped_lifecycle", 4, WEEK)]),
+        # A new user has no stage cap: the tier decides (ordinary users 1-2 a week).
+        (Tier.BASIC, Lifecycle.NEW, [("capped_tier", 2, WEEK)]),
+        (Tier.POTENTIAL, Lifecycle.NEW, [("capped_tier", 3, WEEK)]),
+        (Tier.HIGH_VALUE, Lifecycle.NEW, [("capped_tier", 4, WEEK)]),
+        # Dormant users 2 a month, churned users one win-back a month, whatever the tier.
+        (Tier.BASIC, Lifecycle.DORMANT, [("capped_lifecycle", 2, MONTH)]),
+        (Tier.HIGH_VALUE, Lifecycle.DORMANT, [("capped_lifecycle", 2, MONTH)]),
+        (Tier.HIGH_VALUE, Lifecycle.CHURNED, [("capped_lifecycle", 1, MONTH)]),
     ],
 )  # fmt: skip
-def test_a_marketing_send_must_fit_the_caps_of_the_tier_and_the_stage(
+def test_one_marketing_cap_binds_the_stages_else_the_tiers(
     tier: Tier, stage: Lifecycle, expected: list[tuple[str, int, float]]
 ) -> None:
     verdict = limits_for(profile(tier, stage), "marketing", campaign=campaign())
@@ -64,10 +75,30 @@ def test_a_marketing_send_must_fit_the_caps_of_the_tier_and_the_stage(
     assert all(limit.campaign is None for limit in verdict)
 
 
+@pytest.mark.parametrize(
+    ("tier", "stage", "lifecycle_caps", "tier_caps", "expected"),
+    [
+        (Tier.BASIC, Lifecycle.NEW, {}, {}, None),
+        (Tier.BASIC, Lifecycle.ACTIVE, {}, {Tier.BASIC: CapRule(1, 60)}, ("capped_tier", 1)),
+        (Tier.BASIC, Lifecycle.NEW, {Lifecycle.NEW: CapRule(5, 60)}, {Tier.BASIC: CapRule(1, 60)},
+         ("capped_lifecycle", 5)),
+    ],
+)  # fmt: skip
+def test_marketing_cap_takes_the_stage_cap_when_the_app_sets_one(
+    tier: Tier, stage: Lifecycle, lifecycle_caps: dict[Lifecycle, CapRule],
+    tier_caps: dict[Tier, CapRule], expected: tuple[str, int] | None,
+) -> None:  # fmt: skip
+    config = CapConfig(tier_caps=tier_caps, lifecycle_caps=lifecycle_caps)
+    rule, reason, _ = marketing_cap(profile(tier, stage), config)
+    assert (None if rule is None else (str(reason), rule.limit)) == expected
+
+
 def test_a_cap_names_who_it_binds_and_its_rule() -> None:
-    verdict = limits_for(profile(Tier.BASIC, Lifecycle.NEW), "marketing")
-    assert not isinstance(verdict, Decision)
-    assert [limit.detail for limit in verdict] == ["basic: 2 per 7 days", "new: 3 per 7 days"]
+    new = limits_for(profile(Tier.BASIC, Lifecycle.NEW), "marketing")
+    active = limits_for(profile(Tier.BASIC, Lifecycle.ACTIVE), "marketing")
+    assert not isinstance(new, Decision) and not isinstance(active, Decision)
+    assert [limit.detail for limit in new] == ["basic: 2 per 7 days"]
+    assert [limit.detail for limit in active] == ["active: 4 per 7 days"]
 
 
 def test_transactional_messages_bypass_marketing_caps_and_opt_outs() -> None:

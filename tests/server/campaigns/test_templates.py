@@ -63,6 +63,22 @@ def test_syntax_errors_carry_line_and_column(template: str, line: int, column: i
 
 
 @pytest.mark.parametrize(
+    ("template", "where"),
+    [
+        ("{{ user.id | attr('x') }}", "(line 1)"),
+        ("line one\n{{ user.first_name }}", "(line 2)"),
+    ],
+)
+def test_errors_found_after_parsing_name_the_line_without_a_column(
+    template: str, where: str
+) -> None:
+    with pytest.raises(TemplateError) as info:
+        validate(template, field="content.body")
+    assert info.value.column is None
+    assert str(info.value).endswith(where) and "column" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("template", "problem"),
     [
         ("Hi {{ user.first_name }}", "user.first_name may be missing"),
