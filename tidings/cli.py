@@ -933,7 +933,8 @@ register(
         "device's inbox as its SDK holds it, its quiet hours and the decision log, campaigns "
         "with their funnels (s start, p pause, x cancel), and a composer with a live audience "
         "preview of the segment text. Keys: F1 dashboard, F2 devices, F3 campaigns, F4 "
-        "composer (also 1-4, d, c), ctrl+s create and start, q quit; the mouse works too.",
+        "composer (also 1-4, d, c), F5 or ctrl+r create and start, F6 send to all, q quit; the "
+        "mouse works too.",
         examples="""
             tidings sim
             tidings sim --devices 5000 --workers 2

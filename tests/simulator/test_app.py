@@ -177,3 +177,48 @@ async def test_a_composed_campaign_runs_shows_its_funnel_and_each_device_its_dec
                 await _until(pilot, lambda: "Hi " in _text(app, "#inbox"))
                 assert any(t in _text(app, "#inbox") for t in ("Big game", "Kick-off at 8"))
             await pilot.press("escape")
+
+
+async def test_the_composer_works_from_the_keyboard_alone_and_f5_creates_the_campaign() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        await pilot.press("f4")
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        assert app.focused is screen.query_one("#name", Input)  # type straight away
+
+        await pilot.press(*"Keyboard sale", "tab")
+        assert app.focused is screen.query_one("#segment", Input)
+        await pilot.press(*"everyone", "tab", *"Shoes", "tab", *"Half price today")
+        assert screen.query_one("#body", Input).value == "Half price today"
+        await pilot.press("f5")  # reaches the app in tmux and screen, unlike ctrl+s
+        await _until(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        assert app.selected_campaign == "keyboard-sale"
+        created = {c["id"]: c for c in app.engine.campaigns()}["keyboard-sale"]
+        assert created["name"] == "Keyboard sale"
+        assert created["content"]["title"] == "Shoes"
+        assert created["content"]["body"] == "Half price today"
+        await _until(pilot, lambda: app.snapshot.received >= DEVICES)  # it was started
+
+
+async def test_an_empty_composer_says_what_is_missing_and_creates_nothing() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        await pilot.press("f4", "tab", "tab")  # the focus leaves the name field
+        screen = app.screen
+        await pilot.press("f5")
+        name_error = screen.query_one("#name-error", Static)
+        title_error = screen.query_one("#title-error", Static)
+        assert name_error.has_class("-shown") and name_error.display
+        assert "required" in str(name_error.content)
+        assert title_error.has_class("-shown") and "title, a body" in str(title_error.content)
+        assert screen.query_one("#name", Input).has_class("-invalid")
+        assert "nothing was created" in str(screen.query_one("#form-error", Static).content)
+        assert app.focused is screen.query_one("#name", Input)  # the first field to fix
+        assert app.engine.campaigns() == [] and isinstance(app.screen, ComposerScreen)
+
+        await pilot.press(*"X")  # typing into the field clears its mark
+        assert not name_error.has_class("-shown")
+        assert not screen.query_one("#name", Input).has_class("-invalid")
