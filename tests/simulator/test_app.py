@@ -8,9 +8,10 @@ from collections.abc import Callable
 from helpers import timeout
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
+from tidings.client_sdk.ui import InboxList
 from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
-from tidings.simulator.widgets import DeviceList, FunnelView, InboxView, MetricTile
+from tidings.simulator.widgets import DeviceList, FunnelView, MetricTile
 
 DEVICES = 12
 SIZE = (130, 42)
@@ -24,6 +25,8 @@ async def _until(pilot: Pilot[None], predicate: Callable[[], bool], seconds: flo
 
 
 def _text(app: SimApp, selector: str) -> str:
+    if selector == "#inbox":
+        return "\n".join(app.screen.query_one(selector, InboxList).lines())
     return str(app.screen.query_one(selector, Static).content)
 
 
@@ -59,9 +62,9 @@ async def test_compose_a_message_watch_it_deliver_and_open_a_device() -> None:
         assert isinstance(app.screen, DevicesScreen)
         await pilot.press("down", "enter")  # the second device
         assert isinstance(app.screen, DeviceScreen) and app.screen.index == 1
-        inbox = app.screen.query_one("#inbox", InboxView)
-        await _until(pilot, lambda: "Spring sale" in str(inbox.content))
-        assert "20% off shoes" in str(inbox.content)
+        inbox = app.screen.query_one("#inbox", InboxList)
+        await _until(pilot, lambda: "Spring sale" in "\n".join(inbox.lines()))
+        assert "20% off shoes" in inbox.lines()[0]
         assert "1 unread" in str(inbox.border_title)
 
         info = app.engine.device_info(1)

@@ -21,11 +21,12 @@ import pytest
 from helpers import timeout
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
+from tidings.client_sdk.ui import InboxList
 from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.sim import AdminError, DeviceInfo, SimEngine, Snapshot
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
-from tidings.simulator.widgets import DeviceList, FunnelView, InboxView
+from tidings.simulator.widgets import DeviceList, FunnelView
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SIZE = (120, 36)
@@ -254,7 +255,11 @@ async def test_the_device_view_shows_inbox_quiet_hours_and_the_selected_campaign
             "00:00:00Z sent · variant a · 1 device(s) · msg 07dc9607",
             "23:59:00Z scheduled · variant a",
         ]
-        assert "Spring sale" in str(screen.query_one("#inbox", InboxView).content)
+        inbox = screen.query_one("#inbox", InboxList)
+        assert inbox.lines()[0].startswith("● Spring sale  20% off running shoes")
+        assert str(inbox.border_title) == "Inbox · 2 items · 1 unread"
+        await pilot.press("r")  # the SDK's list is read-only here: r still refreshes the view
+        assert inbox.client is None and len(inbox.items) == 2
         panel = screen.query_one("#device-info", Static)
         assert "awake" in str(panel.content) and "starts in 15h00m" in str(panel.content)
         assert panel.has_class("-awake") and not panel.has_class("-quiet")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from tidings.client_sdk.ui import inbox_line
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.personas import assign
 from tidings.simulator.engine.sim import AdminError, SimEngine, _admin_error
 from tidings.simulator.screens.composer import build_campaign, field_target, slug
+from tidings.simulator.screens.device import inbox_item
 from tidings.simulator.screens.devices import matches
-from tidings.simulator.widgets import funnel_text, inbox_text
+from tidings.simulator.widgets import funnel_text
 
 NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 
@@ -139,8 +141,7 @@ def test_funnel_and_inbox_text_render_what_the_gateway_and_the_sdk_hold() -> Non
 
     items = [{"title": "New", "body": "b", "read": False, "held": True},
              {"title": "Old", "body": "a", "read": True, "category": "transactional"}]  # fmt: skip
-    assert inbox_text(items).plain.splitlines() == [
+    assert [inbox_line(inbox_item(i)).plain for i in items] == [
         "● New  b  [marketing]  held until quiet hours end",
         "  Old  a  [transactional]",
     ]
-    assert inbox_text([]).plain == "(empty)"
