@@ -61,6 +61,12 @@ class InboxList(OptionList):
     InboxList.-unread {
         border: round $accent;
     }
+    InboxList:focus {
+        border: tall $border;
+    }
+    InboxList.-unread:focus {
+        border: tall $accent;
+    }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "toggle_read", "Read/unread"),
