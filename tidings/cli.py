@@ -922,8 +922,12 @@ register(
 def _configure_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
     p.add_argument("--workers", type=int, default=2, help="device worker processes (default 2)")
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="simulated seconds per real second (default 1; 3600: an hour a second)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="simulated seconds per real second (default 1; 3600: an hour a second)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the devices' lives")
 
 
