@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 from tidings.simulator.engine.sim import AdminError, Snapshot
 from tidings.simulator.screens.base import SimScreen
-from tidings.simulator.widgets import FunnelView
+from tidings.simulator.widgets import ClockBar, FunnelView
 
 __all__ = ["MAX_LISTED", "STATS_EVERY_S", "CampaignsScreen"]
 
@@ -75,6 +75,7 @@ class CampaignsScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         yield Static("loading campaigns…", id="campaigns-message")
         yield DataTable(id="campaigns", cursor_type="row")
         yield FunnelView("select a campaign", id="funnel")

@@ -25,6 +25,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, RadioButton, RadioSet, Static
 from tidings.simulator.engine.sim import AdminError
 from tidings.simulator.screens.base import SimScreen
+from tidings.simulator.widgets import ClockBar
 
 __all__ = ["PREVIEW_DELAY_S", "ComposerScreen", "build_campaign", "field_target", "slug"]
 
@@ -97,6 +98,7 @@ class ComposerScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         with VerticalScroll(id="form"):
             yield from self._row(
                 "Name", Input(placeholder="required, e.g. Spring sale", id="name"), "name"

@@ -22,6 +22,7 @@ from tidings.client_sdk import InboxItem
 from tidings.client_sdk.ui import InboxList
 from tidings.simulator.engine.sim import AdminError, DeviceInfo, Snapshot
 from tidings.simulator.screens.base import SimScreen
+from tidings.simulator.widgets import ClockBar
 
 __all__ = ["DeviceScreen", "decisions_text", "inbox_item", "info_text"]
 
@@ -117,6 +118,7 @@ class DeviceScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         with Horizontal(id="device-top"):
             info = Static(id="device-info")
             info.border_title = f"Device d{self.index}"

@@ -8,6 +8,7 @@ and can be clicked; the one in force has the ``-active`` class, and the bar has 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -70,6 +71,17 @@ class ClockBar(Horizontal):
             action = "app.toggle_pause" if speed is None else f"app.set_speed({speed})"
             name = "pause" if speed is None else f"{speed:g}"
             yield _Chip(label, key, action, id=f"speed-{name}")
+
+    def on_mount(self) -> None:
+        # The app's ``clock`` reactive (a ClockState, or None) and ``sim_start`` drive the bar.
+        if hasattr(self.app, "clock"):
+            self.watch(self.app, "clock", self._clock_changed)
+
+    def _clock_changed(self, state: Any) -> None:
+        if state is None:
+            self.show(None, 1.0, False, None)
+        else:
+            self.show(state.now, state.speed, state.paused, getattr(self.app, "sim_start", None))
 
     @property
     def text(self) -> str:

@@ -61,6 +61,12 @@ class DistributionChart(Static):
         self.names = tuple(names)
 
     def show(self, days: Sequence[tuple[str, Mapping[str, int]]]) -> None:
-        """Draw ``days`` (oldest first)."""
-        width = max(10, min(BAR_WIDTH, self.size.width - 40)) if self.size.width else BAR_WIDTH
-        self.update(distribution_text(days, self.names, width))
+        """Draw the latest of ``days`` (oldest first) that fit, under the legend."""
+        rows = max(1, self.size.height - 1) if self.size.height else len(days)
+        shown = days[-rows:]
+        counts = max((len(" · ".join(f"{c.get(n, 0):,}" for n in self.names)) for _, c in shown),
+                     default=0)  # fmt: skip
+        width = BAR_WIDTH
+        if self.size.width:  # the label (7 cells), the bar, two spaces, the counts
+            width = max(10, min(BAR_WIDTH, self.size.width - 9 - counts))
+        self.update(distribution_text(shown, self.names, width))

@@ -26,7 +26,7 @@ from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.sim import AdminError, DeviceInfo, SimEngine, Snapshot
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
-from tidings.simulator.widgets import DeviceList, FunnelView
+from tidings.simulator.widgets import ClockBar, DeviceList, FunnelView
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SIZE = (120, 36)
@@ -179,6 +179,16 @@ async def _snapshot(pilot: Pilot[None], app: SimApp, name: str) -> None:
 # --- the dashboard -------------------------------------------------------------------------------
 
 
+def _distribution(t: int) -> dict[str, dict[str, int]]:
+    """24 users drifting from new to active, dormant and churned as samples go by."""
+    active, dormant, churned = min(t // 2, 12), min(t // 5, 6), min(t // 10, 3)
+    lifecycle = {"new": 24 - active - dormant - churned, "active": active, "dormant": dormant,
+                 "churned": churned}  # fmt: skip
+    tier = {"high_value": t // 10, "potential": t // 4, "basic": 24 - t // 10 - t // 4 - dormant,
+            "dormant": dormant}  # fmt: skip
+    return {"lifecycle": lifecycle, "tier": tier}
+
+
 async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() -> None:
     app = _app()
     async with app.run_test(size=SIZE) as pilot:
@@ -189,11 +199,30 @@ async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() ->
             events += 3 * (t % 3)
             lat = {"p50": 8.0 + t % 7, "p95": 20.0 + t % 11, "p99": 30.0 + (t * 7) % 23,
                    "max": 60.0}  # fmt: skip
-            app.apply_sample(Snapshot(24, received, received, lat, events), t * 0.5)
+            # Three simulated hours a sample: the 40 samples span five simulated days.
+            sim_time = NOW + t * 3 * 3600
+            app.apply_sample(Snapshot(24, received, received, lat, events, sim_time=sim_time,
+                                      speed=3600.0), t * 0.5, _distribution(t))  # fmt: skip
         await pilot.pause()
         assert app.deliveries_per_s == 48.0 and app.events_per_s == 6.0  # the last half second
         assert len(app.latency_history) == 40 and len(app.delivery_history) == 40
         assert max(app.delivery_history) == 48.0  # 24 deliveries in half a second
+        # One entry per simulated day, the latest sample of each day.
+        assert [day for day, _ in app.distribution_days] == [
+            "Jan 01",
+            "Jan 02",
+            "Jan 03",
+            "Jan 04",
+            "Jan 05",
+            "Jan 06",
+        ]
+        assert app.distribution_days[-1][1] == _distribution(40)
+        assert app.distribution_days[0][1] == _distribution(7)  # 21:00 on Jan 01
+        assert app.clock is not None and app.clock.now == NOW + 40 * 3 * 3600
+        bar = app.screen.query_one("#clock", ClockBar)
+        # Day 1 began with the first sample (03:00 on Jan 01): 117 hours later it is day 5.
+        assert bar.text == "Tue 2026-01-06 00:00:00 UTC · day 5 · ▶ 3,600×"
+        assert bar.query_one("#speed-3600").has_class("-active")
         await _snapshot(pilot, app, "dashboard")
 
 
