@@ -37,13 +37,24 @@ from tidings.simulator.screens import (
     DevicesScreen,
 )
 
-__all__ = ["DAYS_KEPT", "DISTRIBUTION_EVERY_S", "HISTORY", "SAMPLE_S", "SimApp", "make_app"]
+__all__ = [
+    "DAYS_KEPT",
+    "DISTRIBUTION_EVERY_S",
+    "EVENTS_WINDOW_S",
+    "HISTORY",
+    "SAMPLE_S",
+    "SimApp",
+    "make_app",
+]
 
 SAMPLE_S = 0.5
 """Seconds between two samples of the engine."""
 
 HISTORY = 120
 """Samples kept for the dashboard's plots (a minute at ``SAMPLE_S``)."""
+
+EVENTS_WINDOW_S = 5.0
+"""Real seconds the events/s rate is averaged over."""
 
 DISTRIBUTION_EVERY_S = 2.0
 """Real seconds between two samples of the lifecycle/tier distribution (it costs the gateway a
@@ -105,6 +116,7 @@ class SimApp(App[None]):
         self.deliveries_per_s = 0.0
         self.events_per_s: float | None = None
         self._last: tuple[float, Snapshot] | None = None
+        self._window: list[tuple[float, int]] = []  # (when, events) of the last few seconds
         self.sim_start: float | None = None
         """Simulated time of the first sample that had one (day 1 of the run)."""
         self.distribution_days: list[tuple[str, Distribution]] = []
@@ -182,9 +194,15 @@ class SimApp(App[None]):
             then, prev = self._last
             elapsed = max(now - then, 1e-3)
             self.deliveries_per_s = max(0, snap.received - prev.received) / elapsed
-            if snap.events is not None and prev.events is not None:
-                self.events_per_s = max(0, snap.events - prev.events) / elapsed
             self.delivery_history = [*self.delivery_history, self.deliveries_per_s][-HISTORY:]
+        # Events reach the gateway's counter in batches (devices gather reports for a second),
+        # so their rate is taken over the last few seconds, not the last sample.
+        self._window = [(t, e) for t, e in self._window if now - t <= EVENTS_WINDOW_S]
+        if snap.events is not None:
+            if self._window and now > self._window[0][0]:
+                first_t, first = self._window[0]
+                self.events_per_s = max(0, snap.events - first) / (now - first_t)
+            self._window.append((now, snap.events))
         self._last = (now, snap)
         if snap.latency_ms:
             self.latency_history = [*self.latency_history, snap.latency_ms["p99"]][-HISTORY:]

@@ -204,7 +204,8 @@ async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() ->
             app.apply_sample(Snapshot(24, received, received, lat, events, sim_time=sim_time,
                                       speed=3600.0), t * 0.5, _distribution(t))  # fmt: skip
         await pilot.pause()
-        assert app.deliveries_per_s == 48.0 and app.events_per_s == 6.0  # the last half second
+        assert app.deliveries_per_s == 48.0  # the last half second
+        assert app.events_per_s == 6.0  # the last five seconds: 30 events
         assert len(app.latency_history) == 40 and len(app.delivery_history) == 40
         assert max(app.delivery_history) == 48.0  # 24 deliveries in half a second
         # One entry per simulated day, the latest sample of each day.
@@ -224,6 +225,19 @@ async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() ->
         assert bar.text == "Tue 2026-01-06 00:00:00 UTC · day 5 · ▶ 3,600×"
         assert bar.query_one("#speed-3600").has_class("-active")
         await _snapshot(pilot, app, "dashboard")
+
+
+async def test_events_per_second_stays_steady_when_the_gateway_counts_them_in_batches() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        events, rates = 0, []
+        for t in range(1, 41):
+            events += 100 * (t % 4 == 0)  # a batch of 100 every two seconds: 50 events/s
+            app.apply_sample(Snapshot(24, 0, 0, {}, events), t * 0.5)
+            rates.append(app.events_per_s)
+        steady = rates[12:]  # once the window is full
+        assert all(r is not None and 40 <= r <= 60 for r in steady), steady
 
 
 # --- the device browser and the device view ----------------------------------------------------
