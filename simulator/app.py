@@ -122,6 +122,8 @@ class SimApp(App[None]):
         self.distribution_days: list[tuple[str, Distribution]] = []
         """The latest lifecycle/tier distribution of each simulated day, oldest first."""
         self._distribution_at = -DISTRIBUTION_EVERY_S
+        self.funnel_days: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        """Per campaign, its funnel totals as last sampled on each simulated day, oldest first."""
 
     def on_mount(self) -> None:
         self.start_engine()
@@ -209,13 +211,12 @@ class SimApp(App[None]):
         self.snapshot = snap
 
     def _add_distribution(self, sim_time: float, distribution: Distribution) -> None:
-        day = dt.datetime.fromtimestamp(sim_time, dt.UTC).strftime("%b %d")
-        days = self.distribution_days
-        if days and days[-1][0] == day:
-            days[-1] = (day, distribution)  # the latest sample of the day stands for it
-        else:
-            days.append((day, distribution))
-        del days[:-DAYS_KEPT]
+        _keep_day(self.distribution_days, _day(sim_time), distribution)
+
+    def record_funnel(self, campaign: str, total: dict[str, Any]) -> None:
+        """Keep ``campaign``'s funnel totals as the latest of today (the simulated day)."""
+        if self.clock is not None:
+            _keep_day(self.funnel_days.setdefault(campaign, []), _day(self.clock.now), total)
 
     # --- the simulated clock ------------------------------------------------------------------
 
@@ -256,6 +257,19 @@ class SimApp(App[None]):
 
     def on_unmount(self) -> None:
         self.engine.stop()
+
+
+def _day(sim_time: float) -> str:
+    return dt.datetime.fromtimestamp(sim_time, dt.UTC).strftime("%b %d")
+
+
+def _keep_day(days: list[tuple[str, Any]], day: str, value: Any) -> None:
+    """The latest sample of a day stands for it; only the last ``DAYS_KEPT`` days are kept."""
+    if days and days[-1][0] == day:
+        days[-1] = (day, value)
+    else:
+        days.append((day, value))
+    del days[:-DAYS_KEPT]
 
 
 def make_app(

@@ -355,6 +355,50 @@ async def test_campaigns_show_their_funnels_and_the_keys_start_pause_and_cancel_
         assert app.selected_campaign == "welcome"
 
 
+class GrowingEngine(ScriptedEngine):
+    """The welcome campaign's funnel grows as the test says (the gateway's running totals)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = {"welcome": self.store["welcome"]}
+        self.total: dict[str, Any] = {}
+
+    def campaign_stats(self, campaign: str) -> dict[str, Any]:
+        return {"total": dict(self.total), "variants": {}}
+
+
+async def test_the_campaigns_screen_shows_what_each_simulated_day_added_to_the_funnel() -> None:
+    engine = GrowingEngine()
+    app = _app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f3")
+        days = app.screen.query_one("#funnel-days", Static)
+        before = 0
+        for day, (sent, displayed, clicked) in enumerate(((100, 80, 8), (150, 120, 18),
+                                                          (180, 150, 21)), start=1):  # fmt: skip
+            engine.total = {"sent": sent, "delivered": sent, "displayed": displayed,
+                            "clicked": clicked}  # fmt: skip
+            sim_time = NOW + (day - 1) * 86_400 + 23 * 3600  # late in the day
+            app.apply_sample(Snapshot(24, 0, 0, sim_time=sim_time, speed=3600.0), day * 0.5)
+            row = f"Jan {day:02d} {sent - before:>11,}"  # the day, and what it added to "sent"
+
+            def shown(row: str = row) -> bool:
+                return row in str(days.content)
+
+            await _until(pilot, shown)
+            before = sent
+        lines = str(days.content).splitlines()
+        assert [line.split()[2:6] for line in lines[1:]] == [
+            ["100", "100", "80", "8"],
+            ["50", "50", "40", "10"],
+            ["30", "30", "30", "3"],
+        ]
+        assert str(days.border_title) == "By simulated day · welcome"
+        assert [d for d, _ in app.funnel_days["welcome"]] == ["Jan 01", "Jan 02", "Jan 03"]
+        await _snapshot(pilot, app, "campaigns-by-day")
+
+
 async def test_campaigns_say_plainly_when_the_gateway_has_no_campaigns_api() -> None:
     app = _app(ScriptedEngine(campaigns_api=False))
     async with app.run_test(size=SIZE) as pilot:

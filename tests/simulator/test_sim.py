@@ -13,7 +13,7 @@ from tidings.simulator.engine.sim import AdminError, SimEngine, _admin_error
 from tidings.simulator.screens.composer import build_campaign, field_target, slug
 from tidings.simulator.screens.device import inbox_item
 from tidings.simulator.screens.devices import matches
-from tidings.simulator.widgets import funnel_text
+from tidings.simulator.widgets import funnel_days_text, funnel_text
 from tidings.simulator.widgets.clock import clock_text, speed_label
 from tidings.simulator.widgets.distribution import distribution_text
 
@@ -179,3 +179,18 @@ def test_the_distribution_chart_stacks_each_days_shares_to_the_full_width() -> N
     assert distribution_text([], names).plain.endswith("(no sample yet)")
     empty = distribution_text([("Jan 03", {})], names, width=8).plain.splitlines()[1]
     assert empty == "Jan 03 " + " " * 8 + "  0 · 0 · 0 · 0"
+
+
+def test_the_funnel_by_day_shows_what_each_simulated_day_added() -> None:
+    days = [("Jan 01", {"sent": 100, "delivered": 90, "displayed": 80, "clicked": 8}),
+            ("Jan 02", {"sent": 150, "delivered": 140, "displayed": 120, "clicked": 18,
+                        "converted": 2}),
+            ("Jan 03", {"sent": 150, "delivered": 140, "displayed": 120, "clicked": 18,
+                        "converted": 2})]  # fmt: skip
+    lines = funnel_days_text(days).plain.splitlines()
+    assert lines[0].split() == ["day", "sent", "delivered", "displayed", "clicked", "converted",
+                                "CTR"]  # fmt: skip
+    assert lines[1].split() == ["Jan", "01", "100", "90", "80", "8", "0", "10.0%"]
+    assert lines[2].split() == ["Jan", "02", "50", "50", "40", "10", "2", "25.0%"]
+    assert lines[3].split() == ["Jan", "03", "0", "0", "0", "0", "0", "–"]
+    assert funnel_days_text([]).plain.endswith("(no sample yet)")
