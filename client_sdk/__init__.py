@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tidings.client_sdk.banners import BannerPolicy
 from tidings.client_sdk.client import ClientStats, TidingsClient
-from tidings.client_sdk.clock import Clock, FakeClock, SystemClock
+from tidings.client_sdk.clock import Clock, ClockState, FakeClock, SimClock, SystemClock
 from tidings.client_sdk.errors import (
     PERMANENT_CODES,
     ClientClosed,
@@ -36,6 +36,7 @@ __all__ = [
     "ClientError",
     "ClientStats",
     "Clock",
+    "ClockState",
     "FakeClock",
     "Inbox",
     "InboxItem",
@@ -43,6 +44,7 @@ __all__ = [
     "QuietHours",
     "Refused",
     "RequestRefused",
+    "SimClock",
     "SyncTidingsClient",
     "SystemClock",
     "TerminalRenderer",

@@ -1,14 +1,23 @@
-"""Clocks: the system clock, and a fake one for tests and accelerated simulation."""
+"""Clocks: the system clock, a fake one for tests, and a simulated one that runs faster.
+
+:class:`SimClock` is the simulator's time: one runs in the gateway (``--clock simulated``,
+development apps only) and every simulated device follows it, so weeks of campaigns, caps and
+lifecycle changes pass in minutes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
+import math
 import time
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+from tidings.protocol.simtime import ClockState, SimTime
+
+__all__ = ["Clock", "ClockState", "FakeClock", "SimClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -59,3 +68,53 @@ class FakeClock:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
                 fut.set_result(None)
+
+
+class SimClock(SimTime):
+    """A :class:`~tidings.protocol.simtime.SimTime` devices can sleep on.
+
+    Sleepers wake at the right simulated instant even when the speed changes while they sleep
+    (every change wakes them to re-plan); while paused they sleep until resumed.
+    """
+
+    def __init__(
+        self,
+        start: float | None = None,
+        speed: float = 1.0,
+        *,
+        paused: bool = False,
+        real: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(start, speed, paused=paused, real=real)
+        self._waiters: set[asyncio.Future[None]] = set()
+        self.subscribe(self._wake_sleepers)
+
+    def _wake_sleepers(self) -> None:
+        for fut in list(self._waiters):
+            if not fut.done():
+                fut.get_loop().call_soon_threadsafe(_wake, fut)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of simulated time (re-planned at every change of the clock)."""
+        deadline = self.now() + max(0.0, seconds)
+        loop = asyncio.get_running_loop()
+        while True:
+            left = deadline - self.now()
+            if left <= 0:
+                await asyncio.sleep(0)
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            real = self.real_seconds(left)
+            timer = None if math.isinf(real) else loop.call_later(real, _wake, fut)
+            self._waiters.add(fut)
+            try:
+                await fut
+            finally:
+                self._waiters.discard(fut)
+                if timer is not None:
+                    timer.cancel()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -11,6 +11,8 @@ TOML layout::
     admin_port = 8766
     db = "tidings.db"
     durability = "full"     # or "relaxed" (see DEFAULT_DURABILITY)
+    clock = "simulated"     # development only: time the admin API can speed up, pause and
+                            # move forward (GET/PUT /v1/clock); every app must have dev = true
 
     [[apps]]
     id = "shop"
@@ -18,6 +20,7 @@ TOML layout::
     admin_key = "..."       # Bearer key for the admin API
     banner_title_max = 30
     banner_body_max = 50
+    dev = false             # a development app (the built-in demo app is one)
     categories = ["promotions", "news"]     # marketing and transactional are always there
     value_event = {name = "order_paid", amount = "total"}   # default: purchase / amount
 
@@ -100,6 +103,11 @@ DEFAULT_BANNER_TITLE_MAX = 30
 DEFAULT_BANNER_BODY_MAX = 50
 DEFAULT_INBOX_TITLE_MAX = 120
 DEFAULT_INBOX_BODY_MAX = 2000
+CLOCK_CHOICES = ("system", "simulated")
+DEFAULT_CLOCK = "system"
+"""``system``: real time. ``simulated``: a :class:`~tidings.client_sdk.clock.SimClock` that the
+admin API may speed up, pause and move forward (the simulator's weeks in minutes); allowed only
+when every app is a development app (``dev = true``), never in production."""
 DEFAULT_DRAIN_S = 5.0
 """Seconds graceful shutdown waits for in-flight work after sending go-away."""
 
@@ -124,8 +132,12 @@ class AppConfig:
     policy: AppPolicy = DEFAULT_POLICY
     """Caps, thresholds, value event and categories as the file sets them (the defaults of
     what ``PUT /v1/settings`` changes)."""
+    dev: bool = False
+    """A development app: may run on the simulated clock (``clock = "simulated"``)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dev, bool):
+            raise ConfigError(f"apps[{self.id}].dev: must be true or false, got {self.dev!r}")
         if not _ID.match(self.id):
             raise ConfigError(f"apps.id: {self.id!r} must be 1-64 of A-Z a-z 0-9 _ . -")
         for name in ("secret", "admin_key"):
@@ -138,7 +150,7 @@ class AppConfig:
 
 
 def _dev_apps() -> tuple[AppConfig, ...]:
-    return (AppConfig(id=DEV_APP, secret=DEV_SECRET, admin_key=DEV_ADMIN_KEY),)
+    return (AppConfig(id=DEV_APP, secret=DEV_SECRET, admin_key=DEV_ADMIN_KEY, dev=True),)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +178,8 @@ class GatewayConfig:
     rate_burst: int = DEFAULT_RATE_BURST
     close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S
     drain_s: float = DEFAULT_DRAIN_S
+    clock: str = DEFAULT_CLOCK
+    """``system`` or ``simulated`` (development apps only; see :data:`DEFAULT_CLOCK`)."""
 
     def __post_init__(self) -> None:
         if not self.apps:
@@ -204,6 +218,15 @@ class GatewayConfig:
             )
         if self.durability not in DURABILITY_CHOICES:
             raise ConfigError(f"durability: {_choices(self.durability)}")
+        if self.clock not in CLOCK_CHOICES:
+            raise ConfigError(f"clock: must be 'system' or 'simulated', got {self.clock!r}")
+        production = [a.id for a in self.apps if not a.dev]
+        if self.clock == "simulated" and production:
+            raise ConfigError(
+                f"clock: the simulated clock is for development apps only, and app(s) "
+                f"{', '.join(map(repr, production))} are not marked dev = true; mark them "
+                "(never in production) or run on the system clock"
+            )
 
     @property
     def uses_postgres(self) -> bool:
@@ -234,6 +257,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     kind = _SCALARS[name].type
     if name == "durability" and value not in DURABILITY_CHOICES:
         raise ConfigError(f"{where}: durability {_choices(value)}")
+    if name == "clock" and value not in CLOCK_CHOICES:
+        raise ConfigError(f"{where}: clock must be 'system' or 'simulated', got {value!r}")
     try:
         if kind == "int":
             if isinstance(value, bool):

@@ -44,6 +44,7 @@ from tidings.protocol.frames import (
     Welcome,
 )
 from tidings.protocol.session import ServerSession
+from tidings.protocol.simtime import SimTime
 from tidings.protocol.tokens import TokenClaims, peek_app, verify_token
 from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
@@ -121,9 +122,14 @@ class Node:
         clock: Callable[[], float] | None = None,
         store: Store | None = None,
         broker: Broker | None = None,
+        sim_clock: SimTime | None = None,
     ) -> None:
         self._config = config
-        self.clock = clock or time.time
+        if sim_clock is None and config.clock == "simulated":
+            sim_clock = SimTime()
+        self.sim_clock = sim_clock
+        """The simulated clock this node runs on (``clock = "simulated"``), else None."""
+        self.clock = clock or (sim_clock.now if sim_clock is not None else time.time)
         self.hub = Hub()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.store: Store = store or _open_store(config)
@@ -137,6 +143,7 @@ class Node:
             clock=self._now,
             max_frame_bytes=config.max_frame_bytes,
             announce=self.broker.announce,
+            timer=sim_clock,
         )
         self.ingest = Ingest(
             self.store, self.engine, self._now, EventQuota(config.apps), self.broker.announce
@@ -228,6 +235,8 @@ class Node:
             where = f"db: {_redacted(self._config.db)}"
         if self._config.broker:
             where += f", broker: {_redacted(self._config.broker)}, node: {self.node_id}"
+        if self.sim_clock is not None:
+            where += ", clock: simulated (GET/PUT /v1/clock)"
         return where
 
     def _rejoin(self) -> None:

@@ -61,6 +61,16 @@ def test_packages_do_not_reach_across_layers(folder: str, forbidden: tuple[str, 
     assert not offenders(folder, forbidden)
 
 
+def test_the_sdk_imports_textual_only_in_its_ui_extra() -> None:
+    bad = [
+        o
+        for o in offenders("client_sdk", ("textual", "rich"))
+        if not o.startswith("client_sdk/ui/")
+    ]
+    assert not bad
+    assert offenders("client_sdk", ("textual",))  # the widgets are there
+
+
 def test_the_simulator_engine_does_not_import_textual() -> None:
     if (ROOT / "simulator" / "engine").exists():
         assert not offenders("simulator/engine", ("textual",))

@@ -50,7 +50,7 @@ def test_core_requirements_leave_server_and_simulator_to_extras(wheel: zipfile.Z
     meta_name = next(n for n in wheel.namelist() if n.endswith("METADATA"))
     meta = Parser().parsestr(wheel.read(meta_name).decode())
     extras = set(meta.get_all("Provides-Extra") or [])
-    assert {"server", "simulator", "dev", "all"} <= extras
+    assert {"server", "ui", "simulator", "dev", "all"} <= extras
     core = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
     assert core and not [r for r in core if r.lower().startswith(SERVER_ONLY)]
 

@@ -10,6 +10,7 @@ PACKAGES = [
     "tidings",
     "tidings.protocol",
     "tidings.client_sdk",
+    "tidings.client_sdk.ui",
     "tidings.server",
     "tidings.server.storage",
     "tidings.server.admin",

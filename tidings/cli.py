@@ -115,6 +115,12 @@ def _configure_gateway(p: argparse.ArgumentParser) -> None:
         "may lose the last commits",
     )
     p.add_argument(
+        "--clock",
+        choices=("system", "simulated"),
+        help="system (default): real time; simulated: time the admin API can speed up, pause "
+        "and move forward (GET/PUT /v1/clock), for development apps only (dev = true)",
+    )
+    p.add_argument(
         "--config",
         metavar="FILE",
         help="TOML configuration file (default: $TIDINGS_CONFIG); flags override it",
@@ -156,6 +162,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
         "durability": args.durability,
         "broker": args.broker,
         "node_id": args.node_id,
+        "clock": args.clock,
     }
     try:
         config = load_config(path=args.config, overrides=overrides)
@@ -1033,6 +1040,11 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
                    help="postgresql://… for --nodes > 1: a fresh database is made next to it "
                    "for the run and dropped after it")  # fmt: skip
     p.add_argument("--broker", metavar="URL", help="redis://… for --nodes > 1")
+    p.add_argument("--days", type=int, default=7,
+                   help="simulated days of the week scenario (default 7)")  # fmt: skip
+    p.add_argument("--speed", type=float, default=None,
+                   help="simulated seconds per real second of the week scenario "
+                   "(default: 3600, an hour a second)")  # fmt: skip
 
 
 def _progress(stage: str, n: int, total: int) -> None:
@@ -1055,7 +1067,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
                               baseline=args.baseline, workers=args.workers,
                               timeout=args.timeout, progress=_progress, seed=args.seed,
                               personas=not args.no_personas, nodes=args.nodes,
-                              db=args.db, broker=args.broker)  # fmt: skip
+                              db=args.db, broker=args.broker, days=args.days,
+                              speed=args.speed)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
     print(report.table())
@@ -1085,6 +1098,7 @@ register(
             tidings loadtest --devices 10000 --scenario broadcast --baseline --json out.json
             tidings loadtest --devices 5000 --scenario reconnect-storm --plot latency.svg
             tidings loadtest --devices 2000 --scenario caps
+            tidings loadtest --devices 10000 --scenario week --days 14 --speed 3600
             tidings loadtest --devices 2000 --nodes 3 --scenario node-failure \\
                 --db postgresql://postgres@127.0.0.1:5432/postgres --broker redis://127.0.0.1:6379/0
         """,
@@ -1097,18 +1111,33 @@ register(
 def _configure_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
     p.add_argument("--workers", type=int, default=2, help="device worker processes (default 2)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="simulated seconds per real second (default 1; 3600: an hour a second)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the devices' lives")
 
 
 def _run_sim(args: argparse.Namespace) -> int:
     if args.devices < 1 or args.workers < 1:
         return _fail("--devices and --workers must be at least 1")
+    from tidings.protocol.simtime import check_speed
+
+    try:
+        check_speed(args.speed)
+    except ValueError as exc:
+        return _fail(f"--{exc}")
     try:
         from tidings.simulator.app import make_app
+        from tidings.simulator.engine.sim import SimEngine
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "textual":
             return _fail("tidings sim needs the simulator extra: pip install 'tidings[simulator]'")
         return _missing_server_extra(exc)
-    make_app(devices=args.devices, workers=args.workers).run()
+    engine = SimEngine(args.devices, args.workers, speed=args.speed, seed=args.seed)
+    make_app(engine=engine).run()
     return 0
 
 
@@ -1122,10 +1151,15 @@ register(
         "device's inbox as its SDK holds it, its quiet hours and the decision log, campaigns "
         "with their funnels (s start, p pause, x cancel), and a composer with a live audience "
         "preview of the segment text. Keys: F1 dashboard, F2 devices, F3 campaigns, F4 "
-        "composer (also 1-4, d, c), ctrl+s create and start, q quit; the mouse works too.",
+        "composer (also 1-4, d, c), F5 or ctrl+r create and start, F6 send to all, q quit; the "
+        "mouse works too. The gateway runs on a simulated clock that the devices follow "
+        "(--speed; F7 pause/resume, F8 1x, F9 60x, F10 3600x; GET/PUT /v1/clock moves it from "
+        "outside), and every device lives its persona's days: sessions in its active hours, "
+        "carts, purchases, reactions to messages.",
         examples="""
             tidings sim
             tidings sim --devices 5000 --workers 2
+            tidings sim --speed 3600          # an hour of the devices' lives a second
         """,
         configure=_configure_sim,
         run=_run_sim,

@@ -924,10 +924,11 @@ def create_admin_app(node: Node) -> FastAPI:
         )
 
     # Both import this module: install them last.
-    from tidings.server.admin import campaigns_api, targeting_api
+    from tidings.server.admin import campaigns_api, clock_api, targeting_api
 
     targeting_api.install(api, node)
     campaigns_api.install(api, node)
+    clock_api.install(api, node)
     return api
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import uuid
@@ -34,6 +35,7 @@ from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action as WireAction
 from tidings.protocol.frames import Message
 from tidings.protocol.limits import MAX_FRAME_BYTES
+from tidings.protocol.simtime import SimTime
 from tidings.server.campaigns.capping import CapConfig, limits_for
 from tidings.server.campaigns.model import (
     CONTROL,
@@ -144,8 +146,12 @@ class CampaignEngine:
         caps: CapConfig | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
+        timer: SimTime | None = None,
     ) -> None:
         self.store = store
+        self.timer = timer
+        """The simulated clock ``clock`` reads, if any: waits convert to real seconds with it,
+        and any change of it (speed, pause, a jump) wakes the scheduler to re-plan."""
         self.announce = announce
         """Tells the other nodes of a cluster that a campaign changed (they reload it)."""
         self.publisher = publisher
@@ -167,6 +173,8 @@ class CampaignEngine:
         self._tick_lock = asyncio.Lock()
         self._next_due = 0.0  # earliest pending send known to this process
         self._wake = asyncio.Event()
+        if timer is not None:
+            timer.subscribe(self._clock_changed)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -262,9 +270,19 @@ class CampaignEngine:
             self._next_due = due
             self._wake.set()
 
+    def _clock_changed(self) -> None:
+        """The simulated clock changed speed, paused or jumped: re-plan the wait (any thread)."""
+        loop = self._loop.get_loop() if self._loop is not None else None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def _real_wait(self, sim_seconds: float) -> float:
+        """Real seconds until ``sim_seconds`` of the engine's clock have passed."""
+        return sim_seconds if self.timer is None else self.timer.real_seconds(sim_seconds)
+
     async def _run(self) -> None:
         while True:
-            wait = min(TICK_S, self._next_due - self.clock())
+            wait = min(TICK_S, self._real_wait(self._next_due - self.clock()))
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
@@ -505,8 +523,9 @@ class CampaignEngine:
                 except ClaimLost as exc:
                     log.warning("campaigns: %s", exc.reason)
             later = await self.store.next_due()
-            # Work still due now is claimed by someone else: look again on the next tick.
-            self._next_due = now + TICK_S if later is None or later <= now else later
+            # Work still due now is claimed by someone else: look again on the next tick (at
+            # most TICK_S of real time away, whatever the speed of a simulated clock).
+            self._next_due = math.inf if later is None or later <= now else later
 
     async def _run_due(
         self, app: str, live: _Live | None, items: Sequence[PendingSend], now: float

@@ -16,21 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
+import json
 import multiprocessing as mp
 import random
 import resource
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidings.client_sdk.clock import ClockState, SimClock
 from tidings.server.heap import HeapKeeper
-from tidings.simulator.engine.personas import click_probability, plan
+from tidings.simulator.engine.living import (
+    DAY,
+    Session,
+    day_sessions,
+    local_date,
+    react_session,
+    reaction,
+)
+from tidings.simulator.engine.personas import DevicePlan, click_probability, plan
 from tidings.simulator.engine.truth import shown_in_quiet_hours
 
 __all__ = [
+    "CLOCK_POLL_S",
     "DEFAULT_RAMP",
+    "Activity",
     "CampaignReceipt",
     "DeviceReport",
     "Fleet",
@@ -40,6 +55,25 @@ __all__ = [
 
 DEFAULT_RAMP = 200
 """Connections each worker opens at once: a bounded ramp instead of a SYN flood."""
+
+
+CLOCK_POLL_S = 0.5
+"""Real seconds between two reads of the gateway's clock by a worker that follows it. Changes
+the parent makes reach the workers at once; changes made by others (``PUT /v1/clock`` from
+outside) within this, so a device's clock is then behind by at most this times the speed."""
+
+LIVING_FLUSH_S = 0.02
+"""Living devices report events this soon (real seconds): at a high speed every real second
+is many simulated minutes, and a purchase must reach the gateway before a cart reminder is due."""
+
+
+def read_clock(admin: str, key: str, timeout: float = 10.0) -> ClockState:
+    """The clock of the gateway whose admin API is at ``admin`` (``GET /v1/clock``)."""
+    req = urllib.request.Request(f"{admin}/v1/clock", headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body = json.loads(resp.read())
+    return ClockState(float(body["now"]), float(body["speed"]), bool(body["paused"]),
+                      float(body["real_time"]))  # fmt: skip
 
 
 def raise_nofile() -> int:
@@ -65,6 +99,10 @@ class FleetConfig:
     personas: bool = True
     quiet_override: tuple[str, str] | None = None  # force every device's quiet window
     fault: str | None = None  # "ignore_quiet_hours": devices break the rule (checker tests)
+    admin: str | None = None  # http://host:port of a gateway on the simulated clock: follow it
+    admin_key: str = "dev-admin-key"
+    living: bool = False  # devices live their personas' days (needs personas and ``admin``)
+    epoch: float | None = None  # simulated unix time of day 0 of the run (default: at start)
 
 
 @dataclass(slots=True)
@@ -80,6 +118,18 @@ class DeviceReport:
     clicks: dict[str, int] = field(default_factory=dict)
     campaign: list[CampaignReceipt] = field(default_factory=list)
     cart_at: dict[str, float] = field(default_factory=dict)  # user -> add_to_cart time (ms)
+    activity: dict[str, Activity] = field(default_factory=dict)  # living devices, by user
+    connected_at: dict[str, list[float]] = field(default_factory=dict)  # user -> hellos (s)
+
+
+@dataclass(slots=True)
+class Activity:
+    """What one living device did, on its own (simulated) clock: the ground truth of its
+    lifecycle, value tier and active hours."""
+
+    sessions: list[tuple[float, str]] = field(default_factory=list)  # (at, habit|campaign)
+    carts: list[float] = field(default_factory=list)
+    purchases: list[tuple[float, float]] = field(default_factory=list)  # (at, amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +142,8 @@ class CampaignReceipt:
     title: str
     received_ms: float
     sent_ms: float | None
+    category: str = "marketing"
+    topic: str | None = None
 
 
 # --- inside a worker process -------------------------------------------------------------------
@@ -110,11 +162,52 @@ class _Worker:
         # ground truth check costs nothing on the receive path being measured.
         self.shown: list[tuple[Any, str, float, bool]] = []
         self.quiet_violations = 0  # of the banners judged so far
-        self.campaign_log: list[tuple[str, str, str, str, float, float | None]] = []
+        # (user, campaign, message id, title, received ms, sent ms, category, topic)
+        self.campaign_log: list[tuple[str, str, str, str, float, float | None, str, str | None]]
+        self.campaign_log = []
         self.cart_at: dict[str, float] = {}  # user -> when add_to_cart was tracked (unix ms)
         self.clicks = {"relevant_shown": 0, "relevant_clicked": 0,
                        "generic_shown": 0, "generic_clicked": 0}  # fmt: skip
         self.rng = random.Random(cfg.seed * 1_000_003 + (indexes[0] if indexes else 0))
+        self.clock: SimClock | None = None  # following the gateway's simulated clock
+        self.plans: dict[int, DevicePlan] = {}
+        self.by_index: dict[int, Any] = {}
+        self.activity: dict[str, Activity] = {}
+        self.connected_at: dict[str, list[float]] = {}
+        self._agenda: list[tuple[float, int, int, Session]] = []  # (at, seq, device, session)
+        self._seq = itertools.count()
+        self._agenda_changed: asyncio.Event | None = None
+
+    def now(self) -> float:
+        """The devices' time: the simulated clock they follow, or the real one."""
+        return self.clock.now() if self.clock is not None else time.time()
+
+    async def follow_clock(self) -> None:
+        """Read the gateway's clock once now, then every :data:`CLOCK_POLL_S` (forever)."""
+        assert self.cfg.admin is not None
+        state = await asyncio.to_thread(read_clock, self.cfg.admin, self.cfg.admin_key)
+        self.clock = SimClock(state.now, state.speed, paused=state.paused)
+        self.clock.follow(state)
+
+    async def poll_clock(self) -> None:
+        assert self.clock is not None and self.cfg.admin is not None
+        while True:
+            await asyncio.sleep(CLOCK_POLL_S)
+            try:
+                state = await asyncio.to_thread(read_clock, self.cfg.admin, self.cfg.admin_key)
+            except OSError:
+                continue  # the gateway restarts (or stops): keep the last reading
+            self.set_clock(state)
+
+    def set_clock(self, state: ClockState) -> None:
+        """Take a reading of the gateway's clock if it differs from ours (speed, pause, time)."""
+        clock = self.clock
+        if clock is None:
+            return
+        ours = clock.now()
+        theirs = state.now + (0.0 if state.paused else (time.time() - state.real) * state.speed)
+        if (clock.speed, clock.paused) != (state.speed, state.paused) or abs(ours - theirs) > 1:
+            clock.follow(state)
 
     async def connect(self, progress: Callable[[int], None]) -> None:
         sem = asyncio.Semaphore(self.cfg.ramp)
@@ -133,6 +226,7 @@ class _Worker:
 
     async def _sdk(self, i: int) -> None:
         from tidings.client_sdk import QuietHours, TidingsClient
+        from tidings.client_sdk.client import DEFAULT_FLUSH_DELAY_S
         from tidings.protocol.tokens import mint_token
 
         device_plan = plan(self.cfg.seed, i) if self.cfg.personas else None
@@ -140,31 +234,43 @@ class _Worker:
         tz = persona.tz if persona else "UTC"
         window = self.cfg.quiet_override or (persona.quiet if persona else None)
         quiet = QuietHours(*window) if window else None
-        token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}")
+        from tidings.protocol.limits import MAX_TOKEN_TTL
+
+        token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}",
+                           ttl=MAX_TOKEN_TTL, now=self.now())  # fmt: skip
         urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else self.cfg.url
         own = i % len(urls)  # each device starts on its own node and fails over to the next
         rotated = list(urls[own:] + urls[:own]) if len(urls) > 1 else urls[0]
         client = TidingsClient(
             url=rotated, token=token, device_id=f"d{i}", device_tz=tz,
             quiet_hours=None if self.cfg.fault == "ignore_quiet_hours" else quiet,
-            backoff_base=0.5, backoff_cap=5.0,
+            backoff_base=0.5, backoff_cap=5.0, clock=self.clock,
+            flush_delay=LIVING_FLUSH_S if self.cfg.living else DEFAULT_FLUSH_DELAY_S,
         )  # fmt: skip
+        if device_plan is not None:
+            self.plans[i] = device_plan
+        self.by_index[i] = client
 
         def on_message(msg: Any, received_at: float) -> None:
             if msg.sent_at:
                 self.latencies.append(received_at * 1000 - msg.sent_at)
             self.received[msg.id] = self.received.get(msg.id, 0) + 1
             if msg.campaign:
-                self.campaign_log.append(
-                    (f"u{i}", msg.campaign, msg.id, msg.title, received_at * 1000, msg.sent_at)
-                )
+                topic = (msg.data or {}).get("topic")
+                topic = topic if isinstance(topic, str) else None
+                self.campaign_log.append((
+                    f"u{i}", msg.campaign, msg.id, msg.title, received_at * 1000, msg.sent_at,
+                    msg.category, topic,
+                ))  # fmt: skip
+                if self.cfg.living and device_plan is not None:
+                    self.react(device_plan, msg.campaign, topic, received_at)
 
         def on_banner(item: Any) -> None:
             key = (i, item.id)
             self.displayed[key] = self.displayed.get(key, 0) + 1
             if quiet is not None:
                 urgent = item.priority == "urgent" and item.category == "transactional"
-                self.shown.append((quiet, tz, time.time(), urgent))
+                self.shown.append((quiet, tz, self.now(), urgent))
             if persona is not None:
                 topic = (item.data or {}).get("topic")
                 kind = "relevant" if topic in persona.interests else "generic"
@@ -175,6 +281,7 @@ class _Worker:
 
         client.on_message(on_message)
         client.on_banner(on_banner)
+        self.connected_at.setdefault(f"u{i}", []).append(self.now())
         await client.start()
         await client.wait_connected(timeout=120)
         if device_plan is not None:
@@ -237,6 +344,78 @@ class _Worker:
             client.track("purchase", {"item": "kettle", "amount": 59})
         return len(self.cart_at)
 
+    # --- living devices ---------------------------------------------------------------------
+
+    def _push(self, index: int, session: Session) -> None:
+        entry = (session.at, next(self._seq), index, session)
+        heapq.heappush(self._agenda, entry)
+        if self._agenda[0] is entry and self._agenda_changed is not None:
+            self._agenda_changed.set()
+
+    def react(self, device: DevicePlan, campaign: str, topic: object, received_at: float) -> None:
+        """A campaign message arrived: perhaps the device comes to the app because of it."""
+        r = reaction(self.cfg.seed, device, campaign, topic, received_at)
+        if r.at is not None:
+            self._push(device.index, react_session(device, r, campaign))
+
+    async def live(self) -> None:
+        """Run every device's days: plan each local day a day ahead, run sessions when due.
+
+        One heap for the worker's devices; it sleeps until the next session (re-planning when
+        the clock changes or an earlier session is added), so idle devices cost nothing.
+        """
+        assert self.clock is not None
+        loop = asyncio.get_running_loop()
+        changed = self._agenda_changed = asyncio.Event()
+        self.clock.subscribe(lambda: _call_soon(loop, changed.set))
+        epoch = self.cfg.epoch if self.cfg.epoch is not None else self.clock.now()
+        first = {i: local_date(p.persona, epoch) for i, p in self.plans.items()}
+        planned = -1
+
+        def plan_day(day: int) -> None:
+            now = self.clock.now() if self.clock is not None else epoch
+            for i, device in self.plans.items():
+                for session in day_sessions(self.cfg.seed, device, first[i], day):
+                    if session.at >= now:
+                        self._push(i, session)
+
+        while True:
+            now = self.clock.now()
+            while planned < 1 + int((now - epoch) // DAY) + 1:  # always a day ahead
+                planned += 1
+                plan_day(planned)
+            ran = 0
+            while self._agenda and self._agenda[0][0] <= now:
+                _, _, index, session = heapq.heappop(self._agenda)
+                self.run_session(index, session)
+                ran += 1
+                if ran % 500 == 0:
+                    await asyncio.sleep(0)
+            next_plan = epoch + planned * DAY - DAY
+            head = self._agenda[0][0] if self._agenda else next_plan
+            wait = self.clock.real_seconds(min(head, next_plan) - self.clock.now())
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(1.0, wait))
+
+    def run_session(self, index: int, session: Session) -> None:
+        """The device opens the app: app_open, articles, maybe a cart and a purchase."""
+        client = self.by_index.get(index)
+        if client is None:
+            return
+        user, now = f"u{index}", self.now()
+        log = self.activity.setdefault(user, Activity())
+        log.sessions.append((now, session.reason))
+        client.track("app_open", {})
+        for category in session.views:
+            client.track("view_content", {"category": category})
+        if session.cart:
+            client.track("add_to_cart", {"item": "basket", "price": session.amount})
+            log.carts.append(now)
+        if session.buy:
+            client.track("purchase", {"item": "basket", "amount": session.amount})
+            log.purchases.append((now, float(session.amount)))
+
     def campaign_count(self, campaign: str) -> int:
         """Campaign messages of ``campaign`` received so far (by this worker's devices)."""
         return sum(1 for entry in self.campaign_log if entry[1] == campaign)
@@ -257,6 +436,8 @@ class _Worker:
             "reconnects": sum(c.stats.reconnects for c in self.clients),
             "campaign_log": list(self.campaign_log),
             "cart_at": dict(self.cart_at),
+            "activity": {u: (a.sessions, a.carts, a.purchases) for u, a in self.activity.items()},
+            "connected_at": dict(self.connected_at),
         }
         self.latencies = []
         return out
@@ -275,6 +456,8 @@ class _Worker:
             "received": sum(self.received.values()),
             "displayed": sum(self.displayed.values()),
             "latencies": latencies,
+            "sessions": sum(len(a.sessions) for a in self.activity.values()),
+            "purchases": sum(len(a.purchases) for a in self.activity.values()),
         }
 
     def inbox(self, index: int) -> list[dict[str, Any]]:
@@ -293,14 +476,24 @@ class _Worker:
         await asyncio.gather(*(ws.close() for ws in self.bare), return_exceptions=True)
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    loop.call_soon_threadsafe(callback)
+
+
 def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
     async def main() -> None:
         raise_nofile()
         heap = HeapKeeper()  # devices are long-lived: keep full collections off the receive path
         heap.start()
         worker = _Worker(cfg, indexes)
+        background = []
+        if cfg.admin is not None:
+            await worker.follow_clock()
+            background.append(asyncio.get_running_loop().create_task(worker.poll_clock()))
         await worker.connect(lambda n: conn.send(("progress", n)))
         heap.settle()
+        if cfg.living and cfg.personas and worker.clock is not None:
+            background.append(asyncio.get_running_loop().create_task(worker.live()))
         conn.send(("connected", len(indexes)))
         while True:
             cmd, *args = await asyncio.to_thread(conn.recv)
@@ -326,7 +519,12 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
                 conn.send(("stats", worker.stats()))
             elif cmd == "inbox":
                 conn.send(("inbox", worker.inbox(args[0])))
+            elif cmd == "clock":
+                worker.set_clock(args[0])
+                conn.send(("clock",))
             elif cmd == "stop":
+                for task in background:
+                    task.cancel()
                 await worker.close()
                 conn.send(("stopped",))
                 return
@@ -380,9 +578,10 @@ class Fleet:
 
     def stats(self) -> dict[str, Any]:
         """Connected devices, messages received and shown, and latencies since the last call."""
-        merged: dict[str, Any] = {"connected": 0, "received": 0, "displayed": 0, "latencies": []}
+        merged: dict[str, Any] = {"connected": 0, "received": 0, "displayed": 0, "latencies": [],
+                                  "sessions": 0, "purchases": 0}  # fmt: skip
         for _, part in self._ask("stats"):
-            for key in ("connected", "received", "displayed"):
+            for key in ("connected", "received", "displayed", "sessions", "purchases"):
                 merged[key] += part[key]
             merged["latencies"] += part["latencies"]
         return merged
@@ -417,11 +616,18 @@ class Fleet:
             report.reconnects += r["reconnects"]
             report.campaign += [CampaignReceipt(*entry) for entry in r["campaign_log"]]
             report.cart_at.update(r["cart_at"])
+            for user, (sessions, carts, purchases) in r["activity"].items():
+                report.activity[user] = Activity(list(sessions), list(carts), list(purchases))
+            report.connected_at.update(r["connected_at"])
         return report
 
     def shop(self, buy_after: float = 0.5) -> int:
         """Devices with a cart in their plan add to it, buyers buy; return the carts."""
         return sum(n for _, n in self._ask("shop", buy_after))
+
+    def set_clock(self, state: ClockState) -> None:
+        """Every worker takes this reading of the gateway's clock now (after a change)."""
+        self._ask("clock", state)
 
     def campaign_count(self, campaign: str) -> int:
         """Campaign messages of ``campaign`` received by the whole fleet so far."""

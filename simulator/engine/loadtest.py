@@ -128,10 +128,11 @@ class GatewayProcess:
 
     def __init__(
         self, db: str, *, broker: str | None = None, node_id: str | None = None,
-        prefix: str | None = None,
+        prefix: str | None = None, clock: str | None = None,
     ) -> None:  # fmt: skip
         self.db = db
         self.broker, self.node_id, self.prefix = broker, node_id, prefix
+        self.clock = clock  # "simulated": the gateway runs on a simulated clock
         self.port, self.admin_port = _free_port(), _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -139,10 +140,16 @@ class GatewayProcess:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def start(self) -> None:
         cmd = [sys.executable, "-m", "tidings", "gateway", "--port", str(self.port),
                "--admin-port", str(self.admin_port), "--db", self.db]  # fmt: skip
         env = dict(os.environ)
+        if self.clock:
+            cmd += ["--clock", self.clock]
         if self.broker:
             cmd += ["--broker", self.broker, "--node-id", self.node_id or f"n{self.port}"]
             env["TIDINGS_BROKER_PREFIX"] = self.prefix or "tidings:"
@@ -451,6 +458,8 @@ def run_loadtest(
     nodes: int = 1,
     db: str | None = None,
     broker: str | None = None,
+    days: int = 7,
+    speed: float | None = None,
 ) -> LoadReport:
     """Run one scenario end to end and return its report.
 

@@ -3,6 +3,12 @@
 No Textual here: the TUI calls these blocking methods from worker threads and keeps its own
 history for plots. Admin API failures reach the UI as :class:`AdminError` (HTTP and socket
 errors are translated in one place, :meth:`SimEngine.call`).
+
+The gateway runs on a simulated clock (``--clock simulated``; the demo app is a development
+app) and every device follows it: :meth:`SimEngine.set_speed`, :meth:`SimEngine.pause` and
+:meth:`SimEngine.resume` move the gateway's clock and tell the devices at once. The devices
+live their personas' days (sessions, carts, purchases, reactions to messages; see
+:mod:`tidings.simulator.engine.living`), so at ``speed=3600`` a day passes in 24 seconds.
 """
 
 from __future__ import annotations
@@ -20,18 +26,25 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
-from tidings.client_sdk import QuietHours
+from tidings.client_sdk import ClockState, QuietHours
 from tidings.client_sdk.quiet_hours import zone
 from tidings.protocol.errors import TidingsError
-from tidings.simulator.engine.fleet import Fleet, FleetConfig
+from tidings.simulator.engine.fleet import Fleet, FleetConfig, read_clock
 from tidings.simulator.engine.loadtest import DEV_ADMIN_KEY, GatewayProcess
 from tidings.simulator.engine.personas import assign
 from tidings.simulator.engine.report import percentiles
 
-__all__ = ["AdminError", "DeviceInfo", "SimEngine", "Snapshot"]
+__all__ = ["LIFECYCLE_STAGES", "TIERS", "AdminError", "ClockState", "DeviceInfo", "SimEngine",
+           "Snapshot"]  # fmt: skip
 
 ADMIN_TIMEOUT_S = 30.0
 """How long one admin API call from the UI may take before it counts as failed."""
+
+LIFECYCLE_STAGES = ("new", "active", "dormant", "churned")
+"""Lifecycle stages, in the order :meth:`SimEngine.distribution` reports them."""
+
+TIERS = ("high_value", "potential", "basic", "dormant")
+"""Value tiers, in the order :meth:`SimEngine.distribution` reports them."""
 
 
 class AdminError(TidingsError):
@@ -89,32 +102,93 @@ class Snapshot:
     displayed: int
     latency_ms: dict[str, float] = field(default_factory=dict)
     events: int | None = None  # behaviour events the gateway received (None: unknown)
+    sim_time: float | None = None  # the gateway's simulated unix time (None: unknown)
+    speed: float = 1.0  # simulated seconds per real second
+    paused: bool = False
+    sessions: int = 0  # app sessions the living devices had so far
+    purchases: int = 0
 
 
 class SimEngine:
     """Runs the gateway and N simulated devices; every method blocks (call from a thread)."""
 
-    def __init__(self, devices: int, workers: int = 2, db: str | None = None) -> None:
+    def __init__(
+        self, devices: int, workers: int = 2, db: str | None = None, *, speed: float = 1.0,
+        seed: int = 0, living: bool = True,
+    ) -> None:  # fmt: skip
         # Start multiprocessing's helper now, while the process still has real stdio: under a
         # TUI stderr is replaced and the helper could not be spawned from a worker thread.
         resource_tracker.ensure_running()
         self.devices = devices
+        self.speed = speed
         self._tmp = tempfile.TemporaryDirectory() if db is None else None
         path = db or str(Path(self._tmp.name if self._tmp else ".") / "sim.db")
-        self.gateway = GatewayProcess(path)
-        self.fleet = Fleet(FleetConfig(url=self.gateway.url, devices=devices, workers=workers))
+        self.gateway = GatewayProcess(path, clock="simulated")
+        self.fleet = Fleet(self._fleet_config(workers, seed, living))
         self.started = False
         self._latencies: list[float] = []
 
+    def _fleet_config(self, workers: int, seed: int, living: bool) -> FleetConfig:
+        return FleetConfig(url=self.gateway.url, devices=self.devices, workers=workers, seed=seed,
+                           admin=self.gateway.admin_url, admin_key=DEV_ADMIN_KEY,
+                           living=living)  # fmt: skip
+
     def start(self, progress: Callable[[int, int], None] | None = None) -> float:
-        """Start the gateway, connect every device; return the connect time in seconds."""
+        """Start the gateway, connect every device; return the connect time in seconds.
+
+        The simulated clock starts at the real time and runs at ``speed`` once every device
+        is connected.
+        """
         self.gateway.start()
-        self.fleet = Fleet(
-            FleetConfig(url=self.gateway.url, devices=self.devices, workers=self.fleet.cfg.workers)
-        )
+        cfg = self.fleet.cfg
+        self.call("PUT", "/v1/clock", {"paused": True})
+        self.fleet = Fleet(self._fleet_config(cfg.workers, cfg.seed, cfg.living))
         seconds = self.fleet.start(progress)
         self.started = True
+        self._clock({"speed": self.speed, "paused": False})
         return seconds
+
+    # --- simulated time --------------------------------------------------------------------
+
+    def clock_state(self) -> ClockState:
+        """The gateway's clock: simulated unix time, speed and whether it is paused."""
+        body = self.call("GET", "/v1/clock")
+        return ClockState(float(body["now"]), float(body["speed"]), bool(body["paused"]),
+                          float(body["real_time"]))  # fmt: skip
+
+    def set_speed(self, speed: float) -> None:
+        """Run simulated time at ``speed`` simulated seconds per real second (gateway and
+        devices); :class:`AdminError` names ``speed`` when it is out of range."""
+        self._clock({"speed": speed})
+
+    def pause(self) -> None:
+        """Stop simulated time (devices and gateway); counters and the admin API still work."""
+        self._clock({"paused": True})
+
+    def resume(self) -> None:
+        """Let simulated time run again at its speed."""
+        self._clock({"paused": False})
+
+    def advance(self, seconds: float) -> None:
+        """Jump simulated time ``seconds`` forward (what was due meanwhile runs at once)."""
+        if not seconds >= 0:
+            raise AdminError(422, "invalid_field", "now: time never runs backwards", "now")
+        self._clock({"now": self.clock_state().now + seconds})
+
+    def _clock(self, change: dict[str, Any]) -> None:
+        self.call("PUT", "/v1/clock", change)
+        if self.started:  # the devices follow now, not at their next poll
+            self.fleet.set_clock(read_clock(self.gateway.admin_url, DEV_ADMIN_KEY))
+
+    def distribution(self) -> dict[str, dict[str, int]]:
+        """Users of the demo app by lifecycle stage and by value tier, as the gateway sees them
+        now: ``{"lifecycle": {"new": n, ...}, "tier": {"high_value": n, ...}}`` (every stage
+        and tier present, in :data:`LIFECYCLE_STAGES` / :data:`TIERS` order)."""
+        out: dict[str, dict[str, int]] = {"lifecycle": {}, "tier": {}}
+        for kind, names in (("lifecycle", LIFECYCLE_STAGES), ("tier", TIERS)):
+            for name in names:
+                out[kind][name] = int(self.preview(f"{kind} = {name}", sample=0)["count"])
+        return out
 
     def sample(self) -> Snapshot:
         """Current counters, with latency percentiles over the last 5,000 deliveries."""
@@ -122,12 +196,21 @@ class SimEngine:
         self._latencies = (self._latencies + stats["latencies"])[-5000:]
         lat = percentiles(self._latencies) if self._latencies else {}
         events = self.gateway_counters().get("tidings_events_total")
+        try:
+            clock: ClockState | None = self.clock_state()
+        except AdminError:
+            clock = None
         return Snapshot(
             stats["connected"],
             stats["received"],
             stats["displayed"],
             lat,
             None if events is None else int(events),
+            sim_time=None if clock is None else clock.now,
+            speed=1.0 if clock is None else clock.speed,
+            paused=False if clock is None else clock.paused,
+            sessions=stats.get("sessions", 0),
+            purchases=stats.get("purchases", 0),
         )
 
     def gateway_counters(self) -> dict[str, float]:
@@ -175,9 +258,14 @@ class SimEngine:
         """Device ``index``'s persona, zone and quiet-hours state at ``now`` (default: now).
 
         Derived the way the fleet sets each device up (persona from the seed, window possibly
-        overridden), so it matches what that device's SDK applies.
+        overridden), so it matches what that device's SDK applies. ``now`` defaults to the
+        gateway's simulated time (the devices' clock), or the real time if it does not answer.
         """
-        now = time.time() if now is None else now
+        if now is None:
+            try:
+                now = self.clock_state().now
+            except AdminError:
+                now = time.time()
         cfg = self.fleet.cfg
         persona = assign(cfg.seed, index) if cfg.personas else None
         tz = persona.tz if persona else "UTC"

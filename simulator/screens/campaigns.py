@@ -15,12 +15,15 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 from tidings.simulator.engine.sim import AdminError, Snapshot
 from tidings.simulator.screens.base import SimScreen
-from tidings.simulator.widgets import FunnelView
+from tidings.simulator.widgets import ClockBar, FunnelView, funnel_days_text
 
-__all__ = ["MAX_LISTED", "STATS_EVERY_S", "CampaignsScreen"]
+__all__ = ["DAYS_SHOWN", "MAX_LISTED", "STATS_EVERY_S", "CampaignsScreen"]
 
 MAX_LISTED = 50
 """Campaigns listed (newest first)."""
+
+DAYS_SHOWN = 5
+"""Simulated days shown under the funnel (the app keeps more)."""
 
 STATS_EVERY_S = 2.0
 """How stale a listed campaign's funnel may get; the highlighted one is fetched every sample,
@@ -75,9 +78,13 @@ class CampaignsScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         yield Static("loading campaigns…", id="campaigns-message")
         yield DataTable(id="campaigns", cursor_type="row")
         yield FunnelView("select a campaign", id="funnel")
+        days = Static(id="funnel-days")
+        days.border_title = "By simulated day"
+        yield days
         yield Footer()
 
     def on_mount(self) -> None:
@@ -143,6 +150,10 @@ class CampaignsScreen(SimScreen):
 
     def _show(self, listing: Listing) -> None:
         self.listing = listing
+        for c, stats in listing:
+            total = (stats or {}).get("total")
+            if isinstance(total, dict):
+                self.sim.record_funnel(str(c.get("id")), total)
         message = self.query_one("#campaigns-message", Static)
         message.remove_class("-error")
         running = sum(1 for c, _ in listing if c.get("status") == "running")
@@ -170,6 +181,11 @@ class CampaignsScreen(SimScreen):
     def _show_funnel(self) -> None:
         funnel = self.query_one("#funnel", FunnelView)
         cid = self.highlighted
+        days = self.query_one("#funnel-days", Static)
+        days.border_title = f"By simulated day · {cid}" if cid else "By simulated day"
+        days.update(
+            funnel_days_text(self.sim.funnel_days.get(cid, [])[-DAYS_SHOWN:] if cid else [])
+        )
         if cid is None:
             funnel.show_message("select a campaign")
             return

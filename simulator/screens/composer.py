@@ -4,6 +4,11 @@ now) or a direct message to every device.
 The preview runs ``PREVIEW_DELAY_S`` after the last key, so typing never floods the gateway; a
 segment that does not parse shows the server's caret line right under the input. Errors the
 admin API names a field for appear next to that field.
+
+Keyboard first: the name field has the focus when the composer opens, Tab walks the form, and
+F5 (or ctrl+r) creates and starts the campaign, F6 (or ctrl+t) sends directly; ctrl+s also
+creates, where the terminal lets it through (many treat it as XOFF). A form that is empty or
+incomplete says what is missing next to each field and moves the focus to the first of them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, RadioButton, RadioSet, Static
 from tidings.simulator.engine.sim import AdminError
 from tidings.simulator.screens.base import SimScreen
+from tidings.simulator.widgets import ClockBar
 
 __all__ = ["PREVIEW_DELAY_S", "ComposerScreen", "build_campaign", "field_target", "slug"]
 
@@ -79,8 +85,10 @@ class ComposerScreen(SimScreen):
 
     AUTO_FOCUS = "#name"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+s", "create", "Create & start", priority=True),
-        Binding("ctrl+t", "send", "Send to all", priority=True),
+        # F5 and ctrl+r reach the app in tmux and screen; ctrl+s often does not (XOFF).
+        Binding("f5,ctrl+r", "create", "Create & start", key_display="F5", priority=True),
+        Binding("f6,ctrl+t", "send", "Send to all", key_display="F6", priority=True),
+        Binding("ctrl+s", "create", show=False, priority=True),
     ]
 
     def __init__(self) -> None:
@@ -90,18 +98,29 @@ class ComposerScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         with VerticalScroll(id="form"):
-            yield from self._row("Name", Input(placeholder="Spring sale", id="name"), "name")
+            yield from self._row(
+                "Name", Input(placeholder="required, e.g. Spring sale", id="name"), "name"
+            )
             yield from self._row(
                 "Segment",
-                Input(placeholder='everyone · attr.persona = "sports_fan" · tag:vip', id="segment"),
+                Input(
+                    placeholder='empty: everyone; e.g. attr.persona = "sports_fan" and tag:vip',
+                    id="segment",
+                ),
                 "segment",
                 hint="empty: everyone",
             )
-            yield from self._row("Title", Input(placeholder="Hello", id="title"), "title")
+            yield from self._row(
+                "Title", Input(placeholder="e.g. 20% off running shoes", id="title"), "title"
+            )
             yield from self._row(
                 "Body",
-                Input(placeholder='Hi {{ user.first_name | default("there") }}', id="body"),
+                Input(
+                    placeholder='e.g. Hi {{ user.first_name | default("there") }}, ends Sunday',
+                    id="body",
+                ),
                 "body",
             )
             with Horizontal(classes="form-row"):
@@ -113,7 +132,7 @@ class ComposerScreen(SimScreen):
             yield Static("", id="kind-error", classes="field-error")
             yield from self._row(
                 "Variant b",
-                Input(placeholder="optional: a second title, A/B test at 50/50", id="variant-b"),
+                Input(placeholder="optional: a second title to A/B test at 50/50", id="variant-b"),
                 "variant-b",
             )
             with Horizontal(classes="form-row"):
@@ -121,8 +140,8 @@ class ComposerScreen(SimScreen):
                 yield Static("now: the campaign starts as soon as it is created", id="schedule")
             yield Static("", id="form-error", classes="field-error")
             with Horizontal(id="actions"):
-                yield Button("Create & start  ^s", id="create", variant="primary")
-                yield Button("Send to all now (direct)  ^t", id="send")
+                yield Button("Create & start  F5", id="create", variant="primary")
+                yield Button("Send to all now (direct)  F6", id="send")
         yield Footer()
 
     @staticmethod
@@ -139,13 +158,21 @@ class ComposerScreen(SimScreen):
     def on_mount(self) -> None:
         self.watch(self.sim, "status", lambda _status: self._schedule_preview())
 
+    def on_screen_resume(self) -> None:
+        """Opening the composer puts the cursor in its first field (unless one has it already)."""
+        if not isinstance(self.focused, Input):
+            self.query_one("#name", Input).focus()
+
     # --- live audience preview ----------------------------------------------------------------
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "segment":
+            event.input.remove_class("-invalid")
             self._schedule_preview()
         elif event.input.id in _ERROR_TARGETS:
             self._clear_error(event.input.id)
+            if event.input.id == "body":  # "a title or a body" is shown under the title
+                self._clear_error("title")
 
     def _schedule_preview(self) -> None:
         if self._preview_timer is not None:
@@ -200,20 +227,31 @@ class ComposerScreen(SimScreen):
     def _error_widget(self, target: str) -> Static:
         return self.query_one("#preview" if target == "segment" else f"#{target}-error", Static)
 
-    def show_error(self, target: str, message: str) -> None:
-        """Show ``message`` under the field ``target`` (one of the form's field names)."""
+    def show_error(self, target: str, message: str, *, focus: bool = False) -> None:
+        """Show ``message`` under the field ``target`` (one of the form's field names).
+
+        Args:
+            focus: Also move the focus to that field (when it is one that takes text).
+        """
         if target == "segment":
             self._set_preview(message, "-error")
-            return
-        widget = self._error_widget(target)
-        widget.update(Text(message))
-        widget.add_class("-shown")
+        else:
+            widget = self._error_widget(target)
+            widget.update(Text(message))
+            widget.add_class("-shown")
+        field = self.query(f"#{target}").first() if target != "form" else None
+        if isinstance(field, Input):
+            field.add_class("-invalid")
+        if focus and isinstance(field, Input | RadioSet):
+            field.focus()
 
     def _clear_error(self, target: str) -> None:
         if target != "segment":
             widget = self._error_widget(target)
             widget.update("")
             widget.remove_class("-shown")
+        if target != "form":
+            self.query(f"#{target}").remove_class("-invalid")
 
     def _clear_errors(self) -> None:
         for target in _ERROR_TARGETS:
@@ -226,7 +264,7 @@ class ComposerScreen(SimScreen):
         elif target == "form":
             self.show_error("form", f"{what}: {exc.reason}")
         else:
-            self.show_error(target, exc.detail)
+            self.show_error(target, exc.detail, focus=True)
         self.notify(f"{what} failed: {exc.reason.splitlines()[0]}", severity="error")
 
     # --- submitting -----------------------------------------------------------------------------
@@ -249,13 +287,29 @@ class ComposerScreen(SimScreen):
         pressed = self.query_one("#kind", RadioSet).pressed_button
         return "both" if pressed is None or pressed.id is None else pressed.id.removeprefix("kind-")
 
+    def form_problems(self) -> list[tuple[str, str]]:
+        """What keeps the form from making a campaign, as ``(field, message)`` in form order."""
+        problems: list[tuple[str, str]] = []
+        if not self._value("name").strip():
+            problems.append(("name", "required: give the campaign a name"))
+        elif not slug(self._value("name")):
+            problems.append(("name", "the name needs at least one letter or digit"))
+        if not self._value("title").strip() and not self._value("body").strip():
+            problems.append(("title", "required: a title, a body, or both"))
+        return problems
+
     def action_create(self) -> None:
         """Create the campaign from the form and start it now."""
         self._clear_errors()
-        name = self._value("name")
-        if not slug(name):
-            self.show_error("name", "give the campaign a name (letters or digits)")
+        problems = self.form_problems()
+        if problems:
+            for target, message in problems:
+                self.show_error(target, message)
+            fields = ", ".join(target for target, _ in problems)
+            self.show_error("form", f"nothing was created: fill in {fields} (marked above)")
+            self.show_error(problems[0][0], problems[0][1], focus=True)
             return
+        name = self._value("name")
         spec = build_campaign(name=name, segment=self._value("segment"), title=self._value("title"),
                               body=self._value("body"), kind=self.kind,
                               variant_b=self._value("variant-b"))  # fmt: skip

@@ -1,4 +1,5 @@
-"""The live dashboard: devices connected, events/s, deliveries/s, latency percentiles."""
+"""The live dashboard: devices connected, events/s, deliveries/s, latency percentiles, and how
+the users spread over lifecycle stages and value tiers, day by simulated day."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import math
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Sparkline
-from tidings.simulator.engine.sim import Snapshot
+from tidings.simulator.engine.sim import LIFECYCLE_STAGES, TIERS, Snapshot
 from tidings.simulator.screens.base import SimScreen
-from tidings.simulator.widgets import MetricTile
+from tidings.simulator.widgets import ClockBar, DistributionChart, MetricTile
 
 __all__ = ["DashboardScreen"]
 
@@ -23,6 +24,7 @@ class DashboardScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         with Horizontal(id="tiles"):
             yield MetricTile("devices connected", id="connected")
             yield MetricTile("events / s", id="events")
@@ -34,6 +36,13 @@ class DashboardScreen(SimScreen):
         rate = Sparkline([], id="delivery-plot", summary_function=max)
         rate.border_title = "deliveries / s"
         yield rate
+        with Horizontal(id="distribution"):
+            stages = DistributionChart(LIFECYCLE_STAGES, id="lifecycle-chart")
+            stages.border_title = "Users by lifecycle stage, per simulated day"
+            yield stages
+            tiers = DistributionChart(TIERS, id="tier-chart")
+            tiers.border_title = "Users by value tier, per simulated day"
+            yield tiers
         yield Footer()
 
     def on_mount(self) -> None:
@@ -66,3 +75,10 @@ class DashboardScreen(SimScreen):
             )
         self.query_one("#latency-plot", Sparkline).data = list(sim.latency_history)
         self.query_one("#delivery-plot", Sparkline).data = list(sim.delivery_history)
+        days = sim.distribution_days
+        self.query_one("#lifecycle-chart", DistributionChart).show(
+            [(day, d.get("lifecycle", {})) for day, d in days]
+        )
+        self.query_one("#tier-chart", DistributionChart).show(
+            [(day, d.get("tier", {})) for day, d in days]
+        )

@@ -1,5 +1,10 @@
 """The device view: one device's inbox as its SDK holds it, its persona and quiet hours, and
-the decision log of the selected campaign for its user."""
+the decision log of the selected campaign for its user.
+
+The inbox is drawn by the SDK's own :class:`~tidings.client_sdk.ui.InboxList`, the widget an app
+embedding the SDK uses; the device's client lives in a worker process, so the list is shown
+read-only from the items the engine reports.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Static
+from tidings.client_sdk import InboxItem
+from tidings.client_sdk.ui import InboxList
 from tidings.simulator.engine.sim import AdminError, DeviceInfo, Snapshot
 from tidings.simulator.screens.base import SimScreen
-from tidings.simulator.widgets import InboxView
+from tidings.simulator.widgets import ClockBar
 
-__all__ = ["DeviceScreen", "decisions_text", "info_text"]
+__all__ = ["DeviceScreen", "decisions_text", "inbox_item", "info_text"]
 
 NO_CAMPAIGN = "(no campaign selected)"
 _SHOWN_FIRST = frozenset({"at", "reason", "user"})  # the user is the device's own
@@ -59,6 +66,19 @@ def info_text(info: DeviceInfo) -> Text:
     return out
 
 
+def inbox_item(row: Mapping[str, Any]) -> InboxItem:
+    """An inbox row as the engine reports it (``SimEngine.inbox``), as the SDK's item."""
+    return InboxItem(
+        id=str(row.get("id", "")),
+        kind="inbox",
+        title=str(row.get("title", "")),
+        body=str(row.get("body", "")),
+        category=str(row.get("category", "marketing")),
+        read=bool(row.get("read", False)),
+        held=bool(row.get("held", False)),
+    )
+
+
 def decisions_text(decisions: Sequence[Mapping[str, Any]]) -> Text:
     """One decision per line, as the gateway lists them (newest first): when (UTC), the
     reason, then the variant, the detail and the message id when there are any."""
@@ -98,6 +118,7 @@ class DeviceScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         with Horizontal(id="device-top"):
             info = Static(id="device-info")
             info.border_title = f"Device d{self.index}"
@@ -105,7 +126,7 @@ class DeviceScreen(SimScreen):
             decisions = Static(NO_CAMPAIGN, id="decisions")
             decisions.border_title = "Decision log"
             yield decisions
-        yield InboxView("loading…", id="inbox")
+        yield InboxList(id="inbox")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -155,7 +176,7 @@ class DeviceScreen(SimScreen):
         panel.set_class(info.quiet_now, "-quiet")
         panel.set_class(not info.quiet_now, "-awake")
         if self.sim.running:
-            self.query_one("#inbox", InboxView).show(items)
+            self.query_one("#inbox", InboxList).show_items([inbox_item(i) for i in items])
         log = self.query_one("#decisions", Static)
         log.border_title = f"Decision log · {campaign}" if campaign else "Decision log"
         log.set_class(isinstance(decisions, str) and campaign is not None, "-error")

@@ -17,7 +17,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Static
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.screens.device import DeviceScreen
-from tidings.simulator.widgets import DeviceList
+from tidings.simulator.widgets import ClockBar, DeviceList
 from tidings.simulator.widgets.device_list import Row
 
 __all__ = ["FILTER_DELAY_S", "DevicesScreen", "matches"]
@@ -60,6 +60,7 @@ class DevicesScreen(SimScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ClockBar(id="clock")
         with Horizontal(id="search-bar"):
             yield Input(placeholder="search: device id, user id or persona  (/)", id="search")
             yield Static("", id="match-count")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
-__all__ = ["STAGES", "FunnelView", "funnel_text"]
+__all__ = ["DAY_STAGES", "STAGES", "FunnelView", "funnel_days_text", "funnel_text"]
 
 STAGES = ("targeted", "sent", "delivered", "displayed", "clicked", "dismissed", "converted")
 BAR_WIDTH = 40
+DAY_STAGES = ("sent", "delivered", "displayed", "clicked", "converted")
+"""The stages counted per simulated day."""
 
 
 def _bar(n: int, top: int) -> str:
@@ -60,6 +62,23 @@ def funnel_text(stats: Mapping[str, Any], bar_style: Style | str = "") -> Text:
         out.append(f"winner: {winner}" if winner else "winner: none yet (not significant)",
                    style="bold" if winner else "dim")  # fmt: skip
     out.rstrip()
+    return out
+
+
+def funnel_days_text(days: Sequence[tuple[str, Mapping[str, Any]]]) -> Text:
+    """What each simulated day added to a campaign's funnel, from the running totals the UI
+    sampled at the end of each day (oldest first); the first day holds everything until then."""
+    out = Text("day    " + "".join(f"{s:>11}" for s in DAY_STAGES) + "        CTR", style="bold")
+    if not days:
+        out.append("\n(no sample yet)", style="dim")
+        return out
+    before: Mapping[str, Any] = {}
+    for label, total in days:
+        added = {s: max(0, _int(total, s) - _int(before, s)) for s in DAY_STAGES}
+        out.append(f"\n{label:<7}" + "".join(f"{added[s]:>11,}" for s in DAY_STAGES))
+        ctr = added["clicked"] / added["displayed"] if added["displayed"] else None
+        out.append(f"{ctr * 100:>10.1f}%" if ctr is not None else f"{'–':>11}")
+        before = total
     return out
 
 

@@ -8,9 +8,17 @@ from collections.abc import Callable
 from helpers import timeout
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
+from tidings.client_sdk.ui import InboxList
 from tidings.simulator.app import SimApp, make_app
+from tidings.simulator.engine.sim import LIFECYCLE_STAGES, TIERS
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
-from tidings.simulator.widgets import DeviceList, FunnelView, InboxView, MetricTile
+from tidings.simulator.widgets import (
+    ClockBar,
+    DeviceList,
+    DistributionChart,
+    FunnelView,
+    MetricTile,
+)
 
 DEVICES = 12
 SIZE = (130, 42)
@@ -24,6 +32,8 @@ async def _until(pilot: Pilot[None], predicate: Callable[[], bool], seconds: flo
 
 
 def _text(app: SimApp, selector: str) -> str:
+    if selector == "#inbox":
+        return "\n".join(app.screen.query_one(selector, InboxList).lines())
     return str(app.screen.query_one(selector, Static).content)
 
 
@@ -59,9 +69,9 @@ async def test_compose_a_message_watch_it_deliver_and_open_a_device() -> None:
         assert isinstance(app.screen, DevicesScreen)
         await pilot.press("down", "enter")  # the second device
         assert isinstance(app.screen, DeviceScreen) and app.screen.index == 1
-        inbox = app.screen.query_one("#inbox", InboxView)
-        await _until(pilot, lambda: "Spring sale" in str(inbox.content))
-        assert "20% off shoes" in str(inbox.content)
+        inbox = app.screen.query_one("#inbox", InboxList)
+        await _until(pilot, lambda: "Spring sale" in "\n".join(inbox.lines()))
+        assert "20% off shoes" in inbox.lines()[0]
         assert "1 unread" in str(inbox.border_title)
 
         info = app.engine.device_info(1)
@@ -177,3 +187,119 @@ async def test_a_composed_campaign_runs_shows_its_funnel_and_each_device_its_dec
                 await _until(pilot, lambda: "Hi " in _text(app, "#inbox"))
                 assert any(t in _text(app, "#inbox") for t in ("Big game", "Kick-off at 8"))
             await pilot.press("escape")
+
+
+async def test_the_composer_works_from_the_keyboard_alone_and_f5_creates_the_campaign() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        await pilot.press("f4")
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        assert app.focused is screen.query_one("#name", Input)  # type straight away
+
+        await pilot.press(*"Keyboard sale", "tab")
+        assert app.focused is screen.query_one("#segment", Input)
+        await pilot.press(*"everyone", "tab", *"Shoes", "tab", *"Half price today")
+        assert screen.query_one("#body", Input).value == "Half price today"
+        await pilot.press("f5")  # reaches the app in tmux and screen, unlike ctrl+s
+        await _until(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        assert app.selected_campaign == "keyboard-sale"
+        created = {c["id"]: c for c in app.engine.campaigns()}["keyboard-sale"]
+        assert created["name"] == "Keyboard sale"
+        assert created["content"]["title"] == "Shoes"
+        assert created["content"]["body"] == "Half price today"
+        await _until(pilot, lambda: app.snapshot.received >= DEVICES)  # it was started
+
+
+async def test_an_empty_composer_says_what_is_missing_and_creates_nothing() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        await pilot.press("f4", "tab", "tab")  # the focus leaves the name field
+        screen = app.screen
+        await pilot.press("f5")
+        name_error = screen.query_one("#name-error", Static)
+        title_error = screen.query_one("#title-error", Static)
+        assert name_error.has_class("-shown") and name_error.display
+        assert "required" in str(name_error.content)
+        assert title_error.has_class("-shown") and "title, a body" in str(title_error.content)
+        assert screen.query_one("#name", Input).has_class("-invalid")
+        assert "nothing was created" in str(screen.query_one("#form-error", Static).content)
+        assert app.focused is screen.query_one("#name", Input)  # the first field to fix
+        assert app.engine.campaigns() == [] and isinstance(app.screen, ComposerScreen)
+
+        await pilot.press(*"X")  # typing into the field clears its mark
+        assert not name_error.has_class("-shown")
+        assert not screen.query_one("#name", Input).has_class("-invalid")
+
+
+async def test_the_speed_keys_move_the_engines_clock_and_every_screen_shows_it() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        bar = app.screen.query_one("#clock", ClockBar)
+        await _until(pilot, lambda: "UTC · day 1 · ▶ 1×" in bar.text)
+        assert bar.has_class("-running") and bar.query_one("#speed-1").has_class("-active")
+
+        await pilot.press("f9")
+        await _until(pilot, lambda: app.engine.clock_state().speed == 60.0)
+        await _until(pilot, lambda: "▶ 60×" in bar.text)
+        assert bar.query_one("#speed-60").has_class("-active")
+        assert not bar.query_one("#speed-1").has_class("-active")
+
+        await pilot.press("f7")
+        await _until(pilot, lambda: app.engine.clock_state().paused)
+        await _until(pilot, lambda: "⏸ paused" in bar.text and bar.has_class("-paused"))
+        stopped = app.engine.clock_state().now
+        await pilot.pause(0.5)
+        assert app.engine.clock_state().now == stopped  # paused: simulated time stands still
+
+        await pilot.press("f10")  # 3600×, and running again
+        await _until(pilot, lambda: not app.engine.clock_state().paused)
+        state = app.engine.clock_state()
+        assert state.speed == 3600.0
+        await pilot.pause(1.0)
+        assert app.engine.clock_state().now - state.now >= 1800  # about an hour a second
+        await _until(pilot, lambda: "▶ 3,600×" in bar.text and bar.has_class("-running"))
+
+        # The keys work while a text field has the focus, and every screen has the bar.
+        await pilot.press("f4")
+        name = app.screen.query_one("#name", Input)
+        assert app.focused is name
+        composer_bar = app.screen.query_one("#clock", ClockBar)
+        await pilot.press("f8")
+        await _until(pilot, lambda: app.engine.clock_state().speed == 1.0)
+        await _until(pilot, lambda: "▶ 1×" in composer_bar.text)
+        assert name.value == ""  # the key was not typed into the field
+        await pilot.click("#speed-60")  # the chips are buttons too
+        await _until(pilot, lambda: app.engine.clock_state().speed == 60.0)
+        for key, screen in (("f2", DevicesScreen), ("f3", CampaignsScreen)):
+            await pilot.press(key)
+            assert isinstance(app.screen, screen)
+            shown = app.screen.query_one("#clock", ClockBar)
+            await _until(pilot, lambda: "▶ 60×" in shown.text)  # noqa: B023
+
+
+async def test_the_dashboard_charts_the_fleets_lifecycle_and_tiers_by_simulated_day() -> None:
+    app = make_app(devices=DEVICES, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await _connected(pilot, app)
+        await _until(pilot, lambda: bool(app.distribution_days))
+        await _until(pilot, lambda: sum(app.distribution_days[-1][1]["lifecycle"].values())
+                     == DEVICES)  # fmt: skip
+        day, counts = app.distribution_days[-1]
+        assert set(counts["lifecycle"]) == set(LIFECYCLE_STAGES)
+        assert set(counts["tier"]) == set(TIERS)
+        chart = app.screen.query_one("#lifecycle-chart", DistributionChart)
+        await _until(pilot, lambda: day in str(chart.content))
+        lines = str(chart.content).splitlines()
+        assert lines[0].startswith("■ new  ■ active")
+        assert lines[-1].startswith(day) and "█" in lines[-1]
+
+        events = app.snapshot.events or 0
+        await pilot.press("f10")  # an hour a second: the devices live their days
+        await _until(pilot, lambda: (app.snapshot.events or 0) > events, seconds=30)
+        await _until(pilot, lambda: (app.events_per_s or 0) > 0, seconds=30)
+        tile = app.screen.query_one("#events", MetricTile)
+        assert tile.value != "0"

@@ -21,11 +21,12 @@ import pytest
 from helpers import timeout
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
+from tidings.client_sdk.ui import InboxList
 from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.sim import AdminError, DeviceInfo, SimEngine, Snapshot
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
-from tidings.simulator.widgets import DeviceList, FunnelView, InboxView
+from tidings.simulator.widgets import ClockBar, DeviceList, FunnelView
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SIZE = (120, 36)
@@ -179,6 +180,16 @@ async def _snapshot(pilot: Pilot[None], app: SimApp, name: str) -> None:
 # --- the dashboard -------------------------------------------------------------------------------
 
 
+def _distribution(t: int) -> dict[str, dict[str, int]]:
+    """24 users drifting from new to active, dormant and churned as samples go by."""
+    active, dormant, churned = min(t // 2, 12), min(t // 5, 6), min(t // 10, 3)
+    lifecycle = {"new": 24 - active - dormant - churned, "active": active, "dormant": dormant,
+                 "churned": churned}  # fmt: skip
+    tier = {"high_value": t // 10, "potential": t // 4, "basic": 24 - t // 10 - t // 4 - dormant,
+            "dormant": dormant}  # fmt: skip
+    return {"lifecycle": lifecycle, "tier": tier}
+
+
 async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() -> None:
     app = _app()
     async with app.run_test(size=SIZE) as pilot:
@@ -189,12 +200,45 @@ async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() ->
             events += 3 * (t % 3)
             lat = {"p50": 8.0 + t % 7, "p95": 20.0 + t % 11, "p99": 30.0 + (t * 7) % 23,
                    "max": 60.0}  # fmt: skip
-            app.apply_sample(Snapshot(24, received, received, lat, events), t * 0.5)
+            # Three simulated hours a sample: the 40 samples span five simulated days.
+            sim_time = NOW + t * 3 * 3600
+            app.apply_sample(Snapshot(24, received, received, lat, events, sim_time=sim_time,
+                                      speed=3600.0), t * 0.5, _distribution(t))  # fmt: skip
         await pilot.pause()
-        assert app.deliveries_per_s == 48.0 and app.events_per_s == 6.0  # the last half second
+        assert app.deliveries_per_s == 48.0  # the last half second
+        assert app.events_per_s == 6.0  # the last five seconds: 30 events
         assert len(app.latency_history) == 40 and len(app.delivery_history) == 40
         assert max(app.delivery_history) == 48.0  # 24 deliveries in half a second
+        # One entry per simulated day, the latest sample of each day.
+        assert [day for day, _ in app.distribution_days] == [
+            "Jan 01",
+            "Jan 02",
+            "Jan 03",
+            "Jan 04",
+            "Jan 05",
+            "Jan 06",
+        ]
+        assert app.distribution_days[-1][1] == _distribution(40)
+        assert app.distribution_days[0][1] == _distribution(7)  # 21:00 on Jan 01
+        assert app.clock is not None and app.clock.now == NOW + 40 * 3 * 3600
+        bar = app.screen.query_one("#clock", ClockBar)
+        # Day 1 began with the first sample (03:00 on Jan 01): 117 hours later it is day 5.
+        assert bar.text == "Tue 2026-01-06 00:00:00 UTC · day 5 · ▶ 3,600×"
+        assert bar.query_one("#speed-3600").has_class("-active")
         await _snapshot(pilot, app, "dashboard")
+
+
+async def test_events_per_second_stays_steady_when_the_gateway_counts_them_in_batches() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        events, rates = 0, []
+        for t in range(1, 41):
+            events += 100 * (t % 4 == 0)  # a batch of 100 every two seconds: 50 events/s
+            app.apply_sample(Snapshot(24, 0, 0, {}, events), t * 0.5)
+            rates.append(app.events_per_s)
+        steady = rates[12:]  # once the window is full
+        assert all(r is not None and 40 <= r <= 60 for r in steady), steady
 
 
 # --- the device browser and the device view ----------------------------------------------------
@@ -255,7 +299,11 @@ async def test_the_device_view_shows_inbox_quiet_hours_and_the_selected_campaign
             "00:00:00Z sent · variant a · 1 device(s) · msg 07dc9607",
             "23:59:00Z scheduled · variant a",
         ]
-        assert "Spring sale" in str(screen.query_one("#inbox", InboxView).content)
+        inbox = screen.query_one("#inbox", InboxList)
+        assert inbox.lines()[0].startswith("● Spring sale  20% off running shoes")
+        assert str(inbox.border_title) == "Inbox · 2 items · 1 unread"
+        await pilot.press("r")  # the SDK's list is read-only here: r still refreshes the view
+        assert inbox.client is None and len(inbox.items) == 2
         panel = screen.query_one("#device-info", Static)
         assert "awake" in str(panel.content) and "starts in 15h00m" in str(panel.content)
         assert panel.has_class("-awake") and not panel.has_class("-quiet")
@@ -306,6 +354,50 @@ async def test_campaigns_show_their_funnels_and_the_keys_start_pause_and_cancel_
         await pilot.press("down", "x")
         await _until(pilot, lambda: ("cancel", "welcome") in engine.calls)
         assert app.selected_campaign == "welcome"
+
+
+class GrowingEngine(ScriptedEngine):
+    """The welcome campaign's funnel grows as the test says (the gateway's running totals)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = {"welcome": self.store["welcome"]}
+        self.total: dict[str, Any] = {}
+
+    def campaign_stats(self, campaign: str) -> dict[str, Any]:
+        return {"total": dict(self.total), "variants": {}}
+
+
+async def test_the_campaigns_screen_shows_what_each_simulated_day_added_to_the_funnel() -> None:
+    engine = GrowingEngine()
+    app = _app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f3")
+        days = app.screen.query_one("#funnel-days", Static)
+        before = 0
+        for day, (sent, displayed, clicked) in enumerate(((100, 80, 8), (150, 120, 18),
+                                                          (180, 150, 21)), start=1):  # fmt: skip
+            engine.total = {"sent": sent, "delivered": sent, "displayed": displayed,
+                            "clicked": clicked}  # fmt: skip
+            sim_time = NOW + (day - 1) * 86_400 + 23 * 3600  # late in the day
+            app.apply_sample(Snapshot(24, 0, 0, sim_time=sim_time, speed=3600.0), day * 0.5)
+            row = f"Jan {day:02d} {sent - before:>11,}"  # the day, and what it added to "sent"
+
+            def shown(row: str = row) -> bool:
+                return row in str(days.content)
+
+            await _until(pilot, shown)
+            before = sent
+        lines = str(days.content).splitlines()
+        assert [line.split()[2:6] for line in lines[1:]] == [
+            ["100", "100", "80", "8"],
+            ["50", "50", "40", "10"],
+            ["30", "30", "30", "3"],
+        ]
+        assert str(days.border_title) == "By simulated day · welcome"
+        assert [d for d, _ in app.funnel_days["welcome"]] == ["Jan 01", "Jan 02", "Jan 03"]
+        await _snapshot(pilot, app, "campaigns-by-day")
 
 
 async def test_campaigns_say_plainly_when_the_gateway_has_no_campaigns_api() -> None:

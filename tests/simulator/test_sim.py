@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from tidings.client_sdk.ui import inbox_line
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.personas import assign
 from tidings.simulator.engine.sim import AdminError, SimEngine, _admin_error
 from tidings.simulator.screens.composer import build_campaign, field_target, slug
+from tidings.simulator.screens.device import inbox_item
 from tidings.simulator.screens.devices import matches
-from tidings.simulator.widgets import funnel_text, inbox_text
+from tidings.simulator.widgets import funnel_days_text, funnel_text
+from tidings.simulator.widgets.clock import clock_text, speed_label
+from tidings.simulator.widgets.distribution import distribution_text
 
 NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 
@@ -139,8 +143,54 @@ def test_funnel_and_inbox_text_render_what_the_gateway_and_the_sdk_hold() -> Non
 
     items = [{"title": "New", "body": "b", "read": False, "held": True},
              {"title": "Old", "body": "a", "read": True, "category": "transactional"}]  # fmt: skip
-    assert inbox_text(items).plain.splitlines() == [
+    assert [inbox_line(inbox_item(i)).plain for i in items] == [
         "● New  b  [marketing]  held until quiet hours end",
         "  Old  a  [transactional]",
     ]
-    assert inbox_text([]).plain == "(empty)"
+
+
+def test_the_clock_line_shows_the_simulated_date_the_day_and_the_speed() -> None:
+    start = NOW  # 2026-01-01 00:00 UTC, a Thursday
+    assert clock_text(NOW + 2 * 86_400 + 3_723, 60.0, False, start).plain == (
+        "Sat 2026-01-03 01:02:03 UTC · day 3 · ▶ 60×"
+    )
+    assert clock_text(NOW, 3600.0, True, start).plain == (
+        "Thu 2026-01-01 00:00:00 UTC · day 1 · ⏸ paused"
+    )
+    assert clock_text(None, 1.0, False).plain == "simulated time: waiting for the gateway"
+    assert [speed_label(s) for s in (1.0, 60.0, 3600.0, 0.5)] == ["1×", "60×", "3,600×", "0.5×"]
+
+
+def test_the_distribution_chart_stacks_each_days_shares_to_the_full_width() -> None:
+    names = ("new", "active", "dormant", "churned")
+    days = [("Jan 01", {"new": 10, "active": 0, "dormant": 0, "churned": 0}),
+            ("Jan 02", {"new": 1, "active": 6, "dormant": 2, "churned": 1})]  # fmt: skip
+    lines = distribution_text(days, names, width=20).plain.splitlines()
+    assert lines[0] == "■ new  ■ active  ■ dormant  ■ churned"
+    assert lines[1] == "Jan 01 " + "█" * 20 + "  10 · 0 · 0 · 0"
+    assert lines[2] == "Jan 02 " + "█" * 20 + "  1 · 6 · 2 · 1"
+    text = distribution_text(days, names, width=20)
+    # Segment widths follow the shares: 2 + 12 + 4 + 2 cells on the second day.
+    row = text.plain.index("Jan 02 ") + len("Jan 02 ")
+    widths = [sum(1 for span in text.spans if span.start >= row and span.style == colour
+                  for _ in range(span.end - span.start))
+              for colour in ("green", "cyan", "yellow", "red")]  # fmt: skip
+    assert widths == [2, 12, 4, 2]
+    assert distribution_text([], names).plain.endswith("(no sample yet)")
+    empty = distribution_text([("Jan 03", {})], names, width=8).plain.splitlines()[1]
+    assert empty == "Jan 03 " + " " * 8 + "  0 · 0 · 0 · 0"
+
+
+def test_the_funnel_by_day_shows_what_each_simulated_day_added() -> None:
+    days = [("Jan 01", {"sent": 100, "delivered": 90, "displayed": 80, "clicked": 8}),
+            ("Jan 02", {"sent": 150, "delivered": 140, "displayed": 120, "clicked": 18,
+                        "converted": 2}),
+            ("Jan 03", {"sent": 150, "delivered": 140, "displayed": 120, "clicked": 18,
+                        "converted": 2})]  # fmt: skip
+    lines = funnel_days_text(days).plain.splitlines()
+    assert lines[0].split() == ["day", "sent", "delivered", "displayed", "clicked", "converted",
+                                "CTR"]  # fmt: skip
+    assert lines[1].split() == ["Jan", "01", "100", "90", "80", "8", "0", "10.0%"]
+    assert lines[2].split() == ["Jan", "02", "50", "50", "40", "10", "2", "25.0%"]
+    assert lines[3].split() == ["Jan", "03", "0", "0", "0", "0", "0", "–"]
+    assert funnel_days_text([]).plain.endswith("(no sample yet)")
