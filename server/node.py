@@ -66,6 +66,7 @@ from tidings.server.storage import (
     Store,
     anonymous_key,
 )
+from tidings.server.targeting.profiles import TRANSACTIONAL
 from websockets.asyncio.server import Server
 from websockets.protocol import State
 
@@ -89,7 +90,7 @@ class SendRequest:
     kind: Literal["banner", "inbox", "both"] = "both"
     title: str = ""
     body: str = ""
-    category: Literal["marketing", "transactional"] = "marketing"
+    category: str = "marketing"  # marketing, transactional or one of the app's own
     priority: Literal["normal", "urgent"] = "normal"
     ttl: int | None = None  # seconds; None = the app's default for the kind
     collapse_key: str | None = None
@@ -303,8 +304,10 @@ class Node:
         if waiting and request.kind == "banner":
             skipped["no_device"] = len(waiting)
             waiting = []
-        if request.category == "marketing" and (targets or waiting):
-            out = await self.store.opted_out(request.app, sorted(reached | set(waiting)))
+        if request.category != TRANSACTIONAL and (targets or waiting):
+            out = await self.store.opted_out(
+                request.app, sorted(reached | set(waiting)), request.category
+            )
             if out:
                 targets = {d: u for d, u in targets.items() if u not in out}
                 waiting = [u for u in waiting if u not in out]

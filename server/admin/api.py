@@ -400,7 +400,14 @@ class SendBody(_Model):
     kind: Literal["banner", "inbox", "both"] = "both"
     title: Title
     body: Body
-    category: Literal["marketing", "transactional"] = "marketing"
+    category: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+            description="`marketing`, `transactional` or one of the app's own categories "
+            "(`categories` in its settings).",
+        ),
+    ] = "marketing"
     priority: Literal["normal", "urgent"] = "normal"
     ttl: Annotated[int, Field(ge=1, le=MAX_TTL_S), Integral] | None = Field(
         default=None,
@@ -832,6 +839,10 @@ def create_admin_app(node: Node) -> FastAPI:
         """
         app = _resolve(node, body.app, key_app, "app")
         _check_lengths(app, body)
+        try:
+            node.engine.policy(app.id).check_category(body.category, "category")
+        except InvalidField as exc:
+            raise ApiError(422, codes.ERR_INVALID_FIELD, str(exc), field=exc.field) from None
         sent: SendAccepted = await once(
             request, app.id, idempotency_key, body, 202, lambda: _send(app, body)
         )

@@ -477,15 +477,19 @@ class PostgresStore:
             out += [(r[0], anonymous_key(r[0])) for r in rows]
         return out
 
-    async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]:
-        """The users among ``user_keys`` who opted out of marketing."""
+    async def opted_out(
+        self, app: str, user_keys: Sequence[str], category: str = "marketing"
+    ) -> set[str]:
+        """The users among ``user_keys`` who opted out of ``category``."""
         if not user_keys:
             return set()
         rows = await self._fetch(
-            "SELECT user_key FROM users WHERE app=$1 AND marketing_opt_out"
-            " AND user_key = ANY($2::text[])",
+            "SELECT user_key FROM users WHERE app=$1 AND user_key = ANY($2::text[]) AND"
+            " CASE WHEN $3 = 'marketing' THEN marketing_opt_out"
+            " ELSE (consent::jsonb -> $3) = 'false'::jsonb END",
             app,
             list(dict.fromkeys(user_keys)),
+            category,
         )
         return {r[0] for r in rows}
 

@@ -446,12 +446,15 @@ class SqliteStore:
         result: DeviceRow = await self._submit(write)
         return result
 
-    async def _select_in(self, sql: str, app: str, values: Sequence[str]) -> list[Any]:
-        """Run ``sql`` (with ``{marks}`` for the IN list) over ``values`` in chunks."""
+    async def _select_in(
+        self, sql: str, app: str, values: Sequence[str], *after: object
+    ) -> list[Any]:
+        """Run ``sql`` (with ``{marks}`` for the IN list, then ``after``'s parameters) over
+        ``values`` in chunks."""
         rows: list[Any] = []
         for chunk in _chunks(list(dict.fromkeys(values))):
             marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(sql.format(marks=marks), (app, *chunk)) as cur:
+            async with self._conn.execute(sql.format(marks=marks), (app, *chunk, *after)) as cur:
                 rows.extend(await cur.fetchall())
         return rows
 
@@ -473,14 +476,16 @@ class SqliteStore:
         )
         return [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
 
-    async def opted_out(self, app: str, user_keys: Sequence[str]) -> set[str]:
-        """The users among ``user_keys`` who opted out of marketing."""
-        rows = await self._select_in(
-            "SELECT user_key FROM users WHERE app=? AND marketing_opt_out=1"
-            " AND user_key IN ({marks})",
-            app,
-            user_keys,
-        )
+    async def opted_out(
+        self, app: str, user_keys: Sequence[str], category: str = "marketing"
+    ) -> set[str]:
+        """The users among ``user_keys`` who opted out of ``category``."""
+        sql = "SELECT user_key FROM users WHERE app=? AND user_key IN ({marks})"
+        if category == "marketing":
+            rows = await self._select_in(sql + " AND marketing_opt_out=1", app, user_keys)
+        else:  # consent is opt-out: only an explicit false refuses
+            sql += " AND json_extract(consent, ?) = 0"
+            rows = await self._select_in(sql, app, user_keys, _json_key(category))
         return {r[0] for r in rows}
 
     async def profile_rows(

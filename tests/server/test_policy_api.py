@@ -415,3 +415,25 @@ async def test_a_segment_parse_error_puts_the_caret_under_the_bad_token(
         "text: tier = vip\n" + " " * len("text: tier = ") + "^ expected one of high_value, "
         "potential, basic, dormant"
     )
+
+
+async def test_a_direct_send_takes_the_apps_own_categories_and_respects_opt_outs(
+    admin: AdminHarness,
+) -> None:
+    def send(category: str) -> Any:
+        return admin.client.post("/v1/messages", headers=admin.auth(), json={
+            "app": "demo", "to": {"users": ["ds-in", "ds-out"]}, "kind": "inbox",
+            "title": "News", "body": "b", "category": category,
+        })  # fmt: skip
+
+    unknown = await send("news")
+    assert unknown.status_code == 422, unknown.text
+    error = unknown.json()["error"]
+    assert error["field"] == "category"
+    assert "unknown category 'news'" in error["message"] and "transactional" in error["message"]
+    await put_settings(admin, {"categories": ["news"]})
+    for u, news in (("ds-in", True), ("ds-out", False)):
+        assert (await patch_user(admin, u, consent={"news": news})).status_code == 200
+    sent = await send("news")
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["no_device"] == 1 and sent.json()["skipped"] == {"opted_out": 1}

@@ -68,6 +68,16 @@ async def test_withdrawing_marketing_consent_opts_the_user_out(store: Store) -> 
     assert await store.opted_out("a", ["u1", "u2"]) == {"u1"}
 
 
+async def test_opting_out_of_an_apps_own_category_is_found_by_category(store: Store) -> None:
+    await store.set_consent("a", "u1", {"news": False, "marketing": True}, now=NOW)
+    await store.set_consent("a", "u2", {"news": True}, now=NOW)
+    await store.set_consent("b", "u3", {"news": False}, now=NOW)  # another app
+    users = ["u1", "u2", "u3", "nobody"]
+    assert await store.opted_out("a", users, "news") == {"u1"}
+    assert await store.opted_out("a", users, "promotions") == set()  # opt-out needs a "no"
+    assert await store.opted_out("a", users) == set()  # marketing still allowed
+
+
 async def test_giving_marketing_consent_again_opts_the_user_back_in(store: Store) -> None:
     await store.set_consent("a", "u1", {"marketing": False}, now=NOW)
     await store.set_consent("a", "u1", {"marketing": True}, now=NOW + 1)
