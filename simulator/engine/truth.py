@@ -5,26 +5,45 @@ was broken, and how well an actual audience matches the expected one. Expected a
 renderings come from the devices' plans (:func:`tidings.simulator.engine.personas.plan`), never
 from the server: the simulator computes who *should* get a campaign from what it made each
 device do, and compares that with who *did*.
+
+Over weeks (:class:`Life`), the inputs are the devices' own logs of what they did (sessions,
+purchases, connections); the *rules* are the gateway's: lifecycle and tier through its
+:func:`~tidings.server.targeting.profiles.reclassify` and thresholds, caps through its
+:func:`~tidings.server.campaigns.capping.limits_for`, so the checks follow any change of the
+defaults instead of repeating their numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
 from tidings.client_sdk import QuietHours
+from tidings.client_sdk.quiet_hours import zone
+from tidings.server.campaigns.capping import limits_for
+from tidings.server.storage import Limit
+from tidings.server.targeting.profiles import Profile, reclassify
 from tidings.simulator.engine.personas import DevicePlan
 
 __all__ = [
     "NEW_BASIC_WEEKLY_CAP",
     "Accuracy",
     "CountRule",
+    "Life",
+    "abandoned",
     "accuracy",
+    "best_hour_at",
+    "cap_full",
     "cart_audience",
     "count_violations",
     "greeting",
+    "lift",
+    "local_minutes",
+    "marketing_limits",
     "never_bought",
+    "over_cap",
     "segment_audience",
     "shown_in_quiet_hours",
 ]
@@ -133,3 +152,104 @@ def count_violations(
     over = sum(max(0, len(ids) - expected.get(user, 0)) for user, ids in got.items())
     short = sum(max(0, n - len(got.get(user, ()))) for user, n in expected.items())
     return over, short
+
+
+# --- weeks: lifecycle, tiers and caps from what each device did -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Life:
+    """One user's life as their device lived it (the device's own log, never the gateway's).
+
+    ``seen``: every time the user was seen (connections and sessions), sorted; ``sessions``:
+    (time, events tracked) of each session; ``purchases``: (time, amount); ``carts``: times
+    something was added to the cart.
+    """
+
+    user: str
+    seen: tuple[float, ...]
+    sessions: tuple[tuple[float, int], ...] = ()
+    purchases: tuple[tuple[float, float], ...] = ()
+    carts: tuple[float, ...] = ()
+
+    def profile_at(self, t: float) -> Profile:
+        """The profile the gateway should hold at ``t``: lifecycle and tier from the life, by
+        the gateway's own rules and thresholds (:func:`reclassify`)."""
+        seen = [s for s in self.seen if s <= t]
+        bought = [(at, amount) for at, amount in self.purchases if at <= t]
+        first = seen[0] if seen else t
+        profile = Profile(
+            app="demo", user_id=self.user, first_seen=first, last_seen=seen[-1] if seen else t,
+            purchase_count=len(bought), purchase_total=float(sum(a for _, a in bought)),
+            last_purchase=bought[-1][0] if bought else None,
+        )  # fmt: skip
+        return reclassify(profile, t)
+
+
+def marketing_limits(profile: Profile) -> tuple[Limit, ...]:
+    """The marketing caps the gateway applies to ``profile`` (its own :func:`limits_for`)."""
+    found = limits_for(profile, "marketing")
+    return found if isinstance(found, tuple) else ()
+
+
+def _within(limit: Limit, sends: Sequence[float], t: float) -> int:
+    if limit.window_s is None:
+        return sum(1 for s in sends if s <= t)
+    return sum(1 for s in sends if t - limit.window_s < s <= t)
+
+
+def over_cap(life: Life, sends: Sequence[float], t: float, slack: float) -> bool:
+    """True when the marketing send at ``t`` broke a cap under every state the user was in
+    from ``t - slack`` to ``t`` (the gateway reclassifies on its scheduler's round)."""
+    return all(
+        any(_within(rule, sends, t) > rule.limit for rule in marketing_limits(life.profile_at(at)))
+        for at in (t - slack, t)
+    )
+
+
+def cap_full(life: Life, sends: Sequence[float], t: float, slack: float) -> bool:
+    """True when a marketing send at ``t`` could rightly be refused: some cap of some state of
+    the user from ``t - slack`` to ``t`` had no room (sends up to ``t + slack`` counted)."""
+    return any(
+        _within(limit, sends, t + slack) >= limit.limit
+        for at in (t - slack, t)
+        for limit in marketing_limits(life.profile_at(at))
+    )
+
+
+def best_hour_at(life: Life, tz: str, before: float, default_hour: int) -> int:
+    """The local hour with the most events of the user before ``before`` (ties: the earliest;
+    none: ``default_hour``), from the device's sessions: what a ``best_time`` send must use."""
+    hours = [0] * 24
+    for at, events in life.sessions:
+        if at < before:
+            hours[dt.datetime.fromtimestamp(at, zone(tz)).hour] += events
+    top = max(hours)
+    return hours.index(top) if top > 0 else default_hour
+
+
+def local_minutes(at: float, tz: str) -> int:
+    """Minute of the day on the wall clock of ``tz`` at unix time ``at``."""
+    t = dt.datetime.fromtimestamp(at, zone(tz))
+    return t.hour * 60 + t.minute
+
+
+def abandoned(carts: Sequence[float], purchases: Sequence[float], wait: float) -> list[float]:
+    """Carts not followed by a purchase within ``wait`` seconds (a cart reminder is due)."""
+    return [c for c in carts if not any(c <= p <= c + wait for p in purchases)]
+
+
+def lift(
+    treated: Set[str], control: Set[str], bought: Mapping[str, Sequence[float]],
+    start: float, window: float,
+) -> tuple[float, float]:  # fmt: skip
+    """(conversion of ``treated``, conversion of ``control``): the share of each group that
+    bought within ``window`` seconds after ``start``."""
+
+    def rate(group: Set[str]) -> float:
+        if not group:
+            return 0.0
+        hit = sum(1 for u in group if any(start <= p <= start + window for p in bought.get(u, ())))
+        return hit / len(group)
+
+    return rate(treated), rate(control)
