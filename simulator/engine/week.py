@@ -199,7 +199,6 @@ class WeekRun:
             "variants": [{"name": "a", "weight": 1},
                          {"name": "b", "weight": 1, "content": {"title": "Half price today"}}],
             "control_share": AB_CONTROL,
-            "conversion": {"event": "purchase", "window_s": int(LIFT_WINDOW_S)},
             "frequency": {"per_user_limit": 1},
         }, "ab")  # fmt: skip
 
