@@ -252,7 +252,11 @@ class _Worker:
         self.by_index[i] = client
 
         def on_message(msg: Any, received_at: float) -> None:
-            if msg.sent_at:
+            if self.clock is not None:  # the device's (simulated) time; latency in real ms
+                received_at = self.clock.now()
+                if msg.sent_at:
+                    self.latencies.append((received_at * 1000 - msg.sent_at) / self.clock.speed)
+            elif msg.sent_at:
                 self.latencies.append(received_at * 1000 - msg.sent_at)
             self.received[msg.id] = self.received.get(msg.id, 0) + 1
             if msg.campaign:

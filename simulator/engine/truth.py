@@ -16,6 +16,7 @@ defaults instead of repeating their numbers.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
@@ -208,11 +209,17 @@ def over_cap(life: Life, sends: Sequence[float], t: float, slack: float) -> bool
 
 
 def cap_full(life: Life, sends: Sequence[float], t: float, slack: float) -> bool:
-    """True when a marketing send at ``t`` could rightly be refused: some cap of some state of
-    the user from ``t - slack`` to ``t`` had no room (sends up to ``t + slack`` counted)."""
+    """True when a marketing send due at ``t`` could rightly be refused: the gateway decides
+    within ``slack`` of it, and some cap of some state of the user then had no room (every send
+    from the start of the cap's window before ``t`` to ``t + slack`` counted)."""
+
+    def most(limit: Limit) -> int:  # the gateway decides somewhere in [t, t + slack]
+        lo = -math.inf if limit.window_s is None else t - limit.window_s
+        return sum(1 for s in sends if lo < s <= t + slack)
+
     return any(
-        _within(limit, sends, t + slack) >= limit.limit
-        for at in (t - slack, t)
+        most(limit) >= limit.limit
+        for at in (t - slack, t, t + slack)
         for limit in marketing_limits(life.profile_at(at))
     )
 
