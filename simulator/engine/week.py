@@ -331,7 +331,10 @@ class WeekRun:
     ) -> dict[str, Any]:  # fmt: skip
         """Why ``user`` was expected to get ``c``: their state and sends around its due time."""
         life, due = lives[user], self._due(c, plans[user], lives[user])
-        day = lambda t: round((t - self.epoch) / DAY, 3)  # noqa: E731
+
+        def day(t: float) -> float:
+            return round((t - self.epoch) / DAY, 3)
+
         return {
             "campaign": c.id, "user": user, "persona": plans[user].persona.name,
             "due_day": day(due),
