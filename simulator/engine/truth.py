@@ -200,10 +200,20 @@ def _within(limit: Limit, sends: Sequence[float], t: float) -> int:
 
 
 def over_cap(life: Life, sends: Sequence[float], t: float, slack: float) -> bool:
-    """True when the marketing send at ``t`` broke a cap under every state the user was in
-    from ``t - slack`` to ``t`` (the gateway reclassifies on its scheduler's round)."""
+    """True when the marketing send stamped ``t`` broke a cap under every state the user was
+    in from ``t - slack`` to ``t`` (the gateway reclassifies on its scheduler's round).
+
+    The gateway counts a send at the instant it decided it; the message is stamped when its
+    fan-out is written, up to ``slack`` later. So an earlier send counts only if even its
+    decision, ``slack`` before its stamp, lies inside the window.
+    """
+
+    def least(limit: Limit) -> int:
+        lo = -math.inf if limit.window_s is None else t - limit.window_s + slack
+        return sum(1 for s in sends if lo < s <= t)
+
     return all(
-        any(_within(rule, sends, t) > rule.limit for rule in marketing_limits(life.profile_at(at)))
+        any(least(rule) > rule.limit for rule in marketing_limits(life.profile_at(at)))
         for at in (t - slack, t)
     )
 

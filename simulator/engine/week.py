@@ -256,7 +256,14 @@ class WeekRun:
         over = 0
         for user, sent in sends.items():
             times = [t for t, _ in sent]
-            over += sum(1 for t in times if over_cap(lives[user], times, t, slack))
+            for t, cid in sent:
+                if over_cap(lives[user], times, t, slack):
+                    over += 1
+                    if over <= 3:
+                        c = next(c for c in self.campaigns if c.id == cid)
+                        extra.setdefault("over_cap_examples", []).append(
+                            self._explain(c, user, plans, lives, sends) | {"sent_day": t}
+                        )
         _put(bad, "over_cap", over)
         tp = fp = fn = 0
         per: dict[str, dict[str, Any]] = {}
