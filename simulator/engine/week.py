@@ -133,6 +133,7 @@ class WeekRun:
     campaigns: list[_Campaign] = field(default_factory=list)
     end: float = 0.0
     real_s: float = 0.0
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     # --- driving --------------------------------------------------------------------------
 
@@ -295,6 +296,8 @@ class WeekRun:
                 extra["ab_lift"] = self._lift(c, got, expected, report, bad)
         self._transitions(lives, plans, bad, extra)
         violations.update(bad)
+        if self.examples:
+            extra["examples"] = self.examples
         extra["campaigns"] = per
         extra["slack_s"] = slack
         extra["simulated_days"] = self.days
@@ -322,13 +325,16 @@ class WeekRun:
         )
         capped = set()
         for user in audience:
-            due = self._due(c, plans[user], lives[user])
+            dues = self._dues(c, plans[user], lives[user], slack)
             others = [t for t, cid in sends.get(user, []) if cid != c.id]
-            if cap_full(lives[user], others, due, slack):
+            if any(cap_full(lives[user], others, due, slack) for due in dues):
                 capped.add(user)
         if c.kind != "ab":  # sends falling due after the end are not there yet
-            late = {u for u in audience - capped
-                    if self._due(c, plans[u], lives[u]) > self.end - slack}  # fmt: skip
+            late = {
+                u
+                for u in audience - capped
+                if max(self._dues(c, plans[u], lives[u], slack)) > self.end - slack
+            }
             capped |= late
         return audience - capped, capped
 
@@ -337,7 +343,8 @@ class WeekRun:
         sends: dict[str, list[tuple[float, str]]],
     ) -> dict[str, Any]:  # fmt: skip
         """Why ``user`` was expected to get ``c``: their state and sends around its due time."""
-        life, due = lives[user], self._due(c, plans[user], lives[user])
+        life = lives[user]
+        due = self._dues(c, plans[user], life, slack_s(self.speed))[0]
 
         def day(t: float) -> float:
             return round((t - self.epoch) / DAY, 3)
@@ -351,14 +358,14 @@ class WeekRun:
             "seen": [day(t) for t in life.seen][-4:],
         }  # fmt: skip
 
-    def _due(self, c: _Campaign, p: DevicePlan, life: Life) -> float:
-        """When the gateway decides ``c`` for this user (to within the slack)."""
+    def _dues(self, c: _Campaign, p: DevicePlan, life: Life, slack: float) -> list[float]:
+        """When the gateway may decide ``c`` for this user (each to within the slack)."""
         if c.kind == "morning":
-            return _next_local(c.created, p.persona.tz, 10 * 60)
+            return [_next_local(c.created, p.persona.tz, 10 * 60)]
         if c.kind == "best":
-            hour = best_hour_at(life, p.persona.tz, c.created, DEFAULT_SEND_HOUR)
-            return _next_local(c.created, p.persona.tz, hour * 60, under_way=True)
-        return c.created
+            return [_next_local(c.created, p.persona.tz, hour * 60, under_way=True)
+                    for hour in _best_hours(life, p.persona.tz, c.created, slack)]  # fmt: skip
+        return [c.created]
 
     def _cart_expected(self, lives: dict[str, Life], slack: float) -> tuple[set[str], set[str]]:
         expected, unsure = set(), set()
@@ -398,11 +405,19 @@ class WeekRun:
             if not r.sent_ms:
                 continue
             tz = plans[r.user].persona.tz
-            hours = {best_hour_at(lives[r.user], tz, c.created + k * slack / 4, DEFAULT_SEND_HOUR)
-                     for k in range(-4, 5)}  # fmt: skip
+            hours = _best_hours(lives[r.user], tz, c.created, slack)
             minute = local_minutes(r.sent_ms / _MS, tz)
             if not any(0 <= (minute - h * 60) % 1440 <= 60 + slack / 60 for h in hours):
                 off += 1
+                if off <= 3:
+                    self.examples.append({
+                        "check": "off_best_time", "user": r.user, "tz": tz,
+                        "sent_local": f"{minute // 60:02d}:{minute % 60:02d}",
+                        "best_hours": sorted(hours), "created_day": (c.created - self.epoch) / DAY,
+                        "sessions": [((at - self.epoch) / DAY, n)
+                                     for at, n in lives[r.user].sessions
+                                     if at < c.created + slack][:40],
+                    })  # fmt: skip
         return off
 
     def _lift(
@@ -482,6 +497,15 @@ def _lives(report: DeviceReport, plans: dict[str, DevicePlan], end: float) -> di
             tuple(min(at, end) for at in activity.carts) if activity else (),
         )  # fmt: skip
     return out
+
+
+def _best_hours(life: Life, tz: str, created: float, slack: float) -> set[int]:
+    """Every best hour the gateway may have seen for this user while it decided a best-time
+    campaign started at ``created``: the device's events of the slack around it may or may
+    not have reached it yet."""
+    times = [created - slack, created + slack]
+    times += [at + 1e-3 for at, _ in life.sessions if created - slack <= at <= created + slack]
+    return {best_hour_at(life, tz, t, DEFAULT_SEND_HOUR) for t in times}
 
 
 def _next_local(after: float, tz: str, minute: int, *, under_way: bool = False) -> float:
