@@ -740,6 +740,13 @@ class TidingsClient:
             expires_ms = held_expiry(msg, now, quiet=self.quiet_hours, device_tz=self.device_tz)
             item = dataclasses.replace(item, expires_at=expires_ms / 1000)
         await self.inbox.add(item)
+        if verdict == "show" and self.clock.now() != now:
+            # Storing took a moment: quiet hours (or a cap) may have begun meanwhile. A fast
+            # simulated clock makes that moment minutes long.
+            verdict = decide(msg, self.clock.now(), policy=self.policy, quiet=self.quiet_hours,
+                             device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
+            if verdict == "hold":
+                await self.inbox.set_held(item.id, True)
         if verdict == "show":
             self._show(item)
         elif verdict == "hold":

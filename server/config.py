@@ -220,6 +220,11 @@ class GatewayConfig:
             raise ConfigError(f"durability: {_choices(self.durability)}")
         if self.clock not in CLOCK_CHOICES:
             raise ConfigError(f"clock: must be 'system' or 'simulated', got {self.clock!r}")
+        if self.clock == "simulated" and self.broker:
+            raise ConfigError(
+                "clock: the simulated clock is one gateway's own; run it without --broker "
+                "(the nodes of a cluster share real time)"
+            )
         production = [a.id for a in self.apps if not a.dev]
         if self.clock == "simulated" and production:
             raise ConfigError(

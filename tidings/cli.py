@@ -1021,7 +1021,15 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario",
         default="broadcast",
-        choices=["broadcast", "segment", "trigger", "caps", "reconnect-storm", "node-failure"],
+        choices=[
+            "broadcast",
+            "segment",
+            "trigger",
+            "caps",
+            "reconnect-storm",
+            "node-failure",
+            "week",
+        ],
         help="what to measure (default broadcast)",
     )
     p.add_argument("--baseline", action="store_true",

@@ -127,7 +127,7 @@ class Activity:
     """What one living device did, on its own (simulated) clock: the ground truth of its
     lifecycle, value tier and active hours."""
 
-    sessions: list[tuple[float, str]] = field(default_factory=list)  # (at, habit|campaign)
+    sessions: list[tuple[float, str, int]] = field(default_factory=list)  # (at, why, events)
     carts: list[float] = field(default_factory=list)
     purchases: list[tuple[float, float]] = field(default_factory=list)  # (at, amount)
 
@@ -252,7 +252,11 @@ class _Worker:
         self.by_index[i] = client
 
         def on_message(msg: Any, received_at: float) -> None:
-            if msg.sent_at:
+            if self.clock is not None:  # the device's (simulated) time; latency in real ms
+                received_at = self.clock.now()
+                if msg.sent_at:
+                    self.latencies.append((received_at * 1000 - msg.sent_at) / self.clock.speed)
+            elif msg.sent_at:
                 self.latencies.append(received_at * 1000 - msg.sent_at)
             self.received[msg.id] = self.received.get(msg.id, 0) + 1
             if msg.campaign:
@@ -288,6 +292,8 @@ class _Worker:
             await client.identify(f"u{i}", dict(device_plan.attrs))
             for name, props in device_plan.events:
                 client.track(name, dict(props))
+            if self.cfg.living:  # the plan's first events are the device's first session
+                self._log_events(f"u{i}", "plan", device_plan.events)
         self.clients.append(client)
 
     async def _bare(self, i: int) -> None:
@@ -398,23 +404,31 @@ class _Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(1.0, wait))
 
+    def _log_events(self, user: str, reason: str, events: Any) -> None:
+        """Keep what the device just tracked in its activity log (the ground truth)."""
+        now = self.now()
+        log = self.activity.setdefault(user, Activity())
+        log.sessions.append((now, reason, len(events)))
+        for name, props in events:
+            if name == "add_to_cart":
+                log.carts.append(now)
+            elif name == "purchase":
+                log.purchases.append((now, float(props.get("amount", 0))))
+
     def run_session(self, index: int, session: Session) -> None:
         """The device opens the app: app_open, articles, maybe a cart and a purchase."""
         client = self.by_index.get(index)
         if client is None:
             return
-        user, now = f"u{index}", self.now()
-        log = self.activity.setdefault(user, Activity())
-        log.sessions.append((now, session.reason))
-        client.track("app_open", {})
-        for category in session.views:
-            client.track("view_content", {"category": category})
+        events: list[tuple[str, dict[str, Any]]] = [("app_open", {})]
+        events += [("view_content", {"category": category}) for category in session.views]
         if session.cart:
-            client.track("add_to_cart", {"item": "basket", "price": session.amount})
-            log.carts.append(now)
+            events.append(("add_to_cart", {"item": "basket", "price": session.amount}))
         if session.buy:
-            client.track("purchase", {"item": "basket", "amount": session.amount})
-            log.purchases.append((now, float(session.amount)))
+            events.append(("purchase", {"item": "basket", "amount": session.amount}))
+        for name, props in events:
+            client.track(name, props)
+        self._log_events(f"u{index}", session.reason, events)
 
     def campaign_count(self, campaign: str) -> int:
         """Campaign messages of ``campaign`` received so far (by this worker's devices)."""

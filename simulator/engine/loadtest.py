@@ -25,6 +25,9 @@ Scenarios:
   exactly :data:`~tidings.simulator.engine.truth.NEW_BASIC_WEEKLY_CAP` of them: more is an
   ``over_cap`` violation, fewer a ``short`` one. The cap is the server's business across
   campaigns; the expected count comes from the caps rule and the plans.
+- ``week``: ``days`` simulated days at ``speed`` on the gateway's simulated clock, the devices
+  living their personas' days, with one-off, local-time, best-time, abandoned-cart and A/B
+  campaigns; see :mod:`tidings.simulator.engine.week` for the checks.
 
 Every campaign is checked against the ground truth: precision and recall, titles, how many
 messages each user got (one per campaign, capped across campaigns), nothing shown twice or in
@@ -51,8 +54,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.protocol.simtime import check_speed
+from tidings.server.campaigns.engine import TICK_S
 from tidings.simulator.engine.baseline import BareServer
-from tidings.simulator.engine.fleet import CampaignReceipt, DeviceReport, Fleet, FleetConfig
+from tidings.simulator.engine.fleet import (
+    CampaignReceipt,
+    DeviceReport,
+    Fleet,
+    FleetConfig,
+    read_clock,
+)
 from tidings.simulator.engine.personas import plan
 from tidings.simulator.engine.report import LoadReport, percentiles
 from tidings.simulator.engine.truth import (
@@ -65,6 +76,7 @@ from tidings.simulator.engine.truth import (
     never_bought,
     segment_audience,
 )
+from tidings.simulator.engine.week import DEFAULT_SPEED, WeekRun, first_midnight
 
 __all__ = [
     "CAPS_CAMPAIGNS",
@@ -78,8 +90,8 @@ __all__ = [
     "run_loadtest",
 ]
 
-SCENARIOS = ("broadcast", "reconnect-storm", "node-failure", "segment", "trigger", "caps")
-CAMPAIGN_SCENARIOS = ("segment", "trigger", "caps")
+SCENARIOS = ("broadcast", "reconnect-storm", "node-failure", "segment", "trigger", "caps", "week")
+CAMPAIGN_SCENARIOS = ("segment", "trigger", "caps", "week")
 MAX_TARGETS_PER_SEND = 10_000
 FAILOVER_ROUNDS = 5
 """Messages the node-failure scenario sends to everyone: one in flight when a node dies, the
@@ -219,7 +231,7 @@ class Gateways:
     PostgreSQL database (made from ``db`` for this run and dropped after it) and Redis."""
 
     def __init__(self, tmp: str, *, nodes: int = 1, db: str | None = None,
-                 broker: str | None = None) -> None:  # fmt: skip
+                 broker: str | None = None, clock: str | None = None) -> None:  # fmt: skip
         self._drop: str | None = None
         self._db = db or ""
         postgres = self._db.startswith(("postgresql://", "postgres://"))
@@ -231,8 +243,8 @@ class Gateways:
         if postgres:
             run_db, self._drop = _fresh_database(self._db)
         prefix = f"loadtest-{uuid.uuid4().hex[:8]}:"
-        self.nodes = [GatewayProcess(run_db, broker=broker, node_id=f"node-{i}", prefix=prefix)
-                      for i in range(nodes)]  # fmt: skip
+        self.nodes = [GatewayProcess(run_db, broker=broker, node_id=f"node-{i}", prefix=prefix,
+                                     clock=clock) for i in range(nodes)]  # fmt: skip
 
     @property
     def first(self) -> GatewayProcess:
@@ -473,13 +485,31 @@ def run_loadtest(
         raise ValueError("the node-failure scenario needs --nodes 2 or more")
     if scenario in CAMPAIGN_SCENARIOS and not personas:
         raise ValueError(f"the {scenario} scenario needs personas (drop --no-personas)")
+    if scenario == "week":
+        if nodes != 1:
+            raise ValueError("the week scenario runs on one gateway (its simulated clock)")
+        if days < 1:
+            raise ValueError(f"--days must be at least 1, got {days}")
+        try:
+            speed = check_speed(DEFAULT_SPEED if speed is None else speed)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+    elif speed is not None:
+        raise ValueError("--speed and --days are for the week scenario")
     extra: dict[str, Any] = {}
     ids: list[str] = []
     run: _CampaignRun | None = None
+    week: WeekRun | None = None
     with tempfile.TemporaryDirectory() as tmp:
-        gateways = Gateways(tmp, nodes=nodes, db=db, broker=broker)
+        gateways = Gateways(tmp, nodes=nodes, db=db, broker=broker,
+                            clock="simulated" if scenario == "week" else None)  # fmt: skip
         gateways.start()
         gateway = gateways.first
+        epoch = None
+        if scenario == "week":
+            # Day 0 starts at the next UTC midnight; everyone connects then, the clock paused.
+            epoch = first_midnight(read_clock(gateway.admin_url, DEV_ADMIN_KEY).now)
+            gateway.admin("PUT", "/v1/clock", {"now": epoch, "paused": True})
         if scenario == "segment":
             # Defined before anyone connects: the tag is earned live, as events arrive.
             gateway.admin("PUT", f"/v1/tag-rules/{SPORTS_FAN.name}?app=demo", SPORTS_FAN.to_json())
@@ -491,8 +521,18 @@ def run_loadtest(
             personas=personas,
             quiet_override=quiet_override,
             fault=fault,
+            admin=gateway.admin_url if scenario == "week" else None,
+            admin_key=DEV_ADMIN_KEY,
+            living=scenario == "week",
+            epoch=epoch,
         )
         fleet = Fleet(config)
+        if scenario == "week":
+            assert epoch is not None and speed is not None
+            week = WeekRun(admin=gateway.admin, admin_url=gateway.admin_url,
+                           admin_key=DEV_ADMIN_KEY, fleet=fleet, devices=devices, seed=seed,
+                           days=days, speed=speed, epoch=epoch, progress=progress)  # fmt: skip
+            week.before_connect()
         try:
             connect_s = fleet.start(
                 None if progress is None else (lambda n, total: progress("connecting", n, total))
@@ -514,6 +554,12 @@ def run_loadtest(
                 run = _trigger(gateway, fleet, devices, seed, timeout)
             elif scenario == "caps":
                 run = _caps(gateway, fleet, devices, seed, timeout)
+            elif week is not None:
+                events0 = _events_total(gateway)
+                week.run()
+                fleet.settle(timeout)
+                time.sleep(TICK_S + 0.5)  # a scheduler round at the paused end: stages current
+                extra["events_per_s"] = round((_events_total(gateway) - events0) / week.real_s)
             elif scenario == "node-failure":
                 # SIGKILL the last node while the fan-out is on its way: its devices come
                 # back on the others and get what they had not acknowledged, once.
@@ -525,19 +571,25 @@ def run_loadtest(
                 extra["killed_node_after_s"] = round(time.perf_counter() - t0, 3)
             else:
                 ids = _broadcast(gateway, devices)
-            report = _collect(fleet, ids, timeout) if run is None else fleet.report()
+            campaigns = run is not None or week is not None
+            report = fleet.report() if campaigns else _collect(fleet, ids, timeout)
             cpu = gateways.cpu_since(cpu0)
             rss = gateways.rss_mib()
             extra["nodes"] = len(gateways.nodes)
+            violations: dict[str, int] = {}
+            if week is not None:
+                latencies, precision, recall, audience = week.judge(report, violations, extra)
+                delivery = 1.0
         finally:
             fleet.stop()
             gateways.stop()
-    violations = {}
     if report.displayed_twice:
         violations["displayed_twice"] = report.displayed_twice
     if report.shown_in_quiet_hours:
         violations["shown_in_quiet_hours"] = report.shown_in_quiet_hours
-    if run is None:
+    if week is not None:
+        extra["reconnects"] = report.reconnects
+    elif run is None:
         expected = devices * len(ids)
         got = sum(min(devices, report.received.get(mid, 0)) for mid in ids)
         unexpected = sum(n for mid, n in report.received.items() if mid not in ids)
@@ -614,6 +666,16 @@ def _judge(
     delivered = len({(r.user, r.message_id) for r in mine})
     delivery = min(1.0, delivered / run.sent) if run.sent else 1.0
     return latencies, delivery, acc.precision, acc.recall
+
+
+def _events_total(gateway: GatewayProcess) -> float:
+    """The gateway's ``tidings_events_total`` counter (behaviour events taken)."""
+    with urllib.request.urlopen(f"{gateway.admin_url}/metrics", timeout=30) as resp:
+        for line in resp.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "tidings_events_total":
+                return float(value)
+    return 0.0
 
 
 def _rounded(samples: list[float]) -> dict[str, float]:

@@ -155,3 +155,9 @@ def test_a_production_app_cannot_run_on_the_simulated_clock(tmp_path: Path) -> N
 def test_an_unknown_clock_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="clock: must be 'system' or 'simulated'"):
         GatewayConfig(db=str(tmp_path / "t.db"), clock="fast")
+
+
+def test_a_cluster_node_cannot_run_on_the_simulated_clock(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="clock: the simulated clock is one gateway's own"):
+        GatewayConfig(db="postgresql://u@127.0.0.1/db", broker="redis://127.0.0.1:6379/0",
+                      clock="simulated", apps=(DEV_A,))  # fmt: skip

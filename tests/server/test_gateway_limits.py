@@ -235,6 +235,12 @@ async def test_a_stored_delivery_over_the_frame_cap_is_skipped_on_replay_and_liv
     # Stored before the cap was lowered (or by a node with a larger cap): over 1,024 bytes.
     node = await make_node(max_frame_bytes=1024)
     await (await open_session(node.port, mint("d1", user="u1"))).close()  # d1 is known
+    # That session's hello (and its replay of the queue) must be over before anything is stored.
+    for _ in range(int(timeout(5) / 0.01)):
+        if node.hub.get("demo", "d1") is None:
+            break
+        await asyncio.sleep(0.01)
+    assert node.hub.get("demo", "d1") is None
     now_ms = int(node.clock() * 1000)
     big, _ = _stored("big", "x" * 2000, now_ms)
     await node.store.commit("demo", Outcome(), [big])  # seq 1

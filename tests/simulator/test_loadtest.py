@@ -118,3 +118,28 @@ def test_several_nodes_need_a_postgresql_database_and_a_broker() -> None:
         run_loadtest(devices=1, scenario="broadcast", nodes=2)
     with pytest.raises(ValueError, match="needs --nodes 2"):
         run_loadtest(devices=1, scenario="node-failure")
+
+
+def test_a_week_of_campaigns_on_living_devices_keeps_every_rule_and_has_a_lift() -> None:
+    report = run_loadtest(devices=200, scenario="week", days=3, speed=3600, workers=2,
+                          timeout=60)  # fmt: skip
+    assert report.violations == {}
+    assert (report.precision, report.recall) == (1.0, 1.0)
+    extra = report.extra
+    assert extra["sessions"] > 200 * 3  # the devices kept living: habits and reactions
+    assert extra["purchases"] > 0 and extra["events_per_s"] > 0
+    assert extra["ab_lift"]["lift"] > 0 and extra["ab_lift"]["holdout"] > 0
+    for campaign in ("week-cart", "week-ab", "week-morning", "week-best", "week-daily-2"):
+        assert extra["campaigns"][campaign]["received"] > 0, campaign
+    assert extra["distribution"] == extra["expected_distribution"]
+
+
+def test_the_week_scenario_refuses_bad_days_speed_and_clusters() -> None:
+    with pytest.raises(ValueError, match="--days must be at least 1"):
+        run_loadtest(devices=1, scenario="week", days=0)
+    with pytest.raises(ValueError, match="--speed: must be above 0"):
+        run_loadtest(devices=1, scenario="week", speed=-5)
+    with pytest.raises(ValueError, match="one gateway"):
+        run_loadtest(devices=1, scenario="week", nodes=2)
+    with pytest.raises(ValueError, match="for the week scenario"):
+        run_loadtest(devices=1, scenario="broadcast", speed=10)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from tidings.server.campaigns.capping import marketing_cap
+from tidings.server.targeting.profiles import new_profile
 from tidings.simulator.engine import run_loadtest
 from tidings.simulator.engine.loadtest import MIN_AGE, SPORTS_FAN
 from tidings.simulator.engine.personas import plan
@@ -81,6 +83,8 @@ def test_the_caps_audience_never_bought_and_each_gets_the_basic_weekly_cap() -> 
     assert audience and buyers
     assert audience == {p.user for p in PLANS} - buyers
     assert NEW_BASIC_WEEKLY_CAP == 2  # SPEC §5: basic users at most 2 marketing messages a week
+    rule, _, _ = marketing_cap(new_profile("demo", "u", 0.0))  # and the gateway agrees
+    assert rule is not None and (rule.limit, rule.window_s) == (NEW_BASIC_WEEKLY_CAP, 7 * 86_400)
 
 
 def test_the_tag_rule_the_server_gets_is_the_one_the_checker_uses() -> None:
