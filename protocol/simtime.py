@@ -79,9 +79,12 @@ class SimTime:
 
     def now(self) -> float:
         """Simulated unix seconds."""
+        return self._at(self._real())
+
+    def _at(self, real: float) -> float:
         t = self._anchor_sim
         if not self._paused:
-            t += (self._real() - self._anchor_real) * self._speed
+            t += (real - self._anchor_real) * self._speed
         if t < self._floor:
             return self._floor
         self._floor = t
@@ -97,8 +100,8 @@ class SimTime:
 
     def state(self) -> ClockState:
         """The clock now, with the real time it was read at."""
-        real = self._real()
-        return ClockState(self.now(), self._speed, self._paused, real)
+        real = self._real()  # one reading: ``now`` is the time at exactly ``real``
+        return ClockState(self._at(real), self._speed, self._paused, real)
 
     def real_seconds(self, sim_seconds: float) -> float:
         """Real seconds until ``sim_seconds`` of simulated time have passed (inf when paused)."""

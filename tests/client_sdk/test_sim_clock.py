@@ -117,3 +117,10 @@ async def test_a_jump_forward_wakes_sleepers_that_are_due() -> None:
     await asyncio.sleep(0.01)
     clock.set(now=86_401.0)
     await asyncio.wait_for(sleeper, 1.0)
+
+
+def test_a_reading_pins_the_time_at_the_real_instant_it_names() -> None:
+    ticks = iter(range(1000, 2000))
+    leader = SimTime(start=0.0, speed=7200, real=lambda: float(next(ticks)))
+    state = leader.state()  # the real clock moves on between any two reads
+    assert state.now == (state.real - 1000.0) * 7200
