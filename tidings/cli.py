@@ -1079,6 +1079,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
                               speed=args.speed)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
+    except (RuntimeError, OSError) as exc:  # the gateway stopped answering, or never started
+        return _fail(f"the load test stopped: {exc}", 1)
     print(report.table())
     if args.json:
         report.write_json(args.json)

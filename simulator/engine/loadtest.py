@@ -108,6 +108,9 @@ MIN_AGE = 18
 GREETING = 'Hi {{ user.first_name | default("there") }}'
 """The personalised title of both campaign scenarios (see :func:`truth.greeting`)."""
 
+ADMIN_TIMEOUT_S = 300.0
+"""How long one admin API call of a load test may take (a report over a large run is slow)."""
+
 CAPS_CAMPAIGNS = 3
 """Marketing campaigns the caps scenario sends, one after another, to the same users."""
 
@@ -174,6 +177,11 @@ class GatewayProcess:
                 self.admin("GET", "/healthz")
                 return
             except OSError:
+                if (code := self.proc.poll()) is not None:
+                    raise RuntimeError(
+                        f"the gateway exited with status {code} at start; run `{' '.join(cmd[1:])}`"
+                        " by itself to see why"
+                    ) from None
                 time.sleep(0.05)
         raise RuntimeError("the gateway did not start within 30 s")
 
@@ -204,11 +212,16 @@ class GatewayProcess:
             },
         )
         try:
-            with urllib.request.urlopen(req, timeout=300) as resp:
+            with urllib.request.urlopen(req, timeout=ADMIN_TIMEOUT_S) as resp:
                 body_text = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             raise RuntimeError(f"{method} {path}: HTTP {exc.code} {detail}") from None
+        except TimeoutError:
+            raise RuntimeError(
+                f"{method} {path}: the gateway's admin API did not answer within"
+                f" {ADMIN_TIMEOUT_S:.0f} s (the machine may be overloaded: try fewer --devices)"
+            ) from None
         return json.loads(body_text) if body_text else None
 
     def cpu_seconds(self) -> float:

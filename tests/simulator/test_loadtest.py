@@ -143,3 +143,17 @@ def test_the_week_scenario_refuses_bad_days_speed_and_clusters() -> None:
         run_loadtest(devices=1, scenario="week", nodes=2)
     with pytest.raises(ValueError, match="for the week scenario"):
         run_loadtest(devices=1, scenario="broadcast", speed=10)
+
+
+def test_a_gateway_that_exits_at_start_is_reported_at_once_with_what_to_run(
+    tmp_path: Path,
+) -> None:
+    from tidings.simulator.engine.loadtest import GatewayProcess
+
+    gateway = GatewayProcess(str(tmp_path))  # a directory is no database: exit 2 at start
+    try:
+        with pytest.raises(RuntimeError, match="exited with status 2 at start") as err:
+            gateway.start()
+    finally:
+        gateway.stop()
+    assert f"--db {tmp_path}" in str(err.value)
