@@ -627,6 +627,8 @@ def _print_stats(stats: dict[str, Any]) -> None:
             what = r.get("variant") or "the base content"
             print(f"roll-out: rolled out {what} at {_when(r.get('decided_at'))} "
                   f"({r.get('decided_by')}: {r.get('detail')})")  # fmt: skip
+        elif r["phase"] == "stopped":
+            print(f"roll-out: stopped, {r.get('detail')}")
         else:
             print(f"roll-out: not started (tests on {r['test_share']:.0%} first)")
 

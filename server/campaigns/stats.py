@@ -33,6 +33,7 @@ from typing import Any
 from tidings.server.campaigns.model import (
     CONTROL,
     Campaign,
+    CampaignStatus,
     ContentKind,
 )
 from tidings.server.campaigns.variants import (
@@ -614,6 +615,9 @@ def _rollout_json(c: Campaign, state: Mapping[str, Any] | None) -> dict[str, Any
     if state is None:
         return out | {"phase": "not_started"}
     out |= {k: state[k] for k in ("phase", "started_at", "deadline") if k in state}
+    if state.get("phase") == "testing" and c.status is CampaignStatus.CANCELLED:
+        # The check that would have ended the test went with the campaign: nothing more comes.
+        out |= {"phase": "stopped", "detail": "cancelled during the test: the rest were not sent"}
     if state.get("phase") == "rolled_out":
         out |= {k: state.get(k) for k in ("variant", "decided_by", "detail", "decided_at")}
     return out

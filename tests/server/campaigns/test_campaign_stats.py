@@ -223,3 +223,15 @@ def test_a_report_without_a_conversion_goal_has_no_lift() -> None:
     report = campaign_stats(_campaign(), {}, {}, [Cohort("holdout", CONTROL, "h", 0.0)])
     assert report["metric"] == "ctr" and report["lift"] == []
     assert report["control"] == {"users": 1, "converted": None, "conversion_rate": None}
+
+
+def test_a_rollout_cancelled_during_its_test_is_reported_as_stopped() -> None:
+    rollout = {"test_share": 0.2, "decide_after_s": 3600}
+    testing = {"phase": "testing", "started_at": 0.0, "deadline": 3600.0}
+    running = campaign_stats(_campaign(rollout=rollout, status="running"), {}, {}, [],
+                             rollout=testing)  # fmt: skip
+    assert running["rollout"]["phase"] == "testing"
+    cancelled = campaign_stats(_campaign(rollout=rollout, status="cancelled"), {}, {}, [],
+                               rollout=testing)  # fmt: skip
+    assert cancelled["rollout"]["phase"] == "stopped"
+    assert "the rest were not sent" in cancelled["rollout"]["detail"]
