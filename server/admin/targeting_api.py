@@ -344,10 +344,13 @@ def install(api: FastAPI, node: Node) -> None:
              tags=["users"])  # fmt: skip
     async def export_user(user_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
         """Everything stored about a user (profile, devices, events, messages with their text,
-        decisions) and the live profile (``null`` when nothing is known)."""
+        decisions, the inbox kept for them with its read state) and the live profile (``null``
+        when nothing is known)."""
         target = _resolve(node, app, key_app, "app")
         data = await node.store.export_user(target.id, user_id)
-        if not any(data[k] for k in ("user", "devices", "events", "messages", "decisions")):
+        if not any(
+            data[k] for k in ("user", "devices", "events", "messages", "decisions", "inbox")
+        ):
             _profile(target.id, user_id)  # nothing stored: 404 unless a live profile exists
         data["messages"] = [
             {k: v for k, v in m.items() if k != "wire"} | _readable_message(m.get("wire"))

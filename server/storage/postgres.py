@@ -59,6 +59,7 @@ from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, StoreError
 from tidings.server.storage.admission import Counts, admit
 from tidings.server.storage.rows import (
+    INBOX_SQL,
     CampaignRow,
     Committed,
     DecisionRow,
@@ -1416,7 +1417,7 @@ class PostgresStore:
     async def export_user(self, app: str, user_key: str) -> dict[str, Any]:
         """Everything stored about a profile, as JSON-ready data."""
 
-        async def work(con: _Conn) -> tuple[list[Any], list[Any]]:
+        async def work(con: _Conn) -> tuple[list[Any], list[Any], list[Any]]:
             sends = await con.fetch(
                 "SELECT s.message_id, s.at, s.category, s.campaign, s.variant, m.wire FROM sends s"
                 " LEFT JOIN messages m ON m.app=s.app AND m.id=s.message_id"
@@ -1430,13 +1431,14 @@ class PostgresStore:
                 app,
                 user_key,
             )
-            return list(sends), list(decisions)
+            inbox = await con.fetch(INBOX_SQL.format(app="$1", user="$2"), app, user_key)
+            return list(sends), list(decisions), list(inbox)
 
         user = await self.user(app, user_key)
         events = await self.events_since(app, 0, user_key=user_key)
-        sends, decisions = await self._read(work)
+        sends, decisions, inbox = await self._read(work)
         devices = await self.devices_of_keys(app, [user_key])
-        return export_document(user, [d for d, _ in devices], events, sends, decisions)
+        return export_document(user, [d for d, _ in devices], events, sends, decisions, inbox)
 
     # --- admin requests made once -------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "INBOX_SQL",
     "CampaignRow",
     "Committed",
     "DecisionRow",
@@ -272,11 +273,13 @@ def export_document(
     events: Sequence[EventRow],
     sends: Sequence[Sequence[Any]],
     decisions: Sequence[Sequence[Any]],
+    inbox: Sequence[Sequence[Any]] = (),
 ) -> dict[str, Any]:
     """Everything stored about a profile as JSON-ready data, whatever store read it.
 
     ``sends`` rows: message id, at, category, campaign, variant, wire (or None);
-    ``decisions`` rows: campaign, at, reason, detail, variant.
+    ``decisions`` rows: campaign, at, reason, detail, variant; ``inbox`` rows (:data:`INBOX_SQL`):
+    message id, state, when the user set it (or None), until when it is kept (or None).
     """
     return {
         "user": None if user is None else {
@@ -294,7 +297,22 @@ def export_document(
             {"campaign": r[0], "at": r[1], "reason": r[2], "detail": r[3], "variant": r[4]}
             for r in decisions
         ],
+        "inbox": [
+            {"id": r[0], "state": r[1], "at": r[2], "kept_until": r[3]} for r in inbox
+        ],
     }  # fmt: skip
+
+
+INBOX_SQL = (
+    "SELECT u.message_id, COALESCE(s.state, 'unread'), s.at, u.expires_at FROM user_inbox u"
+    " LEFT JOIN inbox_state s ON s.app=u.app AND s.user_key=u.user_key"
+    " AND s.message_id=u.message_id WHERE u.app={app} AND u.user_key={user}"
+    " UNION ALL SELECT s.message_id, s.state, s.at, NULL FROM inbox_state s"
+    " WHERE s.app={app} AND s.user_key={user} AND NOT EXISTS (SELECT 1 FROM user_inbox u"
+    " WHERE u.app=s.app AND u.user_key=s.user_key AND u.message_id=s.message_id) ORDER BY 1"
+)
+"""A user's inbox for the export: the messages kept for them, with their state, and the state
+of older ones; ``{app}`` and ``{user}`` are the dialect's placeholders."""
 
 
 def profiles_from(

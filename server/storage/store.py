@@ -41,6 +41,7 @@ from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, StoreError
 from tidings.server.storage.admission import Counts, admit
 from tidings.server.storage.rows import (
+    INBOX_SQL,
     CampaignRow,
     Committed,
     DecisionRow,
@@ -1193,7 +1194,7 @@ class SqliteStore:
     async def export_user(self, app: str, user_key: str) -> dict[str, Any]:
         """Everything stored about a profile, as JSON-ready data."""
 
-        async def rows(sql: str, params: tuple[Any, ...]) -> list[Any]:
+        async def rows(sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
             async with self._conn.execute(sql, params) as cur:
                 return list(await cur.fetchall())
 
@@ -1210,8 +1211,10 @@ class SqliteStore:
             " WHERE app=? AND user_key=? ORDER BY at",
             (app, user_key),
         )
+        inbox = await rows(INBOX_SQL.format(app=":app", user=":user"),
+                           {"app": app, "user": user_key})  # fmt: skip
         devices = await self.devices_of_keys(app, [user_key])
-        return export_document(user, [d for d, _ in devices], events, sends, decisions)
+        return export_document(user, [d for d, _ in devices], events, sends, decisions, inbox)
 
     # --- admin requests made once -------------------------------------------------------------
 

@@ -254,7 +254,9 @@ async def test_erase_leaves_no_trace_of_a_user(gateway: Node, devices: Any) -> N
     assert engine.audience.profile("demo", "gone") is None
     assert await store.user("demo", "gone") is None
     export = await store.export_user("demo", "gone")
-    assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}
+    assert export == {
+        "user": None, "devices": [], "events": [], "messages": [], "decisions": [], "inbox": []
+    }  # fmt: skip
     assert await store.devices_of_keys("demo", ["gone"]) == []
     assert await store.pending("demo", "dev-gone", 0, gateway.clock()) == []
     assert (await engine.decisions("demo", "bye", "gone"))[0].detail.startswith("no such user")

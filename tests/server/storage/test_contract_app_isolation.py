@@ -72,7 +72,9 @@ async def test_another_app_sees_no_campaigns_decisions_or_funnel(store: Store) -
 async def test_another_app_exports_nothing(store: Store) -> None:
     await _fill_app_a(store)
     export = await store.export_user("b", "u1")
-    assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}
+    assert export == {
+        "user": None, "devices": [], "events": [], "messages": [], "decisions": [], "inbox": []
+    }  # fmt: skip
 
 
 async def test_another_app_cannot_send_receipts_for_or_revoke_a_message(

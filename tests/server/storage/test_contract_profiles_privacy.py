@@ -270,7 +270,9 @@ async def test_erasing_a_user_removes_everything_about_them(store: Store) -> Non
     assert await store.opted_out("a", ["u1"]) == set()
     assert [p.user_key for p in await store.profile_rows("a")] == ["u2"]
     export = await store.export_user("a", "u1")
-    assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}
+    assert export == {
+        "user": None, "devices": [], "events": [], "messages": [], "decisions": [], "inbox": []
+    }  # fmt: skip
 
 
 async def test_erasing_a_user_keeps_everything_about_other_users(store: Store) -> None:
@@ -382,4 +384,6 @@ async def test_exporting_an_anonymous_profile_finds_its_device(store: Store) -> 
 async def test_exporting_an_unknown_user_returns_an_empty_record(store: Store) -> None:
     await _two_users(store)
     export = await store.export_user("a", "nobody")
-    assert export == {"user": None, "devices": [], "events": [], "messages": [], "decisions": []}
+    assert export == {
+        "user": None, "devices": [], "events": [], "messages": [], "decisions": [], "inbox": []
+    }  # fmt: skip

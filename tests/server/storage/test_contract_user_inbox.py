@@ -139,3 +139,17 @@ async def test_an_erasure_and_a_devices_write_at_once_leave_nothing_behind(store
                          *(write(n) for n in range(10, 20)))  # fmt: skip
     assert await store.user("a", "u1") is None
     assert await store.count_events("a") == 0
+
+
+async def test_the_export_lists_the_users_inbox_with_its_state(store: Store) -> None:
+    await store.commit("a", sends("x1", "u9"), [message("x1", waiting=("u9",))])
+    await store.commit("a", sends("x2", "u9"), [message("x2", waiting=("u9",))])
+    await store.commit("a", sends("y1", "u8"), [message("y1", waiting=("u8",))])  # another user
+    await store.inbox_update("a", "u9", [InboxChange(id="x2", state="read")], NOW + 5)
+    export = await store.export_user("a", "u9")
+    assert export["inbox"] == [
+        {"id": "x1", "state": "unread", "at": None, "kept_until": NOW + 86_400},
+        {"id": "x2", "state": "read", "at": NOW + 5, "kept_until": NOW + 86_400},
+    ]
+    await store.erase_user("a", "u9")
+    assert (await store.export_user("a", "u9"))["inbox"] == []
