@@ -839,10 +839,7 @@ def create_admin_app(node: Node) -> FastAPI:
         """
         app = _resolve(node, body.app, key_app, "app")
         _check_lengths(app, body)
-        try:
-            node.engine.policy(app.id).check_category(body.category, "category")
-        except InvalidField as exc:
-            raise ApiError(422, codes.ERR_INVALID_FIELD, str(exc), field=exc.field) from None
+        node.engine.policy(app.id).check_category(body.category, "category")  # 422 naming it
         sent: SendAccepted = await once(
             request, app.id, idempotency_key, body, 202, lambda: _send(app, body)
         )
