@@ -6,6 +6,7 @@
     └── ServerError
         ├── StoreError      the database refused or failed (``temporary`` when retrying helps)
         │   ├── ClaimLost   a scheduler's claim on due work ended before its commit
+        │   ├── CampaignInactive  a campaign's send committed while it is not running
         │   └── DeviceErased  a device's write after its user was erased
         ├── NotFound        the named campaign, rule or user does not exist (HTTP 404)
         └── Conflict        the request does not fit the object's state (HTTP 409)
@@ -16,7 +17,15 @@ from __future__ import annotations
 from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
 
-__all__ = ["ClaimLost", "Conflict", "DeviceErased", "NotFound", "ServerError", "StoreError"]
+__all__ = [
+    "CampaignInactive",
+    "ClaimLost",
+    "Conflict",
+    "DeviceErased",
+    "NotFound",
+    "ServerError",
+    "StoreError",
+]
 
 
 class ServerError(TidingsError):
@@ -32,6 +41,17 @@ class StoreError(ServerError):
 class ClaimLost(StoreError):
     """Due work was claimed by another scheduler after this one's lease ended: its outcome is
     not stored (the other scheduler decides for those users; nothing is decided twice)."""
+
+
+class CampaignInactive(StoreError):
+    """A campaign's sends reached the commit while the stored campaign is not running (paused,
+    cancelled or completed through another node, whose news has not arrived here yet): nothing
+    of the outcome is stored; the sender reads the campaign again."""
+
+    def __init__(self, campaign: str, status: str) -> None:
+        super().__init__(f"campaign {campaign!r} is {status}: its sends were not stored")
+        self.campaign = campaign
+        self.status = status
 
 
 class DeviceErased(StoreError):

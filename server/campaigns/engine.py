@@ -67,7 +67,7 @@ from tidings.server.campaigns.templates import (
 from tidings.server.campaigns.variants import assign, in_test_group
 from tidings.server.config import AppConfig
 from tidings.server.delivery import Outgoing, Publisher, fit_frame
-from tidings.server.errors import ClaimLost, Conflict, NotFound
+from tidings.server.errors import CampaignInactive, ClaimLost, Conflict, NotFound
 from tidings.server.policy import AppPolicy
 from tidings.server.storage import (
     CampaignRow,
@@ -819,10 +819,17 @@ class CampaignEngine:
             out.append(Outgoing(message, wire, tuple((d, user) for d in targets),
                                 () if targets else (user,)))  # fmt: skip
         finished = [*done, *(i.pending_id for i in items if i.pending_id)]
-        committed = await self.publisher.publish(app, out, Outcome(
-            sends=sends, decisions=decisions, new_pending=later, done_pending=finished,
-            campaign=c.id, budget=budget, claim=self.owner if finished else None,
-        ))  # fmt: skip
+        try:
+            committed = await self.publisher.publish(app, out, Outcome(
+                sends=sends, decisions=decisions, new_pending=later, done_pending=finished,
+                campaign=c.id, budget=budget, claim=self.owner if finished else None,
+            ))  # fmt: skip
+        except CampaignInactive as exc:
+            # Paused, cancelled or completed through another node before this node heard:
+            # nothing was stored (claimed work stays pending); take the stored campaign.
+            log.info("campaigns: %s; reading it again", exc.reason)
+            await self.reload_campaign(app, c.id)
+            return counts
         if committed.sent_total is not None:
             live.sent_total = max(live.sent_total, committed.sent_total)
         if later:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from tidings.server.storage.rows import Limit, Outcome, Refusal, SendRow
 
-__all__ = ["Counts", "admit"]
+__all__ = ["RUNNING", "Counts", "admit"]
+
+RUNNING = "running"
+"""The one stored campaign status whose sends a commit accepts (any other raises
+:class:`~tidings.server.errors.CampaignInactive`, checked under the commit's lock)."""
 
 Counts = dict[tuple[Limit, float, str], int]
 """Stored sends that count toward a limit, by (limit, the send's time, user)."""

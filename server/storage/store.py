@@ -38,8 +38,8 @@ from typing import Any
 
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import ClaimLost, DeviceErased, StoreError
-from tidings.server.storage.admission import Counts, admit
+from tidings.server.errors import CampaignInactive, ClaimLost, DeviceErased, StoreError
+from tidings.server.storage.admission import RUNNING, Counts, admit
 from tidings.server.storage.rows import (
     INBOX_SQL,
     CampaignRow,
@@ -1337,6 +1337,12 @@ def _commit_outcome(
     db: sqlite3.Connection, app: str, outcome: Outcome, messages: Sequence[OutMessage]
 ) -> Committed:
     """The body of :meth:`SqliteStore.commit`, inside the writer's transaction."""
+    if outcome.campaign is not None:
+        row = db.execute(
+            "SELECT status FROM campaigns WHERE app=? AND id=?", (app, outcome.campaign)
+        ).fetchone()
+        if row is not None and row[0] != RUNNING:
+            raise CampaignInactive(outcome.campaign, row[0])
     if outcome.done_pending:
         if outcome.claim is None:
             db.executemany(

@@ -260,3 +260,29 @@ async def test_erase_leaves_no_trace_of_a_user(gateway: Node, devices: Any) -> N
     assert await store.devices_of_keys("demo", ["gone"]) == []
     assert await store.pending("demo", "dev-gone", 0, gateway.clock()) == []
     assert (await engine.decisions("demo", "bye", "gone"))[0].detail.startswith("no such user")
+
+
+async def test_a_campaign_paused_elsewhere_sends_nothing_though_this_node_never_heard(
+    gateway: Node, devices: Any
+) -> None:
+    # Another gateway process pauses the campaign in the shared store, and its news is lost:
+    # this node still holds it as running. The commit reads the stored status: nothing is
+    # sent, and the node takes the stored campaign.
+    engine = gateway.engine
+    await engine.save(_campaign(
+        "views", kind="triggered", trigger={"event": "view_item"},
+        content={"kind": "banner", "title": "Seen it?", "body": "still there"},
+    ))  # fmt: skip
+    await engine.start_campaign("demo", "views")
+    phone = await devices("dev-v", user="viewer")
+    phone.client.track("view_item", {})
+    await phone.until(lambda: len(phone.banners) == 1)
+    assert await gateway.store.set_campaign_status("demo", "views", "paused", time.time(),
+                                                   expect=["running"])  # fmt: skip
+    assert str(engine.campaign("demo", "views")[0].status) == "running"  # the stale view
+    phone.client.track("view_item", {})
+    await _until(lambda: str(engine.campaign("demo", "views")[0].status) == "paused")
+    await asyncio.sleep(0.3)
+    assert len(phone.banners) == 1
+    assert engine.campaign("demo", "views")[1] == 1
+    assert await _reasons(gateway, "views", "viewer") == ["sent"]

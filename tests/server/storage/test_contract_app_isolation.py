@@ -20,7 +20,7 @@ async def _fill_app_a(store: Store) -> None:
     await store.insert_events(
         "a", "d1", "u1", [event("e1", "purchase", NOW - 5, amount=9)], now=NOW
     )
-    await store.save_campaign("a", "c1", {"id": "c1"}, "active", now=NOW)
+    await store.save_campaign("a", "c1", {"id": "c1"}, "running", now=NOW)
     await deliver(
         store,
         "a",

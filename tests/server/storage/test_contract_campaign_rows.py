@@ -32,14 +32,14 @@ async def test_re_saving_a_campaign_replaces_its_definition_and_status(
     store: Store,
 ) -> None:
     await store.save_campaign("a", "c1", spec("c1", budget=10), "draft", now=NOW)
-    await store.save_campaign("a", "c1", spec("c1", budget=20), "active", now=NOW + 60)
+    await store.save_campaign("a", "c1", spec("c1", budget=20), "running", now=NOW + 60)
     (row,) = await store.campaigns("a")
-    assert (row.spec["budget"], row.status) == (20, "active")
+    assert (row.spec["budget"], row.status) == (20, "running")
     assert (row.created_at, row.updated_at) == (NOW, NOW + 60)
 
 
 async def test_a_campaign_counts_the_messages_it_sent(store: Store) -> None:
-    await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
+    await store.save_campaign("a", "c1", spec("c1"), "running", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
     await deliver(store, "a", "m2", [("d2", "u2")], campaign="c1")
@@ -48,7 +48,7 @@ async def test_a_campaign_counts_the_messages_it_sent(store: Store) -> None:
 
 
 async def test_re_saving_a_campaign_keeps_its_sent_total(store: Store) -> None:
-    await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
+    await store.save_campaign("a", "c1", spec("c1"), "running", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
     await deliver(store, "a", "m2", [("d2", "u2")], campaign="c1")
@@ -68,9 +68,9 @@ async def test_campaigns_are_listed_oldest_first(store: Store) -> None:
 
 async def test_campaigns_of_no_app_lists_every_apps_campaigns(store: Store) -> None:
     await store.save_campaign("a", "c1", spec("c1"), "draft", now=NOW)
-    await store.save_campaign("b", "c1", spec("c1", of="b"), "active", now=NOW + 1)
+    await store.save_campaign("b", "c1", spec("c1", of="b"), "running", now=NOW + 1)
     rows = await store.campaigns()
-    assert [(c.app, c.id, c.status) for c in rows] == [("a", "c1", "draft"), ("b", "c1", "active")]
+    assert [(c.app, c.id, c.status) for c in rows] == [("a", "c1", "draft"), ("b", "c1", "running")]
     assert rows[1].spec["of"] == "b"
 
 
@@ -85,7 +85,7 @@ async def test_an_app_without_campaigns_lists_none(store: Store) -> None:
 async def test_setting_a_campaign_status_changes_only_its_status_and_update_time(
     store: Store,
 ) -> None:
-    await store.save_campaign("a", "c1", spec("c1"), "draft", now=NOW)
+    await store.save_campaign("a", "c1", spec("c1"), "running", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
     await store.set_campaign_status("a", "c1", "completed", now=NOW + 30)
@@ -97,7 +97,7 @@ async def test_setting_a_campaign_status_changes_only_its_status_and_update_time
 async def test_setting_the_status_of_an_unknown_campaign_creates_nothing(
     store: Store,
 ) -> None:
-    await store.set_campaign_status("a", "ghost", "active", now=NOW)
+    await store.set_campaign_status("a", "ghost", "running", now=NOW)
     assert await store.campaigns() == []
 
 
@@ -111,7 +111,7 @@ async def test_deleting_a_campaign_removes_only_that_campaign(store: Store) -> N
 
 
 async def test_deleting_a_campaign_keeps_its_decision_log_and_funnel(store: Store) -> None:
-    await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
+    await store.save_campaign("a", "c1", spec("c1"), "running", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(
         store,
@@ -127,7 +127,7 @@ async def test_deleting_a_campaign_keeps_its_decision_log_and_funnel(store: Stor
 
 
 async def test_a_deleted_campaign_saved_again_starts_from_zero(store: Store) -> None:
-    await store.save_campaign("a", "c1", spec("c1"), "active", now=NOW)
+    await store.save_campaign("a", "c1", spec("c1"), "running", now=NOW)
     await add_devices(store, "a", PHONES)
     await deliver(store, "a", "m1", [("d1", "u1")], campaign="c1")
     await store.delete_campaign("a", "c1")

@@ -9,7 +9,7 @@ import asyncio
 import uuid
 
 import pytest
-from tidings.server.errors import ClaimLost
+from tidings.server.errors import CampaignInactive, ClaimLost
 from tidings.server.storage import (
     Committed,
     DecisionRow,
@@ -271,6 +271,59 @@ async def test_a_commit_on_a_lost_claim_is_refused_whole(store: Store) -> None:
     done = Outcome(done_pending=[work.id], claim="other")
     await store.commit("a", done)
     assert await store.count_pending("a", "c1") == 0
+
+
+@pytest.mark.parametrize("status", ["paused", "cancelled", "completed", "draft"])
+async def test_a_campaign_sends_only_while_its_stored_status_is_running(
+    store: Store, status: str
+) -> None:
+    # Another node changed the status; the sender still believes it running. The commit reads
+    # the stored status under its lock: nothing of the outcome is stored, claimed work stays.
+    await pending_work(store, NOW - 5)
+    users = await devices(store, 2)
+    (work,) = await store.claim_due("node-a", NOW, 30, 100)
+    await store.set_campaign_status("a", "c1", status, NOW)
+    mid = uuid.uuid4().hex
+    outcome = Outcome(
+        sends=[SendRow(user_key=u, at=NOW, category="marketing", message_id=mid,
+                       campaign="c1") for u in users],
+        done_pending=[work.id], campaign="c1", claim="node-a",
+    )  # fmt: skip
+    targets = [(ds[0], u) for u, ds in users.items()]
+    with pytest.raises(CampaignInactive) as raised:
+        await store.commit("a", outcome, [message(mid, targets)])
+    assert raised.value.status == status
+    assert await store.pending("a", "u0-phone", 0, NOW) == []
+    assert await store.count_pending("a", "c1") == 1
+    (row,) = await store.campaigns("a")
+    assert row.sent_total == 0
+    # Back to running, the same send goes through.
+    await store.set_campaign_status("a", "c1", "running", NOW)
+    committed = await store.commit("a", outcome, [message(mid, targets)])
+    assert committed.sent == 2 and committed.sent_total == 2
+
+
+async def test_a_pause_racing_a_campaigns_sends_stops_every_send_after_it(store: Store) -> None:
+    # Sends and a pause race; whatever order they commit in, no send commits after the pause.
+    await store.save_campaign("a", "c1", {"id": "c1"}, "running", NOW)
+    users = await devices(store, 30)
+
+    async def one(u: str, ds: list[str]) -> int:
+        try:
+            _, c = await send(store, {u: ds}, campaign="c1")
+        except CampaignInactive:
+            return 0
+        return c.sent
+
+    sends = [asyncio.ensure_future(one(u, ds)) for u, ds in users.items()]
+    await asyncio.sleep(0)
+    assert await store.set_campaign_status("a", "c1", "paused", NOW, expect=["running"])
+    (at_pause,) = await store.campaigns("a")
+    sent = sum(await asyncio.gather(*sends))
+    (row,) = await store.campaigns("a")
+    assert row.sent_total == sent == at_pause.sent_total
+    with pytest.raises(CampaignInactive):
+        await send(store, {"u0": ["u0-phone"]}, campaign="c1")
 
 
 async def test_paused_campaigns_work_is_not_claimed(store: Store) -> None:
