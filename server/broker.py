@@ -30,13 +30,14 @@ class Broker(Protocol):
         """Disconnect; this node's routes go away."""
         ...
 
-    async def claim_device(self, app: str, device: str) -> None:
-        """A device's session is opening here: route it here and close it on any other node
-        (only a session older than this claim: a late message cannot close a newer one)."""
+    async def claim_device(self, app: str, device: str, epoch: int) -> bool:
+        """A device's session of ``epoch`` (the store's, see ``DeviceRow.epoch``) is opening
+        here: route it here and close any older session of it on another node. False when a
+        newer session of the device holds the route already: this one must not open."""
         ...
 
-    async def release_device(self, app: str, device: str) -> None:
-        """A device's session here ended."""
+    async def release_device(self, app: str, device: str, epoch: int) -> None:
+        """A device's session of ``epoch`` here ended (its route goes only if still its own)."""
         ...
 
     def announce(self, change: tuple[Any, ...]) -> None:
@@ -73,10 +74,10 @@ class InProcessBroker:
     async def stop(self) -> None:
         return None
 
-    async def claim_device(self, app: str, device: str) -> None:
-        return None  # the hub replaces an older session of the device itself
+    async def claim_device(self, app: str, device: str, epoch: int) -> bool:
+        return True  # the hub replaces an older session of the device itself
 
-    async def release_device(self, app: str, device: str) -> None:
+    async def release_device(self, app: str, device: str, epoch: int) -> None:
         return None
 
     def announce(self, change: tuple[Any, ...]) -> None:

@@ -31,6 +31,7 @@ class Metrics:
     hello_timeouts: int = 0
     oversized_deliveries: int = 0  # deliveries skipped: their frame is over max_frame_bytes
     store_failures: int = 0  # connections closed 4104 because the store failed
+    store_replays: int = 0  # sessions replayed because the store held what no publish brought
     connections: Counter[str] = field(default_factory=Counter)
     _buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     _latency_sum: float = 0.0
@@ -93,6 +94,11 @@ class Metrics:
             "tidings_store_failures_total",
             self.store_failures,
             "Connections closed with 4104 because the store failed.",
+        )
+        counter(
+            "tidings_store_replays_total",
+            self.store_replays,
+            "Sessions replayed from the store because a delivery's publish never arrived.",
         )
         name = "tidings_fanout_latency_seconds"
         lines += [f"# HELP {name} Fan-out duration per send.", f"# TYPE {name} histogram"]

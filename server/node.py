@@ -75,6 +75,14 @@ __all__ = ["BATCH_WINDOW_S", "Node", "Outgoing", "SendRequest", "SendResult"]
 BATCH_WINDOW_S = 0.02
 """Seconds acks and receipts wait to be written together."""
 
+CHECK_S = 1.0
+"""On a cluster, seconds between two checks of this node's sessions against the store: a
+delivery stored for a session here whose publish was lost (its node died before publishing, or
+Redis dropped it) is replayed at the second check that finds it missing, and a session that a
+newer one of its device replaced on another node is closed (4006) at the first."""
+CHECK_BATCH = 5_000
+"""Sessions compared in one store query."""
+
 log = logging.getLogger(__name__)
 
 _NOTHING_ELSE = Outcome()
@@ -161,6 +169,7 @@ class Node:
         # The latest hello of each device still being opened: an older one must not win.
         self._hello_tickets: dict[tuple[str, str], int] = {}
         self._tickets = itertools.count()
+        self._behind: set[Session] = set()  # sessions the last store check found behind
 
     def _now(self) -> float:
         return self.clock()  # tests move ``clock``; the engine and ingest follow
@@ -191,6 +200,8 @@ class Node:
         try:
             await self.engine.start()
             self._server = await start_server(self, self._config.host, self._config.port)
+            if not isinstance(self.broker, InProcessBroker):
+                self._background(self._check_loop())
         except BaseException:
             await self.engine.stop()
             await self.broker.stop()
@@ -480,7 +491,8 @@ class Node:
             # what it stored before is in the queue read below.
             claimed = self._hello_tickets.get(key) == ticket and ws.protocol.state is State.OPEN
             if claimed:
-                await self.broker.claim_device(claims.app, claims.device)
+                # False: a newer session of the device holds its route on another node.
+                claimed = await self.broker.claim_device(claims.app, claims.device, row.epoch)
         finally:
             latest = self._hello_tickets.get(key)
             if latest == ticket:
@@ -497,6 +509,7 @@ class Node:
             user_key=claims.user or anonymous_key(claims.device),
             metrics=self.metrics,
             on_gap=self._replay_gap,
+            epoch=row.epoch,
         )
         old = self.hub.add(session)
         if old is not None:
@@ -561,17 +574,59 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _replay(self, session: Session) -> None:
+    async def _replay(self, session: Session, upto: int = 0) -> None:
+        """Replay the stored queue after what ``session`` sent. ``upto``: a sequence number
+        the store had given before this replay read it; whatever up to it is not replayed was
+        dropped (acked, revoked, collapsed, expired) and counts as sent."""
         try:
             pending = await self.store.pending(
                 session.app, session.device, session.last_sent, self.clock()
             )
             for p in pending:
                 session.replay(p.seq, _wire(p))
+            session.resume(upto)
         except TidingsError as exc:  # what stays unsent is replayed at the next resume
             log.warning("replay after a sequence gap failed: %s", exc.reason)
         finally:
             session.end_replay()
+
+    async def _check_loop(self) -> None:
+        """Compare this node's sessions with the store every :data:`CHECK_S` (a cluster)."""
+        while True:
+            await asyncio.sleep(CHECK_S)
+            try:
+                await self.check_sessions()
+            except TidingsError as exc:
+                log.warning("checking sessions against the store failed: %s", exc.reason)
+
+    async def check_sessions(self) -> None:
+        """Find what no message between nodes said, in the store: a session replaced by a
+        newer one of its device (closed, 4006), deliveries stored for a session here that were
+        never written to it (replayed, if still missing at the next check: the publish may
+        simply be on its way)."""
+        by_app: dict[str, list[Session]] = {}
+        for session in self.hub.all():
+            if not session.closing:
+                by_app.setdefault(session.app, []).append(session)
+        behind: set[Session] = set()
+        for app, sessions in by_app.items():
+            for i in range(0, len(sessions), CHECK_BATCH):
+                chunk = {s.device: s for s in sessions[i : i + CHECK_BATCH]}
+                found = await self.store.check_sessions(
+                    app, [(d, s.last_sent, s.epoch) for d, s in chunk.items()]
+                )
+                for check in found:
+                    session = chunk[check.device]
+                    if check.epoch > session.epoch:
+                        session.close(codes.CLOSE_REPLACED, "the same device connected again")
+                    elif check.last_seq > session.last_sent and not session.proto.replaying:
+                        if session in self._behind:
+                            self.metrics.store_replays += 1
+                            session.resume(session.last_sent)
+                            self._background(self._replay(session, check.last_seq))
+                        else:
+                            behind.add(session)
+        self._behind = behind
 
     def _schedule_flush(self) -> None:
         if self._flusher is None:
@@ -606,7 +661,9 @@ class Node:
         if self.hub.get(session.app, session.device) is session:
             self.metrics.connections[session.app] -= 1
             if not isinstance(self.broker, InProcessBroker):
-                self._background(self.broker.release_device(session.app, session.device))
+                self._background(
+                    self.broker.release_device(session.app, session.device, session.epoch)
+                )
         self.hub.remove(session)
 
     # --- client frames ------------------------------------------------------------------------

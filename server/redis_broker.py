@@ -10,11 +10,21 @@ A fan-out costs one ``HMGET`` of the routes of the devices not connected here an
 ``PUBLISH`` per node (pipelined), never one per device. Revokes and inbox changes, which are
 rare, go to every node on ``{prefix}all``.
 
-When Redis is out of reach a node keeps serving its own devices, reports itself unhealthy, and
-once Redis is back re-registers its routes, asks each local session to replay what it may have
-missed from the store (:attr:`on_reconnect`), and tells every other node to do the same (what
-it could not publish meanwhile was meant for them): deliveries are in the store before they are
-published, so a lost publish loses nothing.
+Each route carries the session's *epoch*, which the store gave that hello inside its
+transaction (it never goes backwards, whatever happens to Redis): a claim never overwrites the
+route of a newer session, a kick closes only older sessions, and a session that ends removes
+the route only while it is still its own. A node that finds a newer route over one of its
+sessions (when it registers its routes again after an outage) closes that session with 4006.
+
+A node hears itself: every heartbeat also publishes a ping on its own channel. A node that has
+not heard its ping for :data:`SILENT_S` (a broker that drops traffic silently, without closing
+the connection) or whose heartbeat key vanished (Redis restarted empty) counts Redis as lost.
+While lost it keeps serving its own devices and reports itself unhealthy; once it hears its own
+ping again (so it listens on its channel) it re-registers its routes, asks each local session
+to replay what it may have missed from the store (:attr:`on_reconnect`), and tells every other
+node to do the same: deliveries are in the store before they are published, so a lost publish
+loses nothing. (Each node also checks its sessions against the store on its own, every second:
+see :class:`~tidings.server.node.Node`.)
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +45,7 @@ from tidings.protocol.frames import InboxState
 from tidings.server.broker import InProcessBroker
 from tidings.server.hub import Hub
 
-__all__ = ["HEARTBEAT_S", "NODE_TTL_S", "RedisBroker"]
+__all__ = ["HEARTBEAT_S", "NODE_TTL_S", "SILENT_S", "RedisBroker"]
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +55,27 @@ HEARTBEAT_S = 2.0
 NODE_TTL_S = 6.0
 """A node that has not beaten for this long is dead: its routes are ignored."""
 
-# Swap a device's route to this node (atomically) and number the claim: a claim made later
-# gets a higher ticket, so a kick that arrives late cannot close a newer session. Answers the
-# ticket and the node that held the route.
+SILENT_S = 2 * HEARTBEAT_S + 1.0
+"""A node that has not heard its own ping for this long counts Redis as lost (a silent drop)."""
+
+RETRY_S = 0.5
+"""Seconds between heartbeats while Redis is lost: the way back is found quickly."""
+
+# Route a device to this node for a session of epoch ARGV[3], unless a newer session of it
+# holds the route. Answers {1, the route replaced} or {0, the newer route}.
 _CLAIM = """
-local ticket = redis.call('INCR', KEYS[2])
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {ticket, old}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local bar = string.find(cur, '|', 1, true)
+  if bar and tonumber(string.sub(cur, bar + 1)) > tonumber(ARGV[3]) then
+    return {0, cur}
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+return {1, cur}
 """
 
-# Remove a device's route only if it still leads here (a newer session elsewhere keeps its own).
+# Remove a device's route only if it is still this session's (node|epoch).
 _RELEASE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
@@ -89,8 +110,9 @@ class RedisBroker:
         """Called when Redis is reachable again after an outage (the node replays sessions)."""
         self.fanout_publishes = 0  # PUBLISH commands of deliveries, for metrics and tests
         self._outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        # The hello ticket of each device session held here (a kick names the claim's ticket).
-        self._tickets: dict[tuple[str, str], int] = {}
+        self._heard = time.monotonic()  # when this node last heard its own ping
+        self._lost_at = 0.0  # when Redis was last counted as lost
+        self._listener: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -99,18 +121,20 @@ class RedisBroker:
         """Beat once (failing loudly if Redis is unreachable), then listen and beat on."""
         await self._beat()
         self.healthy = True
+        self._heard = time.monotonic()
         loop = asyncio.get_running_loop()
+        self._listener = loop.create_task(self._listen(), name="tidings-broker-listen")
         self._tasks = [
-            loop.create_task(self._listen(), name="tidings-broker-listen"),
             loop.create_task(self._heartbeat(), name="tidings-broker-heartbeat"),
             loop.create_task(self._send_loop(), name="tidings-broker-send"),
         ]
 
     async def stop(self) -> None:
         """Stop listening; this node's routes and heartbeat go away with it."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._listener] if self._listener else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
         with contextlib.suppress(RedisError, OSError):
@@ -126,60 +150,107 @@ class RedisBroker:
     def _channel(self, node_id: str) -> str:
         return f"{self.prefix}to:{node_id}"
 
-    async def _beat(self) -> None:
-        await self.redis.set(self._node_key(self.node_id), b"1", px=int(NODE_TTL_S * 1000))
+    async def _beat(self) -> bool:
+        """Beat and ping this node's own channel; False if the heartbeat key had vanished."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._node_key(self.node_id), b"1", px=int(NODE_TTL_S * 1000), get=True)
+            pipe.publish(self._channel(self.node_id), _pack(("ping", self.node_id)))
+            was, _ = await pipe.execute()
+        return was is not None
+
+    def _lost(self, why: str) -> None:
+        if self.healthy:
+            log.warning("broker: %s; serving local devices only until it is back", why)
+        self.healthy = False
+        self._lost_at = time.monotonic()
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(HEARTBEAT_S if self.healthy else RETRY_S)
             try:
-                await self._beat()
+                kept = await self._beat()
             except (RedisError, OSError) as exc:
-                if self.healthy:
-                    log.warning("broker: Redis unreachable, serving local devices only: %s", exc)
-                self.healthy = False
+                self._lost(f"Redis unreachable ({exc})")
                 continue
-            if not self.healthy:
-                log.info("broker: Redis is back; re-registering routes and replaying sessions")
-                await self._reregister()
-                self.healthy = True
-                if self.on_reconnect is not None:
-                    self.on_reconnect()
-                # What this node published meanwhile is lost for the others too: they replay
-                # their sessions and re-read the audience as well.
-                self._outbox.put_nowait(("all", ("rejoined",)))
+            if not kept and self.healthy:
+                self._lost("Redis lost this node's keys (restarted empty, or away too long)")
+            silent = time.monotonic() - self._heard
+            if silent > SILENT_S:
+                self._lost(f"nothing heard from Redis for {silent:.1f} s")
+                self._relisten()
+            elif not self.healthy and self._heard > self._lost_at:
+                # It hears its own ping again, so it listens on its channel: come back.
+                await self._rejoin()
 
-    async def _reregister(self) -> None:
-        by_app: dict[str, dict[str, str]] = {}
-        for session in self.hub.all():
-            by_app.setdefault(session.app, {})[session.device] = self.node_id
-        with contextlib.suppress(RedisError, OSError):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for app, routes in by_app.items():
-                    pipe.hset(self._routes(app), mapping=routes)  # type: ignore[arg-type]
-                await pipe.execute()
+    def _relisten(self) -> None:
+        """Drop the subscription, which may be dead without knowing it, and subscribe again."""
+        if self._listener is not None:
+            self._listener.cancel()
+        self._heard = time.monotonic()  # give the new subscription its own SILENT_S
+        self._listener = asyncio.get_running_loop().create_task(
+            self._listen(), name="tidings-broker-listen"
+        )
+
+    async def _rejoin(self) -> None:
+        try:
+            replaced = await self._reregister()
+        except (RedisError, OSError) as exc:
+            self._lost(f"Redis unreachable ({exc})")
+            return
+        log.info("broker: Redis is back; routes registered again, sessions replaying")
+        for session in replaced:
+            session.close(codes.CLOSE_REPLACED, "the same device connected elsewhere")
+        self.healthy = True
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+        # What this node published meanwhile is lost for the others too: they replay
+        # their sessions as well.
+        self._outbox.put_nowait(("all", ("rejoined",)))
+
+    async def _reregister(self) -> list[Any]:
+        """Claim every local session's route again (by epoch); the sessions a newer one
+        replaced meanwhile, on another node, are returned to be closed."""
+        sessions = self.hub.all()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session in sessions:
+                pipe.eval(_CLAIM, 1, self._routes(session.app), session.device, self.node_id,
+                          session.epoch)  # fmt: skip
+            answers = await pipe.execute()
+        replaced = []
+        for session, (ok, old) in zip(sessions, answers, strict=True):
+            if not ok:
+                replaced.append(session)
+            elif old is not None and _node_of(old) != self.node_id:
+                self._kick(_node_of(old), session.app, session.device, session.epoch)
+        return replaced
 
     # --- routes -------------------------------------------------------------------------------
 
-    async def claim_device(self, app: str, device: str) -> None:
-        """Route ``device`` to this node; a session it had on another node is closed there."""
+    async def claim_device(self, app: str, device: str, epoch: int) -> bool:
+        """Route ``device`` here for its session of ``epoch``; an older session on another
+        node is closed there. False when a newer session holds the route."""
         try:
-            ticket, old = await self.redis.eval(  # type: ignore[misc]
-                _CLAIM, 2, self._routes(app), f"{self.prefix}claims:{app}", device, self.node_id
+            ok, old = await self.redis.eval(  # type: ignore[misc]
+                _CLAIM, 1, self._routes(app), device, self.node_id, epoch
             )
         except (RedisError, OSError) as exc:
-            self.healthy = False
-            log.warning("broker: cannot route %s/%s here: %s", app, device, exc)
-            return  # served here; routes are re-registered when Redis is back
-        self._tickets[(app, device)] = int(ticket)
-        if old is not None and _text(old) != self.node_id:
-            self._outbox.put_nowait(("kick", (_text(old), app, device, int(ticket))))
+            self._lost(f"cannot route {app}/{device} here ({exc})")
+            return True  # served here; routes are registered again when Redis is back
+        if not ok:
+            return False
+        if old is not None and _node_of(old) != self.node_id:
+            self._kick(_node_of(old), app, device, epoch)
+        return True
 
-    async def release_device(self, app: str, device: str) -> None:
-        """Forget ``device``'s route, if it still leads here."""
-        self._tickets.pop((app, device), None)
+    async def release_device(self, app: str, device: str, epoch: int) -> None:
+        """Forget ``device``'s route, if it is still this session's."""
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.eval(_RELEASE, 1, self._routes(app), device, self.node_id)  # type: ignore[misc]
+            await self.redis.eval(  # type: ignore[misc]
+                _RELEASE, 1, self._routes(app), device, f"{self.node_id}|{epoch}"
+            )
+
+    def _kick(self, node: str, app: str, device: str, epoch: int) -> None:
+        self._outbox.put_nowait(("kick", (node, app, device, epoch)))
 
     # --- the Broker interface -----------------------------------------------------------------
 
@@ -219,16 +290,14 @@ class RedisBroker:
                 if kind == "deliver":
                     await self._publish_deliveries(*payload)
                 elif kind == "kick":
-                    node, app, device, ticket = payload
-                    await self._publish(node, ("kick", app, device, ticket, self.node_id))
+                    node, app, device, epoch = payload
+                    await self._publish(node, ("kick", app, device, epoch, self.node_id))
                 else:
                     await self._publish("*", (*payload, self.node_id))
             except (RedisError, OSError) as exc:
-                # The store has it: the device gets it at its next replay (reconnect, or the
-                # replay every session does when Redis is back).
-                if self.healthy:
-                    log.warning("broker: publish failed, devices will replay: %s", exc)
-                self.healthy = False
+                # The store has it: the node holding the device finds it there (it checks its
+                # sessions against the store every second, and replays when Redis is back).
+                self._lost(f"publish failed, devices will replay ({exc})")
 
     async def _publish_deliveries(
         self, app: str, targets: list[tuple[str, int]], msg_wire: bytes
@@ -237,7 +306,7 @@ class RedisBroker:
         routes = await self.redis.hmget(self._routes(app), devices)  # type: ignore[misc]
         per_node: dict[str, list[tuple[str, int]]] = {}
         for (device, seq), route in zip(targets, routes, strict=True):
-            node = None if route is None else _text(route)
+            node = None if route is None else _node_of(route)
             if node is not None and node != self.node_id:
                 per_node.setdefault(node, []).append((device, seq))
         if not per_node:
@@ -269,9 +338,8 @@ class RedisBroker:
                     if item.get("type") == "message":
                         self._on_message(item["data"])
             except (RedisError, OSError) as exc:
-                self.healthy = False
-                log.debug("broker: subscription lost: %s", exc)
-                await asyncio.sleep(HEARTBEAT_S)
+                self._lost(f"subscription lost ({exc})")
+                await asyncio.sleep(RETRY_S)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -286,14 +354,15 @@ class RedisBroker:
                     session = self.hub.get(app, device)
                     if session is not None:
                         session.push_delivery(seq, msg_wire)
+            elif kind == "ping":
+                if message[1] == self.node_id:
+                    self._heard = time.monotonic()
             elif kind == "kick":
-                # Only a session older than the claim that replaced it: a kick can arrive late,
-                # after the device came back here with a newer session.
-                _, app, device, ticket, new_node = message
+                # Only a session older than the one that claimed the route: a kick can arrive
+                # late, after the device came back here with a newer session.
+                _, app, device, epoch, new_node = message
                 session = self.hub.get(app, device)
-                mine = self._tickets.get((app, device), 0)
-                if session is not None and new_node != self.node_id and mine < ticket:
-                    self._tickets.pop((app, device), None)
+                if session is not None and new_node != self.node_id and session.epoch < epoch:
                     session.close(codes.CLOSE_REPLACED, "the same device connected elsewhere")
             elif message[-1] != self.node_id:  # our own broadcasts were done locally
                 if kind == "revoke":
@@ -310,6 +379,11 @@ class RedisBroker:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _node_of(route: bytes | str) -> str:
+    """The node of a route (``node|epoch``)."""
+    return _text(route).split("|", 1)[0]
 
 
 def _pack(message: tuple[Any, ...]) -> bytes:

@@ -292,6 +292,7 @@ class Session:
         "app",
         "closing",
         "device",
+        "epoch",
         "id",
         "metrics",
         "proto",
@@ -312,8 +313,11 @@ class Session:
         user_key: str,
         metrics: Metrics,
         on_gap: Callable[[Session], None] | None = None,
+        epoch: int = 0,
     ) -> None:
         self.ws = ws
+        self.epoch = epoch
+        """The store's session epoch of this hello: a session of a higher one replaces it."""
         self.proto = proto
         self.id = id
         self.app = app

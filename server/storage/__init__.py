@@ -33,6 +33,7 @@ from tidings.server.storage.rows import (
     Refusal,
     RequestRow,
     SendRow,
+    SessionCheck,
     UserRow,
 )
 from tidings.server.storage.store import SqliteStore, anonymous_key
@@ -63,6 +64,7 @@ __all__ = [
     "RequestRow",
     "RequestStore",
     "SendRow",
+    "SessionCheck",
     "SqliteStore",
     "Store",
     "UserRow",

@@ -74,6 +74,7 @@ from tidings.server.storage.rows import (
     ProfileRow,
     RequestRow,
     SendRow,
+    SessionCheck,
     UserRow,
     export_document,
     profiles_from,
@@ -416,11 +417,13 @@ class PostgresStore:
         async def work(con: _Conn) -> DeviceRow:
             stored = await con.fetchrow(
                 "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
-                " sdk_version, first_seen, last_seen) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                " sdk_version, first_seen, last_seen, session_epoch)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,1)"
                 " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
                 " platform=excluded.platform, app_version=excluded.app_version,"
                 " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
-                " last_seen=excluded.last_seen RETURNING first_seen, last_seq, acked_seq",
+                " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1"
+                " RETURNING first_seen, last_seq, acked_seq, session_epoch",
                 row.app, row.device_id, row.user_id, row.platform, row.app_version, row.locale,
                 row.tz, row.sdk_version, float(row.first_seen), float(row.last_seen),
             )  # fmt: skip
@@ -437,9 +440,33 @@ class PostgresStore:
                 first_seen=stored[0],
                 last_seq=int(stored[1]),
                 acked_seq=int(stored[2]),
+                epoch=int(stored[3]),
             )
 
         return await self._write(work)
+
+    async def check_sessions(
+        self, app: str, sessions: Sequence[tuple[str, int, int]]
+    ) -> list[SessionCheck]:
+        """Of live sessions given as (device, highest seq sent, session epoch), those the store
+        says are behind: a delivery numbered past what was sent, or a newer session since.
+
+        One query for the whole batch (the comparison is made by the server, so only the
+        sessions behind travel back).
+        """
+        if not sessions:
+            return []
+        rows = await self._fetch(
+            "SELECT v.device_id, v.last_seq, v.session_epoch FROM unnest($2::text[],"
+            " $3::int8[], $4::int8[]) AS q(device_id, sent, epoch) JOIN devices v"
+            " ON v.app=$1 AND v.device_id=q.device_id"
+            " WHERE v.last_seq>q.sent OR v.session_epoch>q.epoch",
+            app,
+            [d for d, _, _ in sessions],
+            [int(sent) for _, sent, _ in sessions],
+            [int(epoch) for _, _, epoch in sessions],
+        )
+        return [SessionCheck(device=r[0], last_seq=int(r[1]), epoch=int(r[2])) for r in rows]
 
     async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
         """(device_id, user_id) of every known device of these users."""

@@ -33,6 +33,7 @@ from tidings.server.storage.rows import (
     ProfileRow,
     RequestRow,
     SendRow,
+    SessionCheck,
     UserRow,
 )
 
@@ -51,6 +52,9 @@ class DeliveryStore(Protocol):
     """Devices, messages and their deliveries, receipts and inbox state."""
 
     async def upsert_device(self, row: DeviceRow) -> DeviceRow: ...
+    async def check_sessions(
+        self, app: str, sessions: Sequence[tuple[str, int, int]]
+    ) -> list[SessionCheck]: ...
     async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]: ...
     async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]: ...
     async def devices_of_keys(

@@ -46,6 +46,20 @@ class DeviceRow:
     last_seen: float = 0.0
     last_seq: int = 0
     acked_seq: int = 0
+    epoch: int = 0
+    """The session epoch this hello took (the store's, one more than the device's last)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionCheck:
+    """What the store holds of a device whose live session looks behind (see
+    :meth:`~tidings.server.storage.DeliveryStore.check_sessions`)."""
+
+    device: str
+    last_seq: int
+    """The highest sequence number the store gave the device's deliveries."""
+    epoch: int
+    """The device's latest session epoch: a session with a lower one was replaced."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -57,6 +57,7 @@ from tidings.server.storage.rows import (
     Refusal,
     RequestRow,
     SendRow,
+    SessionCheck,
     UserRow,
     export_document,
     profiles_from,
@@ -421,11 +422,12 @@ class SqliteStore:
         def write(db: sqlite3.Connection) -> DeviceRow:
             db.execute(
                 "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
-                " sdk_version, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " sdk_version, first_seen, last_seen, session_epoch)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,1)"
                 " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
                 " platform=excluded.platform, app_version=excluded.app_version,"
                 " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
-                " last_seen=excluded.last_seen",
+                " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1",
                 (
                     row.app, row.device_id, row.user_id, row.platform, row.app_version,
                     row.locale, row.tz, row.sdk_version, row.first_seen, row.last_seen,
@@ -438,14 +440,34 @@ class SqliteStore:
                 (row.app, user_key, row.first_seen, row.last_seen),
             )
             stored = db.execute(
-                "SELECT first_seen, last_seq, acked_seq FROM devices WHERE app=? AND device_id=?",
+                "SELECT first_seen, last_seq, acked_seq, session_epoch FROM devices"
+                " WHERE app=? AND device_id=?",
                 (row.app, row.device_id),
             ).fetchone()
             assert stored is not None
-            return replace(row, first_seen=stored[0], last_seq=stored[1], acked_seq=stored[2])
+            return replace(row, first_seen=stored[0], last_seq=stored[1], acked_seq=stored[2],
+                           epoch=stored[3])  # fmt: skip
 
         result: DeviceRow = await self._submit(write)
         return result
+
+    async def check_sessions(
+        self, app: str, sessions: Sequence[tuple[str, int, int]]
+    ) -> list[SessionCheck]:
+        """Of live sessions given as (device, highest seq sent, session epoch), those the store
+        says are behind: a delivery numbered past what was sent, or a newer session since."""
+        sent = {d: (s, e) for d, s, e in sessions}
+        rows = await self._select_in(
+            "SELECT device_id, last_seq, session_epoch FROM devices WHERE app=?"
+            " AND device_id IN ({marks})",
+            app,
+            list(sent),
+        )
+        return [
+            SessionCheck(device=r[0], last_seq=int(r[1]), epoch=int(r[2]))
+            for r in rows
+            if r[1] > sent[r[0]][0] or r[2] > sent[r[0]][1]
+        ]
 
     async def _select_in(
         self, sql: str, app: str, values: Sequence[str], *after: object

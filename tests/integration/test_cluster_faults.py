@@ -1,0 +1,268 @@
+"""A cluster under faults: what the store holds decides, whatever a node heard or missed.
+
+Real nodes on one PostgreSQL schema and one Redis (per test), real WebSocket sessions; the
+faults are real too: a TCP proxy (``faultproxy.py``) between a node and Redis that stalls or
+silently drops its traffic, a Redis server of the test's own restarted empty, deliveries
+stored by a node that died before it could publish them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from faultproxy import FaultProxy
+from helpers import APP_A, timeout
+from rawclient import open_session
+from tidings.protocol import codes
+from tidings.protocol.frames import Deliver
+from tidings.protocol.tokens import mint_token
+from tidings.server.config import GatewayConfig
+from tidings.server.node import CHECK_S, Node, SendRequest
+from tidings.server.redis_broker import SILENT_S
+from tidings.server.storage import Outcome, OutMessage
+
+PG_DSN = os.environ.get("TIDINGS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS") or "redis://127.0.0.1:6379/0"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _unavailable(why: str) -> None:
+    if IN_CI:
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
+def token(device: str, user: str) -> str:
+    return mint_token(secret=APP_A.secret, app=APP_A.id, device=device, user=user)
+
+
+async def until(predicate: Callable[[], bool], seconds: float) -> float:
+    """Wait for ``predicate``; how long it took."""
+    start = time.monotonic()
+    deadline = start + timeout(seconds)
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+@contextlib.asynccontextmanager
+async def cluster(redis_urls: list[str]) -> AsyncIterator[list[Node]]:
+    """Started nodes on one fresh PostgreSQL schema, node i reaching Redis at redis_urls[i]."""
+    try:
+        import asyncpg
+        from tidings.server.storage import PostgresStore
+    except ImportError:
+        _unavailable("cluster tests need the cluster extra: pip install -e '.[cluster]'")
+    try:
+        admin = await asyncpg.connect(PG_DSN, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        _unavailable(f"PostgreSQL not reachable ({exc}): start it, or set TIDINGS_TEST_PG")
+    schema, prefix = f"t_{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}:"
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    nodes: list[Node] = []
+    try:
+        for i, url in enumerate(redis_urls):
+            config = GatewayConfig(port=0, admin_port=0, db=PG_DSN, apps=(APP_A,), broker=url,
+                                   node_id=f"node-{'abc'[i]}", broker_prefix=prefix)  # fmt: skip
+            node = Node(config, store=PostgresStore(PG_DSN, schema=schema, pool_size=4))
+            await node.start()
+            nodes.append(node)
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.stop()
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
+
+
+async def _redis_reachable() -> None:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        _unavailable("cluster tests need the cluster extra: pip install -e '.[cluster]'")
+    r = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await r.ping()
+    except OSError as exc:
+        _unavailable(f"Redis not reachable ({exc}): start it, or set TIDINGS_TEST_REDIS")
+    finally:
+        await r.aclose()
+
+
+@contextlib.asynccontextmanager
+async def proxied_redis() -> AsyncIterator[FaultProxy]:
+    """A fault proxy in front of the test Redis."""
+    await _redis_reachable()
+    host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    proxy = await FaultProxy(host, int(port)).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+class OwnRedis:
+    """A Redis server of the test's own (nothing kept on disk), to restart empty."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@contextlib.asynccontextmanager
+async def own_redis() -> AsyncIterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not installed: the Redis restart tests need it")
+    server = OwnRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def inbox(users: tuple[str, ...], body: str) -> SendRequest:
+    return SendRequest(app=APP_A.id, users=users, kind="inbox", title="t", body=body,
+                       category="transactional")  # fmt: skip
+
+
+async def store_without_publishing(node: Node, devices: list[tuple[str, str]]) -> str:
+    """What a node that dies between its commit and its publish leaves: deliveries in the
+    store that no other node was told about."""
+    mid = uuid.uuid4().hex
+    now = node.clock()
+    message = OutMessage(
+        message_id=mid,
+        fields={"kind": "inbox", "category": "transactional", "priority": "normal",
+                "campaign": None, "variant": None, "created_at": now, "expires_at": now + 600},
+        wire=b"",
+        targets=tuple(devices),
+    )  # fmt: skip
+    # The stored wire is what a replay sends: make it a real message.
+    from tidings.protocol.codec import encode_message
+    from tidings.protocol.frames import Message
+
+    wire = encode_message(Message(id=mid, kind="inbox", title="t", body="orphan",
+                                  category="transactional", created_at=int(now * 1000),
+                                  expires_at=int((now + 600) * 1000)))  # fmt: skip
+    message = OutMessage(message_id=mid, fields=message.fields, wire=wire, targets=message.targets)
+    committed = await node.store.commit(APP_A.id, Outcome(), [message])
+    assert len(committed.deliveries[mid]) == len(devices)
+    return mid
+
+
+async def test_deliveries_whose_publish_never_came_reach_idle_devices_from_the_store() -> None:
+    await _redis_reachable()
+    async with cluster([REDIS_URL, REDIS_URL]) as (a, b):
+        phones = [await open_session(b.port, token(f"p{i}", f"u{i}")) for i in range(9)]
+        mid = await store_without_publishing(a, [(f"p{i}", f"u{i}") for i in range(9)])
+        start = time.monotonic()
+        for phone in phones:
+            got = await phone.recv_until(Deliver, timeout=timeout(2 * CHECK_S + 2))
+            assert got.msg.id == mid
+        # At the second check that finds it missing (the first may race the publish).
+        assert time.monotonic() - start <= 2 * CHECK_S + 1.5
+        assert b.metrics.store_replays >= 9
+        for phone in phones:
+            assert await phone.nothing_for(0.3)  # once
+            await phone.close()
+
+
+async def test_a_device_moving_nodes_during_a_partition_keeps_one_session_and_its_route() -> None:
+    async with proxied_redis() as proxy:
+        await _redis_reachable()
+        async with cluster([f"redis://127.0.0.1:{proxy.port}/0", REDIS_URL]) as (a, b):
+            first = await open_session(a.port, token("mover", "u1"))
+            proxy.set("stall")  # a hears nothing from Redis and says nothing to it
+            second = await open_session(b.port, token("mover", "u1"))
+            # The kick to a is held by the partition; a finds the newer session in the store.
+            took = await until(lambda: first.ws.close_code is not None, 2 * CHECK_S + 1)
+            assert first.ws.close_code == codes.CLOSE_REPLACED
+            assert took <= CHECK_S + 1
+            proxy.set("pass")  # heal: what a held is delivered late, and a rejoins
+            await until(lambda: a.broker.healthy, SILENT_S + 3)
+            await asyncio.sleep(0.5)
+            routes = await b.broker.redis.hgetall(b.broker._routes(APP_A.id))  # type: ignore[attr-defined]
+            assert routes[b"mover"].split(b"|")[0] == b"node-b"
+            sent = await a.send(inbox(("u1",), "after the move"))
+            got = await second.recv_until(Deliver, timeout=timeout(5))
+            assert got.msg.id == sent.message_id
+            assert await second.nothing_for(0.3)
+            await second.close()
+
+
+async def test_after_redis_restarts_empty_a_second_connection_still_replaces_the_first() -> None:
+    async with own_redis() as redis_server, cluster([redis_server.url] * 2) as (a, b):
+        first = await open_session(a.port, token("dev", "u1"))
+        idle = await open_session(a.port, token("idle", "u2"))
+        redis_server.kill()
+        redis_server.start()  # empty: no routes, no heartbeats
+        # Sent at once, before a has registered its routes again: the store check brings it.
+        sent = await b.send(inbox(("u2",), "during the restart"))
+        got = await idle.recv_until(Deliver, timeout=timeout(2 * CHECK_S + 3))
+        assert got.msg.id == sent.message_id
+        second = await open_session(b.port, token("dev", "u1"))
+        await until(lambda: first.ws.close_code is not None, 2 * CHECK_S + 2)
+        assert first.ws.close_code == codes.CLOSE_REPLACED
+        await until(lambda: a.broker.healthy and b.broker.healthy, SILENT_S + 5)
+        again = await a.send(inbox(("u1",), "after the restart"))
+        got = await second.recv_until(Deliver, timeout=timeout(5))
+        assert got.msg.id == again.message_id
+        for client in (second, idle):
+            await client.close()
+
+
+async def test_a_silent_broker_is_noticed_and_the_node_comes_back_when_it_heals() -> None:
+    async with (
+        proxied_redis() as proxy,
+        cluster([f"redis://127.0.0.1:{proxy.port}/0", REDIS_URL]) as (a, b),
+    ):
+        phone = await open_session(a.port, token("p", "u1"))
+        proxy.set("drop")  # no reset: packets just stop
+        took = await until(lambda: not a.broker.healthy, SILENT_S + 4)
+        assert took <= SILENT_S + 3
+        sent = await b.send(inbox(("u1",), "while a is deaf"))
+        got = await phone.recv_until(Deliver, timeout=timeout(2 * CHECK_S + 3))
+        assert got.msg.id == sent.message_id
+        proxy.set("pass")
+        proxy.cut()  # what was dropped left the old connections unusable
+        await until(lambda: a.broker.healthy, SILENT_S + 5)
+        again = await b.send(inbox(("u1",), "healed"))
+        got = await phone.recv_until(Deliver, timeout=timeout(3))
+        assert got.msg.id == again.message_id
+        await phone.close()
