@@ -441,12 +441,15 @@ class CampaignEngine:
         del self._state(app).campaigns[cid]
         self.announce(("campaign", app, cid))
 
-    async def _set_status(self, app: str, live: _Live, status: CampaignStatus) -> None:
+    async def _set_status(
+        self, app: str, live: _Live, status: CampaignStatus, then: Sequence[PendingSend] = ()
+    ) -> None:
         """Move a campaign to ``status`` if :data:`TRANSITIONS` allows it from where it is.
 
         Checked twice: against this process's copy (a quick, clear answer), then by the store
         inside the update, so two requests racing for the same change (two starts) cannot
-        both make it: the loser gets :class:`Conflict`.
+        both make it: the loser gets :class:`Conflict`. ``then``: the pending work the change
+        creates, stored in the same write.
         """
         allowed = TRANSITIONS[status]
         current = live.campaign.status
@@ -454,7 +457,7 @@ class CampaignEngine:
             raise Conflict("status", f"a {current} campaign cannot be {_VERBS[status]}")
         now = self.clock()
         if not await self.store.set_campaign_status(
-            app, live.campaign.id, str(status), now, expect=[str(s) for s in allowed]
+            app, live.campaign.id, str(status), now, expect=[str(s) for s in allowed], then=then
         ):
             raise Conflict("status", f"the campaign changed meanwhile; it cannot be "
                            f"{_VERBS[status]} now (read it again)")  # fmt: skip
@@ -467,21 +470,22 @@ class CampaignEngine:
         live = self._live(app, cid)
         c, now = live.campaign, self.clock()
         first = c.status is CampaignStatus.DRAFT
-        await self._set_status(app, live, CampaignStatus.RUNNING)
+        # The audience run a start creates is pending work stored with the status change, in
+        # one write, and claimed like any other: if this node dies at any point after the
+        # start, another one finishes it (when the claim's lease ends).
+        run: list[PendingSend] = []
+        if first and c.kind is not CampaignKind.TRIGGERED:
+            at = now
+            if c.kind is CampaignKind.SCHEDULED and c.schedule is not None and c.schedule.at:
+                at = max(now, c.schedule.at)
+            run.append(PendingSend(app=app, campaign=cid, user_key=None, due_at=at))
+        await self._set_status(app, live, CampaignStatus.RUNNING, then=run)
         if first and c.kind is CampaignKind.TRIGGERED:
             await self._start_test(app, live, now)
-        if first and c.kind is CampaignKind.ONE_OFF:
-            await self._run_audience(app, live, now)
-        elif first and c.kind is CampaignKind.SCHEDULED:
-            assert c.schedule is not None
-            if c.schedule.at is not None and c.schedule.at > now:
-                run = PendingSend(app=app, campaign=cid, user_key=None, due_at=c.schedule.at)
-                await self.store.commit(app, Outcome(new_pending=[run]))
-                self._due_at(run.due_at)
-            else:
-                await self._run_audience(app, live, now)
-        elif not first:
-            await self.tick()  # work that fell due while paused
+        if run and run[0].due_at > now:
+            self._due_at(run[0].due_at)
+        else:
+            await self.tick()  # the run just stored, or work that fell due while paused
         return live.campaign
 
     async def pause(self, app: str, cid: str) -> Campaign:

@@ -763,16 +763,7 @@ class PostgresStore:
                 [d.message_id for d in decisions],
             )
         if outcome.new_pending:
-            new = outcome.new_pending
-            await con.execute(
-                "INSERT INTO pending_sends (app, campaign, user_key, due_at, event)"
-                " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::float8[], $5::text[])",
-                app,
-                [p.campaign for p in new],
-                [p.user_key for p in new],
-                [float(p.due_at) for p in new],
-                [None if p.event is None else json.dumps(p.event) for p in new],
-            )
+            await _insert_pending(con, app, outcome.new_pending)
         total_after = None
         if outcome.campaign is not None:
             added = sum(1 for s in sends if s.campaign == outcome.campaign)
@@ -1096,13 +1087,20 @@ class PostgresStore:
         )
 
     async def set_campaign_status(
-        self, app: str, cid: str, status: str, now: float, expect: Sequence[str] = ()
+        self,
+        app: str,
+        cid: str,
+        status: str,
+        now: float,
+        expect: Sequence[str] = (),
+        then: Sequence[PendingSend] = (),
     ) -> bool:
         """Record a campaign's new status; with ``expect``, only from one of those statuses.
 
         False when the campaign does not exist or its stored status is not expected: one
         ``UPDATE`` whose condition PostgreSQL checks again on the row it locked, so of
-        concurrent requests for one transition exactly one makes it.
+        concurrent requests for one transition exactly one makes it. ``then``: pending work
+        the change creates, inserted in the same transaction only if it happened.
         """
         sql = "UPDATE campaigns SET status=$1, updated_at=$2 WHERE app=$3 AND id=$4"
         params: list[Any] = [status, float(now), app, cid]
@@ -1111,7 +1109,11 @@ class PostgresStore:
             params.append(list(expect))
 
         async def work(con: _Conn) -> bool:
-            return _rowcount(await con.execute(sql, *params)) > 0
+            if _rowcount(await con.execute(sql, *params)) == 0:
+                return False
+            if then:
+                await _insert_pending(con, app, then)
+            return True
 
         return await self._write(work)
 
@@ -1179,7 +1181,8 @@ class PostgresStore:
             if cursor is None:
                 return now, []
             rows = await con.fetch(
-                "SELECT origin, body FROM changes WHERE tx >= pg_snapshot_xmin($1::text::pg_snapshot)"
+                "SELECT origin, body FROM changes"
+                " WHERE tx >= pg_snapshot_xmin($1::text::pg_snapshot)"
                 " AND pg_visible_in_snapshot(tx, $2::text::pg_snapshot)"
                 " AND NOT pg_visible_in_snapshot(tx, $1::text::pg_snapshot) ORDER BY id LIMIT $3",
                 cursor,
@@ -1645,6 +1648,18 @@ async def _lock_devices(con: _Conn, app: str, devices: Iterable[str], mode: str)
     if not ids:
         return []
     return [r[0] for r in await con.fetch(_LOCK_DEVICES.format(mode=mode), app, ids)]
+
+
+async def _insert_pending(con: _Conn, app: str, new: Sequence[PendingSend]) -> None:
+    await con.execute(
+        "INSERT INTO pending_sends (app, campaign, user_key, due_at, event)"
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::float8[], $5::text[])",
+        app,
+        [p.campaign for p in new],
+        [p.user_key for p in new],
+        [float(p.due_at) for p in new],
+        [None if p.event is None else json.dumps(p.event) for p in new],
+    )
 
 
 async def _finish_pending(con: _Conn, outcome: Outcome) -> None:

@@ -1019,12 +1019,20 @@ class SqliteStore:
         await self._execute("DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, campaign))
 
     async def set_campaign_status(
-        self, app: str, cid: str, status: str, now: float, expect: Sequence[str] = ()
+        self,
+        app: str,
+        cid: str,
+        status: str,
+        now: float,
+        expect: Sequence[str] = (),
+        then: Sequence[PendingSend] = (),
     ) -> bool:
         """Record a campaign's new status; with ``expect``, only from one of those statuses.
 
         False when the campaign does not exist or its stored status is not expected (another
         request changed it first): a transition happens once, however many ask for it.
+        ``then``: pending work the change creates, stored in the same write only if it
+        happened (a start's audience run: whoever claims it finishes what the start began).
         """
         sql = "UPDATE campaigns SET status=?, updated_at=? WHERE app=? AND id=?"
         params: list[Any] = [status, now, app, cid]
@@ -1033,7 +1041,11 @@ class SqliteStore:
             params += list(expect)
 
         def write(db: sqlite3.Connection) -> bool:
-            return db.execute(sql, params).rowcount > 0
+            if db.execute(sql, params).rowcount == 0:
+                return False
+            if then:
+                _insert_pending(db, app, then)
+            return True
 
         changed: bool = await self._submit(write)
         return changed
@@ -1471,12 +1483,7 @@ def _commit_outcome(
              for d in decisions],
         )  # fmt: skip
     if outcome.new_pending:
-        db.executemany(
-            "INSERT INTO pending_sends (app, campaign, user_key, due_at, event) VALUES (?,?,?,?,?)",
-            [(app, p.campaign, p.user_key, p.due_at,
-              None if p.event is None else json.dumps(p.event))
-             for p in outcome.new_pending],
-        )  # fmt: skip
+        _insert_pending(db, app, outcome.new_pending)
     total = None
     if outcome.campaign is not None:
         added = sum(1 for s in sends if s.campaign == outcome.campaign)
@@ -1488,6 +1495,14 @@ def _commit_outcome(
         total = None if row is None else int(row[0])
     return Committed(deliveries=deliveries, refused=tuple(refused), sent=len(sends),
                      sent_total=total)  # fmt: skip
+
+
+def _insert_pending(db: sqlite3.Connection, app: str, pending: Sequence[PendingSend]) -> None:
+    db.executemany(
+        "INSERT INTO pending_sends (app, campaign, user_key, due_at, event) VALUES (?,?,?,?,?)",
+        [(app, p.campaign, p.user_key, p.due_at, None if p.event is None else json.dumps(p.event))
+         for p in pending],
+    )  # fmt: skip
 
 
 def _admit(

@@ -334,3 +334,40 @@ async def test_a_node_deaf_to_redis_still_sees_a_pause_and_profiles_within_the_f
             await phone.recv_until(Deliver, timeout=0.5)
         assert b.engine.campaign(APP_A.id, "promo")[1] == 0
         await phone.close()
+
+
+@pytest.mark.parametrize("dies", ["before claiming its run", "while running it"])
+async def test_a_campaign_whose_node_dies_during_start_is_finished_by_another(
+    dies: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidings.server.campaigns import engine as engine_module
+
+    await _redis_reachable()
+    monkeypatch.setattr(engine_module, "CLAIM_LEASE_S", 1.5)  # a dead node's claim ends soon
+    async with cluster([REDIS_URL, REDIS_URL]) as (a, b):
+        phones = [await open_session(b.port, token(f"s{i}", f"su{i}")) for i in range(5)]
+        known = a.engine.audience.profile
+        await until(lambda: all(known(APP_A.id, f"su{i}") is not None for i in range(5)), 3)
+
+        async def death(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("SIGKILL")
+
+        if dies == "before claiming its run":
+            monkeypatch.setattr(a.engine, "tick", death)
+        else:
+            monkeypatch.setattr(a.engine, "_run_audience", death)
+        spec = {"id": "once", "app": APP_A.id, "name": "once", "kind": "one_off",
+                "content": {"kind": "inbox", "title": "t", "body": "for everyone"}}  # fmt: skip
+        await a.engine.save(spec)
+        with pytest.raises(RuntimeError):
+            await a.engine.start_campaign(APP_A.id, "once")
+        await a.stop()  # the node is gone; its start stored the status and the run together
+        for phone in phones:
+            got = await phone.recv_until(Deliver, timeout=timeout(6))
+            assert got.msg.campaign == "once"
+        await until(lambda: status(b, "once") == "completed", 5)
+        assert b.engine.campaign(APP_A.id, "once")[1] == 5
+        for phone in phones:
+            with pytest.raises(TimeoutError):
+                await phone.recv_until(Deliver, timeout=0.3)
+            await phone.close()
