@@ -67,6 +67,7 @@ from tidings.server.storage import (
     Store,
     anonymous_key,
 )
+from tidings.server.storewatch import StoreWatch
 from tidings.server.targeting.profiles import TRANSACTIONAL
 from websockets.asyncio.server import Server
 from websockets.protocol import State
@@ -162,6 +163,10 @@ class Node:
             timer=sim_clock,
         )
         self.ingest = Ingest(self.store, self.engine, self._now, EventQuota(config.apps), announce)
+        self.store_watch: StoreWatch | None = None
+        """Whether a networked store answers now (None for SQLite, which is local)."""
+        if not isinstance(self.store, SqliteStore):
+            self.store_watch = StoreWatch(self.store)
         self._changes: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._applier: asyncio.Task[None] | None = None
         self._server: Server | None = None
@@ -211,6 +216,8 @@ class Node:
             self._server = await start_server(self, self._config.host, self._config.port)
             if not isinstance(self.broker, InProcessBroker):
                 self._background(self._check_loop())
+            if self.store_watch is not None:
+                self.store_watch.start()
         except BaseException:
             if self.feed is not None:
                 await self.feed.stop()
@@ -239,6 +246,8 @@ class Node:
         await self.engine.stop()
         if self.feed is not None:
             await self.feed.stop()
+        if self.store_watch is not None:
+            await self.store_watch.stop()
         for session in self.hub.all():
             # Spread the hints so that devices do not all come back in the same second.
             session.send(GoAway(reconnect_ms=jitter_ms(), reason="server shutting down"))

@@ -672,6 +672,62 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
+class _StoreGuard:
+    """``503`` at once while a networked store does not answer (:class:`StoreWatch`), and for
+    a request already waiting on it when it stops answering, instead of a hang."""
+
+    _FREE = ("/healthz", "/metrics", "/docs", "/openapi.json")
+
+    def __init__(self, app: _ASGIApp, node: Node) -> None:
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        watch = self.node.store_watch
+        if watch is None or scope["type"] != "http" or scope["path"] in self._FREE:
+            await self.app(scope, receive, send)
+            return
+        if not watch.ok:
+            await _error(503, ERR_UNAVAILABLE, _STORE_LOST, headers={"Retry-After": "1"})(
+                scope, receive, send
+            )
+            return
+        answered = False
+
+        async def guarded(message: _Message) -> None:
+            if not answered:
+                await send(message)
+
+        work = asyncio.ensure_future(self.app(scope, receive, guarded))
+        lost = asyncio.ensure_future(watch.lost.wait())
+        try:
+            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if work.done():
+            work.result()
+            return
+        # The request goes on (its commit may still land); the caller hears now.
+        answered = True
+        work.add_done_callback(_quiet)
+        await _error(503, ERR_UNAVAILABLE, _STORE_LOST_WAITING, headers={"Retry-After": "1"})(
+            scope, receive, send
+        )
+
+
+_STORE_LOST = "the store does not answer; retry later"
+_STORE_LOST_WAITING = (
+    "the store stopped answering while this request waited; what it asked may have been"
+    " stored: retry with the same Idempotency-Key"
+)
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("admin API: a request abandoned for an unreachable store ended: %s",
+                 task.exception())  # fmt: skip
+
+
 # --- authentication ----------------------------------------------------------------------------
 
 _bearer = HTTPBearer(auto_error=False, description="The app's admin key.")
@@ -818,6 +874,7 @@ def create_admin_app(node: Node) -> FastAPI:
     api.add_exception_handler(ApiError, _on_api_error)
     api.add_exception_handler(TidingsError, _on_tidings_error)
     api.add_exception_handler(Exception, _on_unexpected)
+    api.add_middleware(_StoreGuard, node=node)
     api.add_middleware(_BodyLimit)
 
     @api.post(

@@ -107,6 +107,12 @@ DEFAULT_POOL_SIZE = 10
 default) must cover every process's pool plus the admin tools."""
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 """How long opening a connection may take before the server counts as unreachable."""
+COMMAND_TIMEOUT_S = 30.0
+"""The longest any statement may run (a million-row commit stays well below it); a silent
+partition ends every call after this long at the latest (the admin API does not wait that
+long: see ``server/storewatch.py``)."""
+ACQUIRE_TIMEOUT_S = 5.0
+"""How long a call waits for a free connection of the pool."""
 USER_LOCK_BUCKETS = 1024
 """Advisory locks that stand for users (see the module docstring); a commit holds at most
 this many lock-table slots, and two commits to different users wait for each other with
@@ -286,6 +292,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=self.pool_size,
                 timeout=self.connect_timeout,
+                command_timeout=COMMAND_TIMEOUT_S,
                 server_settings=settings,
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
@@ -363,7 +370,7 @@ class PostgresStore:
         pool = self._live_pool()
         for attempt in itertools.count(1):
             try:
-                async with pool.acquire() as con, con.transaction():
+                async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con, con.transaction():
                     return await work(con)
             except asyncpg.TransactionRollbackError as exc:
                 if attempt >= WRITE_ATTEMPTS:
@@ -380,7 +387,7 @@ class PostgresStore:
         pool = self._live_pool()
         try:
             async with (
-                pool.acquire() as con,
+                pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con,
                 con.transaction(isolation="repeatable_read", readonly=True),
             ):
                 return await work(con)
@@ -391,7 +398,8 @@ class PostgresStore:
         """One query's rows."""
         pool = self._live_pool()
         try:
-            return list(await pool.fetch(sql, *args))
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
+                return list(await con.fetch(sql, *args))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise _store_error(self.server, exc) from exc
 

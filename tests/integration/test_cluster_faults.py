@@ -371,3 +371,51 @@ async def test_a_campaign_whose_node_dies_during_start_is_finished_by_another(
             with pytest.raises(TimeoutError):
                 await phone.recv_until(Deliver, timeout=0.3)
             await phone.close()
+
+
+async def test_a_silent_postgresql_partition_gets_a_prompt_503_not_a_hang() -> None:
+    import httpx
+    from tidings.server.admin import create_admin_app
+    from tidings.server.storage import PostgresStore
+    from tidings.server.storewatch import ANSWER_S, WATCH_S
+
+    await _redis_reachable()
+    host, port = PG_DSN.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    proxy = await FaultProxy(host, int(port)).start()
+    try:
+        async with cluster([REDIS_URL]) as (a,):
+            # The node's store reaches PostgreSQL only through the proxy.
+            schema = a.store.schema  # type: ignore[attr-defined]
+            via = PG_DSN.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+            assert a.store_watch is not None
+            await a.store_watch.stop()
+            a.store = a.store_watch.store = PostgresStore(via, schema=schema, pool_size=4)
+            await a.store.open()
+            a.store_watch.start()
+            transport = httpx.ASGITransport(app=create_admin_app(a))
+            headers = {"Authorization": f"Bearer {APP_A.admin_key}"}
+            body = {"app": APP_A.id, "to": {"users": ["u1"]}, "kind": "inbox", "title": "t", "body": "b",
+                    "category": "transactional"}  # fmt: skip
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as admin:
+                r = await admin.post("/v1/messages", json=body, headers=headers)
+                assert r.status_code == 202, r.text
+                proxy.set("drop")
+                start = time.monotonic()
+                # A request already waiting on the store, and the ones after it.
+                waiting = await admin.post("/v1/messages", json=body, headers=headers)
+                assert waiting.status_code == 503
+                assert time.monotonic() - start <= WATCH_S + ANSWER_S + 0.7
+                assert "Idempotency-Key" in waiting.json()["error"]["message"]
+                start = time.monotonic()
+                later = await admin.post("/v1/messages", json=body, headers=headers)
+                assert later.status_code == 503 and time.monotonic() - start < 0.5
+                health = await admin.get("/healthz")
+                assert (health.status_code, health.json()["store"]) == (503, "unreachable")
+                proxy.set("pass")
+                proxy.cut()
+                await until(lambda: a.store_watch is not None and a.store_watch.ok, 5)
+                r = await admin.post("/v1/messages", json=body, headers=headers)
+                assert r.status_code == 202, r.text
+            await a.store.close()
+    finally:
+        await proxy.stop()
