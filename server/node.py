@@ -51,7 +51,6 @@ from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
 from tidings.server.delivery import Outgoing, as_inbox_only, fit_frame
 from tidings.server.errors import DeviceErased
-from tidings.server.feed import Feed
 from tidings.server.gateway.connection import GatewayConnection, Session
 from tidings.server.hub import Hub
 from tidings.server.ingest import EventQuota, Ingest
@@ -144,25 +143,21 @@ class Node:
         self.hub = Hub()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.store: Store = store or _open_store(config)
-        self.broker: Broker = broker or _open_broker(config, self.hub, self.node_id, self._rejoin)
+        self.broker: Broker = broker or _open_broker(config, self.hub, self.node_id,
+                                                     self._rejoin, self._on_change)  # fmt: skip
         self.metrics = Metrics()
-        self.feed: Feed | None = None
-        """The change feed to the other nodes of a cluster (None: a single node)."""
-        announce: Callable[[tuple[Any, ...]], None] = _alone
-        if not isinstance(self.broker, InProcessBroker):
-            self.feed = Feed(self.store, self.node_id, apply=self._on_change,
-                             resync=lambda: self.engine.resync())  # fmt: skip
-            announce = self.feed.announce
         self.engine = CampaignEngine(
             store=self.store,
             publisher=self,
             apps=config.apps,
             clock=self._now,
             max_frame_bytes=config.max_frame_bytes,
-            announce=announce,
+            announce=self.broker.announce,
             timer=sim_clock,
         )
-        self.ingest = Ingest(self.store, self.engine, self._now, EventQuota(config.apps), announce)
+        self.ingest = Ingest(
+            self.store, self.engine, self._now, EventQuota(config.apps), self.broker.announce
+        )
         self.store_watch: StoreWatch | None = None
         """Whether a networked store answers now (None for SQLite, which is local)."""
         if not isinstance(self.store, SqliteStore):
@@ -208,19 +203,13 @@ class Node:
             await self.store.close()
             raise
         try:
-            if self.feed is not None:
-                await self.feed.start()  # the position before the view is read
             await self.engine.start()
-            if self.feed is not None:
-                self.feed.follow()
             self._server = await start_server(self, self._config.host, self._config.port)
             if not isinstance(self.broker, InProcessBroker):
                 self._background(self._check_loop())
             if self.store_watch is not None:
                 self.store_watch.start()
         except BaseException:
-            if self.feed is not None:
-                await self.feed.stop()
             await self.engine.stop()
             await self.broker.stop()
             await self.store.close()
@@ -244,8 +233,6 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.engine.stop()
-        if self.feed is not None:
-            await self.feed.stop()
         if self.store_watch is not None:
             await self.store_watch.stop()
         for session in self.hub.all():
@@ -274,15 +261,17 @@ class Node:
         return where
 
     def _rejoin(self) -> None:
-        """The broker was away: deliveries other nodes published meanwhile may be lost. Nothing
-        was lost from the store: every local session replays its queue. (Changes of the
-        audience and campaigns travel on the feed, not through the broker.)"""
+        """The broker was away: what other nodes published meanwhile may be lost. Nothing was
+        lost from the store: every local session replays its queue, and the audience and the
+        campaigns are read again."""
         for session in self.hub.all():
             session.resume(session.last_sent)
             self._replay_gap(session)
+        self._changes.put_nowait(("resync",))
+        self._apply_changes()
 
     def _on_change(self, change: tuple[Any, ...]) -> None:
-        """Another node stored a change (read from the feed): apply it, in feed order."""
+        """Another node announced a change: apply it, in the order they arrive."""
         self._changes.put_nowait(change)
         self._apply_changes()
 
@@ -294,9 +283,12 @@ class Node:
         while not self._changes.empty():
             change = self._changes.get_nowait()
             try:
-                await self.ingest.apply(change)
-                if change[0] == "erase":
-                    self.close_erased(change[1], change[2])
+                if change[0] == "resync":
+                    await self.engine.resync()
+                else:
+                    await self.ingest.apply(change)
+                    if change[0] == "erase":
+                        self.close_erased(change[1], change[2])
             except TidingsError as exc:  # unknown app, store hiccup: the next resync mends it
                 log.warning("cluster: change %s not applied: %s", change[0], exc.reason)
             except (ValueError, TypeError, KeyError) as exc:
@@ -759,6 +751,7 @@ def _open_broker(
     hub: Hub,
     node_id: str,
     on_reconnect: Callable[[], None],
+    on_change: Callable[[tuple[Any, ...]], None],
 ) -> Broker:
     if not config.broker:
         return InProcessBroker(hub)
@@ -774,11 +767,8 @@ def _open_broker(
         node_id,
         prefix=config.broker_prefix,
         on_reconnect=on_reconnect,
+        on_change=on_change,
     )
-
-
-def _alone(change: tuple[Any, ...]) -> None:
-    """A single node has nobody to tell of a change."""
 
 
 def _redacted(url: str) -> str:
