@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from redis.asyncio import Redis
@@ -44,6 +44,9 @@ from tidings.protocol.codec import encode
 from tidings.protocol.frames import InboxState
 from tidings.server.broker import InProcessBroker
 from tidings.server.hub import Hub
+
+if TYPE_CHECKING:
+    from tidings.server.gateway.connection import Session
 
 __all__ = ["HEARTBEAT_S", "NODE_TTL_S", "SILENT_S", "RedisBroker"]
 
@@ -207,7 +210,7 @@ class RedisBroker:
         # their sessions as well.
         self._outbox.put_nowait(("all", ("rejoined",)))
 
-    async def _reregister(self) -> list[Any]:
+    async def _reregister(self) -> list[Session]:
         """Claim every local session's route again (by epoch); the sessions a newer one
         replaced meanwhile, on another node, are returned to be closed."""
         sessions = self.hub.all()
@@ -216,13 +219,11 @@ class RedisBroker:
                 pipe.eval(_CLAIM, 1, self._routes(session.app), session.device, self.node_id,
                           session.epoch)  # fmt: skip
             answers = await pipe.execute()
-        replaced = []
-        for session, (ok, old) in zip(sessions, answers, strict=True):
-            if not ok:
-                replaced.append(session)
-            elif old is not None and _node_of(old) != self.node_id:
-                self._kick(_node_of(old), session.app, session.device, session.epoch)
-        return replaced
+        return [
+            session
+            for session, answer in zip(sessions, answers, strict=True)
+            if not self._claimed(session.app, session.device, session.epoch, answer)
+        ]
 
     # --- routes -------------------------------------------------------------------------------
 
@@ -230,17 +231,21 @@ class RedisBroker:
         """Route ``device`` here for its session of ``epoch``; an older session on another
         node is closed there. False when a newer session holds the route."""
         try:
-            ok, old = await self.redis.eval(  # type: ignore[misc]
+            answer = await self.redis.eval(  # type: ignore[misc]
                 _CLAIM, 1, self._routes(app), device, self.node_id, epoch
             )
         except (RedisError, OSError) as exc:
             self._lost(f"cannot route {app}/{device} here ({exc})")
             return True  # served here; routes are registered again when Redis is back
-        if not ok:
-            return False
-        if old is not None and _node_of(old) != self.node_id:
-            self._kick(_node_of(old), app, device, epoch)
-        return True
+        return self._claimed(app, device, epoch, answer)
+
+    def _claimed(self, app: str, device: str, epoch: int, answer: list[Any]) -> bool:
+        """Act on :data:`_CLAIM`'s answer: kick the older session another node held; False
+        when a newer session holds the route."""
+        ok, old = answer
+        if ok and old is not None and _node_of(old) != self.node_id:
+            self._outbox.put_nowait(("kick", (_node_of(old), app, device, epoch)))
+        return bool(ok)
 
     async def release_device(self, app: str, device: str, epoch: int) -> None:
         """Forget ``device``'s route, if it is still this session's."""
@@ -248,9 +253,6 @@ class RedisBroker:
             await self.redis.eval(  # type: ignore[misc]
                 _RELEASE, 1, self._routes(app), device, f"{self.node_id}|{epoch}"
             )
-
-    def _kick(self, node: str, app: str, device: str, epoch: int) -> None:
-        self._outbox.put_nowait(("kick", (node, app, device, epoch)))
 
     # --- the Broker interface -----------------------------------------------------------------
 
@@ -377,13 +379,10 @@ class RedisBroker:
             log.warning("broker: dropped a malformed message: %s", exc)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _node_of(route: bytes | str) -> str:
     """The node of a route (``node|epoch``)."""
-    return _text(route).split("|", 1)[0]
+    text = route.decode() if isinstance(route, bytes) else route
+    return text.split("|", 1)[0]
 
 
 def _pack(message: tuple[Any, ...]) -> bytes:

@@ -9,7 +9,9 @@ Modes (:attr:`FaultProxy.mode`, changed at any time, for every connection at onc
 - ``"drop"``: bytes are read and thrown away, the connections stay open (a silent partition:
   no reset, packets just stop).
 
-:meth:`FaultProxy.cut` closes every connection open now (a reset), new ones are accepted.
+:meth:`FaultProxy.cut` closes every connection open now (a reset), new ones are accepted;
+:meth:`FaultProxy.stop` also refuses new ones (the server is gone) until :meth:`FaultProxy.start`
+listens again, on the same port.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ class FaultProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
+        self._port = 0  # kept across a stop and a start
         self._links: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._port
 
     def set(self, mode: str) -> None:
         assert mode in ("pass", "stall", "drop")
@@ -46,12 +48,16 @@ class FaultProxy:
             self._flowing.set()
 
     async def start(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._port)
+        self._port = int(self._server.sockets[0].getsockname()[1])
         return self
 
     async def stop(self) -> None:
+        """Refuse new connections and reset the open ones."""
         if self._server is not None:
             self._server.close()
+            await self._server.wait_closed()
+            self._server = None
         self.cut()
         for task in list(self._tasks):
             task.cancel()

@@ -7,16 +7,24 @@ order, each counting toward the limits of the sends after it.
 
 from __future__ import annotations
 
+from tidings.server.errors import CampaignInactive
 from tidings.server.storage.rows import Limit, Outcome, Refusal, SendRow
 
-__all__ = ["RUNNING", "Counts", "admit"]
-
-RUNNING = "running"
-"""The one stored campaign status whose sends a commit accepts (any other raises
-:class:`~tidings.server.errors.CampaignInactive`, checked under the commit's lock)."""
+__all__ = ["Counts", "admit", "require_running"]
 
 Counts = dict[tuple[Limit, float, str], int]
 """Stored sends that count toward a limit, by (limit, the send's time, user)."""
+
+
+def require_running(campaign: str, status: str | None) -> None:
+    """A campaign's sends commit only while its stored status (read under the commit's lock)
+    is ``running``, whatever the sending node last heard; ``status`` None: no such row.
+
+    Raises:
+        CampaignInactive: paused, cancelled, completed or a draft; nothing is stored.
+    """
+    if status is not None and status != "running":
+        raise CampaignInactive(campaign, status)
 
 
 def admit(

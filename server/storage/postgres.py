@@ -56,8 +56,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import CampaignInactive, ClaimLost, DeviceErased, StoreError
-from tidings.server.storage.admission import RUNNING, Counts, admit
+from tidings.server.errors import ClaimLost, DeviceErased, StoreError
+from tidings.server.storage.admission import Counts, admit, require_running
 from tidings.server.storage.rows import (
     INBOX_SQL,
     CampaignRow,
@@ -699,10 +699,7 @@ class PostgresStore:
                 outcome.campaign,
             )
             total = None if row is None else row[0]
-            # The stored status decides, not what the sending node last heard: a campaign
-            # paused through another node sends nothing from the moment its pause committed.
-            if row is not None and row[1] != RUNNING:
-                raise CampaignInactive(outcome.campaign, row[1])
+            require_running(outcome.campaign, None if row is None else row[1])
             if outcome.budget is not None:
                 budget_left = outcome.budget - (0 if total is None else int(total))
         await self._lock_users(con, app, (s.user_key for s in outcome.sends if s.limits))

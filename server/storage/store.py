@@ -38,8 +38,8 @@ from typing import Any
 
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import CampaignInactive, ClaimLost, DeviceErased, StoreError
-from tidings.server.storage.admission import RUNNING, Counts, admit
+from tidings.server.errors import ClaimLost, DeviceErased, StoreError
+from tidings.server.storage.admission import Counts, admit, require_running
 from tidings.server.storage.rows import (
     INBOX_SQL,
     CampaignRow,
@@ -1371,12 +1371,15 @@ def _commit_outcome(
     db: sqlite3.Connection, app: str, outcome: Outcome, messages: Sequence[OutMessage]
 ) -> Committed:
     """The body of :meth:`SqliteStore.commit`, inside the writer's transaction."""
+    budget_left: int | None = None
     if outcome.campaign is not None:
         row = db.execute(
-            "SELECT status FROM campaigns WHERE app=? AND id=?", (app, outcome.campaign)
+            "SELECT sent_total, status FROM campaigns WHERE app=? AND id=?",
+            (app, outcome.campaign),
         ).fetchone()
-        if row is not None and row[0] != RUNNING:
-            raise CampaignInactive(outcome.campaign, row[0])
+        require_running(outcome.campaign, None if row is None else row[1])
+        if outcome.budget is not None:
+            budget_left = outcome.budget - (int(row[0]) if row else 0)
     if outcome.done_pending:
         if outcome.claim is None:
             db.executemany(
@@ -1395,7 +1398,7 @@ def _commit_outcome(
                     f" {len(outcome.done_pending)} rows are no longer claimed by"
                     f" {outcome.claim!r}; nothing of this outcome was stored"
                 )
-    sends, refused = _admit(db, app, outcome)
+    sends, refused = _admit(db, app, outcome, budget_left)
     refused_keys = {(r.message_id, r.user_key) for r in refused}
     # A message all of whose sends were refused is not stored; one with no sends (a direct
     # send to devices with nothing counted) or an accepted send is, for its accepted users.
@@ -1457,16 +1460,10 @@ def _insert_pending(db: sqlite3.Connection, app: str, pending: Sequence[PendingS
 
 
 def _admit(
-    db: sqlite3.Connection, app: str, outcome: Outcome
+    db: sqlite3.Connection, app: str, outcome: Outcome, budget_left: int | None
 ) -> tuple[list[SendRow], list[Refusal]]:
-    """Read the budget left and the stored counts of every limit (one grouped query per
-    distinct limit and time, in chunks of users), then :func:`admit` the sends."""
-    budget_left: int | None = None
-    if outcome.campaign is not None and outcome.budget is not None:
-        row = db.execute(
-            "SELECT sent_total FROM campaigns WHERE app=? AND id=?", (app, outcome.campaign)
-        ).fetchone()
-        budget_left = outcome.budget - (int(row[0]) if row else 0)
+    """Read the stored counts of every limit (one grouped query per distinct limit and time,
+    in chunks of users), then :func:`admit` the sends."""
     wanted: dict[tuple[Limit, float], set[str]] = {}
     for s in outcome.sends:
         for limit in s.limits:

@@ -9,6 +9,7 @@ one line saying how to enable it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from faultproxy import FaultProxy
 from helpers import APP_A, timeout
 from rawclient import open_session
 from tidings.protocol import codes
@@ -37,9 +39,10 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-@pytest_asyncio.fixture
-async def cluster(loop_errors: list[dict[str, Any]]) -> AsyncIterator[list[Node]]:
-    """Two started nodes of one cluster."""
+@contextlib.asynccontextmanager
+async def started_cluster(redis_urls: list[str]) -> AsyncIterator[list[Node]]:
+    """Started nodes on one fresh PostgreSQL schema and Redis key prefix, node i reaching
+    Redis at ``redis_urls[i]``; the schema and the test Redis' keys are removed afterwards."""
     try:
         import asyncpg
         import redis.asyncio as aioredis
@@ -60,10 +63,9 @@ async def cluster(loop_errors: list[dict[str, Any]]) -> AsyncIterator[list[Node]
     await admin.execute(f"CREATE SCHEMA {schema}")
     nodes: list[Node] = []
     try:
-        for name in ("a", "b"):
-            config = GatewayConfig(port=0, admin_port=0, db=PG_DSN, apps=(APP_A,),
-                                   broker=REDIS_URL, node_id=f"node-{name}",
-                                   broker_prefix=prefix)  # fmt: skip
+        for name, url in zip("abc", redis_urls, strict=False):
+            config = GatewayConfig(port=0, admin_port=0, db=PG_DSN, apps=(APP_A,), broker=url,
+                                   node_id=f"node-{name}", broker_prefix=prefix)  # fmt: skip
             node = Node(config, store=PostgresStore(PG_DSN, schema=schema, pool_size=4))
             await node.start()
             nodes.append(node)
@@ -77,6 +79,13 @@ async def cluster(loop_errors: list[dict[str, Any]]) -> AsyncIterator[list[Node]
         if keys:
             await r.delete(*keys)
         await r.aclose()
+
+
+@pytest_asyncio.fixture
+async def cluster(loop_errors: list[dict[str, Any]]) -> AsyncIterator[list[Node]]:
+    """Two started nodes of one cluster."""
+    async with started_cluster([REDIS_URL, REDIS_URL]) as nodes:
+        yield nodes
 
 
 def token(device: str, user: str) -> str:
@@ -226,44 +235,6 @@ async def test_a_tag_rule_put_on_one_node_tags_users_on_another(cluster: list[No
     await eventually(lambda: "fan" in tags(b, "fan-1"))
 
 
-class _Proxy:
-    """A TCP proxy to Redis that a test can cut and restore (Redis itself stays up)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self.links: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-        for w in list(self.links):
-            w.transport.abort()
-        self.links.clear()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection(*self.target)
-        self.links |= {writer, up_w}
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                w.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-
-
 async def test_a_node_cut_off_from_redis_serves_its_own_devices_and_catches_up(
     cluster: list[Node],
 ) -> None:
@@ -271,8 +242,7 @@ async def test_a_node_cut_off_from_redis_serves_its_own_devices_and_catches_up(
 
     a, b = cluster
     host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    proxy = _Proxy((host, int(port)))
-    await proxy.start()
+    proxy = await FaultProxy(host, int(port)).start()
     # Node b's broker now reaches Redis only through the proxy.
     assert isinstance(b.broker, RedisBroker)
     old = b.broker
@@ -283,7 +253,7 @@ async def test_a_node_cut_off_from_redis_serves_its_own_devices_and_catches_up(
     await b.broker.start()
     local = await open_session(b.port, token("cut-local", "cl"))
     remote = await open_session(a.port, token("cut-remote", "cr"))
-    await proxy.cut()
+    await proxy.stop()
     await eventually(lambda: not b.broker.healthy, seconds=HEARTBEAT_S * 4)
     both = SendRequest(app=APP_A.id, users=("cl", "cr"), kind="inbox", title="t",
                        body="during the cut", category="transactional")  # fmt: skip
@@ -296,7 +266,7 @@ async def test_a_node_cut_off_from_redis_serves_its_own_devices_and_catches_up(
     assert got.msg.id == sent.message_id
     await local.close()
     await remote.close()
-    await proxy.cut()
+    await proxy.stop()
 
 
 async def test_a_stale_hello_on_one_node_never_replaces_a_later_session_on_another(
@@ -348,8 +318,7 @@ async def test_with_postgresql_out_of_reach_admin_answers_503_and_devices_stay(
     schema = f"t_{uuid.uuid4().hex}"
     await admin.execute(f"CREATE SCHEMA {schema}")
     host, rest = PG_DSN.split("@", 1)[1].split(":", 1)
-    proxy = _Proxy((host, int(rest.split("/")[0])))
-    await proxy.start()
+    proxy = await FaultProxy(host, int(rest.split("/")[0])).start()
     via_proxy = PG_DSN.replace(f"@{host}:{rest.split('/')[0]}", f"@127.0.0.1:{proxy.port}")
     config = GatewayConfig(port=0, admin_port=0, db=via_proxy, apps=(APP_A,))
     node = Node(config, store=PostgresStore(via_proxy, schema=schema, pool_size=2,
@@ -364,7 +333,7 @@ async def test_with_postgresql_out_of_reach_admin_answers_503_and_devices_stay(
         await client.start()
         await client.wait_connected(timeout(5))
         await asyncio.sleep(0.5)  # the session has opened: its queue and inbox were read
-        await proxy.cut()
+        await proxy.stop()
         async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
             body = {"app": APP_A.id, "to": {"users": ["pg-u"]}, "kind": "inbox", "title": "t",
                     "body": "b", "category": "transactional"}  # fmt: skip
@@ -390,6 +359,6 @@ async def test_with_postgresql_out_of_reach_admin_answers_503_and_devices_stay(
         await client.close()
         await server.stop()
         await node.stop()
-        await proxy.cut()
+        await proxy.stop()
         await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await admin.close()

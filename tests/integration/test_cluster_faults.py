@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -22,27 +21,13 @@ import pytest
 from faultproxy import FaultProxy
 from helpers import APP_A, timeout
 from rawclient import open_session
+from test_cluster import PG_DSN, REDIS_URL, _unavailable, started_cluster, token
 from tidings.protocol import codes
-from tidings.protocol.frames import Deliver
-from tidings.protocol.tokens import mint_token
-from tidings.server.config import GatewayConfig
+from tidings.protocol.codec import encode_message
+from tidings.protocol.frames import Deliver, Message
 from tidings.server.node import CHECK_S, Node, SendRequest
 from tidings.server.redis_broker import SILENT_S
 from tidings.server.storage import Outcome, OutMessage
-
-PG_DSN = os.environ.get("TIDINGS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS") or "redis://127.0.0.1:6379/0"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(why, pytrace=False)
-    pytest.skip(why)
-
-
-def token(device: str, user: str) -> str:
-    return mint_token(secret=APP_A.secret, app=APP_A.id, device=device, user=user)
 
 
 async def until(predicate: Callable[[], bool], seconds: float) -> float:
@@ -56,53 +41,8 @@ async def until(predicate: Callable[[], bool], seconds: float) -> float:
 
 
 @contextlib.asynccontextmanager
-async def cluster(redis_urls: list[str]) -> AsyncIterator[list[Node]]:
-    """Started nodes on one fresh PostgreSQL schema, node i reaching Redis at redis_urls[i]."""
-    try:
-        import asyncpg
-        from tidings.server.storage import PostgresStore
-    except ImportError:
-        _unavailable("cluster tests need the cluster extra: pip install -e '.[cluster]'")
-    try:
-        admin = await asyncpg.connect(PG_DSN, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        _unavailable(f"PostgreSQL not reachable ({exc}): start it, or set TIDINGS_TEST_PG")
-    schema, prefix = f"t_{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}:"
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    nodes: list[Node] = []
-    try:
-        for i, url in enumerate(redis_urls):
-            config = GatewayConfig(port=0, admin_port=0, db=PG_DSN, apps=(APP_A,), broker=url,
-                                   node_id=f"node-{'abc'[i]}", broker_prefix=prefix)  # fmt: skip
-            node = Node(config, store=PostgresStore(PG_DSN, schema=schema, pool_size=4))
-            await node.start()
-            nodes.append(node)
-        yield nodes
-    finally:
-        for node in nodes:
-            await node.stop()
-        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await admin.close()
-
-
-async def _redis_reachable() -> None:
-    try:
-        import redis.asyncio as aioredis
-    except ImportError:
-        _unavailable("cluster tests need the cluster extra: pip install -e '.[cluster]'")
-    r = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await r.ping()
-    except OSError as exc:
-        _unavailable(f"Redis not reachable ({exc}): start it, or set TIDINGS_TEST_REDIS")
-    finally:
-        await r.aclose()
-
-
-@contextlib.asynccontextmanager
 async def proxied_redis() -> AsyncIterator[FaultProxy]:
     """A fault proxy in front of the test Redis."""
-    await _redis_reachable()
     host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
     proxy = await FaultProxy(host, int(port)).start()
     try:
@@ -172,31 +112,24 @@ def inbox(users: tuple[str, ...], body: str) -> SendRequest:
 async def store_without_publishing(node: Node, devices: list[tuple[str, str]]) -> str:
     """What a node that dies between its commit and its publish leaves: deliveries in the
     store that no other node was told about."""
-    mid = uuid.uuid4().hex
-    now = node.clock()
+    mid, now = uuid.uuid4().hex, node.clock()
+    wire = encode_message(Message(id=mid, kind="inbox", title="t", body="orphan",
+                                  category="transactional", created_at=int(now * 1000),
+                                  expires_at=int((now + 600) * 1000)))  # fmt: skip
     message = OutMessage(
         message_id=mid,
         fields={"kind": "inbox", "category": "transactional", "priority": "normal",
                 "campaign": None, "variant": None, "created_at": now, "expires_at": now + 600},
-        wire=b"",
+        wire=wire,
         targets=tuple(devices),
     )  # fmt: skip
-    # The stored wire is what a replay sends: make it a real message.
-    from tidings.protocol.codec import encode_message
-    from tidings.protocol.frames import Message
-
-    wire = encode_message(Message(id=mid, kind="inbox", title="t", body="orphan",
-                                  category="transactional", created_at=int(now * 1000),
-                                  expires_at=int((now + 600) * 1000)))  # fmt: skip
-    message = OutMessage(message_id=mid, fields=message.fields, wire=wire, targets=message.targets)
     committed = await node.store.commit(APP_A.id, Outcome(), [message])
     assert len(committed.deliveries[mid]) == len(devices)
     return mid
 
 
 async def test_deliveries_whose_publish_never_came_reach_idle_devices_from_the_store() -> None:
-    await _redis_reachable()
-    async with cluster([REDIS_URL, REDIS_URL]) as (a, b):
+    async with started_cluster([REDIS_URL, REDIS_URL]) as (a, b):
         phones = [await open_session(b.port, token(f"p{i}", f"u{i}")) for i in range(9)]
         mid = await store_without_publishing(a, [(f"p{i}", f"u{i}") for i in range(9)])
         start = time.monotonic()
@@ -212,30 +145,31 @@ async def test_deliveries_whose_publish_never_came_reach_idle_devices_from_the_s
 
 
 async def test_a_device_moving_nodes_during_a_partition_keeps_one_session_and_its_route() -> None:
-    async with proxied_redis() as proxy:
-        await _redis_reachable()
-        async with cluster([f"redis://127.0.0.1:{proxy.port}/0", REDIS_URL]) as (a, b):
-            first = await open_session(a.port, token("mover", "u1"))
-            proxy.set("stall")  # a hears nothing from Redis and says nothing to it
-            second = await open_session(b.port, token("mover", "u1"))
-            # The kick to a is held by the partition; a finds the newer session in the store.
-            took = await until(lambda: first.ws.close_code is not None, 2 * CHECK_S + 1)
-            assert first.ws.close_code == codes.CLOSE_REPLACED
-            assert took <= CHECK_S + 1
-            proxy.set("pass")  # heal: what a held is delivered late, and a rejoins
-            await until(lambda: a.broker.healthy, SILENT_S + 3)
-            await asyncio.sleep(0.5)
-            routes = await b.broker.redis.hgetall(b.broker._routes(APP_A.id))  # type: ignore[attr-defined]
-            assert routes[b"mover"].split(b"|")[0] == b"node-b"
-            sent = await a.send(inbox(("u1",), "after the move"))
-            got = await second.recv_until(Deliver, timeout=timeout(5))
-            assert got.msg.id == sent.message_id
-            assert await second.nothing_for(0.3)
-            await second.close()
+    async with (
+        proxied_redis() as proxy,
+        started_cluster([f"redis://127.0.0.1:{proxy.port}/0", REDIS_URL]) as (a, b),
+    ):
+        first = await open_session(a.port, token("mover", "u1"))
+        proxy.set("stall")  # a hears nothing from Redis and says nothing to it
+        second = await open_session(b.port, token("mover", "u1"))
+        # The kick to a is held by the partition; a finds the newer session in the store.
+        took = await until(lambda: first.ws.close_code is not None, 2 * CHECK_S + 1)
+        assert first.ws.close_code == codes.CLOSE_REPLACED
+        assert took <= CHECK_S + 1
+        proxy.set("pass")  # heal: what a held is delivered late, and a rejoins
+        await until(lambda: a.broker.healthy, SILENT_S + 3)
+        await asyncio.sleep(0.5)
+        routes = await b.broker.redis.hgetall(b.broker._routes(APP_A.id))  # type: ignore[attr-defined]
+        assert routes[b"mover"].split(b"|")[0] == b"node-b"
+        sent = await a.send(inbox(("u1",), "after the move"))
+        got = await second.recv_until(Deliver, timeout=timeout(5))
+        assert got.msg.id == sent.message_id
+        assert await second.nothing_for(0.3)
+        await second.close()
 
 
 async def test_after_redis_restarts_empty_a_second_connection_still_replaces_the_first() -> None:
-    async with own_redis() as redis_server, cluster([redis_server.url] * 2) as (a, b):
+    async with own_redis() as redis_server, started_cluster([redis_server.url] * 2) as (a, b):
         first = await open_session(a.port, token("dev", "u1"))
         idle = await open_session(a.port, token("idle", "u2"))
         redis_server.kill()
@@ -258,7 +192,7 @@ async def test_after_redis_restarts_empty_a_second_connection_still_replaces_the
 async def test_a_silent_broker_is_noticed_and_the_node_comes_back_when_it_heals() -> None:
     async with (
         proxied_redis() as proxy,
-        cluster([f"redis://127.0.0.1:{proxy.port}/0", REDIS_URL]) as (a, b),
+        started_cluster([f"redis://127.0.0.1:{proxy.port}/0", REDIS_URL]) as (a, b),
     ):
         phone = await open_session(a.port, token("p", "u1"))
         proxy.set("drop")  # no reset: packets just stop
@@ -282,9 +216,8 @@ async def test_a_campaign_whose_node_dies_during_start_is_finished_by_another(
 ) -> None:
     from tidings.server.campaigns import engine as engine_module
 
-    await _redis_reachable()
     monkeypatch.setattr(engine_module, "CLAIM_LEASE_S", 1.5)  # a dead node's claim ends soon
-    async with cluster([REDIS_URL, REDIS_URL]) as (a, b):
+    async with started_cluster([REDIS_URL, REDIS_URL]) as (a, b):
         phones = [await open_session(b.port, token(f"s{i}", f"su{i}")) for i in range(5)]
         known = a.engine.audience.profile
         await until(lambda: all(known(APP_A.id, f"su{i}") is not None for i in range(5)), 3)
@@ -319,11 +252,10 @@ async def test_a_silent_postgresql_partition_gets_a_prompt_503_not_a_hang() -> N
     from tidings.server.storage import PostgresStore
     from tidings.server.storewatch import ANSWER_S, WATCH_S
 
-    await _redis_reachable()
     host, port = PG_DSN.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
     proxy = await FaultProxy(host, int(port)).start()
     try:
-        async with cluster([REDIS_URL]) as (a,):
+        async with started_cluster([REDIS_URL]) as (a,):
             # The node's store reaches PostgreSQL only through the proxy.
             schema = a.store.schema  # type: ignore[attr-defined]
             via = PG_DSN.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
