@@ -26,6 +26,7 @@ import math
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -75,6 +76,7 @@ from tidings.server.storage import (
     Limit,
     Outcome,
     PendingSend,
+    Progress,
     SendRow,
     Store,
 )
@@ -94,6 +96,9 @@ TICK_S = 1.0
 scheduler at their due time."""
 
 DUE_BATCH = 5_000
+AUDIENCE_CHUNK = 10_000
+"""Users an audience run decides per commit: a million-user campaign is a hundred short
+transactions, each moving the run's cursor with its sends."""
 """Most pending sends one scheduler round takes."""
 
 
@@ -550,9 +555,9 @@ class CampaignEngine:
             return
         for check in (p for p in items if p.user_key is None and _is_check(p)):
             await self._rollout_check(app, live, check, now)
-        runs = [p.id for p in items if p.user_key is None and not _is_check(p)]
+        runs = [p for p in items if p.user_key is None and not _is_check(p)]
         if runs:
-            await self._run_audience(app, live, now, done=runs)
+            await self._run_audience(app, live, now, runs)
         users = [p for p in items if p.user_key is not None]
         if users:
             await self._dispatch(app, live, [
@@ -560,17 +565,53 @@ class CampaignEngine:
             ], now, due=True)  # fmt: skip
 
     async def _run_audience(
-        self, app: str, live: _Live, now: float, *, done: Sequence[int] = ()
+        self, app: str, live: _Live, now: float, runs: Sequence[PendingSend]
     ) -> None:
         """Resolve a campaign's segment and decide for everyone in it (now or at their time).
 
-        ``done``: the claimed scheduled run this is, finished in the same commit.
+        ``runs``: the claimed scheduled runs this is (one, but for a race of starts), finished
+        by the last chunk (:meth:`_decide_in_chunks`).
         """
-        users = sorted(await self.audience.resolve(app, live.campaign.segment))
+        users = await self.audience.resolve(app, live.campaign.segment)
         await self._start_test(app, live, now)
-        live.last_run = await self._dispatch(app, live, [_Item(u) for u in users], now,
-                                             done=done)  # fmt: skip
-        await self._maybe_complete(app, live)
+        counts = await self._decide_in_chunks(app, live, users, now, runs)
+        if counts is not None:
+            live.last_run = {"no_device": counts["no_device"],
+                             "skipped_no_device": counts["skipped_no_device"]}  # fmt: skip
+            await self._maybe_complete(app, live)
+
+    async def _decide_in_chunks(
+        self, app: str, live: _Live, users: Iterable[str], now: float,
+        runs: Sequence[PendingSend], event: Mapping[str, Any] | None = None,
+    ) -> Counter[str] | None:  # fmt: skip
+        """Decide for ``users`` in key order, :data:`AUDIENCE_CHUNK` per commit; the last
+        commit finishes the claimed ``runs``.
+
+        Every other commit moves the first run's cursor (:class:`Progress`) with its sends: a
+        run taken over after a crash starts after the last chunk stored, so nobody is decided
+        twice and nobody is missed. ``event``: what else the run's row keeps. Returns the
+        counts of :meth:`_dispatch`, or None if the campaign stopped running (the run waits at
+        its cursor).
+        """
+        head = runs[0]
+        cursor = head.event or {}
+        after, before = str(cursor.get(_AFTER, "")), int(cursor.get(_DECIDED, 0))
+        todo = sorted(u for u in users if u > after)
+        counts = Counter[str]()
+        for start in range(0, max(len(todo), 1), AUDIENCE_CHUNK):
+            chunk = [_Item(u) for u in todo[start : start + AUDIENCE_CHUNK]]
+            if start + AUDIENCE_CHUNK < len(todo):
+                at = {**(event or {}), _AFTER: chunk[-1].user,
+                      _DECIDED: before + start + len(chunk), _OF: before + len(todo)}  # fmt: skip
+                step = Progress(pending_id=head.id, event=at,
+                                claim_until=self.clock() + CLAIM_LEASE_S)  # fmt: skip
+                ran = await self._dispatch(app, live, chunk, now, progress=step)
+            else:
+                ran = await self._dispatch(app, live, chunk, now, done=[r.id for r in runs])
+            if ran is None:
+                return None
+            counts.update(ran)
+        return counts
 
     # --- roll-out -----------------------------------------------------------------------------
 
@@ -643,11 +684,11 @@ class CampaignEngine:
             await self.store.commit(app, done)  # decided by another check, or nothing to send
             return
         rest = [
-            u for u in sorted(await self.audience.resolve(app, c.segment))
+            u for u in await self.audience.resolve(app, c.segment)
             if not in_test_group(c.id, u, r.test_share)
             and assign(c.id, u, c.variants, c.control_share) != CONTROL
         ]  # fmt: skip
-        await self._dispatch(app, live, [_Item(u) for u in rest], now, done=[row.id])
+        await self._decide_in_chunks(app, live, rest, now, [row], event={_CHECK: True})
 
     async def _maybe_complete(self, app: str, live: _Live) -> None:
         c = live.campaign
@@ -681,13 +722,14 @@ class CampaignEngine:
 
     async def _dispatch(
         self, app: str, live: _Live, items: Sequence[_Item], now: float, *, due: bool = False,
-        done: Sequence[int] = (),
-    ) -> dict[str, int]:  # fmt: skip
+        done: Sequence[int] = (), progress: Progress | None = None,
+    ) -> dict[str, int] | None:  # fmt: skip
         """Decide for each user, render, and store everything in one write, then fan out.
 
         Returns how many users had no device yet: ``no_device`` (an inbox message waits in
         their inbox for their first device) and ``skipped_no_device`` (a banner-only message,
-        logged ``no_device`` and not sent).
+        logged ``no_device`` and not sent); None if the store found the campaign no longer
+        running (nothing was stored).
 
         The caps, per-user limits and budget are checked and consumed by the store inside that
         write (:class:`Limit`, :attr:`Outcome.budget`): a send they no longer allow is logged
@@ -696,7 +738,8 @@ class CampaignEngine:
         still be refused by a cap, and the budget must be used in full).
 
         ``due``: the items are claimed pending work whose time came (no second send-time
-        choice). ``done``: other claimed pending work this write finishes.
+        choice). ``done``: other claimed pending work this write finishes; ``progress``: the
+        cursor of a claimed run this write moves.
         """
         c = live.campaign
         limits = self.limits(app)
@@ -823,17 +866,19 @@ class CampaignEngine:
             out.append(Outgoing(message, wire, tuple((d, user) for d in targets),
                                 () if targets else (user,)))  # fmt: skip
         finished = [*done, *(i.pending_id for i in items if i.pending_id)]
+        claimed = bool(finished) or progress is not None
         try:
             committed = await self.publisher.publish(app, out, Outcome(
                 sends=sends, decisions=decisions, new_pending=later, done_pending=finished,
-                campaign=c.id, budget=budget, claim=self.owner if finished else None,
+                campaign=c.id, budget=budget, claim=self.owner if claimed else None,
+                progress=progress,
             ))  # fmt: skip
         except CampaignInactive as exc:
             # Paused, cancelled or completed through another node before this node heard:
             # nothing was stored (claimed work stays pending); take the stored campaign.
             log.info("campaigns: %s; reading it again", exc.reason)
             await self.reload_campaign(app, c.id)
-            return counts
+            return None
         if committed.sent_total is not None:
             live.sent_total = max(live.sent_total, committed.sent_total)
         if later:
@@ -910,8 +955,14 @@ class CampaignEngine:
                 for e in await self.store.events_since(app, since, name=conv.event)
             ]
         rollout = (await self.store.rollout_states(app)).get(cid)
-        return campaign_stats(c, counts, channels, cohorts, events, now=self.clock(),
-                              rollout=rollout)  # fmt: skip
+        report = campaign_stats(c, counts, channels, cohorts, events, now=self.clock(),
+                                rollout=rollout)  # fmt: skip
+        # An audience being decided chunk by chunk: how far it has got (absent between runs).
+        runs = await self.store.run_cursors(app, cid)
+        if runs:
+            report["deciding"] = {"decided": sum(int(r[_DECIDED]) for r in runs),
+                                  "of": sum(int(r[_OF]) for r in runs)}  # fmt: skip
+        return report
 
 
 _VERBS = {
@@ -939,6 +990,7 @@ def _live_from(stored: CampaignRow) -> _Live:
 
 
 _CHECK = "rollout_check"
+_AFTER, _DECIDED, _OF = "after", "decided", "of"  # an audience run's cursor (Progress)
 """Marks a campaign-wide pending send as a roll-out check (in its ``event``)."""
 
 _WAITING_DETAIL = "in the roll-out's rest: waits for the test's winner"

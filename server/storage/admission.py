@@ -7,8 +7,8 @@ order, each counting toward the limits of the sends after it.
 
 from __future__ import annotations
 
-from tidings.server.errors import CampaignInactive
-from tidings.server.storage.rows import Limit, Outcome, Refusal, SendRow
+from tidings.server.errors import CampaignInactive, ClaimLost
+from tidings.server.storage.rows import Limit, Outcome, Progress, Refusal, SendRow
 
 __all__ = ["Counts", "admit", "require_running"]
 
@@ -25,6 +25,20 @@ def require_running(campaign: str, status: str | None) -> None:
     """
     if status is not None and status != "running":
         raise CampaignInactive(campaign, status)
+
+
+def require_progress(moved: bool, progress: Progress, claim: str | None) -> None:
+    """A chunk's cursor moves only on a row its scheduler still holds (``moved``: the fenced
+    update found it).
+
+    Raises:
+        ClaimLost: another scheduler took the row after this one's lease; nothing is stored.
+    """
+    if not moved:
+        raise ClaimLost(
+            f"pending work: row {progress.pending_id} is no longer claimed by {claim!r};"
+            " nothing of this chunk was stored"
+        )
 
 
 def admit(

@@ -57,7 +57,7 @@ from urllib.parse import urlsplit
 
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, StoreError
-from tidings.server.storage.admission import Counts, admit, require_running
+from tidings.server.storage.admission import Counts, admit, require_progress, require_running
 from tidings.server.storage.rows import (
     INBOX_SQL,
     CampaignRow,
@@ -705,6 +705,14 @@ class PostgresStore:
         await self._lock_users(con, app, (s.user_key for s in outcome.sends if s.limits))
         if outcome.done_pending:
             await _finish_pending(con, outcome)
+        if outcome.progress is not None:
+            at = outcome.progress
+            moved = await con.fetchval(
+                "UPDATE pending_sends SET event=$1, claim_until=$2 WHERE id=$3 AND claimed_by=$4"
+                " RETURNING id",
+                json.dumps(at.event), float(at.claim_until), at.pending_id, outcome.claim,
+            )  # fmt: skip
+            require_progress(moved is not None, at, outcome.claim)
         counts = await _count_sends(con, app, outcome.sends)
         sends, refused = admit(outcome, budget_left, counts)
         refused_keys = {(r.message_id, r.user_key) for r in refused}
@@ -976,6 +984,17 @@ class PostgresStore:
                     [r[4] for r in keep],
                     [float(r[5]) for r in keep],
                 )
+                # A receipt proves the delivery, even when it overtook the device's ack.
+                await con.execute(
+                    "UPDATE deliveries d SET state=1, acked_at=q.ts FROM unnest($1::text[],"
+                    " $2::text[], $3::text[], $4::float8[]) AS q(app, device_id, message_id, ts)"
+                    " WHERE d.app=q.app AND d.device_id=q.device_id"
+                    " AND d.message_id=q.message_id AND d.state=0",
+                    [r[0] for r in keep],
+                    [r[1] for r in keep],
+                    [r[2] for r in keep],
+                    [float(r[5]) for r in keep],
+                )
             return ok
 
         return await self._write(work)
@@ -1191,7 +1210,9 @@ class PostgresStore:
         """Claim pending work due at ``now`` for ``owner`` until ``now + lease_s``.
 
         Work of paused campaigns waits unclaimed; work another scheduler holds is taken only
-        once its lease has ended. Earliest first. Claimers take turns (an advisory lock), so
+        once its lease has ended. Work ``owner`` itself still holds is taken again at once: a
+        scheduler claims only between its runs, so what it holds then was left (its campaign
+        was paused mid-run). Earliest first. Claimers take turns (an advisory lock), so
         that one gets all the due work the other has not taken; rows that a commit or a
         delete has locked are skipped (``SKIP LOCKED``), not waited for.
         """
@@ -1199,8 +1220,8 @@ class PostgresStore:
         async def work(con: _Conn) -> list[PendingSend]:
             await con.execute("SELECT pg_advisory_xact_lock($1, $2)", self._ns, _CLAIM_LOCK)
             rows = await con.fetch(
-                "WITH due AS (SELECT id FROM pending_sends p WHERE due_at<=$3 AND claim_until<=$3"
-                f" AND NOT EXISTS ({_PAUSED}) ORDER BY due_at, id LIMIT $4"
+                "WITH due AS (SELECT id FROM pending_sends p WHERE due_at<=$3 AND (claim_until<=$3"
+                f" OR claimed_by=$1) AND NOT EXISTS ({_PAUSED}) ORDER BY due_at, id LIMIT $4"
                 " FOR UPDATE OF p SKIP LOCKED)"
                 " UPDATE pending_sends s SET claimed_by=$1, claim_until=$2 FROM due"
                 " WHERE s.id=due.id RETURNING s.id, s.app, s.campaign, s.user_key, s.due_at,"
@@ -1233,6 +1254,16 @@ class PostgresStore:
             "SELECT COUNT(*) FROM pending_sends WHERE app=$1 AND campaign=$2", app, campaign
         )
         return int(rows[0][0])
+
+    async def run_cursors(self, app: str, campaign: str) -> list[dict[str, Any]]:
+        """The cursors of a campaign's audience runs under way (see :class:`Progress`)."""
+        rows = await self._fetch(
+            "SELECT event FROM pending_sends WHERE app=$1 AND campaign=$2 AND user_key IS NULL"
+            " AND event IS NOT NULL",
+            app,
+            campaign,
+        )
+        return [e for e in (json.loads(r[0]) for r in rows) if "after" in e]
 
     async def drop_pending(self, app: str, campaign: str) -> None:
         """Forget a campaign's pending work (cancel)."""

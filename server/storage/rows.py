@@ -217,6 +217,19 @@ class PendingSend:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """How far a claimed piece of pending work has got, stored with the commit of each chunk.
+
+    The row keeps its claim (renewed until ``claim_until``) and its ``event`` becomes the
+    cursor: whoever claims it after a crash starts where the last stored chunk stopped.
+    """
+
+    pending_id: int
+    event: dict[str, Any]
+    claim_until: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutMessage:
     """A message ready to store: its wire form and the (device, user key) it goes to.
 
@@ -238,7 +251,8 @@ class Outcome:
     """What a send decided besides its messages; stored with them in one write.
 
     ``done_pending`` rows are deleted only while ``claim`` (the scheduler that claimed them)
-    still holds them, or the whole write is refused with :class:`~tidings.server.errors.ClaimLost`.
+    still holds them, or the whole write is refused with :class:`~tidings.server.errors.ClaimLost`;
+    ``progress`` moves the cursor of a row ``claim`` holds, under the same rule.
     Sends of ``campaign`` add to its sent total, which may not pass ``budget``.
     """
 
@@ -249,6 +263,7 @@ class Outcome:
     campaign: str | None = None
     budget: int | None = None
     claim: str | None = None
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

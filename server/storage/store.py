@@ -39,7 +39,7 @@ from typing import Any
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, StoreError
-from tidings.server.storage.admission import Counts, admit, require_running
+from tidings.server.storage.admission import Counts, admit, require_progress, require_running
 from tidings.server.storage.rows import (
     INBOX_SQL,
     CampaignRow,
@@ -763,10 +763,17 @@ class SqliteStore:
                     ).fetchall()
                 )
             ok = [(app, device, mid) in delivered for app, device, mid, *_ in receipts]
+            keep = [r for r, accepted in zip(receipts, ok, strict=True) if accepted]
             db.executemany(
                 "INSERT OR IGNORE INTO receipts (app, device_id, message_id, kind, action, ts)"
                 " VALUES (?,?,?,?,?,?)",
-                [r for r, accepted in zip(receipts, ok, strict=True) if accepted],
+                keep,
+            )
+            # A receipt proves the delivery, even when it overtook the device's ack.
+            db.executemany(
+                "UPDATE deliveries SET state=1, acked_at=? WHERE app=? AND device_id=?"
+                " AND message_id=? AND state=0",
+                [(ts, app, device, mid) for app, device, mid, _, _, ts in keep],
             )
             return ok
 
@@ -927,16 +934,18 @@ class SqliteStore:
         """Claim pending work due at ``now`` for ``owner`` until ``now + lease_s``.
 
         Work of paused campaigns waits unclaimed; work another scheduler holds is taken only
-        once its lease has ended (that scheduler crashed or stalled). Earliest first.
+        once its lease has ended (that scheduler crashed or stalled). Work ``owner`` itself
+        still holds is taken again at once: a scheduler claims only between its runs, so what
+        it holds then was left (its campaign was paused mid-run). Earliest first.
         """
 
         def write(db: sqlite3.Connection) -> list[PendingSend]:
             rows = db.execute(
                 "UPDATE pending_sends SET claimed_by=?, claim_until=? WHERE id IN"
-                " (SELECT id FROM pending_sends p WHERE due_at<=? AND claim_until<=? AND NOT"
-                f" EXISTS ({_PAUSED}) ORDER BY due_at, id LIMIT ?)"
+                " (SELECT id FROM pending_sends p WHERE due_at<=? AND (claim_until<=? OR"
+                f" claimed_by=?) AND NOT EXISTS ({_PAUSED}) ORDER BY due_at, id LIMIT ?)"
                 " RETURNING id, app, campaign, user_key, due_at, event",
-                (owner, now + lease_s, now, now, limit),
+                (owner, now + lease_s, now, now, owner, limit),
             ).fetchall()
             return sorted(
                 (PendingSend(id=r[0], app=r[1], campaign=r[2], user_key=r[3], due_at=r[4],
@@ -964,6 +973,16 @@ class SqliteStore:
         ) as cur:
             r = await cur.fetchone()
         return int(r[0]) if r else 0
+
+    async def run_cursors(self, app: str, campaign: str) -> list[dict[str, Any]]:
+        """The cursors of a campaign's audience runs under way (see :class:`Progress`)."""
+        async with self._conn.execute(
+            "SELECT event FROM pending_sends WHERE app=? AND campaign=? AND user_key IS NULL"
+            " AND event IS NOT NULL",
+            (app, campaign),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [e for e in (json.loads(r[0]) for r in rows) if "after" in e]
 
     async def drop_pending(self, app: str, campaign: str) -> None:
         """Forget a campaign's pending work (cancel)."""
@@ -1398,6 +1417,13 @@ def _commit_outcome(
                     f" {len(outcome.done_pending)} rows are no longer claimed by"
                     f" {outcome.claim!r}; nothing of this outcome was stored"
                 )
+    if outcome.progress is not None:
+        at = outcome.progress
+        moved = db.execute(
+            "UPDATE pending_sends SET event=?, claim_until=? WHERE id=? AND claimed_by=?",
+            (json.dumps(at.event), at.claim_until, at.pending_id, outcome.claim),
+        ).rowcount
+        require_progress(bool(moved), at, outcome.claim)
     sends, refused = _admit(db, app, outcome, budget_left)
     refused_keys = {(r.message_id, r.user_key) for r in refused}
     # A message all of whose sends were refused is not stored; one with no sends (a direct

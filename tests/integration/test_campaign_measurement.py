@@ -177,7 +177,9 @@ async def test_an_inbox_campaign_is_measured_read_clicked_converted_against_its_
         await w.event(u, "order_paid", sku="x")
     await w.event(held[5], "order_paid", sku="y")
 
+    # Receipts (the clicks) and events are stored in separate batches: wait for both.
     stats = await settled(w, cid, lambda s: s["total"]["converted"] == 6
+                          and s["total"]["clicked"] == 6
                           and s["lift"] and s["lift"][0]["converted"] == 7)  # fmt: skip
     inbox = stats["total"]["channels"]["inbox"]
     assert inbox == {"delivered": 10, "read": 6, "clicked": 6}

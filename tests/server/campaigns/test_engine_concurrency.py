@@ -18,6 +18,7 @@ from helpers import gateway_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tidings.protocol.frames import Event
+from tidings.server.campaigns import engine as engine_module
 from tidings.server.campaigns.engine import CLAIM_LEASE_S
 from tidings.server.campaigns.variants import in_test_group
 from tidings.server.errors import Conflict
@@ -214,6 +215,89 @@ async def test_work_claimed_by_a_scheduler_that_died_runs_after_its_lease(
         assert send.user_key == "u0" and send.campaign == "later"
         assert await node.store.count_pending("demo", "later") == 0
         assert claimed.user_key == "u0"
+    finally:
+        await node.stop()
+
+
+class Died(Exception):
+    """The node died here (its process would be gone; its claims stay in the store)."""
+
+
+async def test_an_audience_is_committed_in_chunks_and_resumed_after_a_crash_between_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "AUDIENCE_CHUNK", 4)
+    clock = Clock()
+    first = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await first.start()
+    users = [f"u{i:02}" for i in range(10)]
+    commit = first.store.commit
+    commits: list[int] = []
+
+    async def dies_at_the_third_chunk(app: str, outcome: Any, *a: Any, **kw: Any) -> Any:
+        if outcome.campaign == "big":
+            commits.append(len(outcome.sends))
+            if len(commits) == 3:
+                raise Died
+        return await commit(app, outcome, *a, **kw)
+
+    try:
+        await people(first, users)
+        await first.engine.save(spec("big"))
+        first.store.commit = dies_at_the_third_chunk  # type: ignore[method-assign]
+        with pytest.raises(Died):
+            await first.engine.start_campaign("demo", "big")
+        assert commits == [4, 4, 2]
+        sent = Counter(s.user_key for _, s in await first.store.sends_since(0))
+        assert sent == Counter(users[:8])  # two chunks stored, each with its sends
+        assert (await first.engine.stats("demo", "big"))["deciding"] == {"decided": 8, "of": 10}
+    finally:
+        await first.stop()
+    second = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await second.start()
+    try:
+        await second.engine.tick()
+        assert len(await second.store.sends_since(0)) == 8  # the dead node's lease still runs
+        clock.now += CLAIM_LEASE_S + 1
+        await second.engine.tick()
+        sent = Counter(s.user_key for _, s in await second.store.sends_since(0))
+        assert sent == Counter(users)  # the last two, once; nobody twice
+        log = await second.engine.decisions("demo", "big", limit=100)
+        assert Counter(d.user_key for d in log) == Counter(users)
+        stats = await second.engine.stats("demo", "big")
+        assert "deciding" not in stats and stats["status"] == "completed"
+    finally:
+        await second.stop()
+
+
+async def test_a_campaign_paused_between_chunks_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "AUDIENCE_CHUNK", 3)
+    clock = Clock()
+    node = Node(gateway_config(tmp_path / "t.db"), clock=clock)
+    await node.start()
+    commit = node.store.commit
+    users = [f"u{i}" for i in range(7)]
+
+    async def paused_elsewhere_after_one_chunk(app: str, outcome: Any, *a: Any, **kw: Any) -> Any:
+        if outcome.progress is not None and outcome.progress.event["decided"] == 6:
+            # Another node paused it: this node has not heard; the store knows.
+            await node.store.set_campaign_status(app, "big", "paused", clock.now)
+        return await commit(app, outcome, *a, **kw)
+
+    try:
+        await people(node, users)
+        await node.engine.save(spec("big"))
+        node.store.commit = paused_elsewhere_after_one_chunk  # type: ignore[method-assign]
+        await node.engine.start_campaign("demo", "big")
+        assert len(await node.store.sends_since(0)) == 3
+        campaign, _ = node.engine.campaign("demo", "big")
+        assert campaign.status == "paused"  # read again when the store refused the chunk
+        node.store.commit = commit  # type: ignore[method-assign]
+        await node.engine.start_campaign("demo", "big")  # resume: no wait for its own lease
+        sent = Counter(s.user_key for _, s in await node.store.sends_since(0))
+        assert sent == Counter(users)
     finally:
         await node.stop()
 

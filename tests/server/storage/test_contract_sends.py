@@ -17,6 +17,7 @@ from tidings.server.storage import (
     Outcome,
     OutMessage,
     PendingSend,
+    Progress,
     SendRow,
     Store,
 )
@@ -271,6 +272,66 @@ async def test_a_commit_on_a_lost_claim_is_refused_whole(store: Store) -> None:
     done = Outcome(done_pending=[work.id], claim="other")
     await store.commit("a", done)
     assert await store.count_pending("a", "c1") == 0
+
+
+async def audience_run(store: Store) -> PendingSend:
+    await store.save_campaign("a", "c1", {"id": "c1"}, "running", NOW)
+    await store.commit("a", Outcome(new_pending=[
+        PendingSend(app="a", campaign="c1", user_key=None, due_at=NOW - 1)
+    ]))  # fmt: skip
+    assert await store.run_cursors("a", "c1") == []  # not under way yet
+    (run,) = await store.claim_due("node-a", NOW, 30, 100)
+    return run
+
+
+async def test_a_runs_cursor_moves_with_its_chunks_sends_and_renews_its_claim(
+    store: Store,
+) -> None:
+    run = await audience_run(store)
+    users = await devices(store, 2)
+    cursor = {"after": "u0", "decided": 1, "of": 2}
+    mid = uuid.uuid4().hex
+    chunk = Outcome(
+        sends=[SendRow(user_key="u0", at=NOW, category="marketing", message_id=mid,
+                       campaign="c1")],
+        campaign="c1", claim="node-a",
+        progress=Progress(pending_id=run.id, event=cursor, claim_until=NOW + 100),
+    )  # fmt: skip
+    committed = await store.commit("a", chunk, [message(mid, [(users["u0"][0], "u0")])])
+    assert committed.sent == 1
+    assert await store.run_cursors("a", "c1") == [cursor]
+    # The renewed claim holds past the first lease; after it, whoever claims gets the cursor.
+    assert await store.claim_due("node-b", NOW + 31, 30, 100) == []
+    (taken,) = await store.claim_due("node-b", NOW + 101, 30, 100)
+    assert (taken.id, taken.event) == (run.id, cursor)
+
+
+async def test_a_chunk_on_a_lost_claim_stores_nothing(store: Store) -> None:
+    run = await audience_run(store)
+    users = await devices(store, 1)
+    await store.claim_due("node-b", NOW + 31, 30, 100)  # node-a stalled past its lease
+    mid = uuid.uuid4().hex
+    chunk = Outcome(
+        sends=[SendRow(user_key="u0", at=NOW, category="marketing", message_id=mid,
+                       campaign="c1")],
+        campaign="c1", claim="node-a",
+        progress=Progress(pending_id=run.id, event={"after": "u0", "decided": 1, "of": 1},
+                          claim_until=NOW + 100),
+    )  # fmt: skip
+    with pytest.raises(ClaimLost):
+        await store.commit("a", chunk, [message(mid, [(users["u0"][0], "u0")])])
+    assert await store.pending("a", "u0-phone", 0, NOW) == []
+    assert await store.run_cursors("a", "c1") == []
+    (row,) = await store.campaigns("a")
+    assert row.sent_total == 0
+
+
+async def test_a_scheduler_takes_back_its_own_leftover_claims_at_once(store: Store) -> None:
+    # Its campaign was paused mid-run and resumed: the work need not wait out its own lease.
+    run = await audience_run(store)
+    assert await store.claim_due("node-b", NOW + 1, 30, 100) == []
+    (again,) = await store.claim_due("node-a", NOW + 1, 30, 100)
+    assert again.id == run.id
 
 
 @pytest.mark.parametrize("status", ["paused", "cancelled", "completed", "draft"])
