@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from tidings import __version__
+from tidings.words import decision_lines
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register"]
 
@@ -688,44 +689,6 @@ def _configure_why(p: argparse.ArgumentParser) -> None:
     _add_admin_options(p)
 
 
-WHY_REASONS: dict[str, str] = {
-    "sent": "sent",
-    "scheduled": "scheduled to be sent later",
-    "not_in_segment": "not in the campaign's segment",
-    "not_triggered": "not triggered yet",
-    "opted_out": "the user opted out of this category of messages",
-    "capped_tier": "the frequency cap of the user's value tier was reached",
-    "capped_lifecycle": "the frequency cap of the user's lifecycle stage was reached",
-    "capped_campaign": "the campaign's cap per user was reached",
-    "capped_gap": "too soon after the user's previous message",
-    "holdout": "in the holdout (control) group: left out on purpose to measure the lift",
-    "budget_exhausted": "the campaign's budget was used up",
-    "outside_send_window": "outside the campaign's send window",
-    "outside_trigger_window": "the trigger event came outside the trigger's time window",
-    "trigger_filter": "the trigger event did not pass the trigger's filter",
-    "unless_matched": "the cancelling event followed the trigger in time",
-    "campaign_inactive": "the campaign was not running",
-    "template_error": "the message could not be rendered for this user",
-    "too_large": "the rendered message was too large to deliver",
-    "expired": "the message expired before it could be sent",
-    "collapsed": "replaced by a newer message with the same collapse key",
-    "revoked": "the message was revoked",
-    "no_device": "the user has no device for a banner",
-}
-"""Each decision log reason in words (``tidings why``)."""
-
-_AFTER = {
-    "delivered": "delivered to {device}",
-    "displayed": "displayed on {device}",
-    "clicked": "clicked on {device}",
-    "dismissed": "dismissed on {device}",
-    "expired": "expired unseen on {device}",
-    "read": "read in the inbox",
-    "unread": "marked unread in the inbox",
-    "deleted": "deleted from the inbox",
-}
-
-
 def _why_zone(name: str | None) -> tuple[Any, str]:
     """The zone ``tidings why`` shows times in, and how the header names it."""
     from datetime import datetime
@@ -739,31 +702,6 @@ def _why_zone(name: str | None) -> tuple[Any, str]:
                              "'Asia/Shanghai')") from None  # fmt: skip
     local = datetime.now().astimezone().tzinfo
     return local, f"{datetime.now().astimezone().tzname()} (your local zone; --tz to change)"
-
-
-def _at(ts: float, zone: Any) -> str:
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts, zone).isoformat(timespec="milliseconds")
-
-
-def _why_lines(campaign: str, d: dict[str, Any], zone: Any) -> list[str]:
-    reason, detail = d["reason"], d["detail"]
-    said = WHY_REASONS.get(reason, reason)
-    variant = f" [variant {d['variant']}]" if d.get("variant") else ""
-    if reason == "sent":
-        head = f"sent{variant}: message {d['message_id']}" + (f" ({detail})" if detail else "")
-    else:
-        head = f"{reason}{variant}: {said}" + (f" — {detail}" if detail else "")
-    lines = [f"{_at(d['at'], zone)}  {head}"]
-    for step in d.get("after", []):
-        what = _AFTER.get(step["what"], step["what"]).format(device=step.get("device") or "?")
-        if step.get("action"):
-            what += f" (action {step['action']})"
-        lines.append(f"    {_at(step['at'], zone)}  {what}")
-    if reason == "sent" and "after" in d and not d["after"]:
-        lines.append("    no device has acknowledged it yet")
-    return lines
 
 
 def _run_why(args: argparse.Namespace) -> int:
@@ -797,7 +735,7 @@ def _run_why(args: argparse.Namespace) -> int:
     print(f"{args.user} and campaign {args.campaign}: decisions newest first, each with what "
           f"happened after; times in {zone_name}")  # fmt: skip
     for d in result["decisions"]:
-        print("\n".join(_why_lines(args.campaign, d, zone)))
+        print("\n".join(decision_lines(d, zone)))
     return 0
 
 

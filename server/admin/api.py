@@ -78,7 +78,7 @@ from tidings.protocol import codes, limits
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action, check_json
 from tidings.server.broker import InProcessBroker
-from tidings.server.campaigns.templates import ContentLimits, copy_length
+from tidings.server.campaigns.templates import ContentLimits, copy_length, is_template
 from tidings.server.config import AppConfig
 from tidings.server.node import Node, SendRequest
 
@@ -426,6 +426,13 @@ class SendBody(_Model):
         ids = [a.id for a in self.actions]
         if len(set(ids)) != len(ids):
             raise _field_error("actions", "actions: action ids must be unique")
+        for name in ("title", "body"):
+            if is_template(getattr(self, name)):
+                raise _field_error(name, (
+                    f"{name}: a direct send is not personalised, so {{{{ … }}}} would reach"
+                    " devices as written; send plain text, or create a one-off campaign"
+                    ' (POST /v1/campaigns, segment "everyone") to render it per user'
+                ))  # fmt: skip
         return self
 
 

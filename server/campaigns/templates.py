@@ -431,6 +431,15 @@ class Rendered:
     data: Mapping[str, str]
 
 
+TEMPLATE_MARKS = ("{{", "{%", "{#")
+"""What starts template syntax in a text."""
+
+
+def is_template(text: str) -> bool:
+    """Whether ``text`` holds template syntax (rendered by campaigns, not by direct sends)."""
+    return any(mark in text for mark in TEMPLATE_MARKS)
+
+
 def copy_length(text: str) -> int:
     """Length of message copy in user-perceived characters: extended grapheme clusters.
 

@@ -23,11 +23,19 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, RadioButton, RadioSet, Static
+from tidings.server.campaigns.templates import is_template
 from tidings.simulator.engine.sim import AdminError
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import ClockBar
 
-__all__ = ["PREVIEW_DELAY_S", "ComposerScreen", "build_campaign", "field_target", "slug"]
+__all__ = [
+    "PREVIEW_DELAY_S",
+    "ComposerScreen",
+    "build_campaign",
+    "field_target",
+    "sent_summary",
+    "slug",
+]
 
 PREVIEW_DELAY_S = 0.3
 """Typing pause before the audience preview is asked for."""
@@ -35,6 +43,27 @@ PREVIEW_DELAY_S = 0.3
 PREVIEW_SAMPLE = 5
 KINDS = ("banner", "inbox", "both")
 _ERROR_TARGETS = ("name", "segment", "title", "body", "kind", "variant-b", "form")
+
+
+def sent_summary(result: dict[str, Any]) -> str:
+    """What a direct send's answer (``POST /v1/messages``) says, in one line: where it went
+    and who was skipped, and why."""
+    line = f"sent {result['message_id'][:8]} to {result['devices']:,} devices"
+    skipped = result.get("skipped") or {}
+    if skipped:
+        why = ", ".join(f"{n:,} {_SKIPPED.get(r, r.replace('_', ' '))}"
+                        for r, n in sorted(skipped.items()))  # fmt: skip
+        line += f"; {sum(skipped.values()):,} users skipped: {why}"
+    if result.get("no_device"):
+        line += f"; {result['no_device']:,} users have no device yet (kept in their inbox)"
+    return line
+
+
+_SKIPPED = {
+    "capped_tier": "over their tier's marketing cap",
+    "capped_lifecycle": "over their lifecycle stage's cap",
+    "opted_out": "opted out",
+}
 
 
 def slug(name: str) -> str:
@@ -335,10 +364,20 @@ class ComposerScreen(SimScreen):
         self.app.switch_mode("campaigns")
 
     def action_send(self) -> None:
-        """Send the title and body now, directly, to every device's user."""
+        """Send the title and body now, directly and as written, to every device's user.
+
+        A direct send is not personalised: copy with template syntax is refused here with the
+        way to send it (a campaign, F5), rather than delivered as ``{{ … }}``.
+        """
         self._clear_errors()
         title = self._value("title") or "Hello"
         body = self._value("body") or "from the simulator"
+        for target, text in (("title", title), ("body", body)):
+            if is_template(text):
+                self.show_error(target, "a direct send (F6) goes out as written, so {{ … }}"
+                                " is not filled in: press F5 to send it as a campaign, which"
+                                " renders it for each user", focus=True)  # fmt: skip
+                return
         self.send(title, body, self.kind)
 
     @work(thread=True, group="send")
@@ -348,4 +387,4 @@ class ComposerScreen(SimScreen):
         except AdminError as exc:
             self.deliver(self._failed, exc, "send")
             return
-        self.deliver(self.notify, f"sent {result['message_id'][:8]} to {result['devices']} devices")
+        self.deliver(self.notify, sent_summary(result))

@@ -8,9 +8,10 @@ read-only from the items the engine reports.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.text import Text
 from textual import work
@@ -24,11 +25,11 @@ from tidings.simulator.engine.sim import AdminError, DeviceInfo, Snapshot
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import ClockBar
 
+from tidings.words import decision_lines
+
 __all__ = ["DeviceScreen", "decisions_text", "inbox_item", "info_text"]
 
 NO_CAMPAIGN = "(no campaign selected)"
-_SHOWN_FIRST = frozenset({"at", "reason", "user"})  # the user is the device's own
-_LABELS = {"variant": "variant", "detail": "", "message_id": "msg"}  # in this order
 
 
 def _duration(seconds: float) -> str:
@@ -79,29 +80,34 @@ def inbox_item(row: Mapping[str, Any]) -> InboxItem:
     )
 
 
-def decisions_text(decisions: Sequence[Mapping[str, Any]]) -> Text:
-    """One decision per line, as the gateway lists them (newest first): when (UTC), the
-    reason, then the variant, the detail and the message id when there are any."""
+def decisions_text(decisions: Sequence[Mapping[str, Any]], tz: str = "UTC") -> Text:
+    """The decision log as ``tidings why`` words it, newest first, in the device's local time
+    (``tz``): each decision, then what happened to its message after."""
     if not decisions:
         return Text("(no decisions for this user yet)", style="dim")
+    try:
+        zone: tzinfo = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
     out = Text()
     for d in decisions:
-        at = d.get("at")
-        if isinstance(at, int | float):
-            stamp = at / 1000 if at > 1e11 else at  # milliseconds or seconds
-            out.append(time.strftime("%H:%M:%SZ ", time.gmtime(stamp)), style="dim")
-        out.append(str(d.get("reason", "?")), style="bold")
-        rest = sorted(k for k in d if k not in _SHOWN_FIRST and k not in _LABELS)
-        for key in [*_LABELS, *rest]:
-            value = d.get(key)
-            if value in (None, ""):
-                continue
-            label = _LABELS.get(key, key)
-            text = str(value)[:8] if key == "message_id" else str(value)
-            out.append(f" · {label} {text}" if label else f" · {text}")
-        out.append("\n")
+        first, *after = decision_lines(d, zone)
+        stamp, _, said = first.partition("  ")
+        out.append(f"{_clock(stamp)} ", style="dim")
+        out.append(said + "\n", style="bold" if d.get("reason") == "sent" else "")
+        for line in after:
+            stamp, _, said = line.strip().partition("  ")
+            out.append(f"  {_clock(stamp)} {said}\n", style="dim" if stamp else "")
     out.rstrip()
     return out
+
+
+def _clock(stamp: str) -> str:
+    """``2026-12-06T23:00:05.123+08:00`` as ``Dec 06 23:00:05`` (a line's time, shortly)."""
+    try:
+        return datetime.fromisoformat(stamp).strftime("%b %d %H:%M:%S")
+    except ValueError:
+        return stamp
 
 
 class DeviceScreen(SimScreen):
@@ -180,4 +186,5 @@ class DeviceScreen(SimScreen):
         log = self.query_one("#decisions", Static)
         log.border_title = f"Decision log · {campaign}" if campaign else "Decision log"
         log.set_class(isinstance(decisions, str) and campaign is not None, "-error")
-        log.update(decisions_text(decisions) if isinstance(decisions, list) else Text(decisions))
+        log.update(decisions_text(decisions, info.tz) if isinstance(decisions, list)
+                   else Text(decisions))  # fmt: skip

@@ -141,6 +141,8 @@ async def test_unknown_app_is_404_naming_the_field(admin: AdminHarness) -> None:
         (with_(expire_after_read="yes"), "expire_after_read"),
         (with_(titel="typo"), "titel"),
         (with_(app=""), "app"),
+        (with_(title="Hi {{ user.first_name }}"), "title"),  # not personalised: say so
+        (with_(body="{% if user.vip %}VIP{% endif %}"), "body"),
     ],
 )
 async def test_invalid_send_is_422_naming_the_field(

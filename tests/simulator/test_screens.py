@@ -26,6 +26,7 @@ from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.sim import AdminError, DeviceInfo, SimEngine, Snapshot
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
+from tidings.simulator.screens.composer import sent_summary
 from tidings.simulator.widgets import ClockBar, DeviceList, FunnelView
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -132,7 +133,9 @@ class ScriptedEngine(SimEngine):
         self._need_api()
         return [  # newest first, as the gateway lists them
             {"user": user, "at": NOW, "reason": "sent", "detail": "1 device(s)", "variant": "a",
-             "message_id": "07dc9607c7c7438192c794f70a1c3ea8"},
+             "message_id": "07dc9607c7c7438192c794f70a1c3ea8",
+             "after": [{"what": "delivered", "at": NOW + 1.5, "device": "d3"},
+                       {"what": "clicked", "at": NOW + 30, "device": "d3", "action": "shop"}]},
             {"user": user, "at": NOW - 60, "reason": "scheduled", "detail": "",
              "variant": "a", "message_id": None},
         ]  # fmt: skip
@@ -295,9 +298,13 @@ async def test_the_device_view_shows_inbox_quiet_hours_and_the_selected_campaign
         assert isinstance(screen, DeviceScreen) and screen.index == index
         log = screen.query_one("#decisions", Static)
         await _until(pilot, lambda: "1 device(s)" in str(log.content))
+        # In words and in the device's local time (Shanghai), as ``tidings why`` says it.
         assert str(log.content).splitlines() == [
-            "00:00:00Z sent · variant a · 1 device(s) · msg 07dc9607",
-            "23:59:00Z scheduled · variant a",
+            "Jan 01 08:00:00 sent [variant a]: message 07dc9607c7c7438192c794f70a1c3ea8"
+            " (1 device(s))",
+            "  Jan 01 08:00:01 delivered to d3",
+            "  Jan 01 08:00:30 clicked on d3 (action shop)",
+            "Jan 01 07:59:00 scheduled [variant a]: scheduled to be sent later",
         ]
         inbox = screen.query_one("#inbox", InboxList)
         assert inbox.lines()[0].startswith("● Spring sale  20% off running shoes")
@@ -486,6 +493,30 @@ async def test_the_composer_previews_as_you_type_and_sends_directly_to_everyone(
         await _fill(pilot, app, title="Hello", body="everyone")
         await pilot.press("ctrl+t")
         await _until(pilot, lambda: ("send", "Hello", "everyone", "both") in engine.calls)
+
+
+async def test_a_direct_send_of_a_template_is_refused_with_the_way_to_send_it() -> None:
+    # F6 sends the copy as written: {{ ... }} would reach every device unrendered.
+    engine = ScriptedEngine()
+    app = _app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        await pilot.press("f4")
+        await _fill(pilot, app, title="Sale", body="Hi {{ user.first_name }}!")
+        await pilot.press("f6")
+        error = app.screen.query_one("#body-error", Static)
+        await _until(pilot, lambda: "press F5" in str(error.content))
+        assert not [c for c in engine.calls if c[0] == "send"]
+
+
+def test_a_direct_sends_toast_says_who_was_skipped_and_why() -> None:
+    result = {"message_id": "0123456789abcdef", "devices": 840, "users": 840, "no_device": 0,
+              "skipped": {"capped_tier": 150, "opted_out": 10}}  # fmt: skip
+    assert sent_summary(result) == (
+        "sent 01234567 to 840 devices; 160 users skipped: 150 over their tier's marketing"
+        " cap, 10 opted out"
+    )
+    assert sent_summary({"message_id": "ab", "devices": 3, "skipped": {}}) == "sent ab to 3 devices"
 
 
 async def test_the_composer_snapshot_with_a_segment_that_does_not_parse() -> None:
