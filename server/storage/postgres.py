@@ -984,12 +984,14 @@ class PostgresStore:
                     [r[4] for r in keep],
                     [float(r[5]) for r in keep],
                 )
-                # A receipt proves the delivery, even when it overtook the device's ack.
+                # A receipt proves the delivery by its time, even when it overtook the
+                # device's ack (or the ack, stamped when the gateway stored it, came later).
                 await con.execute(
-                    "UPDATE deliveries d SET state=1, acked_at=q.ts FROM unnest($1::text[],"
-                    " $2::text[], $3::text[], $4::float8[]) AS q(app, device_id, message_id, ts)"
-                    " WHERE d.app=q.app AND d.device_id=q.device_id"
-                    " AND d.message_id=q.message_id AND d.state=0",
+                    "UPDATE deliveries d SET state=1, acked_at=LEAST(COALESCE(d.acked_at, q.ts),"
+                    " q.ts) FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])"
+                    " AS q(app, device_id, message_id, ts) WHERE d.app=q.app"
+                    " AND d.device_id=q.device_id AND d.message_id=q.message_id"
+                    " AND d.state IN (0, 1)",
                     [r[0] for r in keep],
                     [r[1] for r in keep],
                     [r[2] for r in keep],

@@ -769,10 +769,11 @@ class SqliteStore:
                 " VALUES (?,?,?,?,?,?)",
                 keep,
             )
-            # A receipt proves the delivery, even when it overtook the device's ack.
+            # A receipt proves the delivery by its time, even when it overtook the device's
+            # ack (or the ack, stamped when the gateway stored it, came later).
             db.executemany(
-                "UPDATE deliveries SET state=1, acked_at=? WHERE app=? AND device_id=?"
-                " AND message_id=? AND state=0",
+                "UPDATE deliveries SET state=1, acked_at=MIN(COALESCE(acked_at, ?1), ?1)"
+                " WHERE app=?2 AND device_id=?3 AND message_id=?4 AND state IN (0, 1)",
                 [(ts, app, device, mid) for app, device, mid, _, _, ts in keep],
             )
             return ok

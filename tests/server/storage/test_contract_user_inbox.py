@@ -109,6 +109,26 @@ async def test_what_happened_after_sending_is_listed_with_times(store: Store) ->
     ]
 
 
+async def test_a_receipt_dates_the_delivery_when_it_overtakes_or_precedes_the_ack(
+    store: Store,
+) -> None:
+    # Displayed at +2 on the device; the ack, stamped when the gateway stored it, says +5. The
+    # message reached the device by the time it was shown: delivered never comes after it.
+    await add_devices(store, "a", [("phone", "u1"), ("tablet", "u1")])
+    await deliver(store, "a", "m1", [("phone", "u1"), ("tablet", "u1")])
+    await store.ack_many([("a", "phone", 1)], NOW + 5)
+    await store.add_receipts([("a", "phone", "m1", "displayed", None, NOW + 2),
+                              ("a", "tablet", "m1", "displayed", None, NOW + 3)])  # fmt: skip
+    await store.ack_many([("a", "tablet", 1)], NOW + 6)  # the ack after the receipt
+    fates = [(f.what, f.at, f.device) for f in await store.fates("a", "u1", ["m1"])]
+    assert fates == [
+        ("delivered", NOW + 2, "phone"),
+        ("displayed", NOW + 2, "phone"),
+        ("delivered", NOW + 3, "tablet"),
+        ("displayed", NOW + 3, "tablet"),
+    ]
+
+
 async def test_a_device_write_after_its_user_was_erased_is_refused(store: Store) -> None:
     await add_devices(store, "a", [("phone", "u1")])
     await store.erase_user("a", "u1")
