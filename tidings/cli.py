@@ -1064,8 +1064,17 @@ def _configure_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--speed",
         type=float,
-        default=1.0,
-        help="simulated seconds per real second (default 1; 3600: an hour a second)",
+        default=60.0,
+        help="simulated seconds per real second (default 60: an hour a minute; 1: real time;"
+        " 3600: an hour a second)",
+    )
+    p.add_argument(
+        "--start",
+        choices=("morning", "now"),
+        default="morning",
+        help="when simulated time starts: morning (default) is the next 01:00 UTC, 09:00 in"
+        " Shanghai, when most personas are awake and out of their quiet hours; now is the real"
+        " time",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of the devices' lives")
 
@@ -1086,7 +1095,8 @@ def _run_sim(args: argparse.Namespace) -> int:
         if exc.name and exc.name.split(".")[0] == "textual":
             return _fail("tidings sim needs the simulator extra: pip install 'tidings[simulator]'")
         return _missing_server_extra(exc)
-    engine = SimEngine(args.devices, args.workers, speed=args.speed, seed=args.seed)
+    engine = SimEngine(args.devices, args.workers, speed=args.speed, seed=args.seed,
+                       morning=args.start == "morning")  # fmt: skip
     make_app(engine=engine).run()
     return 0
 

@@ -34,8 +34,8 @@ from tidings.simulator.engine.loadtest import DEV_ADMIN_KEY, GatewayProcess
 from tidings.simulator.engine.personas import assign
 from tidings.simulator.engine.report import percentiles
 
-__all__ = ["LIFECYCLE_STAGES", "TIERS", "AdminError", "ClockState", "DeviceInfo", "SimEngine",
-           "Snapshot"]  # fmt: skip
+__all__ = ["DEFAULT_SPEED", "LIFECYCLE_STAGES", "MORNING_UTC", "TIERS", "AdminError", "ClockState",
+           "DeviceInfo", "Endpoints", "SimEngine", "Snapshot", "next_morning"]  # fmt: skip
 
 ADMIN_TIMEOUT_S = 30.0
 """How long one admin API call from the UI may take before it counts as failed."""
@@ -109,18 +109,44 @@ class Snapshot:
     purchases: int = 0
 
 
+DEFAULT_SPEED = 60.0
+"""Simulated seconds per real second by default: the first real minute is an hour of the
+devices' lives, so the dashboard moves at once (F8 runs at 1x)."""
+
+MORNING_UTC = 1 * 3600.0
+"""Seconds after UTC midnight that a simulation starts at by default: 09:00 in Shanghai (three
+personas), 20:00 in New York, 02:00 for Berlin's night owls; only London sleeps."""
+
+
+def next_morning(now: float) -> float:
+    """The first :data:`MORNING_UTC` at or after ``now`` (the clock never goes back)."""
+    day = now - now % 86_400
+    at = day + MORNING_UTC
+    return at if at >= now else at + 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a simulation's gateway is reached from outside."""
+
+    url: str
+    admin_url: str
+    admin_key: str
+
+
 class SimEngine:
     """Runs the gateway and N simulated devices; every method blocks (call from a thread)."""
 
     def __init__(
-        self, devices: int, workers: int = 2, db: str | None = None, *, speed: float = 1.0,
-        seed: int = 0, living: bool = True,
+        self, devices: int, workers: int = 2, db: str | None = None, *,
+        speed: float = DEFAULT_SPEED, seed: int = 0, living: bool = True, morning: bool = True,
     ) -> None:  # fmt: skip
         # Start multiprocessing's helper now, while the process still has real stdio: under a
         # TUI stderr is replaced and the helper could not be spawned from a worker thread.
         resource_tracker.ensure_running()
         self.devices = devices
         self.speed = speed
+        self.morning = morning
         self._tmp = tempfile.TemporaryDirectory() if db is None else None
         path = db or str(Path(self._tmp.name if self._tmp else ".") / "sim.db")
         self.gateway = GatewayProcess(path, clock="simulated")
@@ -136,17 +162,26 @@ class SimEngine:
     def start(self, progress: Callable[[int, int], None] | None = None) -> float:
         """Start the gateway, connect every device; return the connect time in seconds.
 
-        The simulated clock starts at the real time and runs at ``speed`` once every device
-        is connected.
+        The simulated clock starts at the real time, or with ``morning`` at the next
+        :data:`MORNING_UTC` (most personas awake, few in their quiet hours), and runs at
+        ``speed`` once every device is connected.
         """
         self.gateway.start()
         cfg = self.fleet.cfg
-        self.call("PUT", "/v1/clock", {"paused": True})
+        start: dict[str, Any] = {"paused": True}
+        if self.morning:
+            start["now"] = next_morning(self.clock_state().now)
+        self.call("PUT", "/v1/clock", start)
         self.fleet = Fleet(self._fleet_config(cfg.workers, cfg.seed, cfg.living))
         seconds = self.fleet.start(progress)
         self.started = True
         self._clock({"speed": self.speed, "paused": False})
         return seconds
+
+    def endpoints(self) -> Endpoints:
+        """Where the simulation's gateway listens, and its development admin key: what
+        ``tidings why``, ``tidings campaign`` and ``curl`` need to reach it from outside."""
+        return Endpoints(self.gateway.url, self.gateway.admin_url, DEV_ADMIN_KEY)
 
     # --- simulated time --------------------------------------------------------------------
 

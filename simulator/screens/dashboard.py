@@ -5,18 +5,33 @@ from __future__ import annotations
 
 import math
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Footer, Header, Sparkline
-from tidings.simulator.engine.sim import LIFECYCLE_STAGES, TIERS, Snapshot
+from textual.widgets import Footer, Header, Sparkline, Static
+from tidings.simulator.engine.sim import LIFECYCLE_STAGES, TIERS, Endpoints, Snapshot
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import ClockBar, DistributionChart, MetricTile
 
-__all__ = ["DashboardScreen"]
+__all__ = ["DashboardScreen", "endpoints_text"]
 
 
 def _ms(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.0f}"
+
+
+def endpoints_text(where: Endpoints) -> Text:
+    """Where the simulation's gateway is reached from another terminal, with the commands."""
+    out = Text()
+    out.append("devices ", style="dim")
+    out.append(where.url)
+    out.append("   admin API ", style="dim")
+    out.append(where.admin_url)
+    out.append("   key ", style="dim")
+    out.append(where.admin_key)
+    out.append(f"\ne.g. tidings why CAMPAIGN u0 --admin-url {where.admin_url} --admin-key"
+               f" {where.admin_key}", style="dim")  # fmt: skip
+    return out
 
 
 class DashboardScreen(SimScreen):
@@ -25,6 +40,7 @@ class DashboardScreen(SimScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield ClockBar(id="clock")
+        yield Static("", id="endpoints")
         with Horizontal(id="tiles"):
             yield MetricTile("devices connected", id="connected")
             yield MetricTile("events / s", id="events")
@@ -52,6 +68,8 @@ class DashboardScreen(SimScreen):
     def _status(self, status: str) -> None:
         if not self.sim.running:
             self.query_one("#connected", MetricTile).show(status, "-idle")
+            return
+        self.query_one("#endpoints", Static).update(endpoints_text(self.sim.engine.endpoints()))
 
     def _sampled(self, snap: Snapshot) -> None:
         sim = self.sim

@@ -24,7 +24,15 @@ from textual.widgets import Input, Static
 from tidings.client_sdk.ui import InboxList
 from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
-from tidings.simulator.engine.sim import AdminError, DeviceInfo, SimEngine, Snapshot
+from tidings.simulator.engine.sim import (
+    MORNING_UTC,
+    AdminError,
+    DeviceInfo,
+    Endpoints,
+    SimEngine,
+    Snapshot,
+    next_morning,
+)
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
 from tidings.simulator.screens.composer import sent_summary
 from tidings.simulator.widgets import ClockBar, DeviceList, FunnelView
@@ -63,6 +71,9 @@ class ScriptedEngine(SimEngine):
 
     def sample(self) -> Snapshot:
         return Snapshot(self.devices, 0, 0)
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints("ws://127.0.0.1:8765", "http://127.0.0.1:8766", "dev-admin-key")
 
     def stop(self) -> None:
         self.started = False
@@ -228,7 +239,18 @@ async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() ->
         # Day 1 began with the first sample (03:00 on Jan 01): 117 hours later it is day 5.
         assert bar.text == "Tue 2026-01-06 00:00:00 UTC · day 5 · ▶ 3,600×"
         assert bar.query_one("#speed-3600").has_class("-active")
+        # Where to reach this gateway from another terminal, and how.
+        where = str(app.screen.query_one("#endpoints", Static).content)
+        assert "ws://127.0.0.1:8765" in where and "admin API http://127.0.0.1:8766" in where
+        assert "--admin-key dev-admin-key" in where
         await _snapshot(pilot, app, "dashboard")
+
+
+def test_a_simulation_starts_in_the_morning_of_the_most_personas() -> None:
+    midnight = 1_767_225_600.0  # 2026-01-01 00:00 UTC
+    assert next_morning(midnight) == midnight + MORNING_UTC  # 09:00 in Shanghai
+    assert next_morning(midnight + MORNING_UTC) == midnight + MORNING_UTC
+    assert next_morning(midnight + 5 * 3600) == midnight + 86_400 + MORNING_UTC  # never back
 
 
 async def test_events_per_second_stays_steady_when_the_gateway_counts_them_in_batches() -> None:
