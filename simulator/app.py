@@ -122,8 +122,6 @@ class SimApp(App[None]):
         self.distribution_days: list[tuple[str, Distribution]] = []
         """The latest lifecycle/tier distribution of each simulated day, oldest first."""
         self._distribution_at = -DISTRIBUTION_EVERY_S
-        self.funnel_days: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        """Per campaign, its funnel totals as last sampled on each simulated day, oldest first."""
 
     def on_mount(self) -> None:
         self.start_engine()
@@ -212,11 +210,6 @@ class SimApp(App[None]):
 
     def _add_distribution(self, sim_time: float, distribution: Distribution) -> None:
         _keep_day(self.distribution_days, _day(sim_time), distribution)
-
-    def record_funnel(self, campaign: str, total: dict[str, Any]) -> None:
-        """Keep ``campaign``'s funnel totals as the latest of today (the simulated day)."""
-        if self.clock is not None:
-            _keep_day(self.funnel_days.setdefault(campaign, []), _day(self.clock.now), total)
 
     # --- the simulated clock ------------------------------------------------------------------
 

@@ -955,8 +955,9 @@ class CampaignEngine:
                 for e in await self.store.events_since(app, since, name=conv.event)
             ]
         rollout = (await self.store.rollout_states(app)).get(cid)
+        days = await self.store.funnel_by_day(app, cid)
         report = campaign_stats(c, counts, channels, cohorts, events, now=self.clock(),
-                                rollout=rollout)  # fmt: skip
+                                rollout=rollout, days=days)  # fmt: skip
         # An audience being decided chunk by chunk: how far it has got (absent between runs).
         runs = await self.store.run_cursors(app, cid)
         if runs:

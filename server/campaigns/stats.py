@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from statistics import NormalDist
 from typing import Any
@@ -46,6 +47,7 @@ from tidings.server.campaigns.variants import (
 
 __all__ = [
     "CHANNEL_STAGES",
+    "DAY_STAGES",
     "RETENTION_WINDOWS",
     "Cohort",
     "Comparison",
@@ -56,9 +58,11 @@ __all__ = [
     "Verdict",
     "attribute",
     "best_variant",
+    "by_day",
     "campaign_stats",
     "compare_variants",
     "diff_interval",
+    "first_conversions",
     "lift",
     "retention",
     "verdict",
@@ -91,6 +95,11 @@ class Stage(StrEnum):
     CLICKED = "clicked"
     DISMISSED = "dismissed"
     CONVERTED = "converted"
+
+
+DAY_STAGES = ("sent", "delivered", "displayed", "clicked", "converted")
+"""The stages ``by_day`` counts: sends, and messages first delivered, first seen (displayed,
+read or clicked), first clicked, and users first converting, each on its day."""
 
 
 def _ratio(num: int, den: int) -> float:
@@ -438,14 +447,44 @@ def attribute(
     whose properties match every filter of ``where`` and whose time is within ``window_s``
     after the user's start.
     """
+    return set(first_conversions(cohort, events, window_s, where))
+
+
+def first_conversions(
+    cohort: Iterable[Cohort],
+    events: Iterable[tuple[str, float, Mapping[str, Any]]],
+    window_s: float,
+    where: Sequence[Any] = (),
+) -> dict[tuple[str | None, str], float]:
+    """When each (variant, user) pair of ``cohort`` that converted first did (see
+    :func:`attribute`)."""
     by_user: dict[str, list[float]] = {}
     for user, ts, props in events:
         if all(f.matches(props) for f in where):
             by_user.setdefault(user, []).append(ts)
-    return {
-        (c.variant, c.user) for c in cohort
-        if any(c.start <= ts <= c.start + window_s for ts in by_user.get(c.user, ()))
-    }  # fmt: skip
+    out: dict[tuple[str | None, str], float] = {}
+    for c in cohort:
+        times = [ts for ts in by_user.get(c.user, ()) if c.start <= ts <= c.start + window_s]
+        if times:
+            out[(c.variant, c.user)] = min(times)
+    return out
+
+
+def by_day(
+    days: Mapping[int, Mapping[str, int]], converted: Iterable[float] = ()
+) -> list[dict[str, Any]]:
+    """What each UTC day added to the funnel, oldest first: ``days`` as the store counts them
+    (:meth:`~tidings.server.storage.AnalyticsStore.funnel_by_day`), plus the first conversions
+    at ``converted`` times. Days on which nothing happened are left out."""
+    per_day = {d: dict(counts) for d, counts in days.items()}
+    for ts in converted:
+        day = per_day.setdefault(int(ts // 86_400), {})
+        day["converted"] = day.get("converted", 0) + 1
+    return [
+        {"day": datetime.fromtimestamp(d * 86_400, UTC).date().isoformat()}
+        | {stage: int(per_day[d].get(stage, 0)) for stage in DAY_STAGES}
+        for d in sorted(per_day)
+    ]
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -478,6 +517,7 @@ def campaign_stats(
     *,
     now: float = 0.0,
     rollout: Mapping[str, Any] | None = None,
+    days: Mapping[int, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """A campaign's report: funnels, channels, control and lift, retention, verdict, roll-out.
 
@@ -493,13 +533,14 @@ def campaign_stats(
             when the campaign has no conversion goal.
         now: The time retention windows are checked against.
         rollout: The stored roll-out state (None before the test started).
+        days: Per UTC day, what the store counted that day (``by_day`` in the report).
     """
     channels = channels or {}
     conv = c.conversion
-    converted: dict[str, set[tuple[str | None, str]]] = {}
+    converted: dict[str, dict[tuple[str | None, str], float]] = {}
     if conv is not None:
         for group in ("sent", "exposed", "holdout"):
-            converted[group] = attribute(
+            converted[group] = first_conversions(
                 [x for x in cohorts if x.group == group], events, conv.window_s, conv.where
             )
     names: list[str | None] = [v.name for v in c.variants] or [None]
@@ -554,7 +595,7 @@ def campaign_stats(
     recipients = _users(cohorts, "sent")
     lifts: list[dict[str, Any]] = []
     if conv is not None and control_users:
-        sent_conv = converted.get("sent", set())
+        sent_conv = converted.get("sent", {})
         for name in names:
             if name == CONTROL:
                 continue
@@ -596,6 +637,9 @@ def campaign_stats(
         "winner": v.winner,
         "verdict": v.to_json(),
         "rollout": _rollout_json(c, rollout),
+        "by_day": by_day(days or {}, [
+            ts for (v, _), ts in converted.get("exposed", {}).items() if v != CONTROL
+        ]),
     }  # fmt: skip
 
 

@@ -1371,6 +1371,32 @@ class PostgresStore:
             out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
         return out
 
+    async def funnel_by_day(self, app: str, campaign: str) -> dict[int, dict[str, int]]:
+        """Per day (``int(ts // 86400)``, UTC): the campaign's sends, and its messages first
+        delivered, first seen (displayed, read or clicked) and first clicked that day."""
+        first = (
+            "SELECT '{}', MIN(r.ts) FROM sends s JOIN receipts r ON r.app=s.app"
+            " AND r.message_id=s.message_id AND r.kind IN {}"
+            " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.message_id"
+        )
+        seen = first.format("displayed", "('displayed', 'read', 'clicked')")
+        clicked = first.format("clicked", "('clicked')")
+        rows = await self._fetch(
+            "SELECT floor(t / 86400)::int8, stage, COUNT(*) FROM ("
+            " SELECT 'sent' AS stage, at AS t FROM sends WHERE app=$1 AND campaign=$2"
+            " UNION ALL SELECT 'delivered', MIN(d.acked_at) FROM sends s JOIN deliveries d"
+            " ON d.app=s.app AND d.message_id=s.message_id AND d.state=1"
+            " AND d.acked_at IS NOT NULL WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.message_id"
+            f" UNION ALL {seen} UNION ALL {clicked}"
+            ") AS f GROUP BY 1, 2",
+            app,
+            campaign,
+        )
+        out: dict[int, dict[str, int]] = {}
+        for day, stage, n in rows:
+            out.setdefault(int(day), {})[stage] = int(n)
+        return out
+
     async def cohorts(
         self, app: str, campaign: str, within_s: float
     ) -> list[tuple[str, str | None, str, float, float | None]]:

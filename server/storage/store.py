@@ -1149,6 +1149,26 @@ class SqliteStore:
                     out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
         return out
 
+    async def funnel_by_day(self, app: str, campaign: str) -> dict[int, dict[str, int]]:
+        """Per day (``int(ts // 86400)``, UTC): the campaign's sends, and its messages first
+        delivered, first seen (displayed, read or clicked) and first clicked that day."""
+        sql = (
+            "SELECT CAST(t / 86400 AS INTEGER), stage, COUNT(*) FROM ("
+            " SELECT 'sent' AS stage, at AS t FROM sends WHERE app=:app AND campaign=:c"
+            " UNION ALL SELECT 'delivered', MIN(d.acked_at) FROM sends s"
+            " JOIN deliveries d INDEXED BY deliveries_by_message ON d.app=s.app"
+            " AND d.message_id=s.message_id AND d.state=1 AND d.acked_at IS NOT NULL"
+            " WHERE s.app=:app AND s.campaign=:c GROUP BY s.message_id"
+            f" UNION ALL {_FIRST_RECEIPT.format(stage='displayed', kinds=_SEEN_KINDS)}"
+            f" UNION ALL {_FIRST_RECEIPT.format(stage='clicked', kinds=_CLICK_KINDS)}"
+            ") GROUP BY 1, 2"
+        )
+        out: dict[int, dict[str, int]] = {}
+        async with self._conn.execute(sql, {"app": app, "c": campaign}) as cur:
+            for day, stage, n in await cur.fetchall():
+                out.setdefault(int(day), {})[stage] = int(n)
+        return out
+
     async def cohorts(
         self, app: str, campaign: str, within_s: float
     ) -> list[tuple[str, str | None, str, float, float | None]]:
@@ -1599,6 +1619,14 @@ def _retry_locked(work: Callable[[], object], wait_s: float = 5.0) -> None:
                 raise
             time.sleep(0.02)
 
+
+_SEEN_KINDS, _CLICK_KINDS = "('displayed', 'read', 'clicked')", "('clicked')"
+_FIRST_RECEIPT = (
+    "SELECT '{stage}', MIN(r.ts) FROM sends s JOIN receipts r ON r.app=s.app"
+    " AND r.message_id=s.message_id AND r.kind IN {kinds}"
+    " WHERE s.app=:app AND s.campaign=:c GROUP BY s.message_id"
+)
+"""A campaign's messages with the time of their first receipt of ``kinds`` (by day)."""
 
 _DELIVERED = (
     " EXISTS (SELECT 1 FROM deliveries d INDEXED BY deliveries_by_message WHERE d.app=s.app"

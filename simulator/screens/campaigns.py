@@ -23,7 +23,7 @@ MAX_LISTED = 50
 """Campaigns listed (newest first)."""
 
 DAYS_SHOWN = 5
-"""Simulated days shown under the funnel (the app keeps more)."""
+"""Simulated days shown under the funnel (the latest; the gateway counts every day)."""
 
 STATS_EVERY_S = 2.0
 """How stale a listed campaign's funnel may get; the highlighted one is fetched every sample,
@@ -150,10 +150,6 @@ class CampaignsScreen(SimScreen):
 
     def _show(self, listing: Listing) -> None:
         self.listing = listing
-        for c, stats in listing:
-            total = (stats or {}).get("total")
-            if isinstance(total, dict):
-                self.sim.record_funnel(str(c.get("id")), total)
         message = self.query_one("#campaigns-message", Static)
         message.remove_class("-error")
         running = sum(1 for c, _ in listing if c.get("status") == "running")
@@ -183,13 +179,11 @@ class CampaignsScreen(SimScreen):
         cid = self.highlighted
         days = self.query_one("#funnel-days", Static)
         days.border_title = f"By simulated day · {cid}" if cid else "By simulated day"
-        days.update(
-            funnel_days_text(self.sim.funnel_days.get(cid, [])[-DAYS_SHOWN:] if cid else [])
-        )
+        stats = next((s for c, s in self.listing if str(c.get("id")) == cid), None)
+        days.update(funnel_days_text((stats or {}).get("by_day", [])[-DAYS_SHOWN:]))
         if cid is None:
             funnel.show_message("select a campaign")
             return
-        stats = next((s for c, s in self.listing if str(c.get("id")) == cid), None)
         if stats is None:
             funnel.show_message(f"no stats for {cid} yet", error=True)
         else:

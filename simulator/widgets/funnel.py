@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
+from tidings.server.campaigns.stats import DAY_STAGES
 
 __all__ = ["DAY_STAGES", "STAGES", "FunnelView", "funnel_days_text", "funnel_text"]
 
 STAGES = ("targeted", "sent", "delivered", "displayed", "clicked", "dismissed", "converted")
 BAR_WIDTH = 40
-DAY_STAGES = ("sent", "delivered", "displayed", "clicked", "converted")
-"""The stages counted per simulated day."""
 
 
 def _bar(n: int, top: int) -> str:
@@ -65,21 +65,29 @@ def funnel_text(stats: Mapping[str, Any], bar_style: Style | str = "") -> Text:
     return out
 
 
-def funnel_days_text(days: Sequence[tuple[str, Mapping[str, Any]]]) -> Text:
-    """What each simulated day added to a campaign's funnel, from the running totals the UI
-    sampled at the end of each day (oldest first); the first day holds everything until then."""
+def funnel_days_text(days: Sequence[Mapping[str, Any]]) -> Text:
+    """What each simulated (UTC) day added to a campaign's funnel, oldest first, as the
+    gateway counts it from the stored sends, acks and receipts (the stats' ``by_day``): a
+    stage counts on the day it first happened, whatever screen was open then."""
     out = Text("day    " + "".join(f"{s:>11}" for s in DAY_STAGES) + "        CTR", style="bold")
     if not days:
-        out.append("\n(no sample yet)", style="dim")
+        out.append("\n(nothing sent yet)", style="dim")
         return out
-    before: Mapping[str, Any] = {}
-    for label, total in days:
-        added = {s: max(0, _int(total, s) - _int(before, s)) for s in DAY_STAGES}
-        out.append(f"\n{label:<7}" + "".join(f"{added[s]:>11,}" for s in DAY_STAGES))
+    for day in days:
+        added = {s: _int(day, s) for s in DAY_STAGES}
+        out.append(f"\n{_label(str(day.get('day', '')))}"
+                   + "".join(f"{added[s]:>11,}" for s in DAY_STAGES))  # fmt: skip
         ctr = added["clicked"] / added["displayed"] if added["displayed"] else None
         out.append(f"{ctr * 100:>10.1f}%" if ctr is not None else f"{'–':>11}")
-        before = total
     return out
+
+
+def _label(iso_day: str) -> str:
+    """``2026-12-06`` as ``Dec 06`` (padded to the column)."""
+    try:
+        return f"{date.fromisoformat(iso_day):%b %d}".ljust(7)
+    except ValueError:
+        return iso_day[:7].ljust(7)
 
 
 class FunnelView(Static):

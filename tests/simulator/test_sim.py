@@ -182,15 +182,14 @@ def test_the_distribution_chart_stacks_each_days_shares_to_the_full_width() -> N
 
 
 def test_the_funnel_by_day_shows_what_each_simulated_day_added() -> None:
-    days = [("Jan 01", {"sent": 100, "delivered": 90, "displayed": 80, "clicked": 8}),
-            ("Jan 02", {"sent": 150, "delivered": 140, "displayed": 120, "clicked": 18,
-                        "converted": 2}),
-            ("Jan 03", {"sent": 150, "delivered": 140, "displayed": 120, "clicked": 18,
-                        "converted": 2})]  # fmt: skip
+    days = [{"day": "2026-01-01", "sent": 100, "delivered": 90, "displayed": 80, "clicked": 8},
+            {"day": "2026-01-02", "sent": 50, "delivered": 50, "displayed": 40, "clicked": 10,
+             "converted": 2},
+            {"day": "2026-01-04", "clicked": 1}]  # fmt: skip
     lines = funnel_days_text(days).plain.splitlines()
     assert lines[0].split() == ["day", "sent", "delivered", "displayed", "clicked", "converted",
                                 "CTR"]  # fmt: skip
     assert lines[1].split() == ["Jan", "01", "100", "90", "80", "8", "0", "10.0%"]
     assert lines[2].split() == ["Jan", "02", "50", "50", "40", "10", "2", "25.0%"]
-    assert lines[3].split() == ["Jan", "03", "0", "0", "0", "0", "0", "–"]
-    assert funnel_days_text([]).plain.endswith("(no sample yet)")
+    assert lines[3].split() == ["Jan", "04", "0", "0", "0", "1", "0", "–"]
+    assert funnel_days_text([]).plain.endswith("(nothing sent yet)")

@@ -333,6 +333,30 @@ async def test_the_funnel_counts_each_receipt_kind_once_per_message(store: Store
     assert await store.pending("a", "d3", 0, NOW) == []  # nor is it sent to the device again
 
 
+async def test_the_funnel_by_day_counts_each_stage_on_the_day_it_first_happened(
+    store: Store,
+) -> None:
+    day = int(NOW // 86_400)
+    await add_devices(store, "a", PHONES)
+    await deliver(store, "a", "m1", [("d1", "u1"), ("d1b", "u1")], campaign="c1")  # day 0
+    await deliver(store, "a", "m2", [("d2", "u2")], campaign="c1", at=NOW + 86_400)  # day 1
+    await deliver(store, "a", "m3", [("d3", "u3")], campaign="other")
+    await store.ack_many([("a", "d1", 1), ("a", "d1b", 1), ("a", "d3", 1)], NOW + 10)
+    await store.add_receipts([
+        ("a", "d1", "m1", "displayed", None, NOW + 20),
+        ("a", "d1b", "m1", "displayed", None, NOW + 86_400),  # seen again: counts once
+        ("a", "d1", "m1", "clicked", "open", NOW + 2 * 86_400),  # clicked two days later
+        ("a", "d2", "m2", "read", None, NOW + 86_400 + 5),  # delivered by its receipt
+        ("a", "d3", "m3", "clicked", None, NOW),  # another campaign's
+    ])  # fmt: skip
+    assert await store.funnel_by_day("a", "c1") == {
+        day: {"sent": 1, "delivered": 1, "displayed": 1},
+        day + 1: {"sent": 1, "delivered": 1, "displayed": 1},
+        day + 2: {"clicked": 1},
+    }
+    assert await store.funnel_by_day("a", "none") == {}
+
+
 # --- channel_counts and cohorts ----------------------------------------------------------------
 
 
