@@ -323,6 +323,13 @@ class SimEngine:
             next_change_in=None if change is None else change - now,
         )
 
+    def quiet_now(self, now: float | None = None) -> int:
+        """How many devices are in their quiet hours at ``now`` (default: the gateway's
+        simulated time)."""
+        if now is None:
+            now = self.clock_state().now
+        return sum(1 for i in range(self.devices) if self.device_info(i, now).quiet_now)
+
     # --- admin API (campaigns, segments) ---------------------------------------------------
 
     def preview(self, text: str, sample: int = 5) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 from tidings.simulator.engine.sim import AdminError, Snapshot
 from tidings.simulator.screens.base import SimScreen
-from tidings.simulator.widgets import ClockBar, FunnelView, funnel_days_text
+from tidings.simulator.widgets import ClockBar, FunnelView, funnel_days_text, quiet_note
 
 __all__ = ["DAYS_SHOWN", "MAX_LISTED", "STATS_EVERY_S", "CampaignsScreen"]
 
@@ -75,6 +75,8 @@ class CampaignsScreen(SimScreen):
         super().__init__()
         self.listing: Listing = []
         self._stats: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (fetched at, stats)
+        self.notes: dict[str, str] = {}
+        """Under a campaign's funnel: why its displays lag (quiet hours), by campaign id."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -133,7 +135,23 @@ class CampaignsScreen(SimScreen):
                 except AdminError:
                     stats = None
             listing.append((c, stats))
+        self._note_quiet_hours(listing)
         self.deliver(self._show, listing)
+
+    def _note_quiet_hours(self, listing: Listing) -> None:
+        """Note under each funnel whose displays lag while devices sleep (worker thread; the
+        devices' quiet hours are checked once, and only when a funnel lags)."""
+        quiet: int | None = None
+        for c, stats in listing:
+            total = (stats or {}).get("total")
+            if not isinstance(total, dict) or stats is None:
+                continue
+            if quiet is None and total.get("delivered", 0) > total.get("displayed", 0):
+                try:
+                    quiet = self.engine.quiet_now()
+                except AdminError:
+                    return
+            self.notes[str(c.get("id"))] = quiet_note(stats, quiet or 0, self.engine.devices)
 
     def _failed(self, exc: AdminError) -> None:
         message = self.query_one("#campaigns-message", Static)
@@ -187,7 +205,7 @@ class CampaignsScreen(SimScreen):
         if stats is None:
             funnel.show_message(f"no stats for {cid} yet", error=True)
         else:
-            funnel.show(cid, stats)
+            funnel.show(cid, stats, self.notes.get(cid, ""))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from tidings.simulator.widgets.clock import ClockBar, clock_text
 from tidings.simulator.widgets.device_list import DeviceList
 from tidings.simulator.widgets.distribution import DistributionChart, distribution_text
-from tidings.simulator.widgets.funnel import FunnelView, funnel_days_text, funnel_text
+from tidings.simulator.widgets.funnel import FunnelView, funnel_days_text, funnel_text, quiet_note
 from tidings.simulator.widgets.tiles import MetricTile
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "distribution_text",
     "funnel_days_text",
     "funnel_text",
+    "quiet_note",
 ]

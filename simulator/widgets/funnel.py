@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.widgets import Static
 from tidings.server.campaigns.stats import DAY_STAGES
 
-__all__ = ["DAY_STAGES", "STAGES", "FunnelView", "funnel_days_text", "funnel_text"]
+__all__ = ["STAGES", "FunnelView", "funnel_days_text", "funnel_text", "quiet_note"]
 
 STAGES = ("targeted", "sent", "delivered", "displayed", "clicked", "dismissed", "converted")
 BAR_WIDTH = 40
@@ -65,6 +65,17 @@ def funnel_text(stats: Mapping[str, Any], bar_style: Style | str = "") -> Text:
     return out
 
 
+def quiet_note(stats: Mapping[str, Any], quiet: int, devices: int) -> str:
+    """Why displays lag deliveries, when quiet hours are the likely reason: ``quiet`` of
+    ``devices`` devices are in their quiet hours now. Empty when nothing waits or none is."""
+    total = stats.get("total") or {}
+    waiting = _int(total, "delivered") - _int(total, "displayed")
+    if waiting <= 0 or quiet <= 0:
+        return ""
+    return (f"{waiting:,} delivered, not displayed yet: {quiet:,} of {devices:,} devices are in"
+            " their quiet hours now, and a banner waits on the device until they end")  # fmt: skip
+
+
 def funnel_days_text(days: Sequence[Mapping[str, Any]]) -> Text:
     """What each simulated (UTC) day added to a campaign's funnel, oldest first, as the
     gateway counts it from the stored sends, acks and receipts (the stats' ``by_day``): a
@@ -95,11 +106,14 @@ class FunnelView(Static):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {"funnel--bar"}
 
-    def show(self, campaign: str, stats: Mapping[str, Any]) -> None:
-        """Render the funnel of ``campaign``."""
+    def show(self, campaign: str, stats: Mapping[str, Any], note: str = "") -> None:
+        """Render the funnel of ``campaign``, with ``note`` under it (why a stage lags)."""
         self.border_title = f"Funnel · {campaign}"
         self.remove_class("-error")
-        self.update(funnel_text(stats, self.get_component_rich_style("funnel--bar")))
+        text = funnel_text(stats, self.get_component_rich_style("funnel--bar"))
+        if note:
+            text.append(f"\n{note}", style="italic")
+        self.update(text)
 
     def show_message(self, message: str, *, error: bool = False) -> None:
         """Show a line instead of a funnel (nothing selected, or the stats failed)."""

@@ -27,6 +27,7 @@ from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.sim import (
     MORNING_UTC,
     AdminError,
+    ClockState,
     DeviceInfo,
     Endpoints,
     SimEngine,
@@ -88,6 +89,9 @@ class ScriptedEngine(SimEngine):
 
     def device_info(self, index: int, now: float | None = None) -> DeviceInfo:
         return super().device_info(index, NOW)
+
+    def clock_state(self) -> ClockState:
+        return ClockState(NOW, 3600.0, False, NOW)
 
     def _need_api(self) -> None:
         if not self.campaigns_api:
@@ -371,7 +375,13 @@ async def test_campaigns_show_their_funnels_and_the_keys_start_pause_and_cancel_
         assert lines[0].split()[:2] == ["targeted", "12"]
         assert any(line.split()[:1] == ["b"] and line.endswith("25.0%") for line in lines)
         assert "b vs baseline: lift -50.0%, p = 0.484" in lines
-        assert lines[-1] == "winner: none yet (not significant)"
+        assert "winner: none yet (not significant)" in lines
+        # 9 delivered, 8 displayed, and it is midnight in London: say why one waits.
+        quiet = sum(1 for r in engine.device_rows() if r[2] == "dormant_user")
+        assert quiet and lines[-1] == (
+            f"1 delivered, not displayed yet: {quiet} of 24 devices are in their quiet hours"
+            " now, and a banner waits on the device until they end"
+        )
         await _snapshot(pilot, app, "campaigns")
 
         await pilot.press("p")
