@@ -80,7 +80,8 @@ class LoadReport:
             ("latency p50/p95/p99/max", _four(lat)),
             ("delivery ratio", f"{self.delivery_ratio:.4f}"),
             ("precision / recall", f"{self.precision:.3f} / {self.recall:.3f}"),
-            ("violations", f"{j['violations']} {self.violations or ''}".strip()),
+            *_rows("violations", j["violations"]),
+            *(_rows("", self.violations, "  ")[1:]),
             ("gateway CPU / RSS", f"{self.gateway_cpu_s:.2f} s / {self.gateway_rss_mib:.1f} MiB"),
         ]  # fmt: skip
         if j["baseline"] is not None:
@@ -88,12 +89,36 @@ class LoadReport:
             rows.append(("bare baseline p50/p95/p99/max", _four(b)))
             rows.append(("p99 ratio vs baseline", f"{j['ratio_p99_vs_baseline']:.2f}"))
         for key, value in self.extra.items():
-            rows.append((key.replace("_", " "), str(value)))
+            rows += _rows(key, value)
         width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in rows)
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _rows(key: str, value: Any, indent: str = "") -> list[tuple[str, str]]:
+    """A table row for ``value`` in words; a mapping becomes one indented row per entry."""
+    label = indent + key.replace("_", " ")
+    if isinstance(value, Mapping):
+        out = [(label, "" if value else "none")]
+        for k, v in value.items():
+            out += _rows(str(k), v, indent + "  ")
+        return out
+    return [(label, _plain(value))]
+
+
+def _plain(value: Any) -> str:
+    """A number, flag or list as a person reads it (``1,234``, ``0.983``, ``yes``)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value) or "none"
+    return "–" if value is None else str(value)
 
 
 def _four(lat: dict[str, float]) -> str:

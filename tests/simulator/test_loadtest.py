@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tidings.simulator.engine import percentiles, run_loadtest
+from tidings.simulator.engine.report import LoadReport
 
 
 def test_a_broadcast_reaches_every_device_once_and_the_baseline_runs_beside_it() -> None:
@@ -42,6 +43,27 @@ def test_percentiles_use_nearest_rank() -> None:
     assert percentiles([float(i) for i in range(1, 101)]) == {
         "p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0,
     }  # fmt: skip
+
+
+def test_the_table_words_every_row_and_never_prints_a_raw_mapping() -> None:
+    report = LoadReport(
+        devices=2000, scenario="week", connect_s=2.0, latencies_ms=[5.0, 7.0],
+        delivery_ratio=1.0, precision=1.0, recall=1.0, violations={"cap_exceeded": 2},
+        gateway_cpu_s=1.5, gateway_rss_mib=80.0,
+        extra={"send_to_receipt_ms": {"p50": 12.0, "p99": 40.25}, "nodes": 3,
+               "lift": 0.0812345, "reconnected": True, "days": [1, 2]},
+    )  # fmt: skip
+    table = report.table()
+    assert "{" not in table and "'" not in table
+    lines = table.splitlines()
+    assert [line.split() for line in lines if "cap exceeded" in line] == [["cap", "exceeded", "2"]]
+    at = next(i for i, line in enumerate(lines) if line.startswith("send to receipt ms"))
+    assert [line.split() for line in lines[at : at + 3]] == [
+        ["send", "to", "receipt", "ms"], ["p50", "12"], ["p99", "40.25"]
+    ]  # fmt: skip
+    assert any(line.split() == ["lift", "0.081"] for line in lines)
+    assert any(line.split() == ["reconnected", "yes"] for line in lines)
+    assert any(line.split() == ["days", "1,", "2"] for line in lines)
 
 
 def test_the_command_writes_json_and_a_plot(tmp_path: Path) -> None:
