@@ -571,6 +571,7 @@ class Fleet:
             self._pipes.append(parent)
         counts = [0] * len(self._pipes)
         pending = set(range(len(self._pipes)))
+        shown = -1
         while pending:
             for w in list(pending):
                 pipe = self._pipes[w]
@@ -580,8 +581,9 @@ class Fleet:
                     if kind == "connected":
                         pending.discard(w)
                         break
-            if progress is not None:
-                progress(sum(counts), self.cfg.devices)
+            if progress is not None and sum(counts) != shown:  # each state once
+                shown = sum(counts)
+                progress(shown, self.cfg.devices)
         return time.perf_counter() - t0
 
     def _ask(self, *command: Any) -> list[Any]:

@@ -69,12 +69,14 @@ def test_the_table_words_every_row_and_never_prints_a_raw_mapping() -> None:
 def test_the_command_writes_json_and_a_plot(tmp_path: Path) -> None:
     out, plot = tmp_path / "r.json", tmp_path / "r.svg"
     result = subprocess.run(
-        [sys.executable, "-m", "tidings", "loadtest", "--devices", "20", "--workers", "1",
+        [sys.executable, "-m", "tidings", "loadtest", "--devices", "20", "--workers", "2",
          "--json", str(out), "--plot", str(plot)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "delivery ratio" in result.stdout
+    # The progress bar redraws one line, and says it is done once.
+    assert result.stderr.count("    20/20") == 1, result.stderr
     assert json.loads(out.read_text())["delivery_ratio"] == 1.0
     assert plot.read_text().startswith("<svg")
 
