@@ -118,6 +118,8 @@ class ComposerScreen(SimScreen):
         Binding("f5,ctrl+r", "create", "Create & start", key_display="F5", priority=True),
         Binding("f6,ctrl+t", "send", "Send to all", key_display="F6", priority=True),
         Binding("ctrl+s", "create", show=False, priority=True),
+        # The fields take every letter, q too: show the quit key that still works here.
+        Binding("ctrl+q", "app.quit", "Quit", key_display="^q", priority=True),
     ]
 
     def __init__(self) -> None:
