@@ -13,11 +13,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
+from tidings.server.campaigns.model import TRANSITIONS, CampaignStatus
 from tidings.simulator.engine.sim import AdminError, Snapshot
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import ClockBar, FunnelView, funnel_days_text, quiet_note
 
-__all__ = ["DAYS_SHOWN", "MAX_LISTED", "STATS_EVERY_S", "CampaignsScreen"]
+__all__ = ["DAYS_SHOWN", "MAX_LISTED", "STATS_EVERY_S", "CampaignsScreen", "cannot"]
 
 MAX_LISTED = 50
 """Campaigns listed (newest first)."""
@@ -36,6 +37,26 @@ _STATUS_STYLE = {"running": "bold green", "paused": "yellow", "cancelled": "red"
 _ACTION_DONE = {"start": "started", "pause": "paused", "cancel": "cancelled"}
 
 Listing = list[tuple[dict[str, Any], dict[str, Any] | None]]
+
+_TARGET = {"start": CampaignStatus.RUNNING, "pause": CampaignStatus.PAUSED,
+           "cancel": CampaignStatus.CANCELLED}  # fmt: skip
+
+
+def cannot(status: str | None, action: str) -> str | None:
+    """Why ``action`` cannot apply to a campaign in ``status`` (None: it can, or the status is
+    unknown here and the gateway decides), by the same transitions the gateway allows."""
+    try:
+        current = CampaignStatus(status)
+    except ValueError:
+        return None
+    if current in TRANSITIONS[_TARGET[action]]:
+        return None
+    if current in (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED):
+        return ("it is over and cannot run again (a one-off campaign sends to its audience"
+                " once); compose a new campaign (F4) to send again")  # fmt: skip
+    if current is _TARGET[action]:
+        return f"it is {current} already"
+    return "it has not started (s starts it)"
 
 
 def _row(campaign: dict[str, Any], stats: dict[str, Any] | None) -> list[Any]:
@@ -217,6 +238,12 @@ class CampaignsScreen(SimScreen):
         cid = self.highlighted
         if cid is None:
             self.notify("no campaign selected", severity="warning")
+            return
+        status = next((str(c.get("status")) for c, _ in self.listing if str(c.get("id")) == cid),
+                      None)  # fmt: skip
+        why = cannot(status, action)
+        if why is not None:
+            self.notify(f"{cid} is {status}: {why}", severity="warning", timeout=8)
             return
         self.act(cid, action)
 

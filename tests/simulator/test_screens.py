@@ -35,6 +35,7 @@ from tidings.simulator.engine.sim import (
     next_morning,
 )
 from tidings.simulator.screens import CampaignsScreen, ComposerScreen, DeviceScreen, DevicesScreen
+from tidings.simulator.screens.campaigns import cannot
 from tidings.simulator.screens.composer import sent_summary
 from tidings.simulator.widgets import ClockBar, DeviceList, FunnelView
 
@@ -390,9 +391,24 @@ async def test_campaigns_show_their_funnels_and_the_keys_start_pause_and_cancel_
         await _until(pilot, lambda: "paused" in str(table.get_row("spring-sale")[2]))  # type: ignore[attr-defined]
         await pilot.press("s")
         await _until(pilot, lambda: ("start", "spring-sale") in engine.calls)
-        await pilot.press("down", "x")
-        await _until(pilot, lambda: ("cancel", "welcome") in engine.calls)
+        await pilot.press("x")
+        await _until(pilot, lambda: ("cancel", "spring-sale") in engine.calls)
+        # A completed one-off cannot start again: the screen says why, and asks nothing.
+        await pilot.press("down", "s")
         assert app.selected_campaign == "welcome"
+        await _until(pilot, lambda: any("welcome is completed: it is over" in n.message
+                                        for n in app._notifications))  # fmt: skip
+        assert ("start", "welcome") not in engine.calls
+
+
+def test_a_campaign_key_that_cannot_apply_says_why_by_the_gateways_transitions() -> None:
+    assert cannot("completed", "start") is not None and "compose a new campaign" in str(
+        cannot("completed", "start"))  # fmt: skip
+    assert cannot("running", "pause") is None and cannot("paused", "start") is None
+    assert cannot("draft", "cancel") is None
+    assert cannot("paused", "pause") == "it is paused already"
+    assert cannot("draft", "pause") == "it has not started (s starts it)"
+    assert cannot("unknown-status", "start") is None  # the gateway decides
 
 
 class GrowingEngine(ScriptedEngine):
