@@ -46,7 +46,7 @@ def cannot(status: str | None, action: str) -> str | None:
     """Why ``action`` cannot apply to a campaign in ``status`` (None: it can, or the status is
     unknown here and the gateway decides), by the same transitions the gateway allows."""
     try:
-        current = CampaignStatus(status)
+        current = CampaignStatus(str(status))
     except ValueError:
         return None
     if current in TRANSITIONS[_TARGET[action]]:
