@@ -333,8 +333,15 @@ PathId = Annotated[
     AfterValidator(_one_line),
 ]
 """An id in the URL path (campaign, user, tag rule)."""
-AppQuery = Annotated[str, Query(min_length=1, max_length=_APP_ID_MAX)]
-"""The ``?app=`` of a request without a body."""
+AppQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=_APP_ID_MAX,
+        description="The app; default: the app whose admin key authorised the request.",
+    ),
+]
+"""The ``?app=`` of a request without a body (optional: the key names its app)."""
 
 
 class _Model(BaseModel):
@@ -772,6 +779,15 @@ def _caller(
 Caller = Annotated[AppConfig, Depends(_caller)]
 
 
+def _target(request: Request, key_app: Caller, app: AppQuery = None) -> AppConfig:
+    """The app a request without a body acts on: ``?app=``, or the key's own app."""
+    return _resolve(request.app.state.node, app or key_app.id, key_app, "app")
+
+
+QueryApp = Annotated[AppConfig, Depends(_target)]
+"""The app of a request without a body, checked against the caller's key."""
+
+
 def _resolve(node: Node, app_id: str, key_app: AppConfig, field: str) -> AppConfig:
     """The app named in the request, if the caller's key may act on it (``403``/``404``)."""
     target = node.config.app(app_id)
@@ -945,13 +961,8 @@ def create_admin_app(node: Node) -> FastAPI:
         summary="Revoke a message",
         tags=["messages"],
     )
-    async def revoke_message(
-        message_id: PathId,
-        app: Annotated[str, Query(min_length=1, max_length=_APP_ID_MAX)],
-        key_app: Caller,
-    ) -> Response:
+    async def revoke_message(message_id: PathId, target: QueryApp) -> Response:
         """Revoke a message: undelivered copies are dropped, devices remove it."""
-        target = _resolve(node, app, key_app, "app")
         if not await node.revoke(target.id, message_id):
             raise ApiError(
                 404,

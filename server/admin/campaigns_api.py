@@ -31,11 +31,11 @@ from tidings.server.admin.api import (
     _ERRORS,
     ONE_LINE,
     ApiError,
-    AppQuery,
     Caller,
     ErrorBody,
     IdempotencyKey,
     PathId,
+    QueryApp,
     _check_document,
     _one_line,
     _resolve,
@@ -119,16 +119,14 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.get("/v1/campaigns", responses=_RESPONSES, summary="List campaigns",
              tags=["campaigns"])  # fmt: skip
-    async def list_campaigns(app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def list_campaigns(target: QueryApp) -> dict[str, Any]:
         """Every campaign of the app, oldest first, with its sent total."""
-        target = _resolve(node, app, key_app, "app")
         return {"campaigns": [_campaign_json(c, n) for c, n in engine.campaigns(target.id)]}
 
     @api.get("/v1/campaigns/{campaign_id}", responses=_RESPONSES, summary="Read a campaign",
              tags=["campaigns"])  # fmt: skip
-    async def get_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def get_campaign(campaign_id: PathId, target: QueryApp) -> dict[str, Any]:
         """One campaign with its status and sent total."""
-        target = _resolve(node, app, key_app, "app")
         return _campaign_json(*engine.campaign(target.id, campaign_id))
 
     @api.put("/v1/campaigns/{campaign_id}", responses=_RESPONSES, summary="Replace a campaign",
@@ -150,16 +148,15 @@ def install(api: FastAPI, node: Node) -> None:
     @api.delete("/v1/campaigns/{campaign_id}", status_code=204, response_class=Response,
                 responses=_RESPONSES, summary="Delete a draft campaign",
                 tags=["campaigns"])  # fmt: skip
-    async def delete_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> Response:
+    async def delete_campaign(campaign_id: PathId, target: QueryApp) -> Response:
         """Delete a campaign that never ran; a started one is cancelled instead (``409``)."""
-        target = _resolve(node, app, key_app, "app")
         await engine.delete(target.id, campaign_id)
         return Response(status_code=204)
 
     @api.post("/v1/campaigns/{campaign_id}/start", responses=_RESPONSES,
               summary="Start or resume a campaign", tags=["campaigns"])  # fmt: skip
     async def start_campaign(
-        campaign_id: PathId, app: AppQuery, key_app: Caller, request: Request,
+        campaign_id: PathId, target: QueryApp, request: Request,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:  # fmt: skip
         """Start a draft or resume a paused campaign. A one-off campaign decides for its whole
@@ -168,7 +165,6 @@ def install(api: FastAPI, node: Node) -> None:
         When the audience was decided now, ``no_device`` counts users with no device yet
         whose inbox keeps the message for their first device, and ``skipped`` counts the
         users not sent to for that reason (``{"no_device": n}``: a banner-only message)."""
-        target = _resolve(node, app, key_app, "app")
 
         async def start() -> dict[str, Any]:
             before = engine.last_run(target.id, campaign_id)
@@ -185,40 +181,34 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.post("/v1/campaigns/{campaign_id}/pause", responses=_RESPONSES,
               summary="Pause a campaign", tags=["campaigns"])  # fmt: skip
-    async def pause_campaign(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def pause_campaign(campaign_id: PathId, target: QueryApp) -> dict[str, Any]:
         """Pause a running campaign: triggers are ignored and pending sends wait."""
-        target = _resolve(node, app, key_app, "app")
         await engine.pause(target.id, campaign_id)
         return _campaign_json(*engine.campaign(target.id, campaign_id))
 
     @api.post("/v1/campaigns/{campaign_id}/cancel", responses=_RESPONSES,
               summary="Cancel a campaign", tags=["campaigns"])  # fmt: skip
-    async def cancel_campaign(
-        campaign_id: PathId, app: AppQuery, key_app: Caller
-    ) -> dict[str, Any]:
+    async def cancel_campaign(campaign_id: PathId, target: QueryApp) -> dict[str, Any]:
         """Cancel a campaign: pending sends are dropped and messages not yet displayed are
         revoked from devices; ``revoked`` counts them."""
-        target = _resolve(node, app, key_app, "app")
         _, revoked = await engine.cancel(target.id, campaign_id)
         return {**_campaign_json(*engine.campaign(target.id, campaign_id)), "revoked": revoked}
 
     @api.get("/v1/campaigns/{campaign_id}/stats", responses=_RESPONSES,
              summary="Campaign funnel stats", tags=["campaigns"])  # fmt: skip
-    async def campaign_stats(campaign_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def campaign_stats(campaign_id: PathId, target: QueryApp) -> dict[str, Any]:
         """Per-variant funnels (targeted, sent, delivered, displayed, clicked, dismissed,
         converted, rates) and per channel (banner, inbox, both: one stage per receipt kind),
         totals, the control group and each variant's lift over it (with a 95 % Newcombe
         interval), retention after 1 and 7 days, the A/B verdict with its reason, and the
         roll-out phase; the README's "Measuring campaigns" says what each one counts."""
-        target = _resolve(node, app, key_app, "app")
         return await engine.stats(target.id, campaign_id)
 
     @api.get("/v1/campaigns/{campaign_id}/decisions", responses=_RESPONSES,
              summary="Campaign decision log", tags=["campaigns"])  # fmt: skip
     async def campaign_decisions(
         campaign_id: PathId,
-        app: AppQuery,
-        key_app: Caller,
+        target: QueryApp,
         user: Annotated[
             str | None,
             Query(min_length=1, max_length=limits.MAX_ID_LEN, json_schema_extra=ONE_LINE),
@@ -233,7 +223,6 @@ def install(api: FastAPI, node: Node) -> None:
         a message lists what happened to it after, oldest first (``after``): delivered (a
         device acknowledged it), displayed, clicked, dismissed, expired (a banner expired
         unseen) per device, and the user's inbox state read / unread / deleted."""
-        target = _resolve(node, app, key_app, "app")
         rows = await engine.decisions(target.id, campaign_id, user, limit)
         fates: dict[str, list[dict[str, Any]]] = {}
         sent = [r.message_id for r in rows if r.message_id is not None]

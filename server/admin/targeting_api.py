@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query
+from fastapi import Body, FastAPI
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from tidings.protocol import codes, limits
@@ -32,11 +32,11 @@ from tidings.server.admin.api import (
     ONE_LINE,
     ApiError,
     AppId,
-    AppQuery,
     Caller,
     Ident,
     Integral,
     PathId,
+    QueryApp,
     _check_document,
     _field_error,
     _json_object,
@@ -45,7 +45,6 @@ from tidings.server.admin.api import (
     _one_line,
     _resolve,
 )
-from tidings.server.config import AppConfig
 from tidings.server.node import Node
 from tidings.server.targeting import segments
 from tidings.server.targeting.profiles import TRANSACTIONAL, Profile
@@ -185,9 +184,6 @@ _SETTINGS_EXAMPLE = {
     "thresholds": {"churned_after_days": 45},
 }  # fmt: skip
 
-SettingsApp = Annotated[str | None, Query(min_length=1, max_length=64)]
-"""``?app=``: the app whose settings (default: the app of the admin key)."""
-
 
 def install(api: FastAPI, node: Node) -> None:
     """Add the targeting endpoints to the admin app."""
@@ -213,9 +209,8 @@ def install(api: FastAPI, node: Node) -> None:
     # --- tag rules ------------------------------------------------------------------------------
 
     @api.get("/v1/tag-rules", responses=_ERRORS, summary="List tag rules", tags=["targeting"])
-    async def list_tag_rules(app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def list_tag_rules(target: QueryApp) -> dict[str, Any]:
         """The app's behaviour tag rules, by name."""
-        target = _resolve(node, app, key_app, "app")
         return {"rules": [r.to_json() for r in node.engine.audience.tag_rules(target.id)]}
 
     def _rule(app: str, name: str) -> TagRule:
@@ -227,17 +222,15 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.get("/v1/tag-rules/{name}", responses=_ERRORS, summary="Read a tag rule",
              tags=["targeting"])  # fmt: skip
-    async def get_tag_rule(name: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def get_tag_rule(name: PathId, target: QueryApp) -> dict[str, Any]:
         """One tag rule."""
-        target = _resolve(node, app, key_app, "app")
         return _rule(target.id, name).to_json()
 
     @api.put("/v1/tag-rules/{name}", responses=_ERRORS, summary="Create or replace a tag rule",
              tags=["targeting"])  # fmt: skip
     async def put_tag_rule(
         name: PathId,
-        app: AppQuery,
-        key_app: Caller,
+        target: QueryApp,
         rule: Annotated[
             dict[str, Any],
             Body(
@@ -252,7 +245,6 @@ def install(api: FastAPI, node: Node) -> None:
         Stored events within the rule's window count at once: users who already qualify hold
         the tag when this answers.
         """
-        target = _resolve(node, app, key_app, "app")
         _check_document(rule, "")
         if rule.setdefault("name", name) != name:
             raise ApiError(422, codes.ERR_INVALID_FIELD,
@@ -263,28 +255,24 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.delete("/v1/tag-rules/{name}", status_code=204, response_class=Response,
                 responses=_ERRORS, summary="Delete a tag rule", tags=["targeting"])  # fmt: skip
-    async def delete_tag_rule(name: PathId, app: AppQuery, key_app: Caller) -> Response:
+    async def delete_tag_rule(name: PathId, target: QueryApp) -> Response:
         """Delete a tag rule; users holding its tag lose it."""
-        target = _resolve(node, app, key_app, "app")
         if not await node.engine.audience.delete_tag_rule(target.id, name):
             _rule(target.id, name)  # raises the 404
         return Response(status_code=204)
 
     # --- settings -------------------------------------------------------------------------------
 
-    def _settings_of(app: str | None, key_app: AppConfig) -> str:
-        return key_app.id if app is None else _resolve(node, app, key_app, "app").id
-
     @api.get("/v1/settings", responses=_ERRORS, summary="Read the app's settings",
              tags=["settings"])  # fmt: skip
-    async def get_settings(key_app: Caller, app: SettingsApp = None) -> dict[str, Any]:
+    async def get_settings(target: QueryApp) -> dict[str, Any]:
         """The app's policy now, every key: categories, value event, caps, thresholds."""
-        return node.engine.policy(_settings_of(app, key_app)).to_json()
+        return node.engine.policy(target.id).to_json()
 
     @api.put("/v1/settings", responses=_ERRORS, summary="Replace the app's settings",
              tags=["settings"])  # fmt: skip
     async def put_settings(
-        key_app: Caller,
+        target: QueryApp,
         settings: Annotated[
             dict[str, Any],
             Body(
@@ -296,20 +284,19 @@ def install(api: FastAPI, node: Node) -> None:
                 }
             ),
         ],
-        app: SettingsApp = None,
     ) -> dict[str, Any]:
         """Replace the app's stored settings: what the document leaves out takes the value of
         the configuration file. Validated (422 names the key path), stored, in force at once on
         every node; the answer is the whole policy now."""
         _check_document(settings, "")
-        policy = await node.engine.set_settings(_settings_of(app, key_app), settings)
+        policy = await node.engine.set_settings(target.id, settings)
         return policy.to_json()
 
     @api.delete("/v1/settings", responses=_ERRORS, summary="Reset the app's settings",
                 tags=["settings"])  # fmt: skip
-    async def reset_settings(key_app: Caller, app: SettingsApp = None) -> dict[str, Any]:
+    async def reset_settings(target: QueryApp) -> dict[str, Any]:
         """Forget the stored settings: the configuration file's hold again (the answer)."""
-        policy = await node.engine.set_settings(_settings_of(app, key_app), None)
+        policy = await node.engine.set_settings(target.id, None)
         return policy.to_json()
 
     # --- users ----------------------------------------------------------------------------------
@@ -323,10 +310,9 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.get("/v1/users/{user_id}", responses=_ERRORS, summary="Read a user's profile",
              tags=["users"])  # fmt: skip
-    async def get_user(user_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def get_user(user_id: PathId, target: QueryApp) -> dict[str, Any]:
         """The live profile: attributes, tags, lifecycle, tier, active hours, consent, device
         facts and purchase statistics."""
-        target = _resolve(node, app, key_app, "app")
         return profile_json(_profile(target.id, user_id))
 
     @api.patch("/v1/users/{user_id}", responses=_ERRORS, summary="Update a user's profile",
@@ -342,11 +328,10 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.get("/v1/users/{user_id}/export", responses=_ERRORS, summary="Export a user's data",
              tags=["users"])  # fmt: skip
-    async def export_user(user_id: PathId, app: AppQuery, key_app: Caller) -> dict[str, Any]:
+    async def export_user(user_id: PathId, target: QueryApp) -> dict[str, Any]:
         """Everything stored about a user (profile, devices, events, messages with their text,
         decisions, the inbox kept for them with its read state) and the live profile (``null``
         when nothing is known)."""
-        target = _resolve(node, app, key_app, "app")
         data = await node.store.export_user(target.id, user_id)
         if not any(
             data[k] for k in ("user", "devices", "events", "messages", "decisions", "inbox")
@@ -362,11 +347,10 @@ def install(api: FastAPI, node: Node) -> None:
 
     @api.delete("/v1/users/{user_id}", status_code=204, response_class=Response,
                 responses=_ERRORS, summary="Erase a user", tags=["users"])  # fmt: skip
-    async def erase_user(user_id: PathId, app: AppQuery, key_app: Caller) -> Response:
+    async def erase_user(user_id: PathId, target: QueryApp) -> Response:
         """Erase a user: profile, events, messages, decisions, pending work and the messages
         still queued for their devices. Their devices still connected are disconnected
         (close 4007) and cannot write again until they reconnect."""
-        target = _resolve(node, app, key_app, "app")
         if not await node.erase_user(target.id, user_id):
             _profile(target.id, user_id)  # raises the 404
         return Response(status_code=204)

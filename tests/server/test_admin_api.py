@@ -263,9 +263,18 @@ async def test_revoking_an_unknown_message_is_404(admin: AdminHarness) -> None:
     assert_error(response, 404, "not_found", "id")
 
 
-async def test_revoke_needs_the_app_parameter(admin: AdminHarness) -> None:
+async def test_a_request_without_app_acts_on_the_app_of_its_key(admin: AdminHarness) -> None:
+    # Each admin key belongs to one app: ?app= is needed only to name it explicitly.
     response = await admin.client.delete("/v1/messages/m1", headers=admin.auth())
-    assert_error(response, 422, "invalid_field", "app")
+    assert_error(response, 404, "not_found", "id")
+    assert "in app 'demo'" in response.json()["error"]["message"]
+    listed = await admin.client.get("/v1/campaigns", headers=admin.auth())
+    assert listed.status_code == 200, listed.text
+    other = await admin.client.delete("/v1/messages/m1", params={"app": "other"},
+                                      headers=admin.auth())  # fmt: skip
+    assert other.status_code in (403, 404) and other.json()["error"]["field"] == "app"
+    empty = await admin.client.get("/v1/campaigns", params={"app": ""}, headers=admin.auth())
+    assert_error(empty, 422, "invalid_field", "app")
 
 
 # --- operations --------------------------------------------------------------------------------
