@@ -170,9 +170,10 @@ class ComposerScreen(SimScreen):
                 yield Label("Schedule", classes="field-label")
                 yield Static("now: the campaign starts as soon as it is created", id="schedule")
             yield Static("", id="form-error", classes="field-error")
-            with Horizontal(id="actions"):
-                yield Button("Create & start  F5", id="create", variant="primary")
-                yield Button("Send to all now (direct)  F6", id="send")
+        # Outside the scrolling form: the buttons stay in sight on a 24-line terminal.
+        with Horizontal(id="actions"):
+            yield Button("Create & start  F5", id="create", variant="primary")
+            yield Button("Send to all now (direct)  F6", id="send")
         yield Footer()
 
     @staticmethod

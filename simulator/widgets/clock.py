@@ -33,20 +33,20 @@ def speed_label(speed: float) -> str:
 
 
 def clock_text(now: float | None, speed: float, paused: bool, start: float | None = None) -> Text:
-    """``Thu 2026-01-01 08:00:00 UTC · day 1 · ▶ 60×`` (``day`` counts from ``start``)."""
+    """``▶ 60× · Thu 2026-01-01 08:00:00 UTC · day 1`` (``day`` counts from ``start``).
+
+    The speed comes first: on a narrow terminal the end of the line is cut, never the speed.
+    """
     out = Text()
     if now is None:
         out.append("simulated time: waiting for the gateway", style="dim italic")
         return out
+    out.append("⏸ paused" if paused else f"▶ {speed_label(speed)}", style="bold")
     moment = dt.datetime.fromtimestamp(now, dt.UTC)
-    out.append(moment.strftime("%a %Y-%m-%d %H:%M:%S UTC"), style="bold")
+    out.append(moment.strftime(" · %a %Y-%m-%d %H:%M:%S UTC"), style="bold")
     if start is not None:
         day = int((now - start) // 86_400) + 1
         out.append(f" · day {max(day, 1)}", style="dim")
-    if paused:
-        out.append(" · ⏸ paused", style="bold")
-    else:
-        out.append(f" · ▶ {speed_label(speed)}", style="bold")
     return out
 
 

@@ -239,9 +239,14 @@ async def test_the_speed_keys_move_the_engines_clock_and_every_screen_shows_it()
     async with app.run_test(size=SIZE) as pilot:
         await _connected(pilot, app)
         bar = app.screen.query_one("#clock", ClockBar)
-        await _until(pilot, lambda: "UTC · day 1 · ▶ 1×" in bar.text)
-        assert bar.has_class("-running") and bar.query_one("#speed-1").has_class("-active")
+        # A new world starts at 60x, at 01:00 UTC (09:00 in Shanghai), most personas awake.
+        await _until(pilot, lambda: bar.text.startswith("▶ 60× · ") and "day 1" in bar.text)
+        assert " 01:0" in bar.text and " UTC · day 1" in bar.text
+        assert bar.has_class("-running") and bar.query_one("#speed-60").has_class("-active")
 
+        await pilot.press("f8")
+        await _until(pilot, lambda: app.engine.clock_state().speed == 1.0)
+        await _until(pilot, lambda: "▶ 1×" in bar.text)
         await pilot.press("f9")
         await _until(pilot, lambda: app.engine.clock_state().speed == 60.0)
         await _until(pilot, lambda: "▶ 60×" in bar.text)

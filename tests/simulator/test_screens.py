@@ -242,7 +242,7 @@ async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() ->
         assert app.clock is not None and app.clock.now == NOW + 40 * 3 * 3600
         bar = app.screen.query_one("#clock", ClockBar)
         # Day 1 began with the first sample (03:00 on Jan 01): 117 hours later it is day 5.
-        assert bar.text == "Tue 2026-01-06 00:00:00 UTC · day 5 · ▶ 3,600×"
+        assert bar.text == "▶ 3,600× · Tue 2026-01-06 00:00:00 UTC · day 5"
         assert bar.query_one("#speed-3600").has_class("-active")
         # Where to reach this gateway from another terminal, and how.
         where = str(app.screen.query_one("#endpoints", Static).content)
@@ -565,6 +565,24 @@ def test_a_direct_sends_toast_says_who_was_skipped_and_why() -> None:
         " cap, 10 opted out"
     )
     assert sent_summary({"message_id": "ab", "devices": 3, "skipped": {}}) == "sent ab to 3 devices"
+
+
+async def test_on_an_80_by_24_terminal_the_speed_and_the_composers_buttons_are_in_sight() -> None:
+    app = _app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _running(pilot, app)
+        app.apply_sample(Snapshot(24, 0, 0, sim_time=NOW, speed=3600.0), 0.5)
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        time_shown = screen.query_one("#clock-time", Static)
+        region = time_shown.content_region
+        assert region.width > 0 and str(time_shown.content).startswith("▶ 3,600×")
+        assert region.width >= len("▶ 3,600×")  # the start of the line, the speed, shows
+        for button in ("#create", "#send"):
+            r = screen.query_one(button).region
+            assert r.height > 0 and r.bottom <= 23, (button, r)  # above the footer line
+            assert r.right <= 80, (button, r)
 
 
 async def test_the_composer_snapshot_with_a_segment_that_does_not_parse() -> None:

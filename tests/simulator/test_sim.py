@@ -152,10 +152,10 @@ def test_funnel_and_inbox_text_render_what_the_gateway_and_the_sdk_hold() -> Non
 def test_the_clock_line_shows_the_simulated_date_the_day_and_the_speed() -> None:
     start = NOW  # 2026-01-01 00:00 UTC, a Thursday
     assert clock_text(NOW + 2 * 86_400 + 3_723, 60.0, False, start).plain == (
-        "Sat 2026-01-03 01:02:03 UTC · day 3 · ▶ 60×"
+        "▶ 60× · Sat 2026-01-03 01:02:03 UTC · day 3"
     )
     assert clock_text(NOW, 3600.0, True, start).plain == (
-        "Thu 2026-01-01 00:00:00 UTC · day 1 · ⏸ paused"
+        "⏸ paused · Thu 2026-01-01 00:00:00 UTC · day 1"
     )
     assert clock_text(None, 1.0, False).plain == "simulated time: waiting for the gateway"
     assert [speed_label(s) for s in (1.0, 60.0, 3600.0, 0.5)] == ["1×", "60×", "3,600×", "0.5×"]
