@@ -559,8 +559,10 @@ def _print_stats(stats: dict[str, Any]) -> None:
     goal = ""
     if conv:
         where = " and ".join(f"{w['prop']} {w['op']} {w['value']!r}" for w in conv["where"])
-        goal = (f" ({conv['event']}{' where ' + where if where else ''}, "
-                f"within {_duration(conv['window_s'])})")  # fmt: skip
+        said = (f"{conv['event']}{' where ' + where if where else ''}, "
+                f"within {_duration(conv['window_s'])}")  # fmt: skip
+        goal = (f"; conversions: {said} (the app's value event: the campaign names no goal)"
+                if conv.get("default") else f" ({said})")  # fmt: skip
     print(f"{stats['campaign']} ({stats['status']}), compared on {stats['metric']}{goal}")
     rows: list[tuple[str, ...]] = [("variant", *_STAGES, "ctr", "conv")]
     arms = {**stats["variants"], "total": stats["total"]}

@@ -40,10 +40,12 @@ from tidings.protocol.simtime import SimTime
 from tidings.server.campaigns.capping import CapConfig, limits_for
 from tidings.server.campaigns.model import (
     CONTROL,
+    DEFAULT_CONVERSION_WINDOW_S,
     TRANSITIONS,
     Campaign,
     CampaignKind,
     CampaignStatus,
+    Conversion,
     Decision,
     Overflow,
     Reason,
@@ -946,7 +948,11 @@ class CampaignEngine:
         cohorts = [Cohort(*row) for row in await self.store.cohorts(
             app, cid, max(RETENTION_WINDOWS.values())
         )]  # fmt: skip
-        conv = c.conversion
+        default_goal = None
+        if c.conversion is None and c.measured:  # the app's value event, by default
+            default_goal = Conversion(self.policy(app).value_event.name,
+                                      DEFAULT_CONVERSION_WINDOW_S, ())  # fmt: skip
+        conv = c.conversion or default_goal
         events: list[tuple[str, float, Mapping[str, Any]]] = []
         if conv is not None and cohorts:
             since = min(x.start for x in cohorts)
@@ -957,7 +963,8 @@ class CampaignEngine:
         rollout = (await self.store.rollout_states(app)).get(cid)
         days = await self.store.funnel_by_day(app, cid)
         report = campaign_stats(c, counts, channels, cohorts, events, now=self.clock(),
-                                rollout=rollout, days=days)  # fmt: skip
+                                rollout=rollout, days=days,
+                                default_goal=default_goal)  # fmt: skip
         # An audience being decided chunk by chunk: how far it has got (absent between runs).
         runs = await self.store.run_cursors(app, cid)
         if runs:

@@ -422,6 +422,10 @@ class Campaign:
     schedule: Schedule | None = None
     send_time: SendTime = SendTime()
     conversion: Conversion | None = None
+    """The goal; None: the app's value event (see :attr:`measured`)."""
+    measured: bool = True
+    """False when the campaign turned conversion off (``"conversion": null``): then it has no
+    goal at all; absent, it is measured against the app's value event by default."""
     min_sample_per_variant: int = DEFAULT_MIN_SAMPLE
     rollout: Rollout | None = None
 
@@ -487,6 +491,8 @@ class Campaign:
         if self.conversion is not None:
             c = self.conversion
             out["conversion"] = {"event": c.event, "window_s": c.window_s} | _where_json(c.where)
+        elif not self.measured:
+            out["conversion"] = None
         if self.min_sample_per_variant != DEFAULT_MIN_SAMPLE:
             out["min_sample_per_variant"] = self.min_sample_per_variant
         if self.rollout is not None:
@@ -857,6 +863,7 @@ def _campaign(d: dict[str, Any]) -> Campaign:
         schedule=schedule,
         send_time=send_time,
         conversion=conversion,
+        measured=conversion is not None or "conversion" not in d,
         min_sample_per_variant=min_sample,
         rollout=rollout,
     )

@@ -36,6 +36,7 @@ from tidings.server.campaigns.model import (
     Campaign,
     CampaignStatus,
     ContentKind,
+    Conversion,
 )
 from tidings.server.campaigns.variants import (
     DEFAULT_ALPHA,
@@ -518,6 +519,7 @@ def campaign_stats(
     now: float = 0.0,
     rollout: Mapping[str, Any] | None = None,
     days: Mapping[int, Mapping[str, int]] | None = None,
+    default_goal: Conversion | None = None,
 ) -> dict[str, Any]:
     """A campaign's report: funnels, channels, control and lift, retention, verdict, roll-out.
 
@@ -534,9 +536,12 @@ def campaign_stats(
         now: The time retention windows are checked against.
         rollout: The stored roll-out state (None before the test started).
         days: Per UTC day, what the store counted that day (``by_day`` in the report).
+        default_goal: What counts as a conversion when the campaign names no goal (the app's
+            value event): conversions, control and lift are measured against it, marked
+            ``"default": true``; variants are still compared on click-through.
     """
     channels = channels or {}
-    conv = c.conversion
+    conv = c.conversion or default_goal
     converted: dict[str, dict[tuple[str | None, str], float]] = {}
     if conv is not None:
         for group in ("sent", "exposed", "holdout"):
@@ -580,7 +585,7 @@ def campaign_stats(
                 into[stage] = into.get(stage, 0) + k
     tested = {v.name for v in c.variants}  # the base content a roll-out may send is no arm
     arms = {k: f for k, f in funnels.items() if k != CONTROL and (not tested or k in tested)}
-    metric = "conversion" if conv is not None else "ctr"
+    metric = "conversion" if c.conversion is not None else "ctr"
     variants_json = {k: f.to_json() | {"channels": channel_json[k]} for k, f in funnels.items()}
     control_arm = Arm(len(control_conv), len(control_users))
     control_json: dict[str, Any] | None = None
@@ -623,6 +628,7 @@ def campaign_stats(
         "conversion": None if conv is None else {
             "event": conv.event, "window_s": conv.window_s,
             "where": [{"prop": f.prop, "op": str(f.op), "value": f.value} for f in conv.where],
+            "default": c.conversion is None,
         },
         "total": total.to_json() | {"channels": total_channels},
         "variants": variants_json,

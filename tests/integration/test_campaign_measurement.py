@@ -268,6 +268,43 @@ async def test_the_ab_verdict_says_why_there_is_no_winner_and_then_names_it(
     assert "winner: b by ctr - b wins on click-through" in await w.cli(capsys, "stats", cid)
 
 
+async def test_without_a_goal_the_holdout_is_measured_against_the_apps_value_event(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w, cid = world, "no-goal"
+    recipients = users_where(cid, lambda u: assign(cid, u, (), 0.5) is None, 4, "g")
+    held = users_where(cid, lambda u: assign(cid, u, (), 0.5) == CONTROL, 4, "k")
+    phones = {u: await w.device(u) for u in recipients}
+    await w.cohort(recipients + held, "nogoal")
+    await w.create_and_start({
+        "id": cid, "app": "demo", "name": "No goal", "kind": "one_off",
+        "segment": 'attr.cohort = "nogoal"', "control_share": 0.5,
+        "content": {"kind": "banner", "title": "Hi", "body": "news"},
+    })  # fmt: skip
+    for u in recipients:
+        await phones[u].until(lambda u=u: len(phones[u].banners) == 1)
+    phones[recipients[0]].client.track("purchase", {"amount": 20})  # the app's value event
+    await w.event(held[0], "purchase", amount=5)
+    await w.event(held[1], "purchase", amount=5)
+    stats = await settled(w, cid, lambda s: s["control"]["converted"] == 2
+                          and s["lift"] and s["lift"][0]["converted"] == 1)  # fmt: skip
+    assert stats["conversion"] == {"event": "purchase", "window_s": 3 * 86_400, "where": [],
+                                   "default": True}  # fmt: skip
+    assert stats["metric"] == "ctr"  # variants are still compared as the campaign says
+    assert stats["control"]["conversion_rate"] == 2 / 4
+    assert "the app's value event" in await w.cli(capsys, "stats", cid)
+
+    # "conversion": null turns measuring off: nothing is counted as a conversion.
+    await w.api("POST", "/v1/campaigns", json={
+        "id": "off", "app": "demo", "name": "Off", "kind": "one_off", "control_share": 0.5,
+        "segment": 'attr.cohort = "nogoal"', "conversion": None,
+        "content": {"kind": "banner", "title": "Hi", "body": "news"},
+    })  # fmt: skip
+    assert (await w.api("GET", "/v1/campaigns/off"))["conversion"] is None
+    off = await w.stats("off")
+    assert off["conversion"] is None and off["lift"] == []
+
+
 async def test_a_verdict_waits_for_the_minimum_sample_per_variant(world: World) -> None:
     w, cid = world, "ab-small"
     users = users_where(cid, lambda u: True, 4, "s")
