@@ -280,6 +280,11 @@ def test_send_through_a_real_gateway_succeeds(
     assert main([*args, "--admin-url", gateway.admin_url]) == 0
     out = capsys.readouterr().out
     assert out.startswith("sent ") and "device deliveries" in out
+    # Nobody has a device: a banner cannot wait for one, and the output says so in words.
+    assert "skipped 2: the user has no device for a banner (no_device)" in out
+    inbox = ["send", "--to-user", "carol", "--title", "Hi", "--body", "Hello", "--kind", "inbox"]
+    assert main([*inbox, "--admin-url", gateway.admin_url]) == 0
+    assert "1 user with no device yet: kept in their inbox" in capsys.readouterr().out
 
 
 def test_send_json_output_has_the_message_id(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from tidings import __version__
+from tidings.words import REASONS as WHY_REASONS
 from tidings.words import decision_lines
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register"]
@@ -469,8 +470,11 @@ def _run_send(args: argparse.Namespace) -> int:
         f"sent {result['message_id']}: {_count(result['devices'], 'device delivery')} "
         f"to {_count(result['users'], 'user')}"
     )
+    if result.get("no_device"):
+        print(f"  {_count(result['no_device'], 'user')} with no device yet: kept in their inbox"
+              " for their first device")  # fmt: skip
     for reason, count in sorted((result.get("skipped") or {}).items()):
-        print(f"  skipped {count}: {reason}")
+        print(f"  skipped {count}: {WHY_REASONS.get(reason, reason)} ({reason})")
     return 0
 
 
