@@ -7,7 +7,7 @@ The in-process broker hands everything straight to this process's hub. A multi-n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from tidings.protocol.codec import encode
 from tidings.protocol.frames import InboxState, Revoke
@@ -38,11 +38,6 @@ class Broker(Protocol):
 
     async def release_device(self, app: str, device: str, epoch: int) -> None:
         """A device's session of ``epoch`` here ended (its route goes only if still its own)."""
-        ...
-
-    def announce(self, change: tuple[Any, ...]) -> None:
-        """Tell the other nodes about a change of the shared audience or campaigns (they apply
-        it with the node's ``on_change``); what they miss they reload when the broker returns."""
         ...
 
     def deliver(self, app: str, targets: Sequence[tuple[str, int]], msg_wire: bytes) -> int:
@@ -79,9 +74,6 @@ class InProcessBroker:
 
     async def release_device(self, app: str, device: str, epoch: int) -> None:
         return None
-
-    def announce(self, change: tuple[Any, ...]) -> None:
-        return None  # no other node
 
     def deliver(self, app: str, targets: Sequence[tuple[str, int]], msg_wire: bytes) -> int:
         written = 0

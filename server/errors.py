@@ -7,6 +7,7 @@
         ├── StoreError      the database refused or failed (``temporary`` when retrying helps)
         │   ├── ClaimLost   a scheduler's claim on due work ended before its commit
         │   ├── CampaignInactive  a campaign's send committed while it is not running
+        │   ├── FeedBehind  a reader of the change feed is too far behind to catch up
         │   └── DeviceErased  a device's write after its user was erased
         ├── NotFound        the named campaign, rule or user does not exist (HTTP 404)
         └── Conflict        the request does not fit the object's state (HTTP 409)
@@ -22,6 +23,7 @@ __all__ = [
     "ClaimLost",
     "Conflict",
     "DeviceErased",
+    "FeedBehind",
     "NotFound",
     "ServerError",
     "StoreError",
@@ -52,6 +54,13 @@ class CampaignInactive(StoreError):
         super().__init__(f"campaign {campaign!r} is {status}: its sends were not stored")
         self.campaign = campaign
         self.status = status
+
+
+class FeedBehind(StoreError):
+    """More changes wait in the feed than one read takes: the reader rebuilds its view from
+    the store instead of catching up."""
+
+    temporary = True
 
 
 class DeviceErased(StoreError):

@@ -18,6 +18,7 @@ from tidings.protocol.errors import TidingsError
 from tidings.protocol.frames import Event
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import AppConfig
+from tidings.server.feed import Announce, alone
 from tidings.server.storage import DeviceRow, Store, anonymous_key
 
 __all__ = ["SERVER_DEVICE", "EventQuota", "Ingest"]
@@ -107,7 +108,7 @@ class Ingest:
         engine: CampaignEngine,
         clock: Callable[[], float],
         quota: EventQuota,
-        announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
+        announce: Announce = alone,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -130,7 +131,7 @@ class Ingest:
                                        registered=device is not None)  # fmt: skip
         fired = [(e.name, e.props, e.ts / 1000) for e in events]
         await self.engine.on_events(app, user_key, fired)
-        self.announce(("events", app, user_key, fired))
+        await self.announce(("events", app, user_key, fired))
 
     async def attributes(
         self, app: str, user_key: str, attrs: Mapping[str, Any], device: str | None = None
@@ -143,7 +144,7 @@ class Ingest:
         if attrs:
             await self.store.merge_attrs(app, user_key, dict(attrs), self.clock(), device=device)
         self.engine.audience.on_attrs(app, user_key, attrs)
-        self.announce(("attrs", app, user_key, dict(attrs)))
+        await self.announce(("attrs", app, user_key, dict(attrs)))
 
     async def consent(
         self,
@@ -167,7 +168,7 @@ class Ingest:
         await self.store.set_consent(app, user_key, dict(categories), self.clock(),
                                      device=device)  # fmt: skip
         self.engine.audience.on_consent(app, user_key, categories)
-        self.announce(("consent", app, user_key, dict(categories)))
+        await self.announce(("consent", app, user_key, dict(categories)))
 
     async def device(self, row: DeviceRow) -> DeviceRow:
         """A device said hello: record it (with its sequence state) and its facts."""
@@ -176,13 +177,13 @@ class Ingest:
                  "app_version": row.app_version}  # fmt: skip
         user_key = row.user_id or anonymous_key(row.device_id)
         self.engine.audience.on_device(row.app, user_key, **facts)
-        self.announce(("device", row.app, user_key, facts))
+        await self.announce(("device", row.app, user_key, facts))
         return stored
 
     async def erase(self, app: str, user_key: str) -> bool:
         """Erase a user everywhere; False if nothing was known about them."""
         known = await self.engine.erase(app, user_key)
-        self.announce(("erase", app, user_key))
+        await self.announce(("erase", app, user_key))
         return known
 
     async def apply(self, change: tuple[Any, ...]) -> None:

@@ -51,6 +51,7 @@ from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
 from tidings.server.delivery import Outgoing, as_inbox_only, fit_frame
 from tidings.server.errors import DeviceErased
+from tidings.server.feed import Announce, Feed, alone
 from tidings.server.gateway.connection import GatewayConnection, Session
 from tidings.server.hub import Hub
 from tidings.server.ingest import EventQuota, Ingest
@@ -143,27 +144,30 @@ class Node:
         self.hub = Hub()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.store: Store = store or _open_store(config)
-        self.broker: Broker = broker or _open_broker(config, self.hub, self.node_id,
-                                                     self._rejoin, self._on_change)  # fmt: skip
+        self.broker: Broker = broker or _open_broker(config, self.hub, self.node_id, self._rejoin)
         self.metrics = Metrics()
+        self.feed: Feed | None = None
+        """The change feed to the other nodes of a cluster (None: a single node)."""
+        announce: Announce = alone
+        if not isinstance(self.broker, InProcessBroker):
+            self.feed = Feed(self.store, self.node_id, apply=self._on_change,
+                             resync=lambda: self.engine.resync())  # fmt: skip
+            announce = self.feed.announce
         self.engine = CampaignEngine(
             store=self.store,
             publisher=self,
             apps=config.apps,
             clock=self._now,
             max_frame_bytes=config.max_frame_bytes,
-            announce=self.broker.announce,
+            announce=announce,
+            catch_up=None if self.feed is None else self.feed.catch_up,
             timer=sim_clock,
         )
-        self.ingest = Ingest(
-            self.store, self.engine, self._now, EventQuota(config.apps), self.broker.announce
-        )
+        self.ingest = Ingest(self.store, self.engine, self._now, EventQuota(config.apps), announce)
         self.store_watch: StoreWatch | None = None
         """Whether a networked store answers now (None for SQLite, which is local)."""
         if not isinstance(self.store, SqliteStore):
             self.store_watch = StoreWatch(self.store)
-        self._changes: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self._applier: asyncio.Task[None] | None = None
         self._server: Server | None = None
         self._started = False
         # Acks and receipts arrive in bursts after a fan-out: batch them into one write.
@@ -203,13 +207,19 @@ class Node:
             await self.store.close()
             raise
         try:
+            if self.feed is not None:
+                await self.feed.start()  # the position before the view is read
             await self.engine.start()
+            if self.feed is not None:
+                self.feed.follow()
             self._server = await start_server(self, self._config.host, self._config.port)
             if not isinstance(self.broker, InProcessBroker):
                 self._background(self._check_loop())
             if self.store_watch is not None:
                 self.store_watch.start()
         except BaseException:
+            if self.feed is not None:
+                await self.feed.stop()
             await self.engine.stop()
             await self.broker.stop()
             await self.store.close()
@@ -227,12 +237,12 @@ class Node:
             self._flusher.cancel()
             self._flusher = None
         await self._flush_batches(delay=0)
-        if self._applier is not None:
-            self._applier.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.engine.stop()
+        if self.feed is not None:
+            await self.feed.stop()
         if self.store_watch is not None:
             await self.store_watch.stop()
         for session in self.hub.all():
@@ -261,38 +271,23 @@ class Node:
         return where
 
     def _rejoin(self) -> None:
-        """The broker was away: what other nodes published meanwhile may be lost. Nothing was
-        lost from the store: every local session replays its queue, and the audience and the
-        campaigns are read again."""
+        """The broker was away: deliveries other nodes published meanwhile may be lost. Nothing
+        was lost from the store: every local session replays its queue. (Changes of the
+        audience and campaigns travel on the feed, not through the broker.)"""
         for session in self.hub.all():
             session.resume(session.last_sent)
             self._replay_gap(session)
-        self._changes.put_nowait(("resync",))
-        self._apply_changes()
 
-    def _on_change(self, change: tuple[Any, ...]) -> None:
-        """Another node announced a change: apply it, in the order they arrive."""
-        self._changes.put_nowait(change)
-        self._apply_changes()
-
-    def _apply_changes(self) -> None:
-        if self._applier is None or self._applier.done():
-            self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
-
-    async def _apply_loop(self) -> None:
-        while not self._changes.empty():
-            change = self._changes.get_nowait()
-            try:
-                if change[0] == "resync":
-                    await self.engine.resync()
-                else:
-                    await self.ingest.apply(change)
-                    if change[0] == "erase":
-                        self.close_erased(change[1], change[2])
-            except TidingsError as exc:  # unknown app, store hiccup: the next resync mends it
-                log.warning("cluster: change %s not applied: %s", change[0], exc.reason)
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("cluster: malformed change dropped: %s", exc)
+    async def _on_change(self, change: tuple[Any, ...]) -> None:
+        """Another node stored a change (read from the feed): apply it, in feed order."""
+        try:
+            await self.ingest.apply(change)
+            if change[0] == "erase":
+                self.close_erased(change[1], change[2])
+        except TidingsError as exc:  # unknown app, store hiccup: the next rebuild mends it
+            log.warning("cluster: change %s not applied: %s", change[0], exc.reason)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("cluster: malformed change dropped: %s", exc)
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -751,7 +746,6 @@ def _open_broker(
     hub: Hub,
     node_id: str,
     on_reconnect: Callable[[], None],
-    on_change: Callable[[tuple[Any, ...]], None],
 ) -> Broker:
     if not config.broker:
         return InProcessBroker(hub)
@@ -767,7 +761,6 @@ def _open_broker(
         node_id,
         prefix=config.broker_prefix,
         on_reconnect=on_reconnect,
-        on_change=on_change,
     )
 
 

@@ -98,13 +98,10 @@ class RedisBroker:
         *,
         prefix: str = "tidings:",
         on_reconnect: Callable[[], None] | None = None,
-        on_change: Callable[[tuple[Any, ...]], None] | None = None,
     ) -> None:
         self.hub = hub
         self.local = InProcessBroker(hub)
         """This node's own devices are reached as a single node reaches them."""
-        self.on_change = on_change
-        """Called with each change another node announced (:meth:`announce`)."""
         self.node_id = node_id
         self.prefix = prefix
         self.redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
@@ -280,9 +277,6 @@ class RedisBroker:
         self.local.inbox_frame(app, user_key, frame, exclude)
         self._outbox.put_nowait(("all", ("inbox", app, user_key, frame, exclude)))
 
-    def announce(self, change: tuple[Any, ...]) -> None:
-        self._outbox.put_nowait(("all", ("change", list(change))))
-
     # --- to Redis, in order -------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
@@ -371,8 +365,6 @@ class RedisBroker:
                     self.local.revoke(message[1], message[2], message[3])
                 elif kind == "inbox":
                     self.local.inbox_frame(message[1], message[2], message[3], message[4])
-                elif kind == "change" and self.on_change is not None:
-                    self.on_change(tuple(message[1]))
                 elif kind == "rejoined" and self.on_reconnect is not None:
                     self.on_reconnect()
         except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:

@@ -492,6 +492,12 @@ class Health(BaseModel):
         description="How deliveries reach other nodes; unreachable: only this node's devices"
         " are served until it is back."
     )
+    feed: Literal["single-node", "ok", "behind"] = Field(
+        default="single-node",
+        description="Whether this node reads what the other nodes change (their feed in the"
+        " store); behind: not read for 5 s, its view of profiles and campaigns may be stale"
+        " (decisions are still checked by the store).",
+    )
 
 
 # --- error responses ---------------------------------------------------------------------------
@@ -984,13 +990,17 @@ def create_admin_app(node: Node) -> FastAPI:
         broker: Literal["in-process", "ok", "unreachable"] = "in-process"
         if not isinstance(node.broker, InProcessBroker):
             broker = "ok" if node.broker.healthy else "unreachable"
-        ok = store == "ok" and broker != "unreachable"
+        feed: Literal["single-node", "ok", "behind"] = "single-node"
+        if node.feed is not None:
+            feed = "ok" if node.feed.healthy else "behind"
+        ok = store == "ok" and broker != "unreachable" and feed != "behind"
         health = Health(
             status="ok" if ok else "degraded",
             connections=node.connected_devices(),
             node=node.node_id,
             store=store,
             broker=broker,
+            feed=feed,
         )
         return health if store == "ok" else _AsciiJSON(health.model_dump(), status_code=503)
 

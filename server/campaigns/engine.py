@@ -27,7 +27,7 @@ import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -71,6 +71,7 @@ from tidings.server.campaigns.variants import assign, in_test_group
 from tidings.server.config import AppConfig
 from tidings.server.delivery import Outgoing, Publisher, fit_frame
 from tidings.server.errors import CampaignInactive, ClaimLost, Conflict, NotFound
+from tidings.server.feed import Announce, alone
 from tidings.server.policy import AppPolicy
 from tidings.server.storage import (
     CampaignRow,
@@ -152,10 +153,14 @@ class CampaignEngine:
         clock: Callable[[], float],
         caps: CapConfig | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
-        announce: Callable[[tuple[Any, ...]], None] = lambda change: None,
+        announce: Announce = alone,
+        catch_up: Callable[[], Awaitable[object]] | None = None,
         timer: SimTime | None = None,
     ) -> None:
         self.store = store
+        self.catch_up = catch_up
+        """Brings this node's view up to every change the other nodes of a cluster stored so
+        far (their feed); awaited before an audience is resolved. None: a single node."""
         self.timer = timer
         """The simulated clock ``clock`` reads, if any: waits convert to real seconds with it,
         and any change of it (speed, pause, a jump) wakes the scheduler to re-plan."""
@@ -231,7 +236,7 @@ class CampaignEngine:
         await self.store.save_app_settings(app, None if spec is None else dict(spec),
                                            self.clock())  # fmt: skip
         await self._use_policy(app, policy)
-        self.announce(("settings", app, ""))
+        await self.announce(("settings", app, ""))
         return policy
 
     async def reload_settings(self, app: str) -> None:
@@ -436,7 +441,7 @@ class CampaignEngine:
         state.campaigns[campaign.id] = _Live(
             campaign, old.sent_total if old else 0, old.created_at if old else now, now
         )
-        self.announce(("campaign", campaign.app, campaign.id))
+        await self.announce(("campaign", campaign.app, campaign.id))
         return campaign
 
     async def delete(self, app: str, cid: str) -> None:
@@ -446,7 +451,7 @@ class CampaignEngine:
             raise Conflict("status", "only a draft can be deleted; cancel this campaign")
         await self.store.delete_campaign(app, cid)
         del self._state(app).campaigns[cid]
-        self.announce(("campaign", app, cid))
+        await self.announce(("campaign", app, cid))
 
     async def _set_status(
         self, app: str, live: _Live, status: CampaignStatus, then: Sequence[PendingSend] = ()
@@ -470,7 +475,7 @@ class CampaignEngine:
                            f"{_VERBS[status]} now (read it again)")  # fmt: skip
         live.campaign = live.campaign.with_status(status)
         live.updated_at = now
-        self.announce(("campaign", app, live.campaign.id))
+        await self.announce(("campaign", app, live.campaign.id))
 
     async def start_campaign(self, app: str, cid: str) -> Campaign:
         """Start a draft (or resume a paused) campaign."""
@@ -574,6 +579,7 @@ class CampaignEngine:
         ``runs``: the claimed scheduled runs this is (one, but for a race of starts), finished
         by the last chunk (:meth:`_decide_in_chunks`).
         """
+        await self._caught_up()
         users = await self.audience.resolve(app, live.campaign.segment)
         await self._start_test(app, live, now)
         counts = await self._decide_in_chunks(app, live, users, now, runs)
@@ -581,6 +587,13 @@ class CampaignEngine:
             live.last_run = {"no_device": counts["no_device"],
                              "skipped_no_device": counts["skipped_no_device"]}  # fmt: skip
             await self._maybe_complete(app, live)
+
+    async def _caught_up(self) -> None:
+        """Before deciding for an audience: every profile change stored on any node so far is
+        in this node's view (raises TidingsError when the feed cannot be read; the claimed
+        run then waits and is tried again)."""
+        if self.catch_up is not None:
+            await self.catch_up()
 
     async def _decide_in_chunks(
         self, app: str, live: _Live, users: Iterable[str], now: float,
@@ -633,7 +646,7 @@ class CampaignEngine:
         testing = {"phase": "testing", "started_at": now, "deadline": now + r.decide_after_s}
         live.rollout = await self.store.swap_rollout(app, live.campaign.id, None, testing)
         self._due_at(due)
-        self.announce(("campaign", app, live.campaign.id))
+        await self.announce(("campaign", app, live.campaign.id))
 
     async def _rollout_check(self, app: str, live: _Live, row: PendingSend, now: float) -> None:
         """Run one claimed roll-out check: decide (once, in the store) or check again later.
@@ -681,10 +694,11 @@ class CampaignEngine:
                                       f": {best}, the best observed"}  # fmt: skip
             state = await self.store.swap_rollout(app, c.id, state, decided)
             live.rollout = state
-            self.announce(("campaign", app, c.id))
+            await self.announce(("campaign", app, c.id))
         if state is None or state.get("row") != row.id or c.kind is CampaignKind.TRIGGERED:
             await self.store.commit(app, done)  # decided by another check, or nothing to send
             return
+        await self._caught_up()
         rest = [
             u for u in await self.audience.resolve(app, c.segment)
             if not in_test_group(c.id, u, r.test_share)

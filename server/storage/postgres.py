@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import ClaimLost, DeviceErased, StoreError
+from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreError
 from tidings.server.storage.admission import Counts, admit, require_progress, require_running
 from tidings.server.storage.rows import (
     INBOX_SQL,
@@ -1169,6 +1169,60 @@ class PostgresStore:
                 json.dumps(new, sort_keys=True), app, cid,
             )  # fmt: skip
             return new
+
+        return await self._write(work)
+
+    async def append_changes(self, origin: str, bodies: Sequence[bytes]) -> None:
+        """Add changes to the feed, in order, in one transaction."""
+        if bodies:
+            await self._execute(
+                "INSERT INTO changes (origin, body) SELECT $1, b FROM unnest($2::bytea[])"
+                " WITH ORDINALITY AS q(b, i) ORDER BY i",
+                (origin, list(bodies)),
+            )
+
+    async def read_changes(
+        self, cursor: str | None, limit: int = 10_000
+    ) -> tuple[str, list[tuple[str, bytes]]]:
+        """The changes committed after ``cursor`` (None: none, the position now), oldest
+        first, and the cursor after them.
+
+        A cursor is a snapshot: what it reads are the transactions the snapshot of this read
+        sees and the cursor's did not. A transaction that took its id before others but
+        commits after them is read at the next call, not skipped.
+
+        Raises:
+            FeedBehind: more than ``limit`` changes are waiting: the reader is so far behind
+                that it should rebuild its view from the store instead.
+        """
+
+        async def work(con: _Conn) -> tuple[str, list[tuple[str, bytes]]]:
+            now = str(await con.fetchval("SELECT pg_current_snapshot()::text"))
+            if cursor is None:
+                return now, []
+            rows = await con.fetch(
+                "SELECT origin, body FROM changes"
+                " WHERE tx >= pg_snapshot_xmin($1::text::pg_snapshot)"
+                " AND pg_visible_in_snapshot(tx, $2::text::pg_snapshot)"
+                " AND NOT pg_visible_in_snapshot(tx, $1::text::pg_snapshot) ORDER BY id LIMIT $3",
+                cursor,
+                now,
+                limit + 1,
+            )
+            if len(rows) > limit:
+                raise FeedBehind(f"change feed: more than {limit} changes behind")
+            return now, [(r[0], bytes(r[1])) for r in rows]
+
+        return await self._read(work)
+
+    async def trim_changes(self, keep_s: float) -> int:
+        """Forget changes older than ``keep_s`` seconds (the store's clock); how many."""
+
+        async def work(con: _Conn) -> int:
+            return _rowcount(await con.execute(
+                "DELETE FROM changes WHERE at < extract(epoch FROM clock_timestamp()) - $1",
+                float(keep_s),
+            ))  # fmt: skip
 
         return await self._write(work)
 

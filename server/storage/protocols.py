@@ -41,6 +41,7 @@ __all__ = [
     "AnalyticsStore",
     "CampaignStore",
     "DeliveryStore",
+    "FeedStore",
     "PrivacyStore",
     "ProfileStore",
     "RequestStore",
@@ -205,8 +206,24 @@ class RequestStore(Protocol):
     async def abandon_request(self, app: str, key: str) -> None: ...
 
 
+class FeedStore(Protocol):
+    """The change feed between the gateway processes of one store (a cluster).
+
+    A cursor is opaque text: the position after the changes read so far. Changes are read in
+    commit order, each once per reader, none skipped, whatever the order their writers took
+    their ids in.
+    """
+
+    async def append_changes(self, origin: str, bodies: Sequence[bytes]) -> None: ...
+    async def read_changes(
+        self, cursor: str | None, limit: int = 10_000
+    ) -> tuple[str, list[tuple[str, bytes]]]: ...
+    async def trim_changes(self, keep_s: float) -> int: ...
+
+
 class Store(
     DeliveryStore,
+    FeedStore,
     ProfileStore,
     CampaignStore,
     AnalyticsStore,

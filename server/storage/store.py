@@ -38,7 +38,7 @@ from typing import Any
 
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
-from tidings.server.errors import ClaimLost, DeviceErased, StoreError
+from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreError
 from tidings.server.storage.admission import Counts, admit, require_progress, require_running
 from tidings.server.storage.rows import (
     INBOX_SQL,
@@ -881,6 +881,49 @@ class SqliteStore:
             "DELETE FROM pending_sends WHERE app=? AND campaign=?",
             (app, cid),
         )
+
+    async def append_changes(self, origin: str, bodies: Sequence[bytes]) -> None:
+        """Add changes to the feed, in order, in one write."""
+        if not bodies:
+            return
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO changes (at, origin, body) VALUES (?,?,?)",
+                [(now, origin, body) for body in bodies],
+            )
+
+        await self._submit(write)
+
+    async def read_changes(
+        self, cursor: str | None, limit: int = 10_000
+    ) -> tuple[str, list[tuple[str, bytes]]]:
+        """The changes committed after ``cursor`` (None: none, the position now), oldest
+        first, and the cursor after them (the last row id: one writer commits at a time, so
+        ids are in commit order)."""
+        if cursor is None:
+            async with self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM changes") as cur:
+                row = await cur.fetchone()
+            return str(row[0] if row else 0), []
+        async with self._conn.execute(
+            "SELECT id, origin, body FROM changes WHERE id>? ORDER BY id LIMIT ?",
+            (int(cursor), limit + 1),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        if len(rows) > limit:
+            raise FeedBehind(f"change feed: more than {limit} changes behind")
+        return (str(rows[-1][0]) if rows else cursor), [(r[1], bytes(r[2])) for r in rows]
+
+    async def trim_changes(self, keep_s: float) -> int:
+        """Forget changes older than ``keep_s`` seconds; how many."""
+        before = time.time() - keep_s
+
+        def write(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM changes WHERE at<?", (before,)).rowcount
+
+        result: int = await self._submit(write)
+        return result
 
     async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]:
         """Every stored tag rule as (app, rule JSON)."""

@@ -249,7 +249,7 @@ async def test_a_node_cut_off_from_redis_serves_its_own_devices_and_catches_up(
     prefix, node_id = old.prefix, old.node_id
     await old.stop()
     b.broker = RedisBroker(f"redis://127.0.0.1:{proxy.port}/0", b.hub, node_id, prefix=prefix,
-                           on_reconnect=b._rejoin, on_change=b._on_change)  # fmt: skip
+                           on_reconnect=b._rejoin)  # fmt: skip
     await b.broker.start()
     local = await open_session(b.port, token("cut-local", "cl"))
     remote = await open_session(a.port, token("cut-remote", "cr"))

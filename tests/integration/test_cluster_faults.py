@@ -24,7 +24,7 @@ from rawclient import open_session
 from test_cluster import PG_DSN, REDIS_URL, _unavailable, started_cluster, token
 from tidings.protocol import codes
 from tidings.protocol.codec import encode_message
-from tidings.protocol.frames import Deliver, Message
+from tidings.protocol.frames import Deliver, Event, Events, Message, Ok
 from tidings.server.node import CHECK_S, Node, SendRequest
 from tidings.server.redis_broker import SILENT_S
 from tidings.server.storage import Outcome, OutMessage
@@ -208,6 +208,81 @@ async def test_a_silent_broker_is_noticed_and_the_node_comes_back_when_it_heals(
         got = await phone.recv_until(Deliver, timeout=timeout(3))
         assert got.msg.id == again.message_id
         await phone.close()
+
+
+async def test_a_change_whose_transaction_commits_late_is_read_not_skipped() -> None:
+    # Ids are taken at insert, rows become visible at commit: a change with a lower id can
+    # appear after one with a higher id was read. The feed's cursor is a snapshot, not an id.
+    async with started_cluster([REDIS_URL]) as (a,):
+        import asyncpg
+
+        cursor, _ = await a.store.read_changes(None)
+        schema = a.store.schema  # type: ignore[attr-defined]
+        slow = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+        try:
+            tx = slow.transaction()
+            await tx.start()
+            await slow.execute("INSERT INTO changes (origin, body) VALUES ('slow', 'first id')")
+            await a.store.append_changes("fast", [b"second id"])
+            cursor, rows = await a.store.read_changes(cursor)
+            assert rows == [("fast", b"second id")]
+            await tx.commit()
+            _, rows = await a.store.read_changes(cursor)
+            assert rows == [("slow", b"first id")]
+        finally:
+            await slow.close()
+
+
+async def test_a_node_deaf_to_redis_still_sees_a_pause_and_profiles_within_the_feed_bound() -> None:
+    from tidings.server.feed import POLL_S
+
+    async with (
+        proxied_redis() as proxy,
+        started_cluster([REDIS_URL, f"redis://127.0.0.1:{proxy.port}/0"]) as (a, b),
+    ):
+        spec = {"id": "promo", "app": APP_A.id, "name": "promo", "kind": "triggered",
+                "trigger": {"event": "view"},
+                "content": {"kind": "banner", "title": "t", "body": "b"}}  # fmt: skip
+        await a.engine.save(spec)
+        await a.engine.start_campaign(APP_A.id, "promo")
+        await until(lambda: status(b, "promo") == "running", 3)
+        proxy.set("drop")  # b hears nothing from Redis, and does not know it yet
+        await a.engine.pause(APP_A.id, "promo")
+        await a.ingest.attributes(APP_A.id, "u9", {"plan": "pro"})
+        took = await until(
+            lambda: (
+                status(b, "promo") == "paused"
+                and (p := b.engine.audience.profile(APP_A.id, "u9")) is not None
+                and p.attrs.get("plan") == "pro"
+            ),
+            3,
+        )
+        assert took <= 4 * POLL_S + 0.5
+        # And b, still deaf, sends nothing for the paused campaign: its commit checks.
+        phone = await open_session(b.port, token("p9", "u9"))
+        now_ms = int(time.time() * 1000)
+        await phone.send(Events(rid=1, events=(Event(id="e1", name="view", ts=now_ms),)))
+        await phone.recv_until(Ok)  # the event is stored (and its trigger decided)
+        with pytest.raises(TimeoutError):
+            await phone.recv_until(Deliver, timeout=0.5)
+        assert b.engine.campaign(APP_A.id, "promo")[1] == 0
+        await phone.close()
+
+
+async def test_an_audience_decided_right_after_another_node_stored_profiles_includes_them() -> None:
+    # Node b stores ten users' attributes and events; node a starts a segment campaign at
+    # once, before its follower's next read. a reads the feed up to now before it resolves.
+    async with started_cluster([REDIS_URL, REDIS_URL]) as (a, b):
+        users = [f"fan{i}" for i in range(10)]
+        for user in users:
+            await b.ingest.attributes(APP_A.id, user, {"team": "reds"})
+        spec = {"id": "reds", "app": APP_A.id, "name": "reds", "kind": "one_off",
+                "segment": 'attr.team = "reds"',
+                "content": {"kind": "inbox", "title": "t", "body": "b"}}  # fmt: skip
+        await a.engine.save(spec)
+        await a.engine.start_campaign(APP_A.id, "reds")
+        decided = await a.engine.decisions(APP_A.id, "reds", limit=100)
+        assert sorted(d.user_key for d in decided) == users
 
 
 @pytest.mark.parametrize("dies", ["before claiming its run", "while running it"])

@@ -284,7 +284,8 @@ async def test_healthz_needs_no_key_and_counts_connections(admin: AdminHarness) 
     response = await admin.client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "connections": 0, "node": admin.node.node_id,
-                               "store": "ok", "broker": "in-process"}  # fmt: skip
+                               "store": "ok", "broker": "in-process",
+                               "feed": "single-node"}  # fmt: skip
 
 
 async def test_healthz_says_503_when_the_store_does_not_answer(admin: AdminHarness) -> None:
