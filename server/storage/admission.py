@@ -7,6 +7,8 @@ order, each counting toward the limits of the sends after it.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
+
 from tidings.server.errors import CampaignInactive, ClaimLost
 from tidings.server.storage.rows import Limit, Outcome, Progress, Refusal, SendRow
 
@@ -41,14 +43,34 @@ def require_progress(moved: bool, progress: Progress, claim: str | None) -> None
         )
 
 
+CONSENTLESS = frozenset({"transactional"})
+"""Categories no user can refuse: never checked against consent."""
+
+
+def consent_checks(sends: Sequence[SendRow]) -> dict[str, list[str]]:
+    """Per category a user may refuse, the users of ``sends`` whose stored consent the commit
+    must read (:func:`admit`'s ``opted_out``)."""
+    out: dict[str, list[str]] = {}
+    for s in sends:
+        if s.category not in CONSENTLESS:
+            out.setdefault(s.category, []).append(s.user_key)
+    return {c: sorted(set(users)) for c, users in out.items()}
+
+
 def admit(
-    outcome: Outcome, budget_left: int | None, counts: Counts
+    outcome: Outcome,
+    budget_left: int | None,
+    counts: Counts,
+    opted_out: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[list[SendRow], list[Refusal]]:
     """Split ``outcome.sends`` into those every limit and the budget still allow, and refusals.
 
+    ``opted_out``: per category, the users whose *stored* consent refuses it (read in the
+    commit; a node's view of consent may be stale): their sends are refused ``opted_out``.
     ``counts`` grows with each send accepted, in order. When several limits are reached, the
     one with the longest window is reported: it keeps the user capped longest.
     """
+    opted_out = opted_out or {}
     mine: dict[str, dict[tuple[Limit, float], int]] = {}
     for (limit, at, user), n in counts.items():
         mine.setdefault(user, {})[(limit, at)] = n
@@ -57,7 +79,10 @@ def admit(
     for s in outcome.sends:
         per_user = mine.setdefault(s.user_key, {})
         refusal = None
-        if budget_left is not None and s.campaign == outcome.campaign and budget_left <= 0:
+        if s.user_key in opted_out.get(s.category, ()):
+            refusal = Refusal(user_key=s.user_key, message_id=s.message_id, reason="opted_out",
+                              detail=f"the user opted out of {s.category} messages")  # fmt: skip
+        elif budget_left is not None and s.campaign == outcome.campaign and budget_left <= 0:
             refusal = Refusal(user_key=s.user_key, message_id=s.message_id,
                               reason="budget_exhausted",
                               detail=f"budget of {outcome.budget} used")  # fmt: skip

@@ -57,7 +57,13 @@ from urllib.parse import urlsplit
 
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreError
-from tidings.server.storage.admission import Counts, admit, require_progress, require_running
+from tidings.server.storage.admission import (
+    Counts,
+    admit,
+    consent_checks,
+    require_progress,
+    require_running,
+)
 from tidings.server.storage.rows import (
     INBOX_SQL,
     CampaignRow,
@@ -519,14 +525,7 @@ class PostgresStore:
         """The users among ``user_keys`` who opted out of ``category``."""
         if not user_keys:
             return set()
-        rows = await self._fetch(
-            "SELECT user_key FROM users WHERE app=$1 AND user_key = ANY($2::text[]) AND"
-            " CASE WHEN $3 = 'marketing' THEN marketing_opt_out"
-            " ELSE (consent::jsonb -> $3) = 'false'::jsonb END",
-            app,
-            list(dict.fromkeys(user_keys)),
-            category,
-        )
+        rows = await self._fetch(_OPTED_OUT, app, list(dict.fromkeys(user_keys)), category)
         return {r[0] for r in rows}
 
     async def profile_rows(
@@ -714,7 +713,10 @@ class PostgresStore:
             )  # fmt: skip
             require_progress(moved is not None, at, outcome.claim)
         counts = await _count_sends(con, app, outcome.sends)
-        sends, refused = admit(outcome, budget_left, counts)
+        opted: dict[str, set[str]] = {}
+        for category, users in consent_checks(outcome.sends).items():
+            opted[category] = {r[0] for r in await con.fetch(_OPTED_OUT, app, users, category)}
+        sends, refused = admit(outcome, budget_left, counts, opted)
         refused_keys = {(r.message_id, r.user_key) for r in refused}
         # A message all of whose sends were refused is not stored; one with no sends (a direct
         # send to devices with nothing counted) or an accepted send is, for its accepted users.
@@ -1718,6 +1720,15 @@ async def _insert_pending(con: _Conn, app: str, new: Sequence[PendingSend]) -> N
         [float(p.due_at) for p in new],
         [None if p.event is None else json.dumps(p.event) for p in new],
     )
+
+
+_OPTED_OUT = (
+    "SELECT user_key FROM users WHERE app=$1 AND user_key = ANY($2::text[]) AND"
+    " CASE WHEN $3 = 'marketing' THEN marketing_opt_out"
+    " ELSE (consent::jsonb -> $3) = 'false'::jsonb END"
+)
+"""Who of the users ``$2`` refuses category ``$3`` (consent is opt-out: only an explicit
+false refuses; marketing has its own column)."""
 
 
 async def _finish_pending(con: _Conn, outcome: Outcome) -> None:

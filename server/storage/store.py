@@ -39,7 +39,13 @@ from typing import Any
 import aiosqlite
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreError
-from tidings.server.storage.admission import Counts, admit, require_progress, require_running
+from tidings.server.storage.admission import (
+    Counts,
+    admit,
+    consent_checks,
+    require_progress,
+    require_running,
+)
 from tidings.server.storage.rows import (
     INBOX_SQL,
     CampaignRow,
@@ -1562,7 +1568,26 @@ def _admit(
     for (limit, at), users in wanted.items():
         stored = _count_sends(db, app, limit, at, sorted(users))
         counts.update(((limit, at, user), stored.get(user, 0)) for user in users)
-    return admit(outcome, budget_left, counts)
+    opted: dict[str, set[str]] = {}
+    for category, asked in consent_checks(outcome.sends).items():
+        opted[category] = _opted_out(db, app, category, asked)
+    return admit(outcome, budget_left, counts, opted)
+
+
+def _opted_out(db: sqlite3.Connection, app: str, category: str, users: Sequence[str]) -> set[str]:
+    """The stored consent, read inside the commit: who of ``users`` refuses ``category``."""
+    out: set[str] = set()
+    for i in range(0, len(users), _CHUNK):
+        chunk = users[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT user_key FROM users WHERE app=? AND user_key IN ({marks})"
+        if category == "marketing":
+            rows = db.execute(sql + " AND marketing_opt_out=1", (app, *chunk))
+        else:  # consent is opt-out: only an explicit false refuses
+            rows = db.execute(sql + " AND json_extract(consent, ?) = 0",
+                              (app, *chunk, _json_key(category)))  # fmt: skip
+        out.update(r[0] for r in rows)
+    return out
 
 
 def _count_sends(

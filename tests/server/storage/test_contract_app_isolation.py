@@ -28,6 +28,7 @@ async def _fill_app_a(store: Store) -> None:
         [("d1", "u1"), ("d2", "~d2")],
         campaign="c1",
         variant="v1",
+        category="news",  # u1 opted out of marketing (the commit checks stored consent)
         decisions=[decision("c1", "u1", "sent", variant="v1", message_id="m1")],
     )
     await store.add_receipts([("a", "d1", "m1", "displayed", None, NOW)])

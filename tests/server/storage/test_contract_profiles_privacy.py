@@ -235,6 +235,7 @@ async def _two_users(store: Store) -> None:
         "c1-u1",
         [("d1", "u1"), ("d2", "u1")],
         campaign="c1",
+        category="product",  # u1 opted out of marketing: the commit would refuse it
         decisions=[decision("c1", "u1", "sent", message_id="c1-u1")],
     )
     await deliver(

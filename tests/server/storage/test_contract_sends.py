@@ -176,6 +176,27 @@ async def test_a_cap_is_used_exactly_by_concurrent_senders(store: Store) -> None
     assert len(refused) == 40 and {r.reason for r in refused} == {"capped_tier"}
 
 
+async def test_a_send_to_a_user_whose_stored_consent_refuses_it_is_refused_at_commit(
+    store: Store,
+) -> None:
+    # The sender's view of consent may be stale (another node stored the opt-out): the commit
+    # reads the stored consent, as it reads caps. Transactional messages cannot be refused.
+    users = await devices(store, 3)
+    await store.set_consent("a", "u0", {"marketing": False}, NOW)
+    await store.set_consent("a", "u1", {"news": False}, NOW)
+    mid, marketing = await send(store, users, log=True)
+    assert sorted((r.user_key, r.reason) for r in marketing.refused) == [("u0", "opted_out")]
+    assert {d for d, _ in marketing.deliveries[mid]} == {"u1-phone", "u2-phone"}
+    mid, news = await send(store, users, category="news")
+    assert [(r.user_key, r.reason) for r in news.refused] == [("u1", "opted_out")]
+    mid, must = await send(store, users, category="transactional")
+    assert must.refused == () and len(must.deliveries[mid]) == 3
+    log = await store.decisions("a", "-", "u0")
+    assert [(d.reason, d.detail) for d in log] == [
+        ("opted_out", "the user opted out of marketing messages")
+    ]
+
+
 async def test_a_refused_send_logs_its_reason_and_stores_no_message(store: Store) -> None:
     users = await devices(store, 2)
     await send(store, {"u0": ["u0-phone"]}, at=NOW - 1)
