@@ -8,9 +8,10 @@ order, each counting toward the limits of the sends after it.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 from tidings.server.errors import CampaignInactive, ClaimLost
-from tidings.server.storage.rows import Limit, Outcome, Progress, Refusal, SendRow
+from tidings.server.storage.rows import Limit, Outcome, OutMessage, Progress, Refusal, SendRow
 
 __all__ = ["Counts", "admit", "require_running"]
 
@@ -55,6 +56,44 @@ def consent_checks(sends: Sequence[SendRow]) -> dict[str, list[str]]:
         if s.category not in CONSENTLESS:
             out.setdefault(s.category, []).append(s.user_key)
     return {c: sorted(set(users)) for c, users in out.items()}
+
+
+def campaign_users(outcome: Outcome) -> list[str]:
+    """The users a campaign's commit writes about (sends, decisions, pending work): each must
+    still have a profile in the store, or it was erased (:func:`forget_erased`). Empty for a
+    commit of no campaign: a direct send may go to a user the store has not seen yet."""
+    if outcome.campaign is None:
+        return []
+    users = {s.user_key for s in outcome.sends} | {d.user_key for d in outcome.decisions}
+    users |= {p.user_key for p in outcome.new_pending if p.user_key is not None}
+    return sorted(users)
+
+
+def forget_erased(
+    outcome: Outcome, messages: Sequence[OutMessage], erased: Collection[str]
+) -> tuple[Outcome, list[OutMessage]]:
+    """Drop everything about ``erased`` users from a commit: their sends, decisions and
+    pending work, and the messages made only for them. A node whose view still held a user
+    erased elsewhere writes nothing that would bring them back (every write path that
+    registers a user stores their profile first, so an audience's user with no stored
+    profile was erased)."""
+    if not erased:
+        return outcome, list(messages)
+    gone = set(erased)
+    sends = [s for s in outcome.sends if s.user_key not in gone]
+    dropped = {s.message_id for s in outcome.sends if s.user_key in gone}
+    dropped -= {s.message_id for s in sends}
+    kept = replace(
+        outcome,
+        sends=sends,
+        decisions=[d for d in outcome.decisions if d.user_key not in gone],
+        new_pending=[p for p in outcome.new_pending if p.user_key not in gone],
+    )
+    return kept, [
+        replace(m, targets=tuple(t for t in m.targets if t[1] not in gone),
+                waiting=tuple(u for u in m.waiting if u not in gone))
+        for m in messages if m.message_id not in dropped
+    ]  # fmt: skip
 
 
 def admit(

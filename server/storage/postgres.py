@@ -60,7 +60,9 @@ from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreErro
 from tidings.server.storage.admission import (
     Counts,
     admit,
+    campaign_users,
     consent_checks,
+    forget_erased,
     require_progress,
     require_running,
 )
@@ -701,7 +703,17 @@ class PostgresStore:
             require_running(outcome.campaign, None if row is None else row[1])
             if outcome.budget is not None:
                 budget_left = outcome.budget - (0 if total is None else int(total))
-        await self._lock_users(con, app, (s.user_key for s in outcome.sends if s.limits))
+        asked = campaign_users(outcome)
+        await self._lock_users(con, app, [*asked, *(s.user_key for s in outcome.sends if s.limits)])
+        if asked:
+            # Under the user locks an erasure takes first: it either ended before (the profile
+            # is gone, nothing of the user is written) or waits for this commit (and deletes
+            # what it wrote).
+            found = {r[0] for r in await con.fetch(
+                "SELECT user_key FROM users WHERE app=$1 AND user_key = ANY($2::text[])",
+                app, asked,
+            )}  # fmt: skip
+            outcome, messages = forget_erased(outcome, messages, set(asked) - found)
         if outcome.done_pending:
             await _finish_pending(con, outcome)
         if outcome.progress is not None:

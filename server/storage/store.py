@@ -42,7 +42,9 @@ from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreErro
 from tidings.server.storage.admission import (
     Counts,
     admit,
+    campaign_users,
     consent_checks,
+    forget_erased,
     require_progress,
     require_running,
 )
@@ -1469,6 +1471,7 @@ def _commit_outcome(
         require_running(outcome.campaign, None if row is None else row[1])
         if outcome.budget is not None:
             budget_left = outcome.budget - (int(row[0]) if row else 0)
+        outcome, messages = forget_erased(outcome, messages, _erased(db, app, outcome))
     if outcome.done_pending:
         if outcome.claim is None:
             db.executemany(
@@ -1572,6 +1575,20 @@ def _admit(
     for category, asked in consent_checks(outcome.sends).items():
         opted[category] = _opted_out(db, app, category, asked)
     return admit(outcome, budget_left, counts, opted)
+
+
+def _erased(db: sqlite3.Connection, app: str, outcome: Outcome) -> set[str]:
+    """The users of a campaign's commit with no stored profile: erased (see
+    :func:`forget_erased`)."""
+    asked = campaign_users(outcome)
+    found: set[str] = set()
+    for i in range(0, len(asked), _CHUNK):
+        chunk = asked[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.update(r[0] for r in db.execute(
+            f"SELECT user_key FROM users WHERE app=? AND user_key IN ({marks})", (app, *chunk)
+        ))  # fmt: skip
+    return set(asked) - found
 
 
 def _opted_out(db: sqlite3.Connection, app: str, category: str, users: Sequence[str]) -> set[str]:

@@ -197,6 +197,35 @@ async def test_a_send_to_a_user_whose_stored_consent_refuses_it_is_refused_at_co
     ]
 
 
+async def test_a_campaign_commit_writes_nothing_about_a_user_erased_meanwhile(
+    store: Store,
+) -> None:
+    # The sending node's view still held u0, erased through another node: nothing of u0 is
+    # written (no send, decision, inbox entry or pending work); u1's part goes through.
+    await store.save_campaign("a", "c1", {"id": "c1"}, "running", NOW)
+    users = await devices(store, 2)
+    await store.erase_user("a", "u0")
+    mids = {u: uuid.uuid4().hex for u in users}
+    outcome = Outcome(
+        sends=[SendRow(user_key=u, at=NOW, category="marketing", message_id=mids[u],
+                       campaign="c1",
+                       decision=DecisionRow(campaign="c1", user_key=u, at=NOW, reason="sent",
+                                            message_id=mids[u]))
+               for u in users],
+        decisions=[DecisionRow(campaign="c1", user_key="u0", at=NOW, reason="holdout")],
+        new_pending=[PendingSend(app="a", campaign="c1", user_key="u0", due_at=NOW + 60)],
+        campaign="c1",
+    )  # fmt: skip
+    messages = [message(mids[u], [(ds[0], u)]) for u, ds in users.items()]
+    committed = await store.commit("a", outcome, messages)
+    assert committed.sent == 1 and set(committed.deliveries) == {mids["u1"]}
+    assert [d.user_key for d in await store.decisions("a", "c1", limit=10)] == ["u1"]
+    assert await store.count_pending("a", "c1") == 0
+    assert await store.user("a", "u0") is None
+    (row,) = await store.campaigns("a")
+    assert row.sent_total == 1
+
+
 async def test_a_refused_send_logs_its_reason_and_stores_no_message(store: Store) -> None:
     users = await devices(store, 2)
     await send(store, {"u0": ["u0-phone"]}, at=NOW - 1)
