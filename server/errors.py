@@ -56,6 +56,17 @@ class CampaignInactive(StoreError):
         self.status = status
 
 
+class SettingsChanged(StoreError):
+    """A send reached the commit decided under app settings (caps, thresholds, categories)
+    that are no longer the stored ones (changed through another node, whose news has not
+    arrived here yet): nothing of the outcome is stored; the sender reads the settings again
+    and decides again."""
+
+    def __init__(self, app: str) -> None:
+        super().__init__(f"the settings of app {app!r} changed: the sends were not stored")
+        self.app = app
+
+
 class FeedBehind(StoreError):
     """More changes wait in the feed than one read takes: the reader rebuilds its view from
     the store instead of catching up."""

@@ -50,7 +50,7 @@ from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.config import GatewayConfig
 from tidings.server.delivery import Outgoing, as_inbox_only, fit_frame
-from tidings.server.errors import DeviceErased
+from tidings.server.errors import DeviceErased, SettingsChanged
 from tidings.server.feed import Announce, Feed, alone
 from tidings.server.gateway.connection import GatewayConnection, Session
 from tidings.server.hub import Hub
@@ -351,16 +351,26 @@ class Node:
         )
         on_device = set(targets.values())
         users = sorted(on_device | set(waiting))
-        sends = [
-            SendRow(user_key=u, at=now, category=request.category, message_id=message.id,
-                    campaign=request.campaign, variant=request.variant,
-                    limits=self.engine.send_limits(request.app, u, request.category, now))
-            for u in users
-        ]  # fmt: skip
         wire = fit_frame(message, self._config.max_frame_bytes)
         outgoing = Outgoing(message, wire, tuple((d, u) for d, u in targets.items()),
                             tuple(waiting))  # fmt: skip
-        committed = await self.publish(request.app, [outgoing], Outcome(sends=sends))
+        for last in (False, True):
+            sends = [
+                SendRow(user_key=u, at=now, category=request.category, message_id=message.id,
+                        campaign=request.campaign, variant=request.variant,
+                        limits=self.engine.send_limits(request.app, u, request.category, now))
+                for u in users
+            ]  # fmt: skip
+            settings = self.engine.settings_used(request.app)
+            try:
+                committed = await self.publish(request.app, [outgoing],
+                                               Outcome(sends=sends, settings=settings))  # fmt: skip
+                break
+            except SettingsChanged:
+                # Capped under settings another node replaced: read them, cap again (once).
+                if last:
+                    raise
+                await self.engine.reload_settings(request.app)
         refused = {r.user_key for r in committed.refused}
         for refusal in committed.refused:
             skipped[refusal.reason] = skipped.get(refusal.reason, 0) + 1

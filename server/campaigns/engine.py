@@ -70,7 +70,7 @@ from tidings.server.campaigns.templates import (
 from tidings.server.campaigns.variants import assign, in_test_group
 from tidings.server.config import AppConfig
 from tidings.server.delivery import Outgoing, Publisher, fit_frame
-from tidings.server.errors import CampaignInactive, ClaimLost, Conflict, NotFound
+from tidings.server.errors import CampaignInactive, ClaimLost, Conflict, NotFound, SettingsChanged
 from tidings.server.feed import Announce, alone
 from tidings.server.policy import AppPolicy
 from tidings.server.storage import (
@@ -83,6 +83,7 @@ from tidings.server.storage import (
     SendRow,
     Store,
 )
+from tidings.server.storage.admission import settings_fingerprint
 from tidings.server.targeting.audience import Audience
 from tidings.server.targeting.explain import failed_filter
 from tidings.server.targeting.profiles import Profile, new_profile
@@ -173,6 +174,8 @@ class CampaignEngine:
         self.max_frame_bytes = max_frame_bytes
         self._configs = {a.id: a for a in apps}
         self._policies = {a.id: a.policy for a in apps}
+        self._settings: dict[str, str] = {}
+        """Per app, the fingerprint of the stored settings its policy was read from."""
         self.audience = Audience(
             store=store, apps=list(self._configs), clock=clock, announce=announce,
             policy=self.policy,
@@ -199,7 +202,9 @@ class CampaignEngine:
         """Rebuild the audience and the campaigns from the store (at start, and when a node of
         a cluster may have missed changes the others announced)."""
         for app, cfg in self._configs.items():
-            self._policies[app] = _stored_policy(cfg, await self.store.app_settings(app))
+            spec = await self.store.app_settings(app)
+            self._policies[app] = _stored_policy(cfg, spec)
+            self._settings[app] = settings_fingerprint(spec)
         await self.audience.start()
         for app in self._configs:
             self._apps[app] = state = _App()
@@ -233,8 +238,9 @@ class CampaignEngine:
         if cfg is None:
             raise InvalidField("app", f"unknown app {app!r}")
         policy = cfg.policy if spec is None else cfg.policy.updated(spec)
-        await self.store.save_app_settings(app, None if spec is None else dict(spec),
-                                           self.clock())  # fmt: skip
+        stored = None if spec is None else dict(spec)
+        await self.store.save_app_settings(app, stored, self.clock())
+        self._settings[app] = settings_fingerprint(stored)
         await self._use_policy(app, policy)
         await self.announce(("settings", app, ""))
         return policy
@@ -242,7 +248,14 @@ class CampaignEngine:
     async def reload_settings(self, app: str) -> None:
         """Another node changed the app's settings: take the stored ones."""
         cfg = self._configs[app]
-        await self._use_policy(app, _stored_policy(cfg, await self.store.app_settings(app)))
+        spec = await self.store.app_settings(app)
+        self._settings[app] = settings_fingerprint(spec)
+        await self._use_policy(app, _stored_policy(cfg, spec))
+
+    def settings_used(self, app: str) -> str | None:
+        """The fingerprint of the app settings this node decides under (for the commit to
+        check, :class:`~tidings.server.errors.SettingsChanged`)."""
+        return self._settings.get(app)
 
     async def _use_policy(self, app: str, policy: AppPolicy) -> None:
         before = self.policy(app)
@@ -738,7 +751,7 @@ class CampaignEngine:
 
     async def _dispatch(
         self, app: str, live: _Live, items: Sequence[_Item], now: float, *, due: bool = False,
-        done: Sequence[int] = (), progress: Progress | None = None,
+        done: Sequence[int] = (), progress: Progress | None = None, again: bool = True,
     ) -> dict[str, int] | None:  # fmt: skip
         """Decide for each user, render, and store everything in one write, then fan out.
 
@@ -755,7 +768,8 @@ class CampaignEngine:
 
         ``due``: the items are claimed pending work whose time came (no second send-time
         choice). ``done``: other claimed pending work this write finishes; ``progress``: the
-        cursor of a claimed run this write moves.
+        cursor of a claimed run this write moves. ``again``: decide again once if the store
+        finds the app's settings changed.
         """
         c = live.campaign
         limits = self.limits(app)
@@ -887,7 +901,7 @@ class CampaignEngine:
             committed = await self.publisher.publish(app, out, Outcome(
                 sends=sends, decisions=decisions, new_pending=later, done_pending=finished,
                 campaign=c.id, budget=budget, claim=self.owner if claimed else None,
-                progress=progress,
+                progress=progress, settings=self.settings_used(app),
             ))  # fmt: skip
         except CampaignInactive as exc:
             # Paused, cancelled or completed through another node before this node heard:
@@ -895,6 +909,15 @@ class CampaignEngine:
             log.info("campaigns: %s; reading it again", exc.reason)
             await self.reload_campaign(app, c.id)
             return None
+        except SettingsChanged as exc:
+            # Decided under settings another node replaced: nothing was stored. Read them
+            # and decide again, once (a second change meanwhile leaves the work pending).
+            log.info("campaigns: %s; reading them again", exc.reason)
+            await self.reload_settings(app)
+            if not again:
+                return None
+            return await self._dispatch(app, live, items, now, due=due, done=done,
+                                        progress=progress, again=False)  # fmt: skip
         if committed.sent_total is not None:
             live.sent_total = max(live.sent_total, committed.sent_total)
         if later:

@@ -7,10 +7,13 @@ order, each counting toward the limits of the sends after it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
-from tidings.server.errors import CampaignInactive, ClaimLost
+from tidings.server.errors import CampaignInactive, ClaimLost, SettingsChanged
 from tidings.server.storage.rows import Limit, Outcome, OutMessage, Progress, Refusal, SendRow
 
 __all__ = ["Counts", "admit", "require_running"]
@@ -28,6 +31,28 @@ def require_running(campaign: str, status: str | None) -> None:
     """
     if status is not None and status != "running":
         raise CampaignInactive(campaign, status)
+
+
+def settings_fingerprint(spec: Mapping[str, Any] | None) -> str:
+    """A short digest of an app's stored settings document ("" for none stored)."""
+    if spec is None:
+        return ""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def require_settings(app: str, expected: str | None, stored: str | None) -> None:
+    """Sends decided under settings ``expected`` (a fingerprint; None: unchecked) commit only
+    while the stored settings document (``stored``: its JSON, read in the commit; None: none)
+    is the same.
+
+    Raises:
+        SettingsChanged: they differ; nothing is stored.
+    """
+    if expected is not None and expected != settings_fingerprint(
+        None if stored is None else json.loads(stored)
+    ):
+        raise SettingsChanged(app)
 
 
 def require_progress(moved: bool, progress: Progress, claim: str | None) -> None:

@@ -65,6 +65,7 @@ from tidings.server.storage.admission import (
     forget_erased,
     require_progress,
     require_running,
+    require_settings,
 )
 from tidings.server.storage.rows import (
     INBOX_SQL,
@@ -691,6 +692,9 @@ class PostgresStore:
         self, con: _Conn, app: str, outcome: Outcome, messages: Sequence[OutMessage]
     ) -> Committed:
         budget_left: int | None = None
+        if outcome.settings is not None:
+            stored = await con.fetchval("SELECT spec FROM app_settings WHERE app=$1", app)
+            require_settings(app, outcome.settings, stored)
         if outcome.campaign is not None:
             # Locked even without a budget: the sent total is written at the end, and taking
             # the row there, after the user locks, could deadlock with a budgeted commit.

@@ -264,6 +264,11 @@ class Outcome:
     budget: int | None = None
     claim: str | None = None
     progress: Progress | None = None
+    settings: str | None = None
+    """The fingerprint of the app settings the sends were decided under
+    (:func:`~tidings.server.storage.admission.settings_fingerprint`): the commit is refused
+    with :class:`~tidings.server.errors.SettingsChanged` if the stored ones differ. None: not
+    checked."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

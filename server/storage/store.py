@@ -47,6 +47,7 @@ from tidings.server.storage.admission import (
     forget_erased,
     require_progress,
     require_running,
+    require_settings,
 )
 from tidings.server.storage.rows import (
     INBOX_SQL,
@@ -1463,6 +1464,9 @@ def _commit_outcome(
 ) -> Committed:
     """The body of :meth:`SqliteStore.commit`, inside the writer's transaction."""
     budget_left: int | None = None
+    if outcome.settings is not None:
+        stored = db.execute("SELECT spec FROM app_settings WHERE app=?", (app,)).fetchone()
+        require_settings(app, outcome.settings, None if stored is None else stored[0])
     if outcome.campaign is not None:
         row = db.execute(
             "SELECT sent_total, status FROM campaigns WHERE app=? AND id=?",

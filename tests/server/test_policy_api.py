@@ -200,6 +200,28 @@ async def test_changed_caps_bind_the_next_send_without_a_restart(admin: AdminHar
     assert (await run_campaign(admin, one_off("cap-l2", "cap-live")))[0]["reason"] == "sent"
 
 
+async def test_caps_stored_through_another_node_bind_though_this_node_never_heard(
+    admin: AdminHarness,
+) -> None:
+    # Another node stored new caps and its news was lost: the commit finds the settings it
+    # was decided under are not the stored ones, and the node reads them and decides again.
+    await an_active_user(admin, "cap-stale", "cap-stale")
+    await an_active_user(admin, "cap-direct", "cap-direct")
+    one = {"caps": {"lifecycle": {"active": {"limit": 1, "days": 7}}}}
+    await admin.node.store.save_app_settings("demo", one, time.time())
+    assert admin.node.engine.policy("demo").to_json()["caps"]["lifecycle"]["active"] == {
+        "limit": 4, "days": 7}  # the stale view  # fmt: skip
+    assert (await run_campaign(admin, one_off("cap-s0", "cap-stale")))[0]["reason"] == "sent"
+    assert (await run_campaign(admin, one_off("cap-s1", "cap-stale")))[0]["reason"] == (
+        "capped_lifecycle"
+    )
+    body = {"app": "demo", "to": {"users": ["cap-direct"]}, "kind": "inbox", "title": "t",
+            "body": "b"}  # fmt: skip
+    first = await admin.client.post("/v1/messages", json=body, headers=admin.auth())
+    second = await admin.client.post("/v1/messages", json=body, headers=admin.auth())
+    assert (first.json()["skipped"], second.json()["skipped"]) == ({}, {"capped_lifecycle": 1})
+
+
 # --- the value event ---------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import asyncio
 import uuid
 
 import pytest
-from tidings.server.errors import CampaignInactive, ClaimLost
+from tidings.server.errors import CampaignInactive, ClaimLost, SettingsChanged
 from tidings.server.storage import (
     Committed,
     DecisionRow,
@@ -21,6 +21,7 @@ from tidings.server.storage import (
     SendRow,
     Store,
 )
+from tidings.server.storage.admission import settings_fingerprint
 
 from .conftest import NOW, device
 
@@ -224,6 +225,22 @@ async def test_a_campaign_commit_writes_nothing_about_a_user_erased_meanwhile(
     assert await store.user("a", "u0") is None
     (row,) = await store.campaigns("a")
     assert row.sent_total == 1
+
+
+async def test_sends_decided_under_replaced_settings_are_refused_whole(store: Store) -> None:
+    users = await devices(store, 1)
+    mid = uuid.uuid4().hex
+    sends = [SendRow(user_key="u0", at=NOW, category="marketing", message_id=mid)]
+    none_stored = settings_fingerprint(None)
+    spec = {"caps": {"min_gap_hours": 4}}
+    await store.save_app_settings("a", spec, NOW)
+    with pytest.raises(SettingsChanged):
+        await store.commit("a", Outcome(sends=sends, settings=none_stored),
+                           [message(mid, [("u0-phone", "u0")])])  # fmt: skip
+    assert await store.pending("a", "u0-phone", 0, NOW) == []
+    committed = await store.commit("a", Outcome(sends=sends, settings=settings_fingerprint(spec)),
+                                   [message(mid, [(users["u0"][0], "u0")])])  # fmt: skip
+    assert committed.sent == 1
 
 
 async def test_a_refused_send_logs_its_reason_and_stores_no_message(store: Store) -> None:
