@@ -150,6 +150,14 @@ def _choice(value: Any, name: str, allowed: frozenset[str]) -> Any:
     return value
 
 
+def _growing(value: Any, name: str, known: frozenset[str], fallback: str) -> Any:
+    """A value of a set a later version may extend (PROTOCOL.md §6, forward compatibility):
+    one this version does not know reads as ``fallback``; only a non-string is an error."""
+    if not isinstance(value, str) or len(value) > limits.MAX_ID_LEN:
+        raise InvalidField(name, f"must be one of {sorted(known)}, got {value!r}")
+    return value if value in known else fallback
+
+
 def _category(value: Any, name: str) -> str:
     if not isinstance(value, str) or not CATEGORY_NAME.fullmatch(value):
         raise InvalidField(name, "must be a category name (1-32 of a-z 0-9 _ -, starting with "
@@ -340,11 +348,13 @@ class Message:
         actions = _list(m.get("actions", []), n["actions"], limits.MAX_ACTIONS)
         return cls(
             id=_str(_get(m, "id", where), n["id"], limits.MAX_ID_LEN),
-            kind=_choice(_get(m, "kind", where), n["kind"], KINDS),
+            # Kinds and priorities may grow: a message of a kind this version cannot show is
+            # kept as inbox content, never refused (a refused deliver would come back forever).
+            kind=_growing(_get(m, "kind", where), n["kind"], KINDS, "inbox"),
             title=_str(_get(m, "title", where), n["title"], limits.MAX_TITLE_LEN, empty=True),
             body=_str(_get(m, "body", where), n["body"], limits.MAX_BODY_LEN, empty=True),
             category=_category(m.get("category", "marketing"), n["category"]),
-            priority=_choice(m.get("priority", "normal"), n["priority"], PRIORITIES),
+            priority=_growing(m.get("priority", "normal"), n["priority"], PRIORITIES, "normal"),
             created_at=_int(m.get("created_at", 0), n["created_at"]),
             expires_at=_int(m.get("expires_at", 0), n["expires_at"]),
             sent_at=_int(m.get("sent_at", 0), n["sent_at"]),

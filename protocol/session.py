@@ -35,7 +35,7 @@ from typing import TypeAlias
 
 from tidings.protocol import limits
 from tidings.protocol.codec import decode_client, decode_server, encode, encode_deliver
-from tidings.protocol.errors import MalformedFrame, ProtocolError, UnexpectedFrame
+from tidings.protocol.errors import MalformedFrame, ProtocolError, UnexpectedFrame, UnknownFrame
 from tidings.protocol.frames import (
     Ack,
     ClientFrame,
@@ -402,6 +402,8 @@ class ClientSession:
             frame = decode_server(data, max_size=self.max_frame_bytes)
             before = self.their_phase
             self.their_phase = advance(SERVER_ALLOWED, before, frame)
+        except UnknownFrame:
+            return None  # §6: a frame type of a later version is skipped, never a reason to close
         except ProtocolError:
             self.their_phase = Phase.CLOSED
             raise
