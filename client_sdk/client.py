@@ -221,6 +221,7 @@ class TidingsClient:
         self._on_banner: list[Callable[..., Any]] = []
         self._on_inbox: list[Callable[..., Any]] = []
         self._on_message: list[Callable[..., Any]] = []
+        self._read_at = 0.0  # when the frame being handled was read off the socket (unix s)
         self._on_error: list[Callable[..., Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -235,7 +236,9 @@ class TidingsClient:
         self._on_inbox.append(callback)
 
     def on_message(self, callback: Callable[[Message, float], Any]) -> None:
-        """Call ``callback(message, received_at)`` once for every new message received."""
+        """Call ``callback(message, received_at)`` once for every new message received;
+        ``received_at`` (unix seconds) is when its frame was read off the socket, before the
+        SDK did anything with it (the callback itself runs once it is recorded)."""
         self._on_message.append(callback)
 
     def on_error(self, callback: Callable[[Exception], Any]) -> None:
@@ -678,6 +681,7 @@ class TidingsClient:
         self._connected.set()
         self._flush_outbox()
         async for message in ws:
+            self._read_at = time.time()  # when the frame came off the socket, before any work
             event = proto.receive(message)
             self._transmit()  # a pong
             if event is not None:
@@ -709,10 +713,9 @@ class TidingsClient:
         if delivery.duplicate:
             self.stats.duplicates += 1
         else:
-            received = time.time()
             await self._store.add_seen(msg.id)
             self.stats.received += 1
-            self._fire(self._on_message, msg, received)
+            self._fire(self._on_message, msg, self._read_at)
             await self._accept(msg)
         await self._store.put("seq", self._proto.processed(delivery.seq))
         self._schedule_flush()  # the ack waits with the reports (PROTOCOL.md §3 allows batching)

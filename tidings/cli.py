@@ -1002,6 +1002,11 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
 
 
 def _progress(stage: str, n: int, total: int) -> None:
+    """A bar redrawn in place on a terminal; piped or redirected, one line per phase."""
+    if not sys.stderr.isatty():
+        if n >= total:
+            print(f"{stage}: {n}/{total}", file=sys.stderr, flush=True)
+        return
     width = 30
     filled = width * n // max(1, total)
     end = "\n" if n >= total else ""

@@ -15,6 +15,7 @@ truth checks in :mod:`~tidings.simulator.engine.truth`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -50,6 +51,7 @@ __all__ = [
     "DeviceReport",
     "Fleet",
     "FleetConfig",
+    "LoadMeter",
     "raise_nofile",
 ]
 
@@ -98,7 +100,9 @@ class FleetConfig:
     seed: int = 0
     personas: bool = True
     quiet_override: tuple[str, str] | None = None  # force every device's quiet window
-    fault: str | None = None  # "ignore_quiet_hours": devices break the rule (checker tests)
+    fault: str | None = None
+    """For the tests of the checkers: "ignore_quiet_hours" (devices break the rule), "busy"
+    (each worker's event loop is blocked 100 ms in every 200: a fleet that is the bottleneck)."""
     admin: str | None = None  # http://host:port of a gateway on the simulated clock: follow it
     admin_key: str = "dev-admin-key"
     living: bool = False  # devices live their personas' days (needs personas and ``admin``)
@@ -109,7 +113,9 @@ class FleetConfig:
 class DeviceReport:
     """What the devices of the whole fleet saw, merged from every worker."""
 
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # wire
+    handled_ms: list[float] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)  # each one's load (LoadMeter)
     received: dict[str, int] = field(default_factory=dict)  # message id -> devices
     displayed_twice: int = 0
     shown_in_quiet_hours: int = 0
@@ -149,13 +155,62 @@ class CampaignReceipt:
 # --- inside a worker process -------------------------------------------------------------------
 
 
+LAG_TICK_S = 0.01
+"""How often a worker's load meter looks at its event loop."""
+
+
+LOAD_WINDOW_S = 1.0
+"""The shortest window a worker's load is judged over: a phase shorter than this (a small
+broadcast) is judged with the second before it ended."""
+
+
+class LoadMeter:
+    """A worker's own load: how late its event loop wakes (lag) and its share of a core."""
+
+    def __init__(self) -> None:
+        # (monotonic time, loop lag in ms, process CPU seconds) every tick, the last minute
+        self._ticks: collections.deque[tuple[float, float, float]] = collections.deque()
+        self._since = time.monotonic()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_TICK_S)
+            lag = max(0.0, (loop.time() - before - LAG_TICK_S) * 1000)
+            now = time.monotonic()
+            self._ticks.append((now, lag, time.process_time()))
+            while self._ticks and self._ticks[0][0] < now - 60:
+                self._ticks.popleft()
+
+    def read(self) -> dict[str, Any]:
+        """Loop lag p50/p99 and CPU share since the last read (at least the last
+        :data:`LOAD_WINDOW_S`); starts a new window."""
+        now = time.monotonic()
+        start = min(self._since, now - LOAD_WINDOW_S)
+        self._since = now
+        window = [t for t in self._ticks if t[0] >= start]
+        lags = sorted(lag for _, lag, _ in window)
+        share = 0.0
+        if len(window) > 1:
+            (t0, _, cpu0), (t1, _, cpu1) = window[0], window[-1]
+            share = 100 * (cpu1 - cpu0) / max(t1 - t0, 1e-9)
+
+        def rank(p: float) -> float:
+            return round(lags[min(len(lags) - 1, int(p * len(lags)))], 1) if lags else 0.0
+
+        return {"cpu_pct": round(share, 1), "loop_lag_ms": {"p50": rank(0.5), "p99": rank(0.99)}}
+
+
 class _Worker:
     def __init__(self, cfg: FleetConfig, indexes: list[int]) -> None:
         self.cfg = cfg
         self.indexes = indexes
         self.clients: list[Any] = []
         self.bare: list[Any] = []
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # wire: sent_at to the frame read off the socket
+        self.handled: list[float] = []  # sent_at to the SDK done with it (the app's callback)
+        self.load = LoadMeter()
         self.received: dict[str, int] = {}
         self.displayed: dict[tuple[int, str], int] = {}
         # (quiet window, zone, shown at, urgent transactional): judged at report time, so the
@@ -257,7 +312,10 @@ class _Worker:
                 if msg.sent_at:
                     self.latencies.append((received_at * 1000 - msg.sent_at) / self.clock.speed)
             elif msg.sent_at:
+                # Wire: the frame read off the socket; handled: the SDK stored it, and now
+                # calls the app (this callback).
                 self.latencies.append(received_at * 1000 - msg.sent_at)
+                self.handled.append(time.time() * 1000 - msg.sent_at)
             self.received[msg.id] = self.received.get(msg.id, 0) + 1
             if msg.campaign:
                 topic = (msg.data or {}).get("topic")
@@ -309,7 +367,8 @@ class _Worker:
             async for data in ws:
                 now = time.time()
                 msg = msgpack.unpackb(data)["msg"]
-                self.latencies.append(now * 1000 - msg["sent_at"])
+                self.latencies.append(now * 1000 - msg["sent_at"])  # wire = handled here
+                self.handled.append(now * 1000 - msg["sent_at"])
                 self.received[msg["id"]] = self.received.get(msg["id"], 0) + 1
 
         asyncio.get_running_loop().create_task(receive())
@@ -442,6 +501,8 @@ class _Worker:
         self.shown = []
         out = {
             "latencies": self.latencies,
+            "handled": self.handled,
+            "load": self.load.read() | {"devices": len(self.indexes)},
             "received": self.received,
             "displayed_twice": sum(1 for n in self.displayed.values() if n > 1),
             "quiet_violations": self.quiet_violations,
@@ -453,7 +514,7 @@ class _Worker:
             "activity": {u: (a.sessions, a.carts, a.purchases) for u, a in self.activity.items()},
             "connected_at": dict(self.connected_at),
         }
-        self.latencies = []
+        self.latencies, self.handled = [], []
         return out
 
     async def settle(self, timeout: float) -> None:  # noqa: ASYNC109
@@ -465,6 +526,7 @@ class _Worker:
     def stats(self) -> dict[str, Any]:
         """Counters since the last call (latencies) and totals (the rest)."""
         latencies, self.latencies = self.latencies, []
+        self.handled = []
         return {
             "connected": self.connected(),
             "received": sum(self.received.values()),
@@ -490,6 +552,13 @@ class _Worker:
         await asyncio.gather(*(ws.close() for ws in self.bare), return_exceptions=True)
 
 
+async def _hog() -> None:
+    """Block the event loop 100 ms in every 200 ms (the "busy" fault)."""
+    while True:
+        await asyncio.sleep(0.1)
+        time.sleep(0.1)  # noqa: ASYNC251 - the point: a loop that cannot keep up
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
     loop.call_soon_threadsafe(callback)
 
@@ -508,6 +577,9 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
         heap.settle()
         if cfg.living and cfg.personas and worker.clock is not None:
             background.append(asyncio.get_running_loop().create_task(worker.live()))
+        background.append(asyncio.get_running_loop().create_task(worker.load.run()))
+        if cfg.fault == "busy":
+            background.append(asyncio.get_running_loop().create_task(_hog()))
         conn.send(("connected", len(indexes)))
         while True:
             cmd, *args = await asyncio.to_thread(conn.recv)
@@ -522,6 +594,7 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
             elif cmd == "settle":
                 await worker.settle(args[0])
                 heap.settle()
+                worker.load.read()  # the measured phase starts now
                 conn.send(("settled",))
             elif cmd == "report":
                 conn.send(("report", worker.report()))
@@ -622,6 +695,8 @@ class Fleet:
         report = DeviceReport()
         for _, r in answers:
             report.latencies_ms.extend(r["latencies"])
+            report.handled_ms.extend(r["handled"])
+            report.workers.append(r["load"])
             for mid, n in r["received"].items():
                 report.received[mid] = report.received.get(mid, 0) + n
             report.displayed_twice += r["displayed_twice"]

@@ -341,11 +341,24 @@ def _broadcast(
     return ids
 
 
+def _busiest(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per worker, the heavier of two windows of its load (saturated in any counts)."""
+    if not a:
+        return list(b)
+    return [
+        {"cpu_pct": max(x["cpu_pct"], y["cpu_pct"]), "devices": x["devices"],
+         "loop_lag_ms": {k: max(x["loop_lag_ms"][k], y["loop_lag_ms"][k]) for k in ("p50", "p99")}}
+        for x, y in zip(a, b, strict=True)
+    ]  # fmt: skip
+
+
 def _collect(fleet: Fleet, ids: list[str], timeout: float) -> DeviceReport:
     merged = DeviceReport()
     for message_id in ids:
         r = fleet.wait_received(message_id, timeout)
         merged.latencies_ms += r.latencies_ms
+        merged.handled_ms += r.handled_ms
+        merged.workers = _busiest(merged.workers, r.workers)
         for mid, n in r.received.items():
             merged.received[mid] = max(merged.received.get(mid, 0), n)
         merged.displayed_twice += r.displayed_twice
@@ -600,6 +613,7 @@ def run_loadtest(
         violations["displayed_twice"] = report.displayed_twice
     if report.shown_in_quiet_hours:
         violations["shown_in_quiet_hours"] = report.shown_in_quiet_hours
+    handled: list[float] | None = None  # the campaign scenarios time send to receipt (_judge)
     if week is not None:
         extra["reconnects"] = report.reconnects
     elif run is None:
@@ -609,7 +623,7 @@ def run_loadtest(
         delivery = got / expected if expected else 1.0
         precision = got / (got + unexpected) if got + unexpected else 1.0
         recall = delivery
-        latencies = report.latencies_ms
+        latencies, handled = report.latencies_ms, report.handled_ms
         audience = devices
     else:
         latencies, delivery, precision, recall = _judge(run, report, violations, extra)
@@ -630,6 +644,9 @@ def run_loadtest(
         gateway_cpu_s=cpu,
         gateway_rss_mib=rss,
         baseline_latencies_ms=baseline_lat,
+        handled_latencies_ms=handled,
+        fleet_workers=report.workers,
+        device_kind="sdk",
         extra={
             **extra,
             "duplicates_dropped_by_devices": report.duplicates_dropped,

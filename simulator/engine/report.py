@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LoadReport", "percentiles", "write_svg"]
+__all__ = ["SATURATED_CPU_PCT", "SATURATED_LAG_MS", "LoadReport", "percentiles", "write_svg"]
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -39,7 +39,18 @@ class LoadReport:
     gateway_cpu_s: float
     gateway_rss_mib: float
     baseline_latencies_ms: list[float] | None = None
+    handled_latencies_ms: list[float] | None = None
+    """Sent to the moment the device's SDK was done with it (``latencies_ms`` is the wire:
+    sent to the frame read off the device's socket). None where not measured."""
+    fleet_workers: list[dict[str, Any]] = field(default_factory=list)
+    """Each worker's own load during the run: ``cpu_pct``, ``loop_lag_ms`` p50/p99, devices."""
+    device_kind: str = "sdk"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def saturated(self) -> list[int]:
+        """The workers (1-based) that were the bottleneck: their figures bound the run's."""
+        return [n for n, w in enumerate(self.fleet_workers, 1) if _saturated(w)]
 
     @property
     def lost(self) -> bool:
@@ -50,6 +61,9 @@ class LoadReport:
         base = (
             None if self.baseline_latencies_ms is None else percentiles(self.baseline_latencies_ms)
         )
+        handled = (
+            None if self.handled_latencies_ms is None else percentiles(self.handled_latencies_ms)
+        )
         return {
             "devices": self.devices,
             "scenario": self.scenario,
@@ -57,7 +71,13 @@ class LoadReport:
             "connect_rate_per_s": round(self.devices / self.connect_s, 1)
             if self.connect_s
             else None,
-            "latency_ms": lat,
+            # The headline (and its old flat keys) is the wire latency.
+            "latency_ms": lat | {"wire": lat, "handled": handled},
+            "fleet": {
+                "workers": self.fleet_workers,
+                "saturated": bool(self.saturated),
+                "device_kind": self.device_kind,
+            },
             "delivery_ratio": self.delivery_ratio,
             "precision": self.precision,
             "recall": self.recall,
@@ -77,13 +97,25 @@ class LoadReport:
             ("devices", f"{self.devices:,}"),
             ("scenario", self.scenario),
             ("connect", f"{self.connect_s:.2f} s ({j['connect_rate_per_s']:,}/s)"),
-            ("latency p50/p95/p99/max", _four(lat)),
+            ("latency p50/p95/p99/max", f"{_four(lat)} (wire: sent to read off the socket)"),
             ("delivery ratio", f"{self.delivery_ratio:.4f}"),
             ("precision / recall", f"{self.precision:.3f} / {self.recall:.3f}"),
             *_rows("violations", j["violations"]),
             *(_rows("", self.violations, "  ")[1:]),
             ("gateway CPU / RSS", f"{self.gateway_cpu_s:.2f} s / {self.gateway_rss_mib:.1f} MiB"),
         ]  # fmt: skip
+        handled = j["latency_ms"]["handled"]
+        if handled is not None:
+            rows.append(("handled p50/p95/p99/max", f"{_four(handled)} (to the SDK done with it)"))
+        for n, w in enumerate(self.fleet_workers, 1):
+            lag = w["loop_lag_ms"]
+            rows.append((f"fleet worker {n}", f"{w['devices']:,} devices, CPU {w['cpu_pct']:.0f} %,"
+                         f" loop lag p50/p99 {lag['p50']:.0f} / {lag['p99']:.0f} ms"))  # fmt: skip
+        if self.saturated:
+            which = ", ".join(str(n) for n in self.saturated)
+            rows.append(("SATURATED", f"the device fleet was the bottleneck (worker {which}):"
+                         " its latencies are its own queueing as much as the gateway's; run"
+                         " with more --workers, or on more machines"))  # fmt: skip
         if j["baseline"] is not None:
             b = j["baseline"]["latency_ms"]
             rows.append(("bare baseline p50/p95/p99/max", _four(b)))
@@ -95,6 +127,17 @@ class LoadReport:
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+SATURATED_LAG_MS = 50.0
+SATURATED_CPU_PCT = 90.0
+"""A fleet worker whose event loop woke more than this late at p99, or that used more than
+this share of a core, was the bottleneck: what it measured is its own queueing."""
+
+
+def _saturated(load: Mapping[str, Any]) -> bool:
+    return bool(load["loop_lag_ms"]["p99"] > SATURATED_LAG_MS
+                or load["cpu_pct"] > SATURATED_CPU_PCT)  # fmt: skip
 
 
 def _rows(key: str, value: Any, indent: str = "") -> list[tuple[str, str]]:

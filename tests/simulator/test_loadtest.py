@@ -45,6 +45,27 @@ def test_percentiles_use_nearest_rank() -> None:
     }  # fmt: skip
 
 
+def test_a_broadcast_reports_wire_and_handled_latency_and_each_workers_load() -> None:
+    report = run_loadtest(devices=30, scenario="broadcast", workers=2, timeout=60)
+    data = report.to_json()
+    wire, handled = data["latency_ms"]["wire"], data["latency_ms"]["handled"]
+    assert data["latency_ms"]["p99"] == wire["p99"]  # the headline is the wire
+    assert handled["p50"] >= wire["p50"] and handled["max"] >= wire["max"]
+    fleet = data["fleet"]
+    assert fleet["device_kind"] == "sdk" and not fleet["saturated"]
+    assert [w["devices"] for w in fleet["workers"]] == [15, 15]
+    assert all(w["cpu_pct"] >= 0 and w["loop_lag_ms"]["p99"] >= 0 for w in fleet["workers"])
+    assert "SATURATED" not in report.table() and "fleet worker 2" in report.table()
+
+
+def test_a_fleet_that_is_the_bottleneck_says_so_in_one_plain_line() -> None:
+    report = run_loadtest(devices=10, scenario="broadcast", workers=1, timeout=60,
+                          fault="busy")  # fmt: skip
+    assert report.to_json()["fleet"]["saturated"] and report.saturated == [1]
+    (line,) = [row for row in report.table().splitlines() if row.startswith("SATURATED")]
+    assert "worker 1" in line and "--workers" in line
+
+
 def test_the_table_words_every_row_and_never_prints_a_raw_mapping() -> None:
     report = LoadReport(
         devices=2000, scenario="week", connect_s=2.0, latencies_ms=[5.0, 7.0],
@@ -75,8 +96,10 @@ def test_the_command_writes_json_and_a_plot(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "delivery ratio" in result.stdout
-    # The progress bar redraws one line, and says it is done once.
-    assert result.stderr.count("    20/20") == 1, result.stderr
+    # Piped, the progress is one line per phase, no stream of carriage returns.
+    assert "\r" not in result.stderr and result.stderr.count("connecting: 20/20") == 1, (
+        result.stderr
+    )
     assert json.loads(out.read_text())["delivery_ratio"] == 1.0
     assert plot.read_text().startswith("<svg")
 
