@@ -532,6 +532,7 @@ class _Worker:
             "received": sum(self.received.values()),
             "displayed": sum(self.displayed.values()),
             "latencies": latencies,
+            "load": self.load.read(),
             "sessions": sum(len(a.sessions) for a in self.activity.values()),
             "purchases": sum(len(a.purchases) for a in self.activity.values()),
         }
@@ -668,11 +669,12 @@ class Fleet:
     def stats(self) -> dict[str, Any]:
         """Connected devices, messages received and shown, and latencies since the last call."""
         merged: dict[str, Any] = {"connected": 0, "received": 0, "displayed": 0, "latencies": [],
-                                  "sessions": 0, "purchases": 0}  # fmt: skip
+                                  "sessions": 0, "purchases": 0, "loads": []}  # fmt: skip
         for _, part in self._ask("stats"):
             for key in ("connected", "received", "displayed", "sessions", "purchases"):
                 merged[key] += part[key]
             merged["latencies"] += part["latencies"]
+            merged["loads"].append(part["load"])
         return merged
 
     def inbox(self, index: int) -> list[dict[str, Any]]:

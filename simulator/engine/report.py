@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SATURATED_CPU_PCT", "SATURATED_LAG_MS", "LoadReport", "percentiles", "write_svg"]
+__all__ = [
+    "SATURATED_CPU_PCT",
+    "SATURATED_LAG_MS",
+    "LoadReport",
+    "is_saturated",
+    "percentiles",
+    "write_svg",
+]
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -50,7 +57,7 @@ class LoadReport:
     @property
     def saturated(self) -> list[int]:
         """The workers (1-based) that were the bottleneck: their figures bound the run's."""
-        return [n for n, w in enumerate(self.fleet_workers, 1) if _saturated(w)]
+        return [n for n, w in enumerate(self.fleet_workers, 1) if is_saturated(w)]
 
     @property
     def lost(self) -> bool:
@@ -135,7 +142,9 @@ SATURATED_CPU_PCT = 90.0
 this share of a core, was the bottleneck: what it measured is its own queueing."""
 
 
-def _saturated(load: Mapping[str, Any]) -> bool:
+def is_saturated(load: Mapping[str, Any]) -> bool:
+    """Whether a fleet worker's load (:class:`~tidings.simulator.engine.fleet.LoadMeter`)
+    says it was the bottleneck."""
     return bool(load["loop_lag_ms"]["p99"] > SATURATED_LAG_MS
                 or load["cpu_pct"] > SATURATED_CPU_PCT)  # fmt: skip
 

@@ -32,7 +32,7 @@ from tidings.protocol.errors import TidingsError
 from tidings.simulator.engine.fleet import Fleet, FleetConfig, read_clock
 from tidings.simulator.engine.loadtest import DEV_ADMIN_KEY, GatewayProcess
 from tidings.simulator.engine.personas import assign
-from tidings.simulator.engine.report import percentiles
+from tidings.simulator.engine.report import is_saturated, percentiles
 
 __all__ = ["DEFAULT_SPEED", "LIFECYCLE_STAGES", "MORNING_UTC", "TIERS", "AdminError", "ClockState",
            "DeviceInfo", "Endpoints", "SimEngine", "Snapshot", "next_morning"]  # fmt: skip
@@ -107,6 +107,13 @@ class Snapshot:
     paused: bool = False
     sessions: int = 0  # app sessions the living devices had so far
     purchases: int = 0
+    loads: tuple[dict[str, Any], ...] = ()
+    """Each fleet worker's own load since the last sample (CPU share, loop lag)."""
+
+    @property
+    def saturated(self) -> list[int]:
+        """The fleet workers (1-based) that are the bottleneck now."""
+        return [n for n, load in enumerate(self.loads, 1) if is_saturated(load)]
 
 
 DEFAULT_SPEED = 60.0
@@ -246,6 +253,7 @@ class SimEngine:
             paused=False if clock is None else clock.paused,
             sessions=stats.get("sessions", 0),
             purchases=stats.get("purchases", 0),
+            loads=tuple(stats.get("loads", ())),
         )
 
     def gateway_counters(self) -> dict[str, float]:

@@ -13,7 +13,7 @@ from tidings.simulator.engine.sim import LIFECYCLE_STAGES, TIERS, Endpoints, Sna
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import ClockBar, DistributionChart, MetricTile
 
-__all__ = ["DashboardScreen", "endpoints_text"]
+__all__ = ["DashboardScreen", "endpoints_text", "fleet_note"]
 
 
 def _ms(value: float) -> str:
@@ -34,6 +34,20 @@ def endpoints_text(where: Endpoints) -> Text:
     return out
 
 
+def fleet_note(snap: Snapshot) -> Text:
+    """One plain line when the simulated devices, not the gateway, set the latencies."""
+    if not snap.saturated:
+        return Text()
+    worst = max(snap.loads, key=lambda w: w["loop_lag_ms"]["p99"])
+    which = ", ".join(str(n) for n in snap.saturated)
+    return Text(
+        f"The device fleet is the bottleneck (worker {which}: CPU {worst['cpu_pct']:.0f} %,"
+        f" loop lag p99 {worst['loop_lag_ms']['p99']:.0f} ms): the latencies are its own"
+        " queueing as much as the gateway's; start with more --workers.",
+        style="bold",
+    )
+
+
 class DashboardScreen(SimScreen):
     """Counters of the running simulation, refreshed on every sample."""
 
@@ -41,6 +55,7 @@ class DashboardScreen(SimScreen):
         yield Header()
         yield ClockBar(id="clock")
         yield Static("", id="endpoints")
+        yield Static("", id="fleet-note")
         with Horizontal(id="tiles"):
             yield MetricTile("devices connected", id="connected")
             yield MetricTile("events / s", id="events")
@@ -91,6 +106,7 @@ class DashboardScreen(SimScreen):
             self.query_one("#latency", MetricTile).show(
                 f"{_ms(lat['p50'])} · {_ms(lat['p95'])} · {_ms(lat['p99'])}"
             )
+        self.query_one("#fleet-note", Static).update(fleet_note(snap))
         self.query_one("#latency-plot", Sparkline).data = list(sim.latency_history)
         self.query_one("#delivery-plot", Sparkline).data = list(sim.delivery_history)
         days = sim.distribution_days

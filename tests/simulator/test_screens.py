@@ -251,6 +251,21 @@ async def test_the_dashboard_shows_rates_percentiles_and_plots_from_samples() ->
         await _snapshot(pilot, app, "dashboard")
 
 
+async def test_the_dashboard_says_when_the_device_fleet_is_the_bottleneck() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _running(pilot, app)
+        calm = {"cpu_pct": 40.0, "loop_lag_ms": {"p50": 1.0, "p99": 4.0}, "devices": 12}
+        busy = {"cpu_pct": 99.0, "loop_lag_ms": {"p50": 30.0, "p99": 180.0}, "devices": 12}
+        note = app.screen.query_one("#fleet-note", Static)
+        app.apply_sample(Snapshot(24, 0, 0, loads=(calm, calm)), 0.5)
+        await pilot.pause()
+        assert str(note.content) == ""
+        app.apply_sample(Snapshot(24, 0, 0, loads=(calm, busy)), 1.0)
+        await _until(pilot, lambda: "bottleneck" in str(note.content))
+        assert "worker 2: CPU 99 %, loop lag p99 180 ms" in str(note.content)
+
+
 def test_a_simulation_starts_in_the_morning_of_the_most_personas() -> None:
     midnight = 1_767_225_600.0  # 2026-01-01 00:00 UTC
     assert next_morning(midnight) == midnight + MORNING_UTC  # 09:00 in Shanghai
