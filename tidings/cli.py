@@ -994,6 +994,11 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
                    help="postgresql://… for --nodes > 1: a fresh database is made next to it "
                    "for the run and dropped after it")  # fmt: skip
     p.add_argument("--broker", metavar="URL", help="redis://… for --nodes > 1")
+    p.add_argument("--device-kind", choices=("sdk", "wire"), default="sdk",
+                   help="sdk (default): real SDK devices with personas, for every scenario;"
+                   " wire: lean devices speaking the protocol directly (hello, resume, ack,"
+                   " dedup; a few KiB each), for broadcast, reconnect-storm and node-failure:"
+                   " the fleet costs least, so the latency is the gateway's")  # fmt: skip
     p.add_argument("--days", type=int, default=7,
                    help="simulated days of the week scenario (default 7)")  # fmt: skip
     p.add_argument("--speed", type=float, default=None,
@@ -1027,7 +1032,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
                               timeout=args.timeout, progress=_progress, seed=args.seed,
                               personas=not args.no_personas, nodes=args.nodes,
                               db=args.db, broker=args.broker, days=args.days,
-                              speed=args.speed)  # fmt: skip
+                              speed=args.speed, device_kind=args.device_kind)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
     except (RuntimeError, OSError) as exc:  # the gateway stopped answering, or never started

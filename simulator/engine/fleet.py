@@ -96,7 +96,10 @@ class FleetConfig:
     app: str = "demo"
     secret: str = "dev-secret"
     ramp: int = DEFAULT_RAMP
-    kind: str = "sdk"  # "sdk": TidingsClient; "bare": a raw websockets client (baseline)
+    kind: str = "sdk"
+    """"sdk": real SDK devices (TidingsClient, personas); "wire": lean devices speaking the
+    protocol through its sans-I/O session (pure fan-out); "bare": a raw websockets client of
+    the baseline server."""
     seed: int = 0
     personas: bool = True
     quiet_override: tuple[str, str] | None = None  # force every device's quiet window
@@ -155,6 +158,9 @@ class CampaignReceipt:
 # --- inside a worker process -------------------------------------------------------------------
 
 
+WIRE_DRAIN_S = 0.005
+"""How long lean devices' frames wait to be handled after the first of a burst is read."""
+
 LAG_TICK_S = 0.01
 """How often a worker's load meter looks at its event loop."""
 
@@ -208,6 +214,10 @@ class _Worker:
         self.indexes = indexes
         self.clients: list[Any] = []
         self.bare: list[Any] = []
+        self.wire_tasks: list[asyncio.Task[None]] = []
+        self.wire_open: set[int] = set()  # lean devices whose session is open now
+        self._frames: list[tuple[float, Any, Any, Any]] = []  # (read at, data, session, ws)
+        self._draining: asyncio.Task[None] | None = None
         self.latencies: list[float] = []  # wire: sent_at to the frame read off the socket
         self.handled: list[float] = []  # sent_at to the SDK done with it (the app's callback)
         self.load = LoadMeter()
@@ -271,7 +281,12 @@ class _Worker:
         async def one(i: int) -> None:
             nonlocal done
             async with sem:
-                await (self._bare(i) if self.cfg.kind == "bare" else self._sdk(i))
+                if self.cfg.kind == "bare":
+                    await self._bare(i)
+                elif self.cfg.kind == "wire":
+                    await self._wire(i)
+                else:
+                    await self._sdk(i)
             done += 1
             if done % 100 == 0:
                 progress(done)
@@ -373,9 +388,89 @@ class _Worker:
 
         asyncio.get_running_loop().create_task(receive())
 
+    async def _wire(self, i: int) -> None:
+        """A lean device: ``tidings.v1`` through the protocol's sans-I/O session over a bare
+        WebSocket — hello and resume after a reconnect, an ack per delivery, duplicates
+        dropped by message id — with no store, no personas and no SDK: a few KiB each."""
+        from tidings.protocol import SUBPROTOCOL
+        from tidings.protocol.errors import ProtocolError
+        from tidings.protocol.frames import DeviceInfo, Welcome
+        from tidings.protocol.limits import MAX_TOKEN_TTL
+        from tidings.protocol.session import ClientSession
+        from tidings.protocol.tokens import mint_token
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import WebSocketException
+
+        token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}",
+                           ttl=MAX_TOKEN_TTL, now=self.now())  # fmt: skip
+        urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else self.cfg.url
+        session, device = ClientSession(), DeviceInfo(platform="loadtest-wire")
+        welcomed = asyncio.Event()
+
+        async def live() -> None:
+            attempt = i % len(urls)  # each device starts on its own node, fails over
+            while True:
+                try:
+                    async with connect(urls[attempt % len(urls)], subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                                       compression=None, max_size=None, ping_interval=None,
+                                       open_timeout=120) as ws:  # fmt: skip
+                        session.connect(token, device)
+                        await ws.send(session.data_to_send()[0])
+                        first = session.receive(await ws.recv())
+                        if not isinstance(first, Welcome):
+                            raise ProtocolError(f"no welcome: {first!r}")
+                        self.wire_open.add(i)
+                        welcomed.set()
+                        async for data in ws:
+                            # Stamp and queue: the frames of a burst are all read before any
+                            # is decoded, so the stamp is the read, not the work before it.
+                            self._frames.append((time.time(), data, session, ws))
+                            if self._draining is None or self._draining.done():
+                                self._draining = asyncio.get_running_loop().create_task(
+                                    self._drain_frames()
+                                )
+                except (OSError, TimeoutError, WebSocketException, ProtocolError):
+                    pass
+                self.wire_open.discard(i)
+                session.connection_lost()
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(5.0, 0.25 * 2 ** min(attempt, 5))))
+
+        self.wire_tasks.append(asyncio.get_running_loop().create_task(live()))
+        await asyncio.wait_for(welcomed.wait(), 120)
+
+    async def _drain_frames(self) -> None:
+        """Handle the frames the lean devices read (a moment later, all of a burst at once):
+        decode, drop duplicates, count, ack."""
+        from tidings.protocol.errors import ProtocolError
+        from tidings.protocol.session import Delivery
+
+        await asyncio.sleep(WIRE_DRAIN_S)
+        while self._frames:
+            frames, self._frames = self._frames, []
+            for read_at, data, session, ws in frames:
+                try:
+                    event = session.receive(data)
+                except ProtocolError:
+                    await ws.close()
+                    continue
+                if isinstance(event, Delivery):
+                    if not event.duplicate:
+                        msg = event.msg
+                        self.latencies.append(read_at * 1000 - msg.sent_at)
+                        self.handled.append(time.time() * 1000 - msg.sent_at)
+                        self.received[msg.id] = self.received.get(msg.id, 0) + 1
+                    session.processed(event.seq)
+                    session.ack()
+                for out in session.data_to_send():
+                    with contextlib.suppress(Exception):  # closed meanwhile: it resumes
+                        await ws.send(out)
+
     def connected(self) -> int:
         if self.cfg.kind == "bare":
             return len(self.bare)
+        if self.cfg.kind == "wire":
+            return len(self.wire_open)
         return sum(1 for c in self.clients if c.connected)
 
     async def wait_received(self, message_id: str, timeout: float) -> None:  # noqa: ASYNC109
@@ -549,6 +644,9 @@ class _Worker:
         return []
 
     async def close(self) -> None:
+        for task in self.wire_tasks:
+            task.cancel()
+        await asyncio.gather(*self.wire_tasks, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in self.bare), return_exceptions=True)
 

@@ -92,6 +92,8 @@ __all__ = [
 
 SCENARIOS = ("broadcast", "reconnect-storm", "node-failure", "segment", "trigger", "caps", "week")
 CAMPAIGN_SCENARIOS = ("segment", "trigger", "caps", "week")
+WIRE_SCENARIOS = ("broadcast", "reconnect-storm", "node-failure")
+"""The scenarios lean wire devices run (the others need personas and the SDK's behaviour)."""
 MAX_TARGETS_PER_SEND = 10_000
 FAILOVER_ROUNDS = 5
 """Messages the node-failure scenario sends to everyone: one in flight when a node dies, the
@@ -498,8 +500,13 @@ def run_loadtest(
     broker: str | None = None,
     days: int = 7,
     speed: float | None = None,
+    device_kind: str = "sdk",
 ) -> LoadReport:
     """Run one scenario end to end and return its report.
+
+    ``device_kind``: "sdk" (real SDK devices with personas: every scenario) or "wire" (lean
+    devices speaking the protocol through its sans-I/O session: :data:`WIRE_SCENARIOS`, pure
+    fan-out, where the fleet should cost as little as it can).
 
     ``nodes`` > 1: that many gateway processes of one cluster (``db`` a PostgreSQL URL, a fresh
     database is made next to it for the run; ``broker`` a Redis URL); each device is given
@@ -507,6 +514,11 @@ def run_loadtest(
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    if device_kind not in ("sdk", "wire"):
+        raise ValueError(f"--device-kind: sdk or wire, got {device_kind!r}")
+    if device_kind == "wire" and scenario not in WIRE_SCENARIOS:
+        raise ValueError(f"the {scenario} scenario needs SDK devices (--device-kind sdk): lean"
+                         f" devices run {', '.join(WIRE_SCENARIOS)}")  # fmt: skip
     if scenario == "node-failure" and nodes < 2:
         raise ValueError("the node-failure scenario needs --nodes 2 or more")
     if scenario in CAMPAIGN_SCENARIOS and not personas:
@@ -543,6 +555,7 @@ def run_loadtest(
             url=gateways.urls,
             devices=devices,
             workers=workers,
+            kind=device_kind,
             seed=seed,
             personas=personas,
             quiet_override=quiet_override,
@@ -646,7 +659,7 @@ def run_loadtest(
         baseline_latencies_ms=baseline_lat,
         handled_latencies_ms=handled,
         fleet_workers=report.workers,
-        device_kind="sdk",
+        device_kind=device_kind,
         extra={
             **extra,
             "duplicates_dropped_by_devices": report.duplicates_dropped,

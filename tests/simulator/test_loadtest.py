@@ -32,11 +32,29 @@ def test_every_device_comes_back_after_the_gateway_is_killed() -> None:
     assert report.delivery_ratio == 1.0 and report.violations == {}
 
 
+def test_lean_wire_devices_resume_after_the_gateway_is_killed_and_ack_every_delivery() -> None:
+    # The lean devices speak the protocol through its session: they come back with resume,
+    # get what they had not acknowledged, once, and drop duplicates by message id.
+    report = run_loadtest(devices=30, scenario="reconnect-storm", workers=1, timeout=30,
+                          device_kind="wire")  # fmt: skip
+    assert report.extra["reconnected"] == 30
+    assert report.delivery_ratio == 1.0 and report.violations == {}
+    assert report.to_json()["fleet"]["device_kind"] == "wire"
+    broadcast = run_loadtest(devices=40, scenario="broadcast", workers=2, timeout=30,
+                             device_kind="wire")  # fmt: skip
+    assert broadcast.delivery_ratio == 1.0 and len(broadcast.latencies_ms) == 40
+    assert [w["devices"] for w in broadcast.fleet_workers] == [20, 20]
+
+
 def test_unknown_scenarios_and_campaigns_without_personas_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown scenario"):
         run_loadtest(devices=1, scenario="flood")
     with pytest.raises(ValueError, match="needs personas"):
         run_loadtest(devices=1, scenario="segment", personas=False)
+    with pytest.raises(ValueError, match="needs SDK devices"):
+        run_loadtest(devices=1, scenario="segment", device_kind="wire")
+    with pytest.raises(ValueError, match="sdk or wire"):
+        run_loadtest(devices=1, scenario="broadcast", device_kind="bare")
 
 
 def test_percentiles_use_nearest_rank() -> None:
