@@ -26,7 +26,7 @@ import resource
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +159,8 @@ class CampaignReceipt:
 
 
 WIRE_DRAIN_S = 0.005
-"""How long lean devices' frames wait to be handled after the first of a burst is read."""
+"""Lean devices handle the frames they read once no frame came for this long (a burst read
+whole before any is decoded or acked)."""
 
 LAG_TICK_S = 0.01
 """How often a worker's load meter looks at its event loop."""
@@ -174,16 +175,31 @@ class LoadMeter:
     """A worker's own load: how late its event loop wakes (lag) and its share of a core."""
 
     def __init__(self) -> None:
-        # (monotonic time, loop lag in ms, process CPU seconds) every tick, the last minute
-        self._ticks: collections.deque[tuple[float, float, float]] = collections.deque()
+        # (monotonic time, loop lag in ms or None, process CPU seconds) every tick, the last
+        # minute; a tick that overlapped deferred work has no lag (see ``deferring``)
+        self._ticks: collections.deque[tuple[float, float | None, float]] = collections.deque()
         self._since = time.monotonic()
+        self._deferred = 0  # deferred work started so far
+        self._deferring = False
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Work done after the frames it handles were stamped (the lean devices' drain): it
+        costs CPU, but the loop lag it causes delays no measurement, so it is not counted."""
+        self._deferred += 1
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            before = loop.time()
+            before, deferred = loop.time(), self._deferred
             await asyncio.sleep(LAG_TICK_S)
-            lag = max(0.0, (loop.time() - before - LAG_TICK_S) * 1000)
+            late = max(0.0, (loop.time() - before - LAG_TICK_S) * 1000)
+            lag = None if self._deferring or self._deferred != deferred else late
             now = time.monotonic()
             self._ticks.append((now, lag, time.process_time()))
             while self._ticks and self._ticks[0][0] < now - 60:
@@ -196,7 +212,7 @@ class LoadMeter:
         start = min(self._since, now - LOAD_WINDOW_S)
         self._since = now
         window = [t for t in self._ticks if t[0] >= start]
-        lags = sorted(lag for _, lag, _ in window)
+        lags = sorted(lag for _, lag, _ in window if lag is not None)
         share = 0.0
         if len(window) > 1:
             (t0, _, cpu0), (t1, _, cpu1) = window[0], window[-1]
@@ -442,13 +458,22 @@ class _Worker:
     async def _drain_frames(self) -> None:
         """Handle the frames the lean devices read (a moment later, all of a burst at once):
         decode, drop duplicates, count, ack."""
+        seen = -1
+        while len(self._frames) != seen:  # wait for the burst to pause: every frame is read
+            seen = len(self._frames)
+            await asyncio.sleep(WIRE_DRAIN_S)
+        with self.load.deferring():
+            await self._handle_frames()
+
+    async def _handle_frames(self) -> None:
         from tidings.protocol.errors import ProtocolError
         from tidings.protocol.session import Delivery
 
-        await asyncio.sleep(WIRE_DRAIN_S)
         while self._frames:
             frames, self._frames = self._frames, []
-            for read_at, data, session, ws in frames:
+            for n, (read_at, data, session, ws) in enumerate(frames):
+                if n % 200 == 199:
+                    await asyncio.sleep(0)  # let frames still arriving be read (and stamped)
                 try:
                     event = session.receive(data)
                 except ProtocolError:

@@ -113,7 +113,8 @@ class LoadReport:
         ]  # fmt: skip
         handled = j["latency_ms"]["handled"]
         if handled is not None:
-            rows.append(("handled p50/p95/p99/max", f"{_four(handled)} (to the SDK done with it)"))
+            done = f"{_four(handled)} (to the device done with it)"
+            rows.append(("handled p50/p95/p99/max", done))
         for n, w in enumerate(self.fleet_workers, 1):
             lag = w["loop_lag_ms"]
             rows.append((f"fleet worker {n}", f"{w['devices']:,} devices, CPU {w['cpu_pct']:.0f} %,"
