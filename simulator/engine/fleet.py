@@ -230,6 +230,8 @@ class _Worker:
         self.indexes = indexes
         self.clients: list[Any] = []
         self.bare: list[Any] = []
+        self.hello_ms: list[float] = []  # each device: connect started to welcomed
+        self.connect_s = 0.0  # this worker's devices: first connect to the last welcomed
         self.wire_tasks: list[asyncio.Task[None]] = []
         self.wire_open: set[int] = set()  # lean devices whose session is open now
         self._frames: list[tuple[float, Any, Any, Any]] = []  # (read at, data, session, ws)
@@ -297,17 +299,21 @@ class _Worker:
         async def one(i: int) -> None:
             nonlocal done
             async with sem:
+                t0 = time.perf_counter()
                 if self.cfg.kind == "bare":
                     await self._bare(i)
                 elif self.cfg.kind == "wire":
                     await self._wire(i)
                 else:
                     await self._sdk(i)
+                self.hello_ms.append((time.perf_counter() - t0) * 1000)
             done += 1
             if done % 100 == 0:
                 progress(done)
 
+        t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in self.indexes))
+        self.connect_s = time.perf_counter() - t0
         progress(done)
 
     async def _sdk(self, i: int) -> None:
@@ -704,7 +710,9 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
         background.append(asyncio.get_running_loop().create_task(worker.load.run()))
         if cfg.fault == "busy":
             background.append(asyncio.get_running_loop().create_task(_hog()))
-        conn.send(("connected", len(indexes)))
+        conn.send(("connected", len(indexes), {"devices": len(indexes),
+                                                "seconds": round(worker.connect_s, 3),
+                                                "hello_ms": worker.hello_ms}))  # fmt: skip
         while True:
             cmd, *args = await asyncio.to_thread(conn.recv)
             if cmd == "wait_received":
@@ -754,6 +762,22 @@ class Fleet:
         self._procs: list[Any] = []
         self._pipes: list[Any] = []
         self._lock = threading.Lock()
+        self.connects: list[dict[str, Any]] = []
+        """Each worker's connect phase: ``devices``, ``seconds``, ``hello_ms`` (per device)."""
+
+    def connect_report(self) -> dict[str, Any]:
+        """The connect storm in figures: per worker, devices welcomed per second and hello
+        latency (connect started to welcome) p99; and the hello percentiles of every device."""
+        from tidings.simulator.engine.report import percentiles
+
+        workers = [
+            {"devices": c["devices"], "seconds": c["seconds"],
+             "rate_per_s": round(c["devices"] / c["seconds"], 1) if c["seconds"] else None,
+             "hello_p99_ms": round(percentiles(c["hello_ms"])["p99"], 1)}
+            for c in self.connects if c
+        ]  # fmt: skip
+        hellos = [ms for c in self.connects if c for ms in c["hello_ms"]]
+        return {"workers": workers, "hello_ms": percentiles(hellos)}
 
     def start(self, progress: Callable[[int, int], None] | None = None) -> float:
         """Spawn the workers and connect every device; return the seconds it took."""
@@ -767,15 +791,17 @@ class Fleet:
             self._procs.append(proc)
             self._pipes.append(parent)
         counts = [0] * len(self._pipes)
+        self.connects = [{} for _ in self._pipes]
         pending = set(range(len(self._pipes)))
         shown = -1
         while pending:
             for w in list(pending):
                 pipe = self._pipes[w]
                 while pipe.poll(0.02):
-                    kind, n = pipe.recv()
+                    kind, n, *more = pipe.recv()
                     counts[w] = n
                     if kind == "connected":
+                        self.connects[w] = more[0]
                         pending.discard(w)
                         break
             if progress is not None and sum(counts) != shown:  # each state once

@@ -576,6 +576,7 @@ def run_loadtest(
             connect_s = fleet.start(
                 None if progress is None else (lambda n, total: progress("connecting", n, total))
             )
+            connect_report = fleet.connect_report()
             fleet.settle(timeout)  # measure the fan-out, not the start-up traffic
             cpu0 = gateways.cpu_seconds()
             if scenario == "reconnect-storm":
@@ -660,6 +661,7 @@ def run_loadtest(
         handled_latencies_ms=handled,
         fleet_workers=report.workers,
         device_kind=device_kind,
+        connect=connect_report,
         extra={
             **extra,
             "duplicates_dropped_by_devices": report.duplicates_dropped,

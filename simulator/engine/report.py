@@ -52,6 +52,9 @@ class LoadReport:
     fleet_workers: list[dict[str, Any]] = field(default_factory=list)
     """Each worker's own load during the run: ``cpu_pct``, ``loop_lag_ms`` p50/p99, devices."""
     device_kind: str = "sdk"
+    connect: dict[str, Any] = field(default_factory=dict)
+    """The connect phase (:meth:`~tidings.simulator.engine.fleet.Fleet.connect_report`): per
+    worker rate and hello p99, and every device's hello percentiles."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,6 +81,7 @@ class LoadReport:
             "connect_rate_per_s": round(self.devices / self.connect_s, 1)
             if self.connect_s
             else None,
+            "connect": self.connect,
             # The headline (and its old flat keys) is the wire latency.
             "latency_ms": lat | {"wire": lat, "handled": handled},
             "fleet": {
@@ -104,6 +108,7 @@ class LoadReport:
             ("devices", f"{self.devices:,}"),
             ("scenario", self.scenario),
             ("connect", f"{self.connect_s:.2f} s ({j['connect_rate_per_s']:,}/s)"),
+            *_hello_rows(self.connect),
             ("latency p50/p95/p99/max", f"{_four(lat)} (wire: sent to read off the socket)"),
             ("delivery ratio", f"{self.delivery_ratio:.4f}"),
             ("precision / recall", f"{self.precision:.3f} / {self.recall:.3f}"),
@@ -148,6 +153,18 @@ def is_saturated(load: Mapping[str, Any]) -> bool:
     says it was the bottleneck."""
     return bool(load["loop_lag_ms"]["p99"] > SATURATED_LAG_MS
                 or load["cpu_pct"] > SATURATED_CPU_PCT)  # fmt: skip
+
+
+def _hello_rows(connect: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The connect storm: every device's hello latency, and each worker's rate."""
+    if not connect:
+        return []
+    rows = [("hello p50/p95/p99/max", f"{_four(connect['hello_ms'])} (connect to welcome)")]
+    for n, w in enumerate(connect["workers"], 1):
+        said = (f"{w['devices']:,} devices in {w['seconds']:.2f} s ({w['rate_per_s']:,}/s),"
+                f" hello p99 {w['hello_p99_ms']:.0f} ms")  # fmt: skip
+        rows.append((f"connect worker {n}", said))
+    return rows
 
 
 def _rows(key: str, value: Any, indent: str = "") -> list[tuple[str, str]]:

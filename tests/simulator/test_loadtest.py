@@ -74,6 +74,12 @@ def test_a_broadcast_reports_wire_and_handled_latency_and_each_workers_load() ->
     assert [w["devices"] for w in fleet["workers"]] == [15, 15]
     assert all(w["cpu_pct"] >= 0 and w["loop_lag_ms"]["p99"] >= 0 for w in fleet["workers"])
     assert "SATURATED" not in report.table() and "fleet worker 2" in report.table()
+    # The connect storm, per worker and per device.
+    connect = data["connect"]
+    assert [w["devices"] for w in connect["workers"]] == [15, 15]
+    assert all(w["rate_per_s"] > 0 and w["hello_p99_ms"] > 0 for w in connect["workers"])
+    assert 0 < connect["hello_ms"]["p50"] <= connect["hello_ms"]["p99"]
+    assert "connect worker 2" in report.table() and "hello p50/p95/p99/max" in report.table()
 
 
 def test_a_fleet_that_is_the_bottleneck_says_so_in_one_plain_line() -> None:
