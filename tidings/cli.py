@@ -994,6 +994,17 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
                    help="postgresql://… for --nodes > 1: a fresh database is made next to it "
                    "for the run and dropped after it")  # fmt: skip
     p.add_argument("--broker", metavar="URL", help="redis://… for --nodes > 1")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="run the devices on workers that join over TCP (tidings loadtest-worker"
+                   " --coordinator HOST:PORT, on this or other machines) instead of local"
+                   " processes; their clocks are read and their latencies corrected")  # fmt: skip
+    p.add_argument("--expect-workers", type=int, default=2, metavar="N",
+                   help="with --listen: how many workers to wait for (default 2)")  # fmt: skip
+    p.add_argument(
+        "--key",
+        help="with --listen: the shared key workers join with (default:"
+        " $TIDINGS_LOADTEST_KEY, else a new one printed with the worker command)",
+    )
     p.add_argument("--device-kind", choices=("sdk", "wire"), default="sdk",
                    help="sdk (default): real SDK devices with personas, for every scenario;"
                    " wire: lean devices speaking the protocol directly (hello, resume, ack,"
@@ -1026,13 +1037,33 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         from tidings.simulator.engine import run_loadtest, write_svg
     except ModuleNotFoundError as exc:
         return _missing_server_extra(exc)
+    coordinator = None
+    if args.listen:
+        from tidings.simulator.engine.fleet import Coordinator
+
+        try:
+            host, port = _host_port(args.listen, "--listen")
+        except ValueError as exc:
+            return _fail(str(exc))
+        if args.expect_workers < 1:
+            return _fail("--expect-workers must be at least 1")
+        key = args.key or os.environ.get("TIDINGS_LOADTEST_KEY")
+        if not key:
+            import secrets
+
+            key = secrets.token_hex(16)
+            join = f"tidings loadtest-worker --coordinator {args.listen} --key {key}"
+            print(f"start {args.expect_workers} worker(s) with: {join}", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        coordinator = Coordinator(host, port, args.expect_workers, key.encode())
     try:
         report = run_loadtest(devices=args.devices, scenario=args.scenario,
                               baseline=args.baseline, workers=args.workers,
                               timeout=args.timeout, progress=_progress, seed=args.seed,
                               personas=not args.no_personas, nodes=args.nodes,
                               db=args.db, broker=args.broker, days=args.days,
-                              speed=args.speed, device_kind=args.device_kind)  # fmt: skip
+                              speed=args.speed, device_kind=args.device_kind,
+                              coordinator=coordinator)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
     except (RuntimeError, OSError) as exc:  # the gateway stopped answering, or never started
@@ -1070,6 +1101,68 @@ register(
         """,
         configure=_configure_loadtest,
         run=_run_loadtest,
+    )
+)
+
+
+def _host_port(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{option}: HOST:PORT, e.g. 127.0.0.1:7300, got {text!r}")
+    return host, int(port)
+
+
+def _configure_loadtest_worker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT",
+                   help="the tidings loadtest --listen address to join")  # fmt: skip
+    p.add_argument("--key", help="the key the coordinator printed (default:"
+                   " $TIDINGS_LOADTEST_KEY)")  # fmt: skip
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to keep trying to reach the coordinator (default 120)",
+    )
+
+
+def _run_loadtest_worker(args: argparse.Namespace) -> int:
+    try:
+        host, port = _host_port(args.coordinator, "--coordinator")
+    except ValueError as exc:
+        return _fail(str(exc))
+    key = args.key or os.environ.get("TIDINGS_LOADTEST_KEY")
+    if not key:
+        return _fail("--key: give the key the coordinator printed (or set TIDINGS_LOADTEST_KEY)")
+    try:
+        from tidings.simulator.engine.fleet import run_remote_worker
+    except ModuleNotFoundError as exc:
+        return _missing_server_extra(exc)
+    from multiprocessing import AuthenticationError
+
+    try:
+        run_remote_worker(host, port, key.encode(), wait_s=args.wait)
+    except AuthenticationError:
+        return _fail("the coordinator refused this worker: its --key is another one", 1)
+    except OSError as exc:
+        return _fail(f"could not join the coordinator at {args.coordinator}: {exc}", 1)
+    except EOFError:
+        return _fail("the coordinator ended the connection before the run did", 1)
+    return 0
+
+
+register(
+    Command(
+        name="loadtest-worker",
+        help="run a share of a load test's devices for a coordinator (tidings loadtest --listen)",
+        description="Join a coordinator over TCP, let it read this machine's clock, and run "
+        "the devices it assigns until the run ends; start one per machine (or per core).",
+        examples="""
+            tidings loadtest --devices 20000 --device-kind wire --listen 0.0.0.0:7300 \
+                --expect-workers 2 --key s3cret
+            tidings loadtest-worker --coordinator 10.0.0.5:7300 --key s3cret
+        """,
+        configure=_configure_loadtest_worker,
+        run=_run_loadtest_worker,
     )
 )
 

@@ -48,11 +48,14 @@ __all__ = [
     "DEFAULT_RAMP",
     "Activity",
     "CampaignReceipt",
+    "Coordinator",
     "DeviceReport",
     "Fleet",
     "FleetConfig",
     "LoadMeter",
+    "clock_offset",
     "raise_nofile",
+    "run_remote_worker",
 ]
 
 DEFAULT_RAMP = 200
@@ -754,16 +757,76 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
 # --- the parent side ---------------------------------------------------------------------------
 
 
-class Fleet:
-    """The parent's handle on the worker processes."""
+@dataclass(frozen=True, slots=True)
+class Coordinator:
+    """Workers on other machines (``tidings loadtest-worker``) join the run over TCP: the
+    fleet listens on ``host:port`` for ``workers`` of them, authenticated by ``key``."""
 
-    def __init__(self, cfg: FleetConfig) -> None:
+    host: str
+    port: int
+    workers: int
+    key: bytes
+    accept_s: float = 120.0
+
+
+OFFSET_ROUNDS = 16
+"""Clock readings a coordinator takes of each worker; the one with the shortest round trip
+sets the offset (NTP's rule): its uncertainty is half that round trip."""
+
+
+def clock_offset(conn: Any, rounds: int = OFFSET_ROUNDS) -> tuple[float, float]:
+    """(The worker's clock minus ours, its uncertainty), in seconds."""
+    best: tuple[float, float] | None = None
+    for _ in range(rounds):
+        t0 = time.time()
+        conn.send(("time",))
+        _, theirs = conn.recv()
+        t1 = time.time()
+        half = (t1 - t0) / 2
+        if best is None or half < best[1]:
+            best = (theirs - (t0 + t1) / 2, half)
+    assert best is not None
+    return best
+
+
+def run_remote_worker(host: str, port: int, key: bytes, wait_s: float = 120.0) -> None:
+    """``tidings loadtest-worker``: join a coordinator, answer its clock readings, then run
+    the devices it assigns as one worker of its fleet until it says stop."""
+    from multiprocessing.connection import Client
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn = Client((host, port), authkey=key)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    while True:
+        message = conn.recv()
+        if message[0] == "time":
+            conn.send(("time", time.time()))
+        elif message[0] == "start":
+            _, cfg, indexes = message
+            _worker_main(cfg, indexes, conn)
+            return
+
+
+class Fleet:
+    """The parent's handle on the worker processes (local, or joined over TCP)."""
+
+    def __init__(self, cfg: FleetConfig, coordinator: Coordinator | None = None) -> None:
         self.cfg = cfg
+        self.coordinator = coordinator
         self._procs: list[Any] = []
         self._pipes: list[Any] = []
         self._lock = threading.Lock()
         self.connects: list[dict[str, Any]] = []
         """Each worker's connect phase: ``devices``, ``seconds``, ``hello_ms`` (per device)."""
+        self.offsets: list[tuple[float, float]] = []
+        """Each worker's clock minus this process's, and its uncertainty (s): its latencies
+        are corrected by it (0 for local workers: one clock)."""
 
     def connect_report(self) -> dict[str, Any]:
         """The connect storm in figures: per worker, devices welcomed per second and hello
@@ -781,15 +844,20 @@ class Fleet:
 
     def start(self, progress: Callable[[int, int], None] | None = None) -> float:
         """Spawn the workers and connect every device; return the seconds it took."""
-        ctx = mp.get_context("spawn")
         t0 = time.perf_counter()
-        for w in range(self.cfg.workers):
-            indexes = list(range(w, self.cfg.devices, self.cfg.workers))
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(self.cfg, indexes, child), daemon=True)
-            proc.start()
-            self._procs.append(proc)
-            self._pipes.append(parent)
+        if self.coordinator is not None:
+            self._join_remote(self.coordinator)
+        else:
+            ctx = mp.get_context("spawn")
+            for w in range(self.cfg.workers):
+                indexes = list(range(w, self.cfg.devices, self.cfg.workers))
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, args=(self.cfg, indexes, child),
+                                   daemon=True)  # fmt: skip
+                proc.start()
+                self._procs.append(proc)
+                self._pipes.append(parent)
+                self.offsets.append((0.0, 0.0))
         counts = [0] * len(self._pipes)
         self.connects = [{} for _ in self._pipes]
         pending = set(range(len(self._pipes)))
@@ -808,6 +876,28 @@ class Fleet:
                 shown = sum(counts)
                 progress(shown, self.cfg.devices)
         return time.perf_counter() - t0
+
+    def _join_remote(self, c: Coordinator) -> None:
+        """Accept ``c.workers`` workers, read each one's clock, assign each its devices."""
+        from multiprocessing.connection import Listener
+
+        listener = Listener((c.host, c.port), authkey=c.key)
+        listener._listener._socket.settimeout(c.accept_s)  # type: ignore[attr-defined]
+        try:
+            while (w := len(self._pipes)) < c.workers:
+                try:
+                    conn = listener.accept()
+                except TimeoutError:
+                    raise TimeoutError(f"{w} of {c.workers} workers joined within"
+                                       f" {c.accept_s:.0f} s") from None  # fmt: skip
+                except mp.AuthenticationError:
+                    continue  # a worker with another key is refused; the run waits on
+                self.offsets.append(clock_offset(conn))
+                indexes = list(range(w, self.cfg.devices, c.workers))
+                conn.send(("start", self.cfg, indexes))
+                self._pipes.append(conn)
+        finally:
+            listener.close()
 
     def _ask(self, *command: Any) -> list[Any]:
         with self._lock:  # the TUI asks from more than one thread
@@ -841,12 +931,14 @@ class Fleet:
         """What the devices saw so far, merged (latencies since the last report)."""
         return self._merge(self._ask("report"))
 
-    @staticmethod
-    def _merge(answers: list[Any]) -> DeviceReport:
+    def _merge(self, answers: list[Any]) -> DeviceReport:
+        """The workers' reports as one; each worker's latencies on this process's clock."""
         report = DeviceReport()
-        for _, r in answers:
-            report.latencies_ms.extend(r["latencies"])
-            report.handled_ms.extend(r["handled"])
+        for (_, r), (offset, _) in zip(answers, self.offsets or [(0.0, 0.0)] * len(answers),
+                                       strict=True):  # fmt: skip
+            shift = offset * 1000  # a worker's clock ahead makes its latencies too long
+            report.latencies_ms.extend(ms - shift for ms in r["latencies"])
+            report.handled_ms.extend(ms - shift for ms in r["handled"])
             report.workers.append(r["load"])
             for mid, n in r["received"].items():
                 report.received[mid] = report.received.get(mid, 0) + n
@@ -888,6 +980,9 @@ class Fleet:
         """Close every device and end the workers."""
         with contextlib.suppress(EOFError, OSError):
             self._ask("stop")
+        if self.coordinator is not None:
+            for conn in self._pipes:
+                conn.close()
         for proc in self._procs:
             proc.join(timeout=30)
             if proc.is_alive():

@@ -59,6 +59,7 @@ from tidings.server.campaigns.engine import TICK_S
 from tidings.simulator.engine.baseline import BareServer
 from tidings.simulator.engine.fleet import (
     CampaignReceipt,
+    Coordinator,
     DeviceReport,
     Fleet,
     FleetConfig,
@@ -501,12 +502,17 @@ def run_loadtest(
     days: int = 7,
     speed: float | None = None,
     device_kind: str = "sdk",
+    coordinator: Coordinator | None = None,
 ) -> LoadReport:
     """Run one scenario end to end and return its report.
 
     ``device_kind``: "sdk" (real SDK devices with personas: every scenario) or "wire" (lean
     devices speaking the protocol through its sans-I/O session: :data:`WIRE_SCENARIOS`, pure
     fan-out, where the fleet should cost as little as it can).
+
+    ``coordinator``: the devices run on workers that join over TCP (``tidings
+    loadtest-worker``), possibly on other machines; their clocks are read at the start and
+    their latencies corrected (``extra["worker_clocks"]``).
 
     ``nodes`` > 1: that many gateway processes of one cluster (``db`` a PostgreSQL URL, a fresh
     database is made next to it for the run; ``broker`` a Redis URL); each device is given
@@ -554,7 +560,7 @@ def run_loadtest(
         config = FleetConfig(
             url=gateways.urls,
             devices=devices,
-            workers=workers,
+            workers=workers if coordinator is None else coordinator.workers,
             kind=device_kind,
             seed=seed,
             personas=personas,
@@ -565,7 +571,7 @@ def run_loadtest(
             living=scenario == "week",
             epoch=epoch,
         )
-        fleet = Fleet(config)
+        fleet = Fleet(config, coordinator)
         if scenario == "week":
             assert epoch is not None and speed is not None
             week = WeekRun(admin=gateway.admin, admin_url=gateway.admin_url,
@@ -577,6 +583,11 @@ def run_loadtest(
                 None if progress is None else (lambda n, total: progress("connecting", n, total))
             )
             connect_report = fleet.connect_report()
+            if coordinator is not None:
+                extra["worker_clocks"] = [
+                    {"offset_ms": round(o * 1000, 3), "uncertainty_ms": round(u * 1000, 3)}
+                    for o, u in fleet.offsets
+                ]
             fleet.settle(timeout)  # measure the fan-out, not the start-up traffic
             cpu0 = gateways.cpu_seconds()
             if scenario == "reconnect-storm":

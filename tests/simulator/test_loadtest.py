@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from tidings.simulator.engine import percentiles, run_loadtest
+from tidings.simulator.engine.fleet import Coordinator
+from tidings.simulator.engine.loadtest import _free_port
 from tidings.simulator.engine.report import LoadReport
 
 
@@ -44,6 +47,44 @@ def test_lean_wire_devices_resume_after_the_gateway_is_killed_and_ack_every_deli
                              device_kind="wire")  # fmt: skip
     assert broadcast.delivery_ratio == 1.0 and len(broadcast.latencies_ms) == 40
     assert [w["devices"] for w in broadcast.fleet_workers] == [20, 20]
+
+
+def test_workers_joined_over_tcp_run_the_fleet_and_their_clocks_are_read() -> None:
+    # Two `tidings loadtest-worker` processes join a coordinator on loopback: the merged run
+    # is the same as a local one (every device, every delivery), and each worker's clock was
+    # read (one machine here: offsets near zero, within their uncertainty).
+    port = _free_port()
+    env = {**os.environ, "TIDINGS_LOADTEST_KEY": "k" * 16}
+    join = [sys.executable, "-m", "tidings", "loadtest-worker", "--coordinator",
+            f"127.0.0.1:{port}", "--wait", "60"]  # fmt: skip
+    workers = [subprocess.Popen(join, env=env) for _ in range(2)]
+    try:
+        report = run_loadtest(devices=40, scenario="broadcast", timeout=60, device_kind="wire",
+                              coordinator=Coordinator("127.0.0.1", port, 2, b"k" * 16))  # fmt: skip
+    finally:
+        for w in workers:
+            w.wait(timeout=60)
+    assert [w.returncode for w in workers] == [0, 0]
+    assert report.delivery_ratio == 1.0 and len(report.latencies_ms) == 40
+    assert [w["devices"] for w in report.fleet_workers] == [20, 20]
+    clocks = report.extra["worker_clocks"]
+    assert len(clocks) == 2
+    assert all(abs(c["offset_ms"]) <= c["uncertainty_ms"] + 5 for c in clocks), clocks
+
+
+def test_a_worker_with_the_wrong_key_is_refused() -> None:
+    port = _free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tidings", "loadtest-worker", "--coordinator",
+         f"127.0.0.1:{port}", "--key", "wrong", "--wait", "30"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    coordinator = Coordinator("127.0.0.1", port, 1, b"right", accept_s=5)
+    with pytest.raises(TimeoutError, match="0 of 1 workers joined"):  # it waited on
+        run_loadtest(devices=4, scenario="broadcast", timeout=10, device_kind="wire",
+                     coordinator=coordinator)  # fmt: skip
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 1 and "refused this worker" in err
 
 
 def test_unknown_scenarios_and_campaigns_without_personas_are_refused() -> None:
