@@ -175,6 +175,9 @@ def _rows(key: str, value: Any, indent: str = "") -> list[tuple[str, str]]:
         for k, v in value.items():
             out += _rows(str(k), v, indent + "  ")
         return out
+    if isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
+        return [(label, ""), *(row for n, v in enumerate(value, 1)
+                               for row in _rows(str(n), v, indent + "  "))]  # fmt: skip
     return [(label, _plain(value))]
 
 

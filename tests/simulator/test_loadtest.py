@@ -137,7 +137,8 @@ def test_the_table_words_every_row_and_never_prints_a_raw_mapping() -> None:
         delivery_ratio=1.0, precision=1.0, recall=1.0, violations={"cap_exceeded": 2},
         gateway_cpu_s=1.5, gateway_rss_mib=80.0,
         extra={"send_to_receipt_ms": {"p50": 12.0, "p99": 40.25}, "nodes": 3,
-               "lift": 0.0812345, "reconnected": True, "days": [1, 2]},
+               "lift": 0.0812345, "reconnected": True, "days": [1, 2],
+               "worker_clocks": [{"offset_ms": 0.5}, {"offset_ms": -1.25}]},
     )  # fmt: skip
     table = report.table()
     assert "{" not in table and "'" not in table
@@ -150,6 +151,10 @@ def test_the_table_words_every_row_and_never_prints_a_raw_mapping() -> None:
     assert any(line.split() == ["lift", "0.081"] for line in lines)
     assert any(line.split() == ["reconnected", "yes"] for line in lines)
     assert any(line.split() == ["days", "1,", "2"] for line in lines)
+    at = lines.index("worker clocks")
+    assert [line.split() for line in lines[at + 1 : at + 5]] == [
+        ["1"], ["offset", "ms", "0.5"], ["2"], ["offset", "ms", "-1.25"]
+    ]  # fmt: skip
 
 
 def test_the_command_writes_json_and_a_plot(tmp_path: Path) -> None:
