@@ -13,6 +13,7 @@ TOML layout::
     durability = "full"     # or "relaxed" (see DEFAULT_DURABILITY)
     clock = "simulated"     # development only: time the admin API can speed up, pause and
                             # move forward (GET/PUT /v1/clock); every app must have dev = true
+    event_loop = "asyncio"  # or "uvloop" (pip install 'tidings[fast]')
 
     [[apps]]
     id = "shop"
@@ -103,6 +104,12 @@ DEFAULT_BANNER_TITLE_MAX = 30
 DEFAULT_BANNER_BODY_MAX = 50
 DEFAULT_INBOX_TITLE_MAX = 120
 DEFAULT_INBOX_BODY_MAX = 2000
+EVENT_LOOP_CHOICES = ("asyncio", "uvloop")
+DEFAULT_EVENT_LOOP = "asyncio"
+"""The gateway's event loop: asyncio's own, or uvloop (the ``fast`` extra). uvloop is not the
+default: on 10,000 devices it changed neither the connect storm nor the broadcast beyond the
+run-to-run noise (BENCHMARKS.md, "Event loop")."""
+
 CLOCK_CHOICES = ("system", "simulated")
 DEFAULT_CLOCK = "system"
 """``system``: real time. ``simulated``: a :class:`~tidings.client_sdk.clock.SimClock` that the
@@ -180,6 +187,8 @@ class GatewayConfig:
     drain_s: float = DEFAULT_DRAIN_S
     clock: str = DEFAULT_CLOCK
     """``system`` or ``simulated`` (development apps only; see :data:`DEFAULT_CLOCK`)."""
+    event_loop: str = DEFAULT_EVENT_LOOP
+    """``asyncio`` or ``uvloop`` (see :data:`DEFAULT_EVENT_LOOP`)."""
 
     def __post_init__(self) -> None:
         if not self.apps:
@@ -220,6 +229,9 @@ class GatewayConfig:
             raise ConfigError(f"durability: {_choices(self.durability)}")
         if self.clock not in CLOCK_CHOICES:
             raise ConfigError(f"clock: must be 'system' or 'simulated', got {self.clock!r}")
+        if self.event_loop not in EVENT_LOOP_CHOICES:
+            raise ConfigError(f"event_loop: must be one of {', '.join(EVENT_LOOP_CHOICES)},"
+                              f" got {self.event_loop!r}")  # fmt: skip
         if self.clock == "simulated" and self.broker:
             raise ConfigError(
                 "clock: the simulated clock is one gateway's own; run it without --broker "
@@ -262,6 +274,9 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     kind = _SCALARS[name].type
     if name == "durability" and value not in DURABILITY_CHOICES:
         raise ConfigError(f"{where}: durability {_choices(value)}")
+    if name == "event_loop" and value not in EVENT_LOOP_CHOICES:
+        raise ConfigError(f"{where}: event_loop must be one of {', '.join(EVENT_LOOP_CHOICES)},"
+                          f" got {value!r}")  # fmt: skip
     if name == "clock" and value not in CLOCK_CHOICES:
         raise ConfigError(f"{where}: clock must be 'system' or 'simulated', got {value!r}")
     try:

@@ -268,6 +268,8 @@ class Node:
             where += f", broker: {_redacted(self._config.broker)}, node: {self.node_id}"
         if self.sim_clock is not None:
             where += ", clock: simulated (GET/PUT /v1/clock)"
+        if self._config.event_loop != "asyncio":
+            where += f", event loop: {self._config.event_loop}"
         return where
 
     def _rejoin(self) -> None:

@@ -207,6 +207,27 @@ def test_gateway_durability_comes_from_the_environment(tmp_path: Path) -> None:
     assert "durability: relaxed (synchronous=NORMAL)" in line
 
 
+def test_gateway_event_loop_is_asyncio_unless_uvloop_is_asked_for(tmp_path: Path) -> None:
+    line = _started_line(_gateway(tmp_path / "t.db"), tmp_path, _environ())
+    assert "event loop" not in line  # asyncio's own, the default
+    bad = subprocess.run(
+        _gateway(tmp_path / "t.db"), capture_output=True, text=True, cwd=tmp_path,
+        env=_environ(TIDINGS_EVENT_LOOP="trio"), timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "event_loop must be one of asyncio, uvloop" in bad.stderr
+    try:
+        import uvloop  # noqa: F401
+    except ModuleNotFoundError:  # not installed: asking for it says how to get it
+        done = subprocess.run(
+            _gateway(tmp_path / "t.db", "--event-loop", "uvloop"), capture_output=True,
+            text=True, cwd=tmp_path, env=_environ(), timeout=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        assert done.returncode == 2 and "pip install 'tidings[fast]'" in done.stderr
+    else:
+        cmd = _gateway(tmp_path / "t.db", "--event-loop", "uvloop")
+        assert "event loop: uvloop" in _started_line(cmd, tmp_path, _environ())
+
+
 def test_gateway_with_a_bad_durability_exits_2_in_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         _gateway(tmp_path / "t.db"), capture_output=True, text=True, cwd=tmp_path,

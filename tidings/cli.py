@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from tidings import __version__
 from tidings.words import REASONS as WHY_REASONS
@@ -117,6 +117,12 @@ def _configure_gateway(p: argparse.ArgumentParser) -> None:
         "may lose the last commits",
     )
     p.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        help="asyncio (default) or uvloop (pip install 'tidings[fast]'); uvloop measured no "
+        "faster here (BENCHMARKS.md, Event loop)",
+    )
+    p.add_argument(
         "--clock",
         choices=("system", "simulated"),
         help="system (default): real time; simulated: time the admin API can speed up, pause "
@@ -165,6 +171,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
         "broker": args.broker,
         "node_id": args.node_id,
         "clock": args.clock,
+        "event_loop": args.event_loop,
     }
     try:
         config = load_config(path=args.config, overrides=overrides)
@@ -178,7 +185,12 @@ def _run_gateway(args: argparse.Namespace) -> int:
     if config.uses_dev_defaults:
         print(_dev_warning(config), file=sys.stderr, flush=True)
     try:
-        return asyncio.run(_serve_gateway(config))
+        runner = _event_loop(config.event_loop)
+    except ModuleNotFoundError:
+        return _fail("event_loop uvloop: it is not installed; pip install 'tidings[fast]'"
+                     " (or leave --event-loop out)")  # fmt: skip
+    try:
+        return runner(_serve_gateway(config))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
 
@@ -1103,6 +1115,20 @@ register(
         run=_run_loadtest,
     )
 )
+
+
+def _event_loop(choice: str) -> Callable[[Any], int]:
+    """How the gateway runs its coroutine: on asyncio's own loop, or on uvloop.
+
+    Raises:
+        ModuleNotFoundError: ``uvloop`` was asked for and is not installed.
+    """
+    if choice == "uvloop":
+        import importlib
+
+        uvloop = importlib.import_module("uvloop")  # the optional ``fast`` extra
+        return cast(Callable[[Any], int], uvloop.run)
+    return asyncio.run
 
 
 def _host_port(text: str, option: str) -> tuple[str, int]:
