@@ -656,7 +656,11 @@ def run_loadtest(
     baseline_lat = None
     if baseline:
         # The same number of messages as the run delivered, as one bare broadcast.
-        baseline_lat = _run_baseline(max(1, audience), workers, frame_size, timeout, progress)
+        baseline_lat, baseline_connect = _run_baseline(max(1, audience), workers, frame_size,
+                                                       timeout, progress)  # fmt: skip
+        if audience == devices:  # the same number of clients connected to each
+            extra["baseline_connect_s"] = round(baseline_connect, 2)
+            extra["connect_ratio_vs_baseline"] = round(connect_s / baseline_connect, 2)
     return LoadReport(
         devices=devices,
         scenario=scenario,
@@ -744,14 +748,17 @@ def _send_latencies(receipts: list[CampaignReceipt]) -> list[float]:
 
 def _run_baseline(
     devices: int, workers: int, frame_size: int, timeout: float, progress: Progress | None
-) -> list[float]:
+) -> tuple[list[float], float]:
+    """The bare broadcast: its latencies, and how long its clients took to connect."""
     server = BareServer(frame_size)
     server.start()
     fleet = Fleet(FleetConfig(url=server.url, devices=devices, workers=workers, kind="bare"))
     try:
-        fleet.start(None if progress is None else (lambda n, t: progress("baseline", n, t)))
+        connect_s = fleet.start(
+            None if progress is None else (lambda n, t: progress("baseline", n, t))
+        )
         message_id = server.broadcast(devices)
-        return fleet.wait_received(message_id, timeout).latencies_ms
+        return fleet.wait_received(message_id, timeout).latencies_ms, connect_s
     finally:
         fleet.stop()
         server.stop()
