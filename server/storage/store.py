@@ -30,7 +30,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from importlib import resources
@@ -140,6 +140,20 @@ class _Reads:
     def __init__(self, db: aiosqlite.Connection, path: str) -> None:
         self._db = db
         self._path = path
+
+    async def fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        """Every row of a query, in one trip to the connection's thread (``execute`` and a
+        cursor take three: it matters on the hello path, several reads per connection)."""
+        bound = params if isinstance(params, Mapping) else tuple(params)
+        try:
+            return list(await self._db.execute_fetchall(sql, bound))
+        except sqlite3.Error as exc:
+            raise _store_error(self._path, exc) from exc
+
+    async def fetchone(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> Any:
+        """The first row of a query, or None, in one trip (see :meth:`fetchall`)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     @contextlib.asynccontextmanager
     async def execute(
@@ -549,12 +563,11 @@ class SqliteStore:
 
     async def user(self, app: str, user_key: str) -> UserRow | None:
         """A user's profile row, or None."""
-        async with self._conn.execute(
+        r = await self._conn.fetchone(
             "SELECT attrs, consent, first_seen, last_seen, inbox_ver FROM users"
             " WHERE app=? AND user_key=?",
             (app, user_key),
-        ) as cur:
-            r = await cur.fetchone()
+        )
         if r is None:
             return None
         return UserRow(
@@ -657,14 +670,13 @@ class SqliteStore:
 
     async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
         """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             "SELECT d.seq, d.message_id, m.wire, d.inbox_only FROM deliveries d JOIN messages m"
             " ON m.app=d.app AND m.id=d.message_id"
             " WHERE d.app=? AND d.device_id=? AND d.seq>? AND d.state=0 AND m.revoked=0"
             " AND m.expires_at>? ORDER BY d.seq",
             (app, device, after, now),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             PendingDelivery(seq=r[0], message_id=r[1], wire=bytes(r[2]), inbox_only=bool(r[3]))
             for r in rows
@@ -686,11 +698,11 @@ class SqliteStore:
 
         # Most hellos find nothing missing: look on the read connection first, and write
         # (where the look is repeated under the write lock) only when something is.
-        async with self._conn.execute(
+        missing = await self._conn.fetchone(
             _MISSING_INBOX + " LIMIT 1", (app, user_key, now, device, resume)
-        ) as cur:
-            if await cur.fetchone() is None:
-                return 0
+        )
+        if missing is None:
+            return 0
 
         def write(db: sqlite3.Connection) -> int:
             return _fill_inbox(db, app, device, user_key, resume, now)
@@ -835,8 +847,7 @@ class SqliteStore:
 
     async def count_events(self, app: str) -> int:
         """How many events an app has stored (tests, metrics)."""
-        async with self._conn.execute("SELECT COUNT(*) FROM events WHERE app=?", (app,)) as cur:
-            r = await cur.fetchone()
+        r = await self._conn.fetchone("SELECT COUNT(*) FROM events WHERE app=?", (app,))
         return int(r[0]) if r else 0
 
     # --- targeting and campaigns -------------------------------------------------------------
@@ -853,8 +864,7 @@ class SqliteStore:
         if user_key is not None:
             sql += " AND user_key=?"
             params.append(user_key)
-        async with self._conn.execute(sql + " ORDER BY ts", params) as cur:
-            rows = await cur.fetchall()
+        rows = await self._conn.fetchall(sql + " ORDER BY ts", params)
         return [EventRow(user_key=r[0], name=r[1], props=json.loads(r[2]), ts=r[3]) for r in rows]
 
     async def campaigns(self, app: str | None = None) -> list[CampaignRow]:
@@ -863,8 +873,7 @@ class SqliteStore:
         params: tuple[Any, ...] = ()
         if app is not None:
             sql, params = sql + " WHERE app=?", (app,)
-        async with self._conn.execute(sql + " ORDER BY created_at, id", params) as cur:
-            rows = await cur.fetchall()
+        rows = await self._conn.fetchall(sql + " ORDER BY created_at, id", params)
         return [
             CampaignRow(app=r[0], id=r[1], spec=json.loads(r[2]), status=r[3], sent_total=r[4],
                         created_at=r[5], updated_at=r[6])
@@ -912,8 +921,7 @@ class SqliteStore:
         first, and the cursor after them (the last row id: one writer commits at a time, so
         ids are in commit order)."""
         if cursor is None:
-            async with self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM changes") as cur:
-                row = await cur.fetchone()
+            row = await self._conn.fetchone("SELECT COALESCE(MAX(id), 0) FROM changes")
             return str(row[0] if row else 0), []
         async with self._conn.execute(
             "SELECT id, origin, body FROM changes WHERE id>? ORDER BY id LIMIT ?",
@@ -952,8 +960,7 @@ class SqliteStore:
 
     async def app_settings(self, app: str) -> dict[str, Any] | None:
         """The settings document the admin API stored for an app, or None."""
-        async with self._conn.execute("SELECT spec FROM app_settings WHERE app=?", (app,)) as c:
-            r = await c.fetchone()
+        r = await self._conn.fetchone("SELECT spec FROM app_settings WHERE app=?", (app,))
         return None if r is None else dict(json.loads(r[0]))
 
     async def save_app_settings(self, app: str, spec: dict[str, Any] | None, now: float) -> None:
@@ -969,12 +976,11 @@ class SqliteStore:
 
     async def sends_since(self, since: float) -> list[tuple[str, SendRow]]:
         """Every send record newer than ``since`` as (app, row), oldest first."""
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             "SELECT app, user_key, at, category, campaign, variant, message_id FROM sends"
             " WHERE at>=? ORDER BY at",
             (since,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             (r[0], SendRow(user_key=r[1], at=r[2], category=r[3], campaign=r[4], variant=r[5],
                            message_id=r[6]))
@@ -1012,29 +1018,26 @@ class SqliteStore:
 
     async def next_due(self) -> float | None:
         """When the earliest pending work may be claimed (not paused; lease over), or None."""
-        async with self._conn.execute(
+        r = await self._conn.fetchone(
             "SELECT MIN(MAX(due_at, claim_until)) FROM pending_sends p"
             f" WHERE NOT EXISTS ({_PAUSED})"
-        ) as cur:
-            r = await cur.fetchone()
+        )
         return None if r is None or r[0] is None else float(r[0])
 
     async def count_pending(self, app: str, campaign: str) -> int:
         """How much work a campaign still has pending."""
-        async with self._conn.execute(
+        r = await self._conn.fetchone(
             "SELECT COUNT(*) FROM pending_sends WHERE app=? AND campaign=?", (app, campaign)
-        ) as cur:
-            r = await cur.fetchone()
+        )
         return int(r[0]) if r else 0
 
     async def run_cursors(self, app: str, campaign: str) -> list[dict[str, Any]]:
         """The cursors of a campaign's audience runs under way (see :class:`Progress`)."""
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             "SELECT event FROM pending_sends WHERE app=? AND campaign=? AND user_key IS NULL"
             " AND event IS NOT NULL",
             (app, campaign),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [e for e in (json.loads(r[0]) for r in rows) if "after" in e]
 
     async def drop_pending(self, app: str, campaign: str) -> None:
@@ -1120,10 +1123,9 @@ class SqliteStore:
         if user_key is not None:
             sql += " AND user_key=?"
             params.append(user_key)
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             sql + " ORDER BY at DESC, rowid DESC LIMIT ?", [*params, limit]
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
                         variant=r[5], message_id=r[6], seq=r[7])
@@ -1246,8 +1248,7 @@ class SqliteStore:
             " AND e.ts>starts.start AND e.ts<=starts.start+:w) END FROM starts"
             " ORDER BY grp, variant, user_key"
         )
-        async with self._conn.execute(sql, {"app": app, "c": campaign, "w": within_s}) as cur:
-            rows = await cur.fetchall()
+        rows = await self._conn.fetchall(sql, {"app": app, "c": campaign, "w": within_s})
         return [(r[0], r[1], r[2], float(r[3]), None if r[4] is None else float(r[4]))
                 for r in rows]  # fmt: skip
 
@@ -1408,16 +1409,14 @@ class SqliteStore:
 
     async def inbox_since(self, app: str, user_key: str, ver: int) -> tuple[int, list[InboxChange]]:
         """The user's inbox version and every change after ``ver``."""
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             "SELECT message_id, state, ver FROM inbox_state WHERE app=? AND user_key=? AND ver>?"
             " ORDER BY ver",
             (app, user_key, ver),
-        ) as cur:
-            rows = await cur.fetchall()
-        async with self._conn.execute(
+        )
+        r = await self._conn.fetchone(
             "SELECT inbox_ver FROM users WHERE app=? AND user_key=?", (app, user_key)
-        ) as cur:
-            r = await cur.fetchone()
+        )
         current = int(r[0]) if r else 0
         return current, [InboxChange(id=m, state=s, ver=v) for m, s, v in rows]
 
