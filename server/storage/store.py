@@ -1409,16 +1409,17 @@ class SqliteStore:
 
     async def inbox_since(self, app: str, user_key: str, ver: int) -> tuple[int, list[InboxChange]]:
         """The user's inbox version and every change after ``ver``."""
+        # One read (one snapshot, one trip; a hello makes it): the version on every row, and
+        # a row with no change when there is none.
         rows = await self._conn.fetchall(
-            "SELECT message_id, state, ver FROM inbox_state WHERE app=? AND user_key=? AND ver>?"
-            " ORDER BY ver",
-            (app, user_key, ver),
+            "SELECT u.inbox_ver, s.message_id, s.state, s.ver FROM users u LEFT JOIN inbox_state"
+            " s ON s.app=u.app AND s.user_key=u.user_key AND s.ver>? WHERE u.app=? AND"
+            " u.user_key=? ORDER BY s.ver",
+            (ver, app, user_key),
         )
-        r = await self._conn.fetchone(
-            "SELECT inbox_ver FROM users WHERE app=? AND user_key=?", (app, user_key)
-        )
-        current = int(r[0]) if r else 0
-        return current, [InboxChange(id=m, state=s, ver=v) for m, s, v in rows]
+        current = int(rows[0][0]) if rows else 0
+        changes = [InboxChange(id=m, state=st, ver=v) for _, m, st, v in rows if m is not None]
+        return current, changes
 
 
 def _inbox_apply(
