@@ -149,6 +149,8 @@ async def test_the_banner_toast_queues_reports_a_dismiss_and_hides_on_its_ttl(
         await _until(pilot, lambda: toast.banner is not None and toast.banner.id == second)
         await _until(pilot, lambda: toast.banner is None, seconds=5)  # left alone: it hides
         assert not toast.display
+        # The toast posts its "expired" message as it hides: the host reads it a moment later.
+        await _until(pilot, lambda: len(app.answers) == 2)
         assert app.answers == [("dismissed", first), ("expired", second)]
         db = tmp_path / "tidings.db"
         await phone.until(lambda: (first, "dismissed", None) in _receipts(db, "phone"))
