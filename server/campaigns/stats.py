@@ -560,6 +560,9 @@ def campaign_stats(
         n = counts.get(name, {})
         per_kind = channels.get(name, {})
         displayed = sum(k.get(SEEN, 0) for k in per_kind.values())
+        # Delivered from the same read as displayed (one snapshot): never fewer.
+        delivered = (sum(k.get("delivered", 0) for k in per_kind.values()) if per_kind
+                     else n.get("delivered", 0))  # fmt: skip
         clicked = sum(k.get("clicked", 0) for k in per_kind.values())
         dismissed = sum(k.get("dismissed", 0) for k in per_kind.values())
         if name == CONTROL:
@@ -569,7 +572,7 @@ def campaign_stats(
         key = name or "default"
         funnels[key] = Funnel(
             targeted=n.get("targeted", 0), sent=n.get("sent", 0),
-            delivered=n.get("delivered", 0), displayed=displayed, clicked=clicked,
+            delivered=delivered, displayed=displayed, clicked=clicked,
             dismissed=dismissed, converted=got,
         )  # fmt: skip
         channel_json[key] = _channels(per_kind)

@@ -1435,11 +1435,11 @@ class PostgresStore:
             " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant, m.kind",
         )  # fmt: skip
 
-        async def work(con: _Conn) -> list[Any]:
-            return [r for sql in queries for r in await con.fetch(sql, app, campaign)]
-
+        # One statement, so one snapshot: a receipt (which proves its delivery) stored while
+        # this reads cannot count as seen without counting as delivered.
+        rows = await self._fetch(" UNION ALL ".join(queries), app, campaign)
         out: dict[str | None, dict[str, dict[str, int]]] = {}
-        for variant, kind, stage, n in await self._read(work):
+        for variant, kind, stage, n in rows:
             out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
         return out
 

@@ -1197,10 +1197,11 @@ class SqliteStore:
             " AND r.kind IN ('displayed', 'read', 'clicked')"
             " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind",
         )  # fmt: skip
-        for sql in queries:
-            async with self._conn.execute(sql, (app, campaign)) as cur:
-                for variant, kind, stage, n in await cur.fetchall():
-                    out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
+        # One statement, so one snapshot: a receipt (which proves its delivery) stored while
+        # this reads cannot count as seen without counting as delivered.
+        rows = await self._conn.fetchall(" UNION ALL ".join(queries), (app, campaign) * 3)
+        for variant, kind, stage, n in rows:
+            out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
         return out
 
     async def funnel_by_day(self, app: str, campaign: str) -> dict[int, dict[str, int]]:
