@@ -7,6 +7,7 @@
         ├── StoreError      the database refused or failed (``temporary`` when retrying helps)
         │   ├── ClaimLost   a scheduler's claim on due work ended before its commit
         │   ├── CampaignInactive  a campaign's send committed while it is not running
+        │   ├── SettingsChanged  a send committed under app settings replaced since
         │   ├── FeedBehind  a reader of the change feed is too far behind to catch up
         │   └── DeviceErased  a device's write after its user was erased
         ├── NotFound        the named campaign, rule or user does not exist (HTTP 404)
@@ -26,6 +27,7 @@ __all__ = [
     "FeedBehind",
     "NotFound",
     "ServerError",
+    "SettingsChanged",
     "StoreError",
 ]
 

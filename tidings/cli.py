@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO, cast
 
 from tidings import __version__
-from tidings.words import REASONS as WHY_REASONS
-from tidings.words import decision_lines
+from tidings.words import REASONS, decision_lines
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register"]
 
@@ -486,7 +485,7 @@ def _run_send(args: argparse.Namespace) -> int:
         print(f"  {_count(result['no_device'], 'user')} with no device yet: kept in their inbox"
               " for their first device")  # fmt: skip
     for reason, count in sorted((result.get("skipped") or {}).items()):
-        print(f"  skipped {count}: {WHY_REASONS.get(reason, reason)} ({reason})")
+        print(f"  skipped {count}: {REASONS.get(reason, reason)} ({reason})")
     return 0
 
 

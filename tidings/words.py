@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
-__all__ = ["AFTER", "REASONS", "decision_lines", "local_time"]
+__all__ = ["AFTER", "REASONS", "decision_lines", "decision_words", "local_time"]
 
 REASONS: dict[str, str] = {
     "sent": "sent",
@@ -55,9 +55,9 @@ def local_time(ts: float, zone: tzinfo | None) -> str:
     return datetime.fromtimestamp(ts, zone).isoformat(timespec="milliseconds")
 
 
-def decision_lines(d: Mapping[str, Any], zone: tzinfo | None) -> list[str]:
-    """One decision (as the gateway lists it) in words: its time, reason and detail, then one
-    indented line per thing that happened after (delivered, displayed, read, ...)."""
+def decision_words(d: Mapping[str, Any]) -> tuple[str, list[tuple[float | None, str]]]:
+    """One decision (as the gateway lists it) in words: its reason and detail, then what
+    happened to its message after, each (time or None, words), oldest first."""
     reason, detail = d["reason"], d.get("detail") or ""
     said = REASONS.get(reason, reason)
     variant = f" [variant {d['variant']}]" if d.get("variant") else ""
@@ -65,12 +65,22 @@ def decision_lines(d: Mapping[str, Any], zone: tzinfo | None) -> list[str]:
         head = f"sent{variant}: message {d['message_id']}" + (f" ({detail})" if detail else "")
     else:
         head = f"{reason}{variant}: {said}" + (f" — {detail}" if detail else "")
-    lines = [f"{local_time(d['at'], zone)}  {head}"]
+    after: list[tuple[float | None, str]] = []
     for step in d.get("after", []):
         what = AFTER.get(step["what"], step["what"]).format(device=step.get("device") or "?")
         if step.get("action"):
             what += f" (action {step['action']})"
-        lines.append(f"    {local_time(step['at'], zone)}  {what}")
+        after.append((step["at"], what))
     if reason == "sent" and "after" in d and not d["after"]:
-        lines.append("    no device has acknowledged it yet")
-    return lines
+        after.append((None, "no device has acknowledged it yet"))
+    return head, after
+
+
+def decision_lines(d: Mapping[str, Any], zone: tzinfo | None) -> list[str]:
+    """One decision as ``tidings why`` prints it: its time and words, then one indented line
+    per thing that happened after (:func:`decision_words`)."""
+    head, after = decision_words(d)
+    return [f"{local_time(d['at'], zone)}  {head}"] + [
+        f"    {local_time(at, zone)}  {what}" if at is not None else f"    {what}"
+        for at, what in after
+    ]

@@ -100,10 +100,11 @@ TICK_S = 1.0
 scheduler at their due time."""
 
 DUE_BATCH = 5_000
+"""Most pending sends one scheduler round takes."""
+
 AUDIENCE_CHUNK = 10_000
 """Users an audience run decides per commit: a million-user campaign is a hundred short
 transactions, each moving the run's cursor with its sends."""
-"""Most pending sends one scheduler round takes."""
 
 
 @dataclass(slots=True)
@@ -1003,7 +1004,7 @@ class CampaignEngine:
                                 rollout=rollout, days=days,
                                 default_goal=default_goal)  # fmt: skip
         # An audience being decided chunk by chunk: how far it has got (absent between runs).
-        runs = await self.store.run_cursors(app, cid)
+        runs = [e for e in await self.store.run_events(app, cid) if _AFTER in e]
         if runs:
             report["deciding"] = {"decided": sum(int(r[_DECIDED]) for r in runs),
                                   "of": sum(int(r[_OF]) for r in runs)}  # fmt: skip
@@ -1035,8 +1036,10 @@ def _live_from(stored: CampaignRow) -> _Live:
 
 
 _CHECK = "rollout_check"
-_AFTER, _DECIDED, _OF = "after", "decided", "of"  # an audience run's cursor (Progress)
 """Marks a campaign-wide pending send as a roll-out check (in its ``event``)."""
+
+_AFTER, _DECIDED, _OF = "after", "decided", "of"
+"""The keys of an audience run's cursor in its row's ``event`` (:class:`Progress`)."""
 
 _WAITING_DETAIL = "in the roll-out's rest: waits for the test's winner"
 

@@ -16,7 +16,18 @@ from typing import Any
 from tidings.server.errors import CampaignInactive, ClaimLost, SettingsChanged
 from tidings.server.storage.rows import Limit, Outcome, OutMessage, Progress, Refusal, SendRow
 
-__all__ = ["Counts", "admit", "require_running"]
+__all__ = [
+    "CONSENTLESS",
+    "Counts",
+    "admit",
+    "campaign_users",
+    "consent_checks",
+    "forget_erased",
+    "require_progress",
+    "require_running",
+    "require_settings",
+    "settings_fingerprint",
+]
 
 Counts = dict[tuple[Limit, float, str], int]
 """Stored sends that count toward a limit, by (limit, the send's time, user)."""

@@ -1329,15 +1329,16 @@ class PostgresStore:
         )
         return int(rows[0][0])
 
-    async def run_cursors(self, app: str, campaign: str) -> list[dict[str, Any]]:
-        """The cursors of a campaign's audience runs under way (see :class:`Progress`)."""
+    async def run_events(self, app: str, campaign: str) -> list[dict[str, Any]]:
+        """The ``event`` of each campaign-wide pending row of a campaign (its runs and
+        checks; a run under way keeps its cursor there, see :class:`Progress`)."""
         rows = await self._fetch(
             "SELECT event FROM pending_sends WHERE app=$1 AND campaign=$2 AND user_key IS NULL"
             " AND event IS NOT NULL",
             app,
             campaign,
         )
-        return [e for e in (json.loads(r[0]) for r in rows) if "after" in e]
+        return [json.loads(r[0]) for r in rows]
 
     async def drop_pending(self, app: str, campaign: str) -> None:
         """Forget a campaign's pending work (cancel)."""

@@ -30,7 +30,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from importlib import resources
@@ -133,7 +133,8 @@ def _store_error(path: str, exc: sqlite3.Error) -> StoreError:
 
 
 class _Reads:
-    """The read connection; a ``sqlite3`` error during a read becomes a :class:`StoreError`."""
+    """The read connection; a ``sqlite3`` error during a read becomes a :class:`StoreError`.
+    Every read is one trip to the connection's thread (``execute_fetchall``)."""
 
     __slots__ = ("_db", "_path")
 
@@ -154,17 +155,6 @@ class _Reads:
         """The first row of a query, or None, in one trip (see :meth:`fetchall`)."""
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
-
-    @contextlib.asynccontextmanager
-    async def execute(
-        self, sql: str, params: Iterable[Any] = ()
-    ) -> AsyncIterator[aiosqlite.Cursor]:
-        """``async with reads.execute(sql, params) as cur``: errors while fetching count too."""
-        try:
-            async with self._db.execute(sql, params) as cur:
-                yield cur
-        except sqlite3.Error as exc:
-            raise _store_error(self._path, exc) from exc
 
 
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
@@ -312,11 +302,7 @@ class SqliteStore:
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers a trivial read."""
-        try:
-            async with self._conn.execute("SELECT 1") as cur:
-                await cur.fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"db: {self.path!r} does not answer: {exc}", temporary=True) from exc
+        await self._conn.fetchone("SELECT 1")
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed, the batch the writer thread
@@ -500,8 +486,7 @@ class SqliteStore:
         rows: list[Any] = []
         for chunk in _chunks(list(dict.fromkeys(values))):
             marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(sql.format(marks=marks), (app, *chunk, *after)) as cur:
-                rows.extend(await cur.fetchall())
+            rows += await self._conn.fetchall(sql.format(marks=marks), (app, *chunk, *after))
         return rows
 
     async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
@@ -526,13 +511,8 @@ class SqliteStore:
         self, app: str, user_keys: Sequence[str], category: str = "marketing"
     ) -> set[str]:
         """The users among ``user_keys`` who opted out of ``category``."""
-        sql = "SELECT user_key FROM users WHERE app=? AND user_key IN ({marks})"
-        if category == "marketing":
-            rows = await self._select_in(sql + " AND marketing_opt_out=1", app, user_keys)
-        else:  # consent is opt-out: only an explicit false refuses
-            sql += " AND json_extract(consent, ?) = 0"
-            rows = await self._select_in(sql, app, user_keys, _json_key(category))
-        return {r[0] for r in rows}
+        refuses, after = _refuses(category)
+        return {r[0] for r in await self._select_in(_USERS_IN + refuses, app, user_keys, *after)}
 
     async def profile_rows(
         self, app: str, *, value_event: str = "purchase", amount_prop: str = "amount"
@@ -543,22 +523,19 @@ class SqliteStore:
         property; a purchase's time is its event time, but never after it arrived.
         """
         db = self._conn
-        async with db.execute(
+        users = await db.fetchall(
             "SELECT user_key, attrs, consent, first_seen, last_seen FROM users WHERE app=?", (app,)
-        ) as cur:
-            users = await cur.fetchall()
-        async with db.execute(
+        )
+        facts = await db.fetchall(
             "SELECT COALESCE(user_id, '~' || device_id), platform, app_version, locale, tz"
             " FROM devices WHERE app=? ORDER BY last_seen",
             (app,),
-        ) as cur:
-            facts = await cur.fetchall()
-        async with db.execute(
+        )
+        buys = await db.fetchall(
             "SELECT user_key, COUNT(*), COALESCE(SUM(json_extract(props, ?)), 0),"
             " MAX(MIN(ts, received_at)) FROM events WHERE app=? AND name=? GROUP BY user_key",
             (_json_key(amount_prop), app, value_event),
-        ) as cur:
-            buys = await cur.fetchall()
+        )
         return profiles_from(users, facts, buys)
 
     async def user(self, app: str, user_key: str) -> UserRow | None:
@@ -923,11 +900,10 @@ class SqliteStore:
         if cursor is None:
             row = await self._conn.fetchone("SELECT COALESCE(MAX(id), 0) FROM changes")
             return str(row[0] if row else 0), []
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             "SELECT id, origin, body FROM changes WHERE id>? ORDER BY id LIMIT ?",
             (int(cursor), limit + 1),
-        ) as cur:
-            rows = list(await cur.fetchall())
+        )
         if len(rows) > limit:
             raise FeedBehind(f"change feed: more than {limit} changes behind")
         return (str(rows[-1][0]) if rows else cursor), [(r[1], bytes(r[2])) for r in rows]
@@ -944,8 +920,8 @@ class SqliteStore:
 
     async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]:
         """Every stored tag rule as (app, rule JSON)."""
-        async with self._conn.execute("SELECT app, spec FROM tag_rules ORDER BY app, name") as c:
-            return [(r[0], json.loads(r[1])) for r in await c.fetchall()]
+        rows = await self._conn.fetchall("SELECT app, spec FROM tag_rules ORDER BY app, name")
+        return [(r[0], json.loads(r[1])) for r in rows]
 
     async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None:
         """Create or replace a tag rule; ``None`` deletes it."""
@@ -1031,14 +1007,15 @@ class SqliteStore:
         )
         return int(r[0]) if r else 0
 
-    async def run_cursors(self, app: str, campaign: str) -> list[dict[str, Any]]:
-        """The cursors of a campaign's audience runs under way (see :class:`Progress`)."""
+    async def run_events(self, app: str, campaign: str) -> list[dict[str, Any]]:
+        """The ``event`` of each campaign-wide pending row of a campaign (its runs and
+        checks; a run under way keeps its cursor there, see :class:`Progress`)."""
         rows = await self._conn.fetchall(
             "SELECT event FROM pending_sends WHERE app=? AND campaign=? AND user_key IS NULL"
             " AND event IS NOT NULL",
             (app, campaign),
         )
-        return [e for e in (json.loads(r[0]) for r in rows) if "after" in e]
+        return [json.loads(r[0]) for r in rows]
 
     async def drop_pending(self, app: str, campaign: str) -> None:
         """Forget a campaign's pending work (cancel)."""
@@ -1078,10 +1055,10 @@ class SqliteStore:
 
     async def rollout_states(self, app: str) -> dict[str, dict[str, Any]]:
         """The stored roll-out state of each of an app's campaigns that has one."""
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             "SELECT id, rollout FROM campaigns WHERE app=? AND rollout IS NOT NULL", (app,)
-        ) as cur:
-            return {r[0]: json.loads(r[1]) for r in await cur.fetchall()}
+        )
+        return {r[0]: json.loads(r[1]) for r in rows}
 
     async def swap_rollout(
         self, app: str, cid: str, expect: dict[str, Any] | None, new: dict[str, Any]
@@ -1141,7 +1118,7 @@ class SqliteStore:
             ids = tuple(chunk)
             devices = ("(SELECT device_id FROM devices WHERE app=? AND COALESCE(user_id,"
                        " '~' || device_id)=?)")  # fmt: skip
-            async with self._conn.execute(
+            rows = await self._conn.fetchall(
                 f"SELECT message_id, 'delivered', acked_at, device_id, NULL FROM deliveries"
                 f" WHERE app=? AND message_id IN ({marks}) AND state=1 AND acked_at IS NOT NULL"
                 f" AND device_id IN {devices}"
@@ -1150,9 +1127,9 @@ class SqliteStore:
                 f" UNION ALL SELECT message_id, state, at, NULL, NULL FROM inbox_state"
                 f" WHERE app=? AND user_key=? AND message_id IN ({marks}) AND at IS NOT NULL",
                 (app, *ids, app, user_key, app, *ids, app, user_key, app, user_key, *ids),
-            ) as cur:
-                out += [FateRow(message_id=r[0], what=r[1], at=r[2], device=r[3], action=r[4])
-                        for r in await cur.fetchall()]  # fmt: skip
+            )
+            out += [FateRow(message_id=r[0], what=r[1], at=r[2], device=r[3], action=r[4])
+                    for r in rows]  # fmt: skip
         return sorted(out, key=lambda f: (f.at, f.what, f.device or ""))
 
     async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]:
@@ -1171,9 +1148,8 @@ class SqliteStore:
             " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, r.kind",
         )
         for sql in queries:
-            async with self._conn.execute(sql, (app, campaign)) as cur:
-                for variant, stage, n in await cur.fetchall():
-                    out.setdefault(variant, {})[stage] = int(n)
+            for variant, stage, n in await self._conn.fetchall(sql, (app, campaign)):
+                out.setdefault(variant, {})[stage] = int(n)
         return out
 
     async def channel_counts(
@@ -1219,9 +1195,8 @@ class SqliteStore:
             ") GROUP BY 1, 2"
         )
         out: dict[int, dict[str, int]] = {}
-        async with self._conn.execute(sql, {"app": app, "c": campaign}) as cur:
-            for day, stage, n in await cur.fetchall():
-                out.setdefault(int(day), {})[stage] = int(n)
+        for day, stage, n in await self._conn.fetchall(sql, {"app": app, "c": campaign}):
+            out.setdefault(int(day), {})[stage] = int(n)
         return out
 
     async def cohorts(
@@ -1255,13 +1230,13 @@ class SqliteStore:
 
     async def undisplayed_messages(self, app: str, campaign: str) -> list[str]:
         """Ids of a campaign's messages that no device has displayed yet."""
-        async with self._conn.execute(
+        rows = await self._conn.fetchall(
             "SELECT m.id FROM messages m WHERE m.app=? AND m.campaign=? AND m.revoked=0"
             " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.app=m.app AND r.message_id=m.id"
             " AND r.kind='displayed')",
             (app, campaign),
-        ) as cur:
-            return [r[0] for r in await cur.fetchall()]
+        )
+        return [r[0] for r in rows]
 
     async def devices_of_keys(self, app: str, user_keys: Sequence[str]) -> list[tuple[str, str]]:
         """(device_id, user key) of every known device of these profiles (anonymous too)."""
@@ -1323,8 +1298,7 @@ class SqliteStore:
         """Everything stored about a profile, as JSON-ready data."""
 
         async def rows(sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
-            async with self._conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return list(await self._conn.fetchall(sql, params))
 
         user = await self.user(app, user_key)
         events = await self.events_since(app, 0, user_key=user_key)
@@ -1586,30 +1560,35 @@ def _erased(db: sqlite3.Connection, app: str, outcome: Outcome) -> set[str]:
     """The users of a campaign's commit with no stored profile: erased (see
     :func:`forget_erased`)."""
     asked = campaign_users(outcome)
-    found: set[str] = set()
-    for i in range(0, len(asked), _CHUNK):
-        chunk = asked[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        found.update(r[0] for r in db.execute(
-            f"SELECT user_key FROM users WHERE app=? AND user_key IN ({marks})", (app, *chunk)
-        ))  # fmt: skip
-    return set(asked) - found
+    return set(asked) - {r[0] for r in _rows_in(db, _USERS_IN, app, asked)}
 
 
 def _opted_out(db: sqlite3.Connection, app: str, category: str, users: Sequence[str]) -> set[str]:
     """The stored consent, read inside the commit: who of ``users`` refuses ``category``."""
-    out: set[str] = set()
-    for i in range(0, len(users), _CHUNK):
-        chunk = users[i : i + _CHUNK]
+    refuses, after = _refuses(category)
+    return {r[0] for r in _rows_in(db, _USERS_IN + refuses, app, users, *after)}
+
+
+_USERS_IN = "SELECT user_key FROM users WHERE app=? AND user_key IN ({marks})"
+
+
+def _refuses(category: str) -> tuple[str, tuple[str, ...]]:
+    """The condition (and its parameters) under which a stored user refuses ``category``:
+    consent is opt-out, so only an explicit false refuses; marketing has its own column."""
+    if category == "marketing":
+        return " AND marketing_opt_out=1", ()
+    return " AND json_extract(consent, ?) = 0", (_json_key(category),)
+
+
+def _rows_in(
+    db: sqlite3.Connection, sql: str, app: str, values: Sequence[str], *after: object
+) -> list[Any]:
+    """:meth:`SqliteStore._select_in` inside the writer's transaction."""
+    rows: list[Any] = []
+    for chunk in _chunks(list(dict.fromkeys(values))):
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT user_key FROM users WHERE app=? AND user_key IN ({marks})"
-        if category == "marketing":
-            rows = db.execute(sql + " AND marketing_opt_out=1", (app, *chunk))
-        else:  # consent is opt-out: only an explicit false refuses
-            rows = db.execute(sql + " AND json_extract(consent, ?) = 0",
-                              (app, *chunk, _json_key(category)))  # fmt: skip
-        out.update(r[0] for r in rows)
-    return out
+        rows += db.execute(sql.format(marks=marks), (app, *chunk, *after)).fetchall()
+    return rows
 
 
 def _count_sends(

@@ -322,20 +322,14 @@ class _Worker:
     async def _sdk(self, i: int) -> None:
         from tidings.client_sdk import QuietHours, TidingsClient
         from tidings.client_sdk.client import DEFAULT_FLUSH_DELAY_S
-        from tidings.protocol.tokens import mint_token
 
         device_plan = plan(self.cfg.seed, i) if self.cfg.personas else None
         persona = device_plan.persona if device_plan else None
         tz = persona.tz if persona else "UTC"
         window = self.cfg.quiet_override or (persona.quiet if persona else None)
         quiet = QuietHours(*window) if window else None
-        from tidings.protocol.limits import MAX_TOKEN_TTL
-
-        token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}",
-                           ttl=MAX_TOKEN_TTL, now=self.now())  # fmt: skip
-        urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else self.cfg.url
-        own = i % len(urls)  # each device starts on its own node and fails over to the next
-        rotated = list(urls[own:] + urls[:own]) if len(urls) > 1 else urls[0]
+        token, urls = self._token(i), self._urls(i)
+        rotated = list(urls) if len(urls) > 1 else urls[0]
         client = TidingsClient(
             url=rotated, token=token, device_id=f"d{i}", device_tz=tz,
             quiet_hours=None if self.cfg.fault == "ignore_quiet_hours" else quiet,
@@ -413,6 +407,22 @@ class _Worker:
 
         asyncio.get_running_loop().create_task(receive())
 
+    def _token(self, i: int) -> str:
+        """Device ``i``'s token (device ``d<i>`` of user ``u<i>``), minted on the fleet's
+        clock."""
+        from tidings.protocol.limits import MAX_TOKEN_TTL
+        from tidings.protocol.tokens import mint_token
+
+        return mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}",
+                          user=f"u{i}", ttl=MAX_TOKEN_TTL, now=self.now())  # fmt: skip
+
+    def _urls(self, i: int) -> tuple[str, ...]:
+        """The gateways device ``i`` tries, in order: each device starts on its own node of a
+        cluster and fails over to the next."""
+        urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else self.cfg.url
+        own = i % len(urls)
+        return tuple(urls[own:] + urls[:own])
+
     async def _wire(self, i: int) -> None:
         """A lean device: ``tidings.v1`` through the protocol's sans-I/O session over a bare
         WebSocket — hello and resume after a reconnect, an ack per delivery, duplicates
@@ -420,20 +430,16 @@ class _Worker:
         from tidings.protocol import SUBPROTOCOL
         from tidings.protocol.errors import ProtocolError
         from tidings.protocol.frames import DeviceInfo, Welcome
-        from tidings.protocol.limits import MAX_TOKEN_TTL
         from tidings.protocol.session import ClientSession
-        from tidings.protocol.tokens import mint_token
         from websockets.asyncio.client import connect
         from websockets.exceptions import WebSocketException
 
-        token = mint_token(secret=self.cfg.secret, app=self.cfg.app, device=f"d{i}", user=f"u{i}",
-                           ttl=MAX_TOKEN_TTL, now=self.now())  # fmt: skip
-        urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else self.cfg.url
+        token, urls = self._token(i), self._urls(i)
         session, device = ClientSession(), DeviceInfo(platform="loadtest-wire")
         welcomed = asyncio.Event()
 
         async def live() -> None:
-            attempt = i % len(urls)  # each device starts on its own node, fails over
+            attempt = 0
             while True:
                 try:
                     async with connect(urls[attempt % len(urls)], subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
@@ -934,8 +940,7 @@ class Fleet:
     def _merge(self, answers: list[Any]) -> DeviceReport:
         """The workers' reports as one; each worker's latencies on this process's clock."""
         report = DeviceReport()
-        for (_, r), (offset, _) in zip(answers, self.offsets or [(0.0, 0.0)] * len(answers),
-                                       strict=True):  # fmt: skip
+        for (_, r), (offset, _) in zip(answers, self.offsets, strict=True):
             shift = offset * 1000  # a worker's clock ahead makes its latencies too long
             report.latencies_ms.extend(ms - shift for ms in r["latencies"])
             report.handled_ms.extend(ms - shift for ms in r["handled"])

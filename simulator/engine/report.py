@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,8 @@ __all__ = [
     "SATURATED_CPU_PCT",
     "SATURATED_LAG_MS",
     "LoadReport",
-    "is_saturated",
     "percentiles",
+    "saturated_workers",
     "write_svg",
 ]
 
@@ -60,7 +60,7 @@ class LoadReport:
     @property
     def saturated(self) -> list[int]:
         """The workers (1-based) that were the bottleneck: their figures bound the run's."""
-        return [n for n, w in enumerate(self.fleet_workers, 1) if is_saturated(w)]
+        return saturated_workers(self.fleet_workers)
 
     @property
     def lost(self) -> bool:
@@ -112,8 +112,8 @@ class LoadReport:
             ("latency p50/p95/p99/max", f"{_four(lat)} (wire: sent to read off the socket)"),
             ("delivery ratio", f"{self.delivery_ratio:.4f}"),
             ("precision / recall", f"{self.precision:.3f} / {self.recall:.3f}"),
-            *_rows("violations", j["violations"]),
-            *(_rows("", self.violations, "  ")[1:]),
+            ("violations", _plain(j["violations"])),
+            *(row for kind, n in self.violations.items() for row in _rows(kind, n, "  ")),
             ("gateway CPU / RSS", f"{self.gateway_cpu_s:.2f} s / {self.gateway_rss_mib:.1f} MiB"),
         ]  # fmt: skip
         handled = j["latency_ms"]["handled"]
@@ -148,11 +148,13 @@ SATURATED_CPU_PCT = 90.0
 this share of a core, was the bottleneck: what it measured is its own queueing."""
 
 
-def is_saturated(load: Mapping[str, Any]) -> bool:
-    """Whether a fleet worker's load (:class:`~tidings.simulator.engine.fleet.LoadMeter`)
-    says it was the bottleneck."""
-    return bool(load["loop_lag_ms"]["p99"] > SATURATED_LAG_MS
-                or load["cpu_pct"] > SATURATED_CPU_PCT)  # fmt: skip
+def saturated_workers(loads: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Which fleet workers (1-based) their load (:class:`~tidings.simulator.engine.fleet.
+    LoadMeter`) says were the bottleneck."""
+    return [
+        n for n, load in enumerate(loads, 1)
+        if load["loop_lag_ms"]["p99"] > SATURATED_LAG_MS or load["cpu_pct"] > SATURATED_CPU_PCT
+    ]  # fmt: skip
 
 
 def _hello_rows(connect: Mapping[str, Any]) -> list[tuple[str, str]]:

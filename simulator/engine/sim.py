@@ -32,7 +32,7 @@ from tidings.protocol.errors import TidingsError
 from tidings.simulator.engine.fleet import Fleet, FleetConfig, read_clock
 from tidings.simulator.engine.loadtest import DEV_ADMIN_KEY, GatewayProcess
 from tidings.simulator.engine.personas import assign
-from tidings.simulator.engine.report import is_saturated, percentiles
+from tidings.simulator.engine.report import percentiles, saturated_workers
 
 __all__ = ["DEFAULT_SPEED", "LIFECYCLE_STAGES", "MORNING_UTC", "TIERS", "AdminError", "ClockState",
            "DeviceInfo", "Endpoints", "SimEngine", "Snapshot", "next_morning"]  # fmt: skip
@@ -113,7 +113,7 @@ class Snapshot:
     @property
     def saturated(self) -> list[int]:
         """The fleet workers (1-based) that are the bottleneck now."""
-        return [n for n, load in enumerate(self.loads, 1) if is_saturated(load)]
+        return saturated_workers(self.loads)
 
 
 DEFAULT_SPEED = 60.0

@@ -25,7 +25,7 @@ from tidings.simulator.engine.sim import AdminError, DeviceInfo, Snapshot
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import ClockBar
 
-from tidings.words import decision_lines
+from tidings.words import decision_words
 
 __all__ = ["DeviceScreen", "decisions_text", "inbox_item", "info_text"]
 
@@ -91,23 +91,19 @@ def decisions_text(decisions: Sequence[Mapping[str, Any]], tz: str = "UTC") -> T
         zone = UTC
     out = Text()
     for d in decisions:
-        first, *after = decision_lines(d, zone)
-        stamp, _, said = first.partition("  ")
-        out.append(f"{_clock(stamp)} ", style="dim")
-        out.append(said + "\n", style="bold" if d.get("reason") == "sent" else "")
-        for line in after:
-            stamp, _, said = line.strip().partition("  ")
-            out.append(f"  {_clock(stamp)} {said}\n", style="dim" if stamp else "")
+        head, after = decision_words(d)
+        out.append(f"{_clock(d['at'], zone)} ", style="dim")
+        out.append(head + "\n", style="bold" if d.get("reason") == "sent" else "")
+        for at, what in after:
+            stamp = "" if at is None else f"{_clock(at, zone)} "
+            out.append(f"  {stamp}{what}\n", style="dim")
     out.rstrip()
     return out
 
 
-def _clock(stamp: str) -> str:
-    """``2026-12-06T23:00:05.123+08:00`` as ``Dec 06 23:00:05`` (a line's time, shortly)."""
-    try:
-        return datetime.fromisoformat(stamp).strftime("%b %d %H:%M:%S")
-    except ValueError:
-        return stamp
+def _clock(ts: float, zone: tzinfo) -> str:
+    """A line's time, shortly: ``Dec 06 23:00:05`` in ``zone``."""
+    return datetime.fromtimestamp(ts, zone).strftime("%b %d %H:%M:%S")
 
 
 class DeviceScreen(SimScreen):

@@ -346,7 +346,7 @@ async def audience_run(store: Store) -> PendingSend:
     await store.commit("a", Outcome(new_pending=[
         PendingSend(app="a", campaign="c1", user_key=None, due_at=NOW - 1)
     ]))  # fmt: skip
-    assert await store.run_cursors("a", "c1") == []  # not under way yet
+    assert await store.run_events("a", "c1") == []  # not under way yet
     (run,) = await store.claim_due("node-a", NOW, 30, 100)
     return run
 
@@ -366,7 +366,7 @@ async def test_a_runs_cursor_moves_with_its_chunks_sends_and_renews_its_claim(
     )  # fmt: skip
     committed = await store.commit("a", chunk, [message(mid, [(users["u0"][0], "u0")])])
     assert committed.sent == 1
-    assert await store.run_cursors("a", "c1") == [cursor]
+    assert await store.run_events("a", "c1") == [cursor]
     # The renewed claim holds past the first lease; after it, whoever claims gets the cursor.
     assert await store.claim_due("node-b", NOW + 31, 30, 100) == []
     (taken,) = await store.claim_due("node-b", NOW + 101, 30, 100)
@@ -388,7 +388,7 @@ async def test_a_chunk_on_a_lost_claim_stores_nothing(store: Store) -> None:
     with pytest.raises(ClaimLost):
         await store.commit("a", chunk, [message(mid, [(users["u0"][0], "u0")])])
     assert await store.pending("a", "u0-phone", 0, NOW) == []
-    assert await store.run_cursors("a", "c1") == []
+    assert await store.run_events("a", "c1") == []
     (row,) = await store.campaigns("a")
     assert row.sent_total == 0
 
