@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+
 from tidings.client_sdk import TidingsClient
 from tidings.protocol.tokens import mint_token
 from tidings.server.config import AppConfig, GatewayConfig

@@ -22,6 +22,7 @@ import uuid
 
 import asyncpg
 import redis.asyncio as aioredis
+
 from tidings.server.config import AppConfig, GatewayConfig
 from tidings.server.node import Node
 from tidings.server.storage import PostgresStore

@@ -29,11 +29,12 @@ def rss_kb(pid: int) -> int:
 
 def _worker(url: str, indexes: list[int], ready: Any, stop: Any) -> None:
     async def main() -> None:
+        from websockets.asyncio.client import connect
+
         from tidings.protocol import SUBPROTOCOL
         from tidings.protocol.codec import encode
         from tidings.protocol.frames import Hello
         from tidings.protocol.tokens import mint_token
-        from websockets.asyncio.client import connect
 
         raise_nofile()
         sem = asyncio.Semaphore(DEFAULT_RAMP)

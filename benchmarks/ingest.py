@@ -44,11 +44,12 @@ so it lifts the quotas (a security limit, 600 a minute per device by default).""
 
 
 async def _device(url: str, index: int, until: float, counts: list[int]) -> None:
+    from websockets.asyncio.client import connect
+
     from tidings.protocol import SUBPROTOCOL
     from tidings.protocol.codec import decode_server, encode
     from tidings.protocol.frames import Error, Event, Events, Hello, Ok
     from tidings.protocol.tokens import mint_token
-    from websockets.asyncio.client import connect
 
     token = mint_token(secret="dev-secret", app="demo", device=f"d{index}", user=f"u{index}")
     async with connect(url, subprotocols=[SUBPROTOCOL], compression=None) as ws:  # type: ignore[list-item]

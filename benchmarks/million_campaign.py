@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+
 from tidings.server.campaigns.engine import AUDIENCE_CHUNK
 from tidings.server.config import AppConfig, GatewayConfig
 from tidings.server.node import Node

@@ -21,6 +21,7 @@ import time
 import uuid
 
 import asyncpg
+
 from tidings.server.node import CHECK_BATCH
 from tidings.server.storage import PostgresStore
 

@@ -25,6 +25,7 @@ from typing import ClassVar
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, Static
+
 from tidings.client_sdk import TidingsClient
 from tidings.client_sdk.ui import BannerToast, InboxList
 from tidings.protocol.tokens import mint_token

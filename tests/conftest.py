@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from helpers import APP_A, gateway_config
+
 from tidings.protocol.tokens import mint_token
 from tidings.server.config import AppConfig
 from tidings.server.node import Node

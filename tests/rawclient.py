@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection, connect
+
 from tidings.protocol import SUBPROTOCOL
 from tidings.protocol.codec import decode_server, encode
 from tidings.protocol.frames import DeviceInfo, Frame, Hello, Welcome
-from websockets.asyncio.client import ClientConnection, connect
 
 TIMEOUT = 5.0
 

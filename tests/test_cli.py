@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tidings.protocol.tokens import verify_token
 
 from tidings.cli import main
+from tidings.protocol.tokens import verify_token
 
 TIMEOUT_SCALE = float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
 START_TIMEOUT_S = 30 * TIMEOUT_SCALE

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent / "src" / "tidings"
 
 
 def imports_of(folder: str) -> dict[str, set[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tidings.client_sdk import BannerPolicy, QuietHours
 from tidings.client_sdk.banners import decide, release
 from tidings.protocol.frames import Message

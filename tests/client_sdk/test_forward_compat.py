@@ -10,12 +10,13 @@ import time
 import msgpack
 import pytest
 from helpers import timeout
+from websockets.asyncio.server import ServerConnection, serve
+
 from tidings.client_sdk import TidingsClient
 from tidings.protocol import SUBPROTOCOL
 from tidings.protocol.codec import decode_client, encode
 from tidings.protocol.errors import InvalidField
 from tidings.protocol.frames import Ack, Message, Welcome
-from websockets.asyncio.server import ServerConnection, serve
 
 
 def test_a_message_of_a_kind_or_priority_this_version_does_not_know_reads_as_inbox() -> None:

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from helpers import timeout
+from websockets.asyncio.server import ServerConnection, serve
+
 from tidings.client_sdk import TidingsClient
 from tidings.protocol import SUBPROTOCOL
 from tidings.protocol.codec import encode
 from tidings.protocol.errors import ConfigError
 from tidings.protocol.frames import Welcome
-from websockets.asyncio.server import ServerConnection, serve
 
 Attempts = list[tuple[str, float]]
 Behaviour = Callable[[ServerConnection, int], Any]

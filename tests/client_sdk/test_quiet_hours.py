@@ -6,6 +6,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from tidings.client_sdk import QuietHours
 from tidings.protocol.errors import ConfigError
 

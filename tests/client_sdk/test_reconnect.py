@@ -10,11 +10,12 @@ import time
 
 import pytest
 from helpers import timeout
+from websockets.asyncio.server import ServerConnection, serve
+
 from tidings.client_sdk import TidingsClient, is_temporary
 from tidings.protocol import SUBPROTOCOL, codes, limits
 from tidings.protocol.codec import encode
 from tidings.protocol.frames import Welcome
-from websockets.asyncio.server import ServerConnection, serve
 
 
 async def test_a_device_closed_with_1009_after_every_welcome_waits_longer_each_time(

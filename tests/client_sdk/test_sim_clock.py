@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+
 from tidings.client_sdk import ClockState, SimClock
 from tidings.protocol.simtime import SimTime
 

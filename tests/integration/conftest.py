@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest_asyncio
 from helpers import Device, timeout
+
 from tidings.client_sdk import TidingsClient
 from tidings.server.node import Node
 

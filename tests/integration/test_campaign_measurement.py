@@ -18,6 +18,8 @@ import httpx
 import pytest
 import pytest_asyncio
 from helpers import APP_A, Device, gateway_config, timeout
+
+from tidings.cli import main
 from tidings.client_sdk import TidingsClient
 from tidings.client_sdk.clock import SystemClock
 from tidings.protocol.tokens import mint_token
@@ -26,8 +28,6 @@ from tidings.server.campaigns.model import CONTROL, Content, Variant
 from tidings.server.campaigns.stats import diff_interval
 from tidings.server.campaigns.variants import assign, in_test_group
 from tidings.server.node import Node
-
-from tidings.cli import main
 
 DAY = 86_400.0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import APP_A, Device, gateway_config, timeout
+
 from tidings.client_sdk import TidingsClient
 from tidings.protocol.tokens import mint_token
 from tidings.server.node import Node

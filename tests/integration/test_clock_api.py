@@ -18,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from helpers import APP_A, APP_B, Device, gateway_config, timeout
+
 from tidings.client_sdk import ClockState, SimClock, TidingsClient
 from tidings.protocol.errors import ConfigError
 from tidings.protocol.tokens import mint_token

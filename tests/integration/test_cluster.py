@@ -21,6 +21,7 @@ import pytest_asyncio
 from faultproxy import FaultProxy
 from helpers import APP_A, timeout
 from rawclient import open_session
+
 from tidings.protocol import codes
 from tidings.protocol.frames import Deliver, Event, Revoke
 from tidings.protocol.tokens import mint_token
@@ -46,6 +47,7 @@ async def started_cluster(redis_urls: list[str]) -> AsyncIterator[list[Node]]:
     try:
         import asyncpg
         import redis.asyncio as aioredis
+
         from tidings.server.storage import PostgresStore
     except ImportError:
         _unavailable("cluster tests need the cluster extra: pip install -e '.[cluster]'")
@@ -273,6 +275,7 @@ async def test_a_stale_hello_on_one_node_never_replaces_a_later_session_on_anoth
     cluster: list[Node],
 ) -> None:
     from rawclient import RawClient
+
     from tidings.protocol.frames import DeviceInfo, Hello
 
     a, b = cluster
@@ -304,6 +307,7 @@ async def test_with_postgresql_out_of_reach_admin_answers_503_and_devices_stay(
     connected device stays, and what it reports is kept by its SDK until the store is back."""
     try:
         import asyncpg
+
         from tidings.client_sdk import TidingsClient
         from tidings.server.admin import AdminServer
         from tidings.server.storage import PostgresStore

@@ -8,6 +8,7 @@ import asyncio
 from helpers import APP_A, timeout
 from rawclient import open_session
 from test_cluster import cluster, token
+
 from tidings.protocol import codes
 from tidings.protocol.frames import Deliver
 from tidings.server.node import Node, SendRequest

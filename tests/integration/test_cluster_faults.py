@@ -22,6 +22,7 @@ from faultproxy import FaultProxy
 from helpers import APP_A, timeout
 from rawclient import open_session
 from test_cluster import PG_DSN, REDIS_URL, _unavailable, started_cluster, token
+
 from tidings.protocol import codes
 from tidings.protocol.codec import encode_message
 from tidings.protocol.frames import Deliver, Event, Events, Message, Ok
@@ -323,6 +324,7 @@ async def test_a_campaign_whose_node_dies_during_start_is_finished_by_another(
 
 async def test_a_silent_postgresql_partition_gets_a_prompt_503_not_a_hang() -> None:
     import httpx
+
     from tidings.server.admin import create_admin_app
     from tidings.server.storage import PostgresStore
     from tidings.server.storewatch import ANSWER_S, WATCH_S

@@ -11,6 +11,7 @@ import uuid
 import test_cluster
 from helpers import APP_A
 from test_cluster import eventually
+
 from tidings.protocol.frames import Event
 from tidings.server.node import Node
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from helpers import APP_A
+
 from tidings.client_sdk import RequestRefused
 from tidings.server.node import Node
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from helpers import APP_A, APP_B, Device, gateway_config, timeout
+
 from tidings.client_sdk import FakeClock, QuietHours, TidingsClient
 from tidings.protocol.tokens import mint_token
 from tidings.server.node import Node, SendRequest

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import timeout
+
 from tidings.client_sdk import QueuedRequest, RequestRefused, TidingsClient
 from tidings.protocol.frames import Event
 from tidings.server.errors import StoreError

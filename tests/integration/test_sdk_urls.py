@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import Device, gateway_config, timeout
+
 from tidings.client_sdk import TidingsClient
 from tidings.server.node import Node, SendRequest
 

@@ -13,6 +13,7 @@ from helpers import Device, timeout
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Static
+
 from tidings.client_sdk import TidingsClient
 from tidings.client_sdk.ui import BannerToast, InboxList
 from tidings.protocol.frames import Action

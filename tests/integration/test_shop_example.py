@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 from helpers import APP_A, timeout
 from textual.pilot import Pilot
+
 from tidings.client_sdk import ClientClosed
 from tidings.client_sdk.ui import BannerToast, InboxList
 from tidings.protocol.frames import Action

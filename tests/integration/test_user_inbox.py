@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from helpers import APP_A, timeout
 from rawclient import open_session
+
 from tidings.client_sdk import FakeClock, QuietHours
 from tidings.client_sdk.errors import Refused
 from tidings.protocol import codes

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from helpers import APP_A, timeout
-from tidings.server.admin import AdminServer
-from tidings.server.node import Node
 
 from tidings.cli import main
+from tidings.server.admin import AdminServer
+from tidings.server.node import Node
 
 AUTH = {"Authorization": f"Bearer {APP_A.admin_key}"}
 ISO_MS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgpack
 import pytest
+
 from tidings.protocol.codec import decode_client, encode, encode_message
 from tidings.protocol.errors import FrameTooLarge, MalformedFrame, ProtocolError, UnexpectedFrame
 from tidings.protocol.frames import (

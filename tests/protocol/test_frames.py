@@ -9,6 +9,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tidings.protocol import limits
 from tidings.protocol.codec import (
     decode_client,

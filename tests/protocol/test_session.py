@@ -9,6 +9,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tidings.protocol import codes
 from tidings.protocol.codec import decode_server, encode, encode_message
 from tidings.protocol.errors import InvalidField, MalformedFrame, UnexpectedFrame

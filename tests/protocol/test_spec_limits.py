@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
+
 from tidings.protocol import codes, limits
 from tidings.protocol.codec import decode_client, decode_server
 from tidings.protocol.errors import AuthError, InvalidField, UnexpectedFrame, UnknownFrame

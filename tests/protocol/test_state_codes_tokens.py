@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tidings.protocol import codes
 from tidings.protocol.backoff import Backoff, backoff_delay
 from tidings.protocol.errors import AuthError, UnexpectedFrame

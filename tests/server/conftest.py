@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+
 from tidings.server.admin import AdminServer
 from tidings.server.config import AppConfig, GatewayConfig
 from tidings.server.node import Node

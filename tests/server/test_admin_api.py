@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
 from tidings.server.admin import MAX_REQUEST_BYTES, MAX_TARGETS
 from tidings.server.errors import StoreError
 

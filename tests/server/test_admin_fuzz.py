@@ -15,6 +15,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from tidings.server.admin import AdminServer
 from tidings.server.config import AppConfig, GatewayConfig
 from tidings.server.node import Node

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from rawclient import open_session
+
 from tidings.protocol.frames import Deliver
 from tidings.protocol.tokens import mint_token
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import msgpack
 from helpers import APP_B, gateway_config
 from rawclient import RawClient, open_session
+from websockets.asyncio.client import connect
+
 from tidings.protocol import SUBPROTOCOL, codes
 from tidings.protocol.codec import encode, encode_message
 from tidings.protocol.frames import (
@@ -36,7 +38,6 @@ from tidings.protocol.frames import (
 )
 from tidings.server.node import Node, SendRequest
 from tidings.server.storage import Outcome, OutMessage, SqliteStore
-from websockets.asyncio.client import connect
 
 Mint = Callable[..., str]
 

@@ -16,16 +16,17 @@ import pytest
 import pytest_asyncio
 from helpers import gateway_config, timeout
 from rawclient import RawClient, open_session
-from tidings.protocol import SUBPROTOCOL, codes
-from tidings.protocol.codec import encode, encode_message
-from tidings.protocol.frames import Error, Hello, Ping, Pong, Welcome
-from tidings.server.node import Node, SendRequest
-from tidings.server.storage import Outcome, OutMessage
 from websockets.client import ClientProtocol
 from websockets.frames import CLOSE, Close
 from websockets.frames import Frame as WsFrame
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+from tidings.protocol import SUBPROTOCOL, codes
+from tidings.protocol.codec import encode, encode_message
+from tidings.protocol.frames import Error, Hello, Ping, Pong, Welcome
+from tidings.server.node import Node, SendRequest
+from tidings.server.storage import Outcome, OutMessage
 
 Mint = Callable[..., str]
 

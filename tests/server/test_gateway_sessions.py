@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from helpers import APP_A, gateway_config, timeout
 from rawclient import RawClient, open_session
+
 from tidings.protocol import codes
 from tidings.protocol.frames import (
     DeviceInfo,

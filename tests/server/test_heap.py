@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from helpers import timeout
+
 from tidings.server.heap import YOUNG_THRESHOLD, HeapKeeper, next_sweep
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from rawclient import RawClient, open_session
+
 from tidings.protocol.tokens import mint_token
 
 if TYPE_CHECKING:

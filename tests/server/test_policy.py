@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tidings.protocol.errors import ConfigError, InvalidField
 from tidings.server.campaigns.capping import MONTH, WEEK, CapRule
 from tidings.server.campaigns.engine import _ended

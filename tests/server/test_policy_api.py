@@ -15,6 +15,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from rawclient import open_session
+
 from tidings.protocol.frames import Error, Ok, Prefs
 from tidings.protocol.tokens import mint_token
 

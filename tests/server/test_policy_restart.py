@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from tidings.server.admin import AdminServer
 from tidings.server.config import GatewayConfig, load_config
 from tidings.server.node import Node

@@ -12,6 +12,7 @@ import httpx
 import pytest_asyncio
 from helpers import APP_A
 from rawclient import open_session
+
 from tidings.protocol.frames import Error, Event, Events, Ok
 from tidings.protocol.tokens import mint_token
 from tidings.server.admin import AdminServer

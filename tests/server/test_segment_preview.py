@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from rawclient import open_session
+
 from tidings.protocol.frames import Identify, Ok
 from tidings.protocol.tokens import mint_token
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from helpers import timeout
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
+
 from tidings.client_sdk.ui import InboxList
 from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.sim import LIFECYCLE_STAGES, TIERS

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tidings.simulator.engine import percentiles, run_loadtest
 from tidings.simulator.engine.fleet import Coordinator
 from tidings.simulator.engine.loadtest import _free_port

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from tidings.server.campaigns.capping import marketing_cap
 from tidings.server.targeting.profiles import new_profile
 from tidings.simulator.engine import run_loadtest

@@ -21,6 +21,7 @@ import pytest
 from helpers import timeout
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
+
 from tidings.client_sdk.ui import InboxList
 from tidings.simulator.app import SimApp, make_app
 from tidings.simulator.engine.fleet import Fleet, FleetConfig

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tidings.client_sdk.ui import inbox_line
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.personas import assign

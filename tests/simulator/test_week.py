@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from tidings.client_sdk.quiet_hours import zone
 from tidings.server.campaigns.capping import marketing_cap
 from tidings.server.targeting.lifecycle import DEFAULT_THRESHOLDS, Lifecycle, Tier

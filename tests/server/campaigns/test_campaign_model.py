@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from tidings.server.campaigns.model import (
     Campaign,
     CampaignError,

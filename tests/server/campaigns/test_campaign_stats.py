@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+
 from tidings.server.campaigns.model import CONTROL, Campaign
 from tidings.server.campaigns.stats import (
     Cohort,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tidings.server.campaigns.capping import (
     MONTH,
     WEEK,

@@ -17,6 +17,7 @@ import pytest
 from helpers import gateway_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tidings.protocol.frames import Event
 from tidings.server.campaigns import engine as engine_module
 from tidings.server.campaigns.engine import CLAIM_LEASE_S

@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from tidings.server.campaigns.sendtime import (
     SendPolicy,
     SendWindow,

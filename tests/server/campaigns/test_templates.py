@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tidings.server.campaigns.model import Action, Content, ContentKind
 from tidings.server.campaigns.templates import (
     ContentLimits,

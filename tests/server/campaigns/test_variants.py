@@ -6,6 +6,7 @@ import math
 from collections import Counter
 
 import pytest
+
 from tidings.server.campaigns.model import CONTROL, Content, Variant
 from tidings.server.campaigns.variants import Arm, assign, bucket, pick_winner, significance
 

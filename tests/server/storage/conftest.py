@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import pytest
 import pytest_asyncio
+
 from tidings.protocol.frames import Event
 from tidings.server.storage import (
     DecisionRow,
@@ -84,6 +85,7 @@ async def _postgres(tmp: Path) -> AsyncIterator[StoreMaker]:
         _unavailable(_pg_unreachable[0])
     try:
         import asyncpg
+
         from tidings.server.storage import PostgresStore
     except ImportError:
         _pg_unreachable.append(

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from tidings.server.errors import ClaimLost
 from tidings.server.storage import Limit, Outcome, SendRow, Store
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tidings.protocol.frames import InboxChange
 from tidings.server.storage import Store
 

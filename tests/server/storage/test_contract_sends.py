@@ -9,6 +9,7 @@ import asyncio
 import uuid
 
 import pytest
+
 from tidings.server.errors import CampaignInactive, ClaimLost, SettingsChanged
 from tidings.server.storage import (
     Committed,

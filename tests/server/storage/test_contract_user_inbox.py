@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 
 import pytest
+
 from tidings.protocol.frames import InboxChange
 from tidings.server.errors import DeviceErased
 from tidings.server.storage import Outcome, OutMessage, SendRow, Store

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from helpers import timeout
+
 from tidings.protocol.errors import ConfigError
 from tidings.server.config import load_config
 from tidings.server.errors import StoreError

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+
 from tidings.server.errors import StoreError
 
 from .conftest import PG_DSN, STORE_FACTORIES

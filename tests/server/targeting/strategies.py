@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hypothesis import strategies as st
+
 from tidings.server.targeting.lifecycle import Lifecycle, Tier
 from tidings.server.targeting.profiles import EMPTY_HOURS, Profile
 from tidings.server.targeting.segments import (

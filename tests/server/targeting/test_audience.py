@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from tidings.protocol.errors import InvalidField
 from tidings.protocol.frames import Event
 from tidings.server.storage import SqliteStore

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tidings.server.targeting.index import ProfileIndex
 from tidings.server.targeting.lifecycle import Lifecycle
 from tidings.server.targeting.profiles import Profile, with_tags

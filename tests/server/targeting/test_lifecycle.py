@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tidings.server.targeting.lifecycle import (
     DAY,
     DEFAULT_THRESHOLDS,

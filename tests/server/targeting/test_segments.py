@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tidings.server.targeting.lifecycle import Lifecycle, Tier
 from tidings.server.targeting.profiles import Profile
 from tidings.server.targeting.segments import (

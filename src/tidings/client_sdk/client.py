@@ -1,0 +1,838 @@
+"""TidingsClient: the SDK facade an app embeds.
+
+The client keeps one WebSocket to the gateway (reconnecting forever with full-jitter backoff and
+resuming from its cursor), an outbox of requests that survives being offline (and restarts, with
+``store_path``), a local inbox, and the banner pipeline with on-device quiet hours and caps.
+Display is exactly-once: every message id is remembered before it is acknowledged.
+
+The outbox keeps every request until the gateway answers it (PROTOCOL.md §4). An ``ok`` removes
+it; an ``error`` with a temporary code (``internal``, ``rate_limited``, codes this SDK does not
+know) keeps it, and requests are held back for a full-jitter backoff before they are sent again;
+an ``error`` with a permanent code drops it and reports a
+:class:`~tidings.client_sdk.errors.RequestRefused` to ``on_error`` (the split is
+:func:`~tidings.client_sdk.errors.is_temporary`). The outbox is bounded (``max_outbox``): beyond
+it the oldest events are evicted, on disk too.
+
+Reconnecting follows PROTOCOL.md §10 and §12 (:func:`~tidings.protocol.codes.should_reconnect`,
+:class:`~tidings.protocol.backoff.Backoff`) with one refinement: the backoff is reset only by
+a session that stayed open :data:`STABLE_SESSION_S`, not by the ``welcome`` alone, so a device
+whose every session ends at once (say, closed with 1009 by a delivery over its frame limit) waits
+longer each time instead of reconnecting in a tight loop.
+
+``url`` may name several gateways (an app without a load balancer in front of them): each
+attempt tries the next one in rotation, starting from the one that worked last, and the backoff
+waits between full rotations only.
+
+The protocol state (phase, request ids and what each answer settles, delivery cursor and acks,
+de-duplication on the wire) is the sans-I/O :class:`~tidings.protocol.session.ClientSession`;
+this class pumps bytes through it and owns the socket, timers, outbox, inbox and banners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import inspect
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.protocol import State
+
+from tidings.client_sdk.banners import BannerPolicy, decide, held_expiry, release
+from tidings.client_sdk.clock import Clock, SystemClock
+from tidings.client_sdk.errors import (
+    ClientClosed,
+    ClientError,
+    QueuedRequest,
+    Refused,
+    RequestRefused,
+    is_temporary,
+)
+from tidings.client_sdk.inbox import DEFAULT_INBOX_LIMIT, Inbox, InboxItem
+from tidings.client_sdk.quiet_hours import QuietHours, zone
+from tidings.client_sdk.store import open_store
+from tidings.protocol import SUBPROTOCOL, codes, limits
+from tidings.protocol.backoff import Backoff
+from tidings.protocol.errors import ConfigError, ProtocolError
+from tidings.protocol.frames import (
+    DeviceInfo,
+    Event,
+    Events,
+    GoAway,
+    Identify,
+    InboxChange,
+    InboxState,
+    InboxUpdate,
+    Message,
+    Prefs,
+    Receipt,
+    Revoke,
+    Welcome,
+)
+from tidings.protocol.session import (
+    ClientEvent,
+    ClientSession,
+    Delivery,
+    HelloRefused,
+    Request,
+    RequestAnswered,
+    RequestFailed,
+)
+
+__all__ = ["DEFAULT_MAX_OUTBOX", "STABLE_SESSION_S", "ClientStats", "TidingsClient"]
+
+log = logging.getLogger(__name__)
+
+SDK_VERSION = "0.1.0"
+DEFAULT_MAX_OUTBOX = 10_000
+"""Queued requests kept while offline; the oldest events are dropped first beyond it (in memory
+and in the local store)."""
+HANDSHAKE_TIMEOUT_S = 10.0
+STABLE_SESSION_S = 10.0
+"""Seconds a session must stay open before its end resets the reconnect backoff. A session that
+ends sooner counts as one more failure, so a connection that fails right after each ``welcome``
+backs off up to the cap instead of reconnecting every ``backoff_base`` seconds."""
+DEFAULT_FLUSH_DELAY_S = 1.0
+"""Seconds what the device reports (events, receipts, profile changes, delivery acks) is
+gathered before it is sent: a burst leaves as one batch and the radio wakes once, not per item.
+Banners are shown at once; only the reports back wait."""
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters for apps, tests and the simulator."""
+
+    received: int = 0
+    duplicates: int = 0
+    displayed: int = 0
+    acks_sent: int = 0
+    reconnects: int = 0
+    events_dropped: int = 0
+    """Requests evicted by the outbox bound (the oldest events first)."""
+    requests_retried: int = 0
+    """Requests answered with a temporary error and kept to be sent again."""
+    requests_refused: int = 0
+    """Requests answered with a permanent error and dropped (each reported to ``on_error``)."""
+
+
+def _local_tz() -> str:
+    try:
+        import tzlocal  # type: ignore[import-not-found]
+
+        return str(tzlocal.get_localzone_name())
+    except Exception:
+        return "UTC"
+
+
+class TidingsClient:
+    """Connects one app install ("device") to a Tidings gateway.
+
+    Args:
+        url: The gateway, e.g. ``"ws://127.0.0.1:8765"``, or several gateways
+            (``["ws://gw-a:8765", "ws://gw-b:8765"]``): each reconnect attempt tries the next
+            one, starting from the one that worked last; the backoff waits between full
+            rotations. Each must be ``ws://`` or ``wss://`` (:class:`ConfigError` otherwise).
+        token: A device token minted by the app's backend (``tidings token`` in development).
+        device_id: This install's id (must match the token's).
+        store_path: SQLite file for the inbox, cursor and offline queue; None keeps them in
+            memory.
+        quiet_hours: Hold banners during this local window; they land in the inbox silently and
+            the newest few are shown when it ends.
+        clock: Time source (inject a FakeClock to test or accelerate quiet hours and caps).
+        device_tz: The device's current IANA time zone (default UTC); change it with
+            :meth:`set_timezone`.
+        banner_policy: Local caps, minimum gap, urgent bypass (see :class:`BannerPolicy`).
+        max_outbox: Offline queue bound: beyond it the oldest events (then the oldest requests)
+            are evicted, from ``store_path`` too.
+        inbox_limit: Inbox bound.
+        backoff_base, backoff_cap: Backoff window, seconds, of reconnecting and of sending
+            requests again after a temporary error.
+        flush_delay: Seconds reports (events, receipts, acks) are gathered before they are
+            sent; lower it where the server must see them sooner.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        token: str,
+        device_id: str,
+        *,
+        store_path: str | None = None,
+        quiet_hours: QuietHours | None = None,
+        clock: Clock | None = None,
+        device_tz: str = "UTC",
+        platform: str = "python",
+        app_version: str = "",
+        locale: str = "",
+        banner_policy: BannerPolicy | None = None,
+        max_outbox: int = DEFAULT_MAX_OUTBOX,
+        inbox_limit: int = DEFAULT_INBOX_LIMIT,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        flush_delay: float = DEFAULT_FLUSH_DELAY_S,
+    ) -> None:
+        zone(device_tz)
+        self.urls = _gateway_urls(url)
+        """The gateways, in the order of rotation."""
+        self._url_at = 0  # the URL in use, or the one the next attempt tries
+        self.token, self.device_id = token, device_id
+        self.quiet_hours = quiet_hours
+        self.clock: Clock = clock or SystemClock()
+        self.device_tz = device_tz
+        self.policy = banner_policy or BannerPolicy()
+        self.device_info = DeviceInfo(platform=platform, app_version=app_version, locale=locale,
+                                      tz=device_tz, sdk_version=SDK_VERSION)  # fmt: skip
+        self.max_outbox = max_outbox
+        self.flush_delay = flush_delay
+        self.stats = ClientStats()
+        self.inbox = Inbox(self, inbox_limit)
+        self.session: str | None = None
+        self.user: str | None = None
+        self.last_error: Exception | None = None
+        self._store = open_store(store_path)
+        self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._retry_backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._retry: asyncio.TimerHandle | None = None
+        self._welcomed_at: float | None = None
+        self._loaded = False
+        self._persisting: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._connected = asyncio.Event()
+        self._failed: Exception | None = None
+        self._failed_event = asyncio.Event()
+        self._closed = False
+        self._started = False
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._proto = ClientSession(seen=self._seen)
+        self._shown_at: list[float] = []
+        self._outbox: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._next_entry = 1
+        self._flush_scheduled = False
+        self._goaway_ms: int | None = None
+        self._on_banner: list[Callable[..., Any]] = []
+        self._on_inbox: list[Callable[..., Any]] = []
+        self._on_message: list[Callable[..., Any]] = []
+        self._read_at = 0.0  # when the frame being handled was read off the socket (unix s)
+        self._on_error: list[Callable[..., Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- callbacks ----------------------------------------------------------------------------
+
+    def on_banner(self, callback: Callable[[InboxItem], Any]) -> None:
+        """Call ``callback(item)`` when a banner should be shown now (sync or async)."""
+        self._on_banner.append(callback)
+
+    def on_inbox_change(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` whenever the inbox changed."""
+        self._on_inbox.append(callback)
+
+    def on_message(self, callback: Callable[[Message, float], Any]) -> None:
+        """Call ``callback(message, received_at)`` once for every new message received;
+        ``received_at`` (unix seconds) is when its frame was read off the socket, before the
+        SDK did anything with it (the callback itself runs once it is recorded)."""
+        self._on_message.append(callback)
+
+    def on_error(self, callback: Callable[[Exception], Any]) -> None:
+        """Call ``callback(error)`` when the gateway refuses something for good.
+
+        ``error`` is a :class:`~tidings.client_sdk.errors.RequestRefused` when a request was
+        refused with a permanent code and dropped from the outbox (``error.requests`` names what
+        was dropped, ``error.code`` and ``error.reason`` say why), or a
+        :class:`~tidings.client_sdk.errors.Refused` when the gateway refused the device itself
+        (the client stops). Temporary errors are not reported: the requests stay queued and are
+        sent again after a backoff (``last_error`` holds the latest, ``stats.requests_retried``
+        counts them).
+        """
+        self._on_error.append(callback)
+
+    def _fire(self, callbacks: list[Callable[..., Any]], *args: Any) -> None:
+        for cb in callbacks:
+            try:
+                result = cb(*args)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception:
+                log.exception("tidings: callback %r failed", cb)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _inbox_changed(self) -> None:
+        self._fire(self._on_inbox)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The gateway in use, or the one the next attempt tries (see ``urls``)."""
+        return self.urls[self._url_at]
+
+    @property
+    def connected(self) -> bool:
+        """True while a session with the gateway is open."""
+        return self._connected.is_set()
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests (events, receipts, ...) not yet confirmed by the gateway."""
+        return len(self._outbox)
+
+    async def start(self) -> None:
+        """Load local state and start connecting (returns at once; see wait_connected)."""
+        if self._closed:
+            raise ClientClosed("this client was closed; create a new one")
+        if self._started:
+            return
+        self._started = True
+        await self._store.open()
+        self._proto = ClientSession(cursor=await self._store.get("seq"),
+                                    inbox_ver=await self._store.get("inbox_ver"),
+                                    seen=self._seen)  # fmt: skip
+        self.inbox._load([InboxItem.from_json(d) for d in await self._store.load_items()])
+        self._load_outbox(await self._store.outbox_load())
+        self._task = asyncio.create_task(self._run(), name=f"tidings-{self.device_id}")
+        self._reschedule()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until welcomed by the gateway; raise Refused if it refused the device."""
+        if self._failed is not None:
+            raise self._failed
+        failed = asyncio.ensure_future(self._failed_event.wait())
+        ok = asyncio.ensure_future(self._connected.wait())
+        try:
+            done, _ = await asyncio.wait({ok, failed}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            ok.cancel()
+            failed.cancel()
+        if self._failed is not None:
+            raise self._failed
+        if not done:
+            raise TimeoutError(f"not connected to {' or '.join(self.urls)} within {timeout} s")
+
+    async def close(self) -> None:
+        """Flush acks, close the connection, finish the local store's writes and close it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._failed_event.set()
+        self._flush_ack()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        for task in (self._task, self._timer, *self._tasks):
+            if task is not None:
+                task.cancel()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2)
+        for task in (self._task, self._timer):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._connected.clear()
+        if self._persisting is not None:  # what was queued just before close is on disk
+            await self._persisting
+        self._loaded = False  # the store closes now: nothing more is written
+        if self._started:
+            await self._store.close()
+
+    async def __aenter__(self) -> TidingsClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- the app's actions --------------------------------------------------------------------
+
+    def track(self, name: str, props: dict[str, Any] | None = None) -> None:
+        """Record a behaviour event; never blocks and never fails when offline."""
+        event = {"k": "event", "id": uuid.uuid4().hex, "name": name,
+                 "ts": int(self.clock.now() * 1000), "props": props or {}}  # fmt: skip
+        self._queue(event)
+
+    async def identify(self, user: str | None, attrs: dict[str, Any] | None = None) -> None:
+        """Set profile attributes of this device's user (must be the token's user)."""
+        self._queue({"k": "identify", "user": user, "attrs": attrs or {}})
+
+    async def set_preferences(
+        self, *, marketing: bool | None = None, categories: Mapping[str, bool] | None = None
+    ) -> None:
+        """Opt in or out of marketing messages, or of any category the app declares
+        (``categories={"news": False}``); transactional ones always arrive.
+
+        A category the app does not have is refused by the gateway: the request is dropped and
+        reported to ``on_error`` (a ``RequestRefused`` listing the app's categories).
+        """
+        chosen = dict(categories or {})
+        if marketing is not None:
+            chosen["marketing"] = marketing
+        if chosen:
+            self._queue({"k": "prefs", "categories": chosen})
+
+    async def click(self, item_id: str, action: str | None = None) -> None:
+        """Report a click (with the action id) and mark the item read."""
+        self._receipt(item_id, "clicked", action)
+        await self.inbox.mark_read(item_id)
+
+    async def dismiss(self, item_id: str) -> None:
+        """Report that the banner was dismissed."""
+        self._receipt(item_id, "dismissed", None)
+        await self.inbox.set_held(item_id, False)
+
+    def set_timezone(self, tz: str) -> None:
+        """The device moved to another time zone: quiet hours follow it."""
+        zone(tz)
+        self.device_tz = tz
+        self._reschedule(force=True)
+
+    def _receipt(
+        self, item_id: str, kind: str, action: str | None, *, ts: int | None = None
+    ) -> None:
+        when = int(self.clock.now() * 1000) if ts is None else ts
+        self._queue({"k": "receipt", "id": item_id, "kind": kind, "action": action,
+                     "ts": when})  # fmt: skip
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def _queue(self, entry: dict[str, Any]) -> None:
+        if self._closed:
+            raise ClientClosed("this client was closed")
+        entry_id = self._next_entry
+        self._next_entry += 1
+        self._outbox[entry_id] = entry
+        evicted = self._evict()
+        # One commit adds the entry and deletes what the bound evicted, so a restart brings
+        # back exactly what is queued now.
+        self._persist(lambda: self._store.outbox_add(entry_id, entry, evict=evicted))
+        if self.connected:
+            self._schedule_flush()
+
+    def _load_outbox(self, stored: list[tuple[int, dict[str, Any]]]) -> None:
+        """Put the entries of the last run before those queued since this client was made.
+
+        Runs without awaiting, so nothing is queued between reading and merging.
+        """
+        early = list(self._outbox.values())
+        self._outbox.clear()
+        for entry_id, entry in stored:
+            self._outbox[entry_id] = entry
+            self._next_entry = max(self._next_entry, entry_id + 1)
+        for entry in early:  # numbered after the stored ones: ids are the order of sending
+            self._outbox[self._next_entry] = entry
+            self._next_entry += 1
+        stored_ids = {entry_id for entry_id, _ in stored}
+        evicted = set(self._evict())  # the bound may be lower than in the last run
+        self._loaded = True
+        for entry_id, entry in self._outbox.items():
+            if entry_id not in stored_ids:
+                self._persist(functools.partial(self._store.outbox_add, entry_id, entry))
+        gone = sorted(evicted & stored_ids)
+        if gone:
+            self._persist(lambda: self._store.outbox_remove(gone))
+
+    def _evict(self) -> list[int]:
+        """Drop entries beyond ``max_outbox``: the oldest events first, else the oldest entries."""
+        excess = len(self._outbox) - self.max_outbox
+        if excess <= 0:
+            return []
+        victims = [k for k, e in self._outbox.items() if e["k"] == "event"][:excess]
+        if len(victims) < excess:
+            chosen = set(victims)
+            victims += [k for k in self._outbox if k not in chosen][: excess - len(victims)]
+        for entry_id in victims:
+            del self._outbox[entry_id]
+        self.stats.events_dropped += len(victims)
+        return victims
+
+    def _persist(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run a write of the outbox to the local store after the writes queued before it.
+
+        The caller never waits; writes keep their order (an add is never overtaken by the
+        removal of the same entry) and ``close`` waits for the last one.
+        """
+        if not (self._loaded and self._store.persistent):
+            return
+        previous = self._persisting
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await write()
+            except Exception:
+                log.exception("tidings: writing the outbox to %s failed", self._store)
+
+        self._persisting = asyncio.get_running_loop().create_task(run())
+
+    def _schedule_flush(self) -> None:
+        """Send what was gathered (acks, requests) ``flush_delay`` from now, all together."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(self.flush_delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush_ack()
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        if not self.connected or self._retry is not None:
+            return  # offline, or backing off after a temporary error: the retry timer sends
+        sending = self._proto.in_flight()
+        events: list[tuple[int, Event]] = []
+        for entry_id, e in list(self._outbox.items()):
+            if entry_id in sending:
+                continue
+            if e["k"] == "event":
+                events.append((entry_id, Event(id=e["id"], name=e["name"], ts=e["ts"],
+                                               props=e["props"])))  # fmt: skip
+                if len(events) == limits.MAX_EVENTS_PER_BATCH:
+                    self._send_events(events)
+                    events = []
+                continue
+            self._proto.send_request(functools.partial(_request, e), (entry_id,))
+        if events:
+            self._send_events(events)
+        self._transmit()
+
+    def _send_events(self, events: list[tuple[int, Event]]) -> None:
+        batch = tuple(e for _, e in events)
+        self._proto.send_request(lambda rid: Events(rid=rid, events=batch), [i for i, _ in events])
+
+    def _answered(self, answer: RequestAnswered) -> None:
+        """``ok``: the request is durably stored; forget it."""
+        ids = answer.entries
+        for entry_id in ids:
+            self._outbox.pop(entry_id, None)
+        if ids:
+            self._retry_backoff.reset()
+            self._persist(lambda: self._store.outbox_remove(list(ids)))
+
+    def _failed_request(self, failure: RequestFailed) -> None:
+        """``error``: keep the request for a retry, or drop and report it (see ``is_temporary``)."""
+        frame, ids = failure.error, failure.entries
+        temporary = is_temporary(frame.code)
+        self.last_error = ClientError(frame.message, code=frame.code, temporary=temporary)
+        if temporary:
+            log.debug("tidings: the gateway said %s; retrying later: %s", frame.code, frame.message)
+            if ids:  # the entries stay in the outbox, out of flight: the retry sends them
+                self.stats.requests_retried += len(ids)
+                self._hold_requests()
+            return
+        log.warning("tidings: the gateway refused a request (%s): %s", frame.code, frame.message)
+        dropped = [(i, self._outbox.pop(i)) for i in ids if i in self._outbox]
+        if frame.rid is None or not dropped:
+            return  # not about a queued request: the close that follows says what happens next
+        self._persist(lambda: self._store.outbox_remove([i for i, _ in dropped]))
+        self.stats.requests_refused += len(dropped)
+        requests = tuple(QueuedRequest.from_entry(e) for _, e in dropped)
+        error = RequestRefused(frame.message, code=frame.code, rid=frame.rid, requests=requests)
+        self.last_error = error
+        self._fire(self._on_error, error)
+
+    def _hold_requests(self) -> None:
+        """Hold every request back for one backoff delay (one step per round of failures)."""
+        if self._retry is not None or self._closed:
+            return
+        delay = self._retry_backoff.next_delay()
+        self._retry = asyncio.get_running_loop().call_later(delay, self._retry_requests)
+
+    def _retry_requests(self) -> None:
+        self._retry = None
+        self._flush_outbox()
+
+    # --- the connection -----------------------------------------------------------------------
+
+    def _transmit(self) -> None:
+        """Write what the session queued now, in order, without a task (like the gateway)."""
+        data = self._proto.data_to_send()
+        ws = self._ws
+        if not data or ws is None or ws.protocol.state is not State.OPEN:
+            return
+        try:
+            for message in data:
+                ws.protocol.send_binary(message)
+            ws.send_data()
+        except Exception as exc:  # the transport is going away; the reader will notice
+            log.debug("tidings: write failed: %s", exc)
+
+    async def _run(self) -> None:
+        tried = 0  # attempts since the last welcome or the last backoff
+        while not self._closed:
+            close_code: int | None = None
+            welcomed = False
+            try:
+                async with connect(self.url, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                                   compression=None, max_size=limits.MAX_FRAME_BYTES * 4,
+                                   open_timeout=HANDSHAKE_TIMEOUT_S,
+                                   close_timeout=2) as ws:  # fmt: skip
+                    self._ws = ws
+                    try:
+                        await self._session(ws)
+                    finally:
+                        close_code = ws.close_code
+            except Refused as exc:
+                self._refused(exc)
+                return
+            except (
+                OSError,
+                ConnectionClosed,
+                InvalidHandshake,
+                TimeoutError,
+                ProtocolError,
+            ) as exc:
+                log.debug("tidings: connection to %s lost: %s", self.url, exc)
+                if self._ws is not None:
+                    close_code = self._ws.close_code
+            finally:
+                self._ws = None
+                self._connected.clear()
+                self._proto.connection_lost()
+                welcomed = self._end_session()
+            if self._closed:
+                return
+            if close_code == codes.CLOSE_ERASED:
+                await self._forget_user()
+            if codes.is_terminal(close_code):
+                self._refused(Refused(f"the gateway refused this device (close {close_code})",
+                                      close_code=close_code))  # fmt: skip
+                return
+            self.stats.reconnects += 1
+            # A rotation starts at the URL that worked last and tries each once (§12).
+            tried = 0 if welcomed else tried + 1
+            if not welcomed:
+                self._url_at = (self._url_at + 1) % len(self.urls)
+            if self._goaway_ms is not None:
+                delay, self._goaway_ms = self._goaway_ms / 1000 * _jitter(), None
+            elif 0 < tried < len(self.urls):
+                delay = 0.0  # the next gateway of this rotation
+            else:
+                tried = 0
+                delay = self._backoff.next_delay()
+            await asyncio.sleep(delay)
+
+    def _end_session(self) -> bool:
+        """Reset the reconnect backoff if the session that ended had proved stable; return
+        whether it was welcomed at all."""
+        if self._welcomed_at is None:
+            return False
+        lasted = asyncio.get_running_loop().time() - self._welcomed_at
+        self._welcomed_at = None
+        if lasted >= STABLE_SESSION_S:
+            self._backoff.reset()
+        return True
+
+    async def _forget_user(self) -> None:
+        """The user was erased (close 4007): drop what this device holds of them — queued
+        events and reports, the inbox, the delivery cursor — here and in the local store, so
+        nothing of the erased profile is sent again (PROTOCOL.md §10)."""
+        dropped = list(self._outbox)
+        self._outbox.clear()
+        if dropped:
+            self._persist(lambda: self._store.outbox_remove(dropped))
+        for item in list(self.inbox._items.values()):
+            await self.inbox.remove(item.id, notify=False)
+        await self._store.put("seq", 0)
+        await self._store.put("inbox_ver", 0)
+        self._proto = ClientSession(seen=self._seen)
+        self._inbox_changed()
+
+    def _refused(self, exc: Refused) -> None:
+        self._failed = self.last_error = exc
+        self._failed_event.set()
+        self._fire(self._on_error, exc)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        proto = self._proto
+        proto.connect(self.token, self.device_info)
+        self._transmit()
+        first = proto.receive(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S))
+        if isinstance(first, HelloRefused):
+            error = first.error
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 5)
+            close_code = ws.close_code
+            # The close code says whether to come back (§10): a server fault at the handshake
+            # (`internal`, close 4104) is retried with backoff; a bad token stops the client.
+            if (close_code is None and is_temporary(error.code)) or (
+                close_code is not None and codes.should_reconnect(close_code)
+            ):
+                self.last_error = ClientError(error.message, code=error.code, temporary=True)
+                return
+            raise Refused(error.message, close_code=close_code, code=error.code)
+        if not isinstance(first, Welcome):
+            return
+        self.session, self.user = first.session, first.user
+        # The backoff is reset when this session ends, if it lasted (see STABLE_SESSION_S).
+        self._welcomed_at = asyncio.get_running_loop().time()
+        self._connected.set()
+        self._flush_outbox()
+        async for message in ws:
+            self._read_at = time.time()  # when the frame came off the socket, before any work
+            event = proto.receive(message)
+            self._transmit()  # a pong
+            if event is not None:
+                await self._on_event(event)
+
+    async def _on_event(self, event: ClientEvent) -> None:
+        if isinstance(event, Delivery):
+            await self._on_deliver(event)
+        elif isinstance(event, RequestAnswered):
+            self._answered(event)
+        elif isinstance(event, RequestFailed):
+            self._failed_request(event)
+        elif isinstance(event, Revoke):
+            for message_id in event.ids:
+                await self.inbox.remove(message_id)
+        elif isinstance(event, InboxState):
+            for change in event.changes:
+                await self.inbox.apply(change)
+            await self._store.put("inbox_ver", self._proto.inbox_applied(event.ver))
+        elif isinstance(event, GoAway):
+            self._goaway_ms = event.reconnect_ms
+
+    def _seen(self, message_id: str) -> bool:
+        """Whether a message was recorded before: display is exactly-once (§3)."""
+        return self._store.seen(message_id) or self.inbox.get(message_id) is not None
+
+    async def _on_deliver(self, delivery: Delivery) -> None:
+        msg = delivery.msg
+        if delivery.duplicate:
+            self.stats.duplicates += 1
+        else:
+            await self._store.add_seen(msg.id)
+            self.stats.received += 1
+            self._fire(self._on_message, msg, self._read_at)
+            await self._accept(msg)
+        await self._store.put("seq", self._proto.processed(delivery.seq))
+        self._schedule_flush()  # the ack waits with the reports (PROTOCOL.md §3 allows batching)
+
+    def _flush_ack(self) -> None:
+        if self.connected and self._proto.ack():
+            self.stats.acks_sent += 1
+            self._transmit()
+
+    # --- banners ------------------------------------------------------------------------------
+
+    async def _accept(self, msg: Message) -> None:
+        now = self.clock.now()
+        if msg.expires_at and msg.expires_at <= now * 1000:
+            if msg.kind != "inbox":  # a banner that expired unseen: the server learns it
+                self._receipt(msg.id, "expired", None, ts=msg.expires_at)
+            return  # expired: never stored, never shown
+        if msg.kind == "inbox":
+            await self.inbox.add(InboxItem.from_message(msg, now))
+            return
+        verdict = decide(msg, now, policy=self.policy, quiet=self.quiet_hours,
+                         device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
+        item = InboxItem.from_message(msg, now, held=verdict == "hold")
+        if verdict == "hold":
+            expires_ms = held_expiry(msg, now, quiet=self.quiet_hours, device_tz=self.device_tz)
+            item = dataclasses.replace(item, expires_at=expires_ms / 1000)
+        await self.inbox.add(item)
+        if verdict == "show" and self.clock.now() != now:
+            # Storing took a moment: quiet hours (or a cap) may have begun meanwhile. A fast
+            # simulated clock makes that moment minutes long.
+            verdict = decide(msg, self.clock.now(), policy=self.policy, quiet=self.quiet_hours,
+                             device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
+            if verdict == "hold":
+                await self.inbox.set_held(item.id, True)
+        if verdict == "show":
+            self._show(item)
+        elif verdict == "hold":
+            self._reschedule()
+
+    def _show(self, item: InboxItem) -> None:
+        now = self.clock.now()
+        self._shown_at = [t for t in self._shown_at if now - t < 3600] + [now]
+        self.stats.displayed += 1
+        self._fire(self._on_banner, item)
+        self._receipt(item.id, "displayed", None)
+
+    def _reschedule(self, *, force: bool = False) -> None:
+        """(Re)arm the timer that releases held banners (a running one is kept unless forced)."""
+        if self._timer is not None:
+            if not force and not self._timer.done():
+                return
+            self._timer.cancel()
+            self._timer = None
+        if not self._started or self._closed or not self.inbox.held():
+            return
+        self._timer = asyncio.get_running_loop().create_task(self._release_later())
+
+    async def _release_later(self) -> None:
+        while self.inbox.held():
+            now = self.clock.now()
+            if self.quiet_hours is not None and self.quiet_hours.is_quiet(now, self.device_tz):
+                await self.clock.sleep(
+                    self.quiet_hours.window_end(now, self.device_tz) - now + 0.001
+                )
+                continue
+            wait = self._cap_wait(now)
+            if wait > 0:
+                await self.clock.sleep(wait)
+                continue
+            held = self.inbox.held()
+            to_show, rest = release([i.to_message() for i in held], now, policy=self.policy)
+            shown = {m.id for m in to_show}
+            for item in held:
+                await self.inbox.set_held(item.id, False)
+                if item.expired(now):  # held too long: it expired unseen
+                    self._receipt(item.id, "expired", None, ts=int(item.expires_at * 1000))
+            for item in sorted(held, key=lambda i: (i.created_at, i.id), reverse=True):
+                if item.id in shown:
+                    self._show(item)
+            del rest
+            return
+
+    def _cap_wait(self, now: float) -> float:
+        if not self._shown_at:
+            return 0.0
+        waits = [max(self._shown_at) + self.policy.min_gap_s - now]
+        recent = sorted(t for t in self._shown_at if now - t < 3600)
+        if self.policy.max_per_hour is not None and len(recent) >= self.policy.max_per_hour:
+            waits.append(recent[len(recent) - self.policy.max_per_hour] + 3600 - now)
+        return max(0.0, *waits)
+
+
+def _gateway_urls(url: str | Sequence[str]) -> tuple[str, ...]:
+    """The gateways ``url`` names, checked: at least one, each ``ws://`` or ``wss://``."""
+    urls = (url,) if isinstance(url, str) else tuple(url)
+    if not urls:
+        raise ConfigError("url: name at least one gateway")
+    for u in urls:
+        if not isinstance(u, str) or not u.startswith(("ws://", "wss://")) or len(u) < 6:
+            raise ConfigError(f"url: {str(u)[:200]!r} is not a ws:// or wss:// URL")
+    return urls
+
+
+def _request(entry: dict[str, Any], rid: int) -> Request:
+    """The request frame for one outbox entry that is not an event."""
+    if entry["k"] == "identify":
+        return Identify(rid=rid, user=entry["user"], attrs=entry["attrs"])
+    if entry["k"] == "prefs":
+        return Prefs(rid=rid, categories=entry["categories"])
+    if entry["k"] == "receipt":
+        return Receipt(rid=rid, id=entry["id"], kind=entry["kind"], ts=entry["ts"],
+                       action=entry["action"])  # fmt: skip
+    return InboxUpdate(rid=rid, changes=(InboxChange(id=entry["id"], state=entry["state"]),))
+
+
+def _jitter() -> float:
+    import random
+
+    return 0.5 + random.random()
