@@ -35,9 +35,11 @@ class Device:
     def __init__(self, client: TidingsClient) -> None:
         self.client = client
         self.banners: list[Any] = []
+        self.modals: list[Any] = []
         self.messages: list[Any] = []
         self.inbox_changes = 0
         client.on_banner(self.banners.append)
+        client.on_modal(self.modals.append)
         client.on_message(lambda msg, received_at: self.messages.append(msg))
         client.on_inbox_change(self._changed)
 

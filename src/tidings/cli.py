@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO, cast
 
 from tidings import __version__
+from tidings.protocol import kinds
 from tidings.words import REASONS, decision_lines
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register"]
@@ -322,7 +323,14 @@ def _configure_send(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--title", required=True, help="message title")
     p.add_argument("--body", required=True, help="message body")
-    p.add_argument("--kind", choices=("banner", "inbox", "both"), default="both")
+    p.add_argument(
+        "--kind",
+        choices=kinds.NAMES,
+        default="both",
+        help="where it shows: "
+        + "; ".join(f"{k.name}: {k.description}" for k in kinds.KINDS.values())
+        + " (default: both)",
+    )
     p.add_argument("--category", choices=("marketing", "transactional"), default="marketing")
     p.add_argument("--priority", choices=("normal", "urgent"), default="normal")
     p.add_argument("--ttl", type=int, metavar="S", help="seconds until it expires")

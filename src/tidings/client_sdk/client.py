@@ -47,7 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
-from tidings.client_sdk.banners import BannerPolicy, decide, held_expiry, release
+from tidings.client_sdk.banners import BannerPolicy, Verdict, decide, held_expiry, release
 from tidings.client_sdk.clock import Clock, SystemClock
 from tidings.client_sdk.errors import (
     ClientClosed,
@@ -60,7 +60,7 @@ from tidings.client_sdk.errors import (
 from tidings.client_sdk.inbox import DEFAULT_INBOX_LIMIT, Inbox, InboxItem
 from tidings.client_sdk.quiet_hours import QuietHours, zone
 from tidings.client_sdk.store import open_store
-from tidings.protocol import SUBPROTOCOL, codes, limits
+from tidings.protocol import SUBPROTOCOL, codes, kinds, limits
 from tidings.protocol.backoff import Backoff
 from tidings.protocol.errors import ConfigError, ProtocolError
 from tidings.protocol.frames import (
@@ -220,6 +220,8 @@ class TidingsClient:
         self._flush_scheduled = False
         self._goaway_ms: int | None = None
         self._on_banner: list[Callable[..., Any]] = []
+        self._on_modal: list[Callable[..., Any]] = []
+        self._modal: InboxItem | None = None  # the modal on screen: one at a time
         self._on_inbox: list[Callable[..., Any]] = []
         self._on_message: list[Callable[..., Any]] = []
         self._read_at = 0.0  # when the frame being handled was read off the socket (unix s)
@@ -231,6 +233,20 @@ class TidingsClient:
     def on_banner(self, callback: Callable[[InboxItem], Any]) -> None:
         """Call ``callback(item)`` when a banner should be shown now (sync or async)."""
         self._on_banner.append(callback)
+
+    def on_modal(self, callback: Callable[[InboxItem], Any]) -> None:
+        """Call ``callback(item)`` when a modal should be shown now (sync or async).
+
+        Modals come one at a time: the next waits until the app reports :meth:`click` or
+        :meth:`dismiss` for the one on screen (:attr:`modal`). Like banners they wait out
+        quiet hours and the device's banner caps, unless urgent (:class:`BannerPolicy`).
+        """
+        self._on_modal.append(callback)
+
+    @property
+    def modal(self) -> InboxItem | None:
+        """The modal on screen now (handed to ``on_modal`` and not yet clicked or dismissed)."""
+        return self._modal
 
     def on_inbox_change(self, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` whenever the inbox changed."""
@@ -384,14 +400,21 @@ class TidingsClient:
             self._queue({"k": "prefs", "categories": chosen})
 
     async def click(self, item_id: str, action: str | None = None) -> None:
-        """Report a click (with the action id) and mark the item read."""
+        """Report a click (with the action id) and mark the item read; a modal closes."""
         self._receipt(item_id, "clicked", action)
         await self.inbox.mark_read(item_id)
+        self._closed_modal(item_id)
 
     async def dismiss(self, item_id: str) -> None:
-        """Report that the banner was dismissed."""
+        """Report that the banner or modal was dismissed; a modal closes."""
         self._receipt(item_id, "dismissed", None)
         await self.inbox.set_held(item_id, False)
+        self._closed_modal(item_id)
+
+    def _closed_modal(self, item_id: str) -> None:
+        if self._modal is not None and self._modal.id == item_id:
+            self._modal = None
+            self._reschedule(force=True)  # the next modal, if one waits
 
     def set_timezone(self, tz: str) -> None:
         """The device moved to another time zone: quiet hours follow it."""
@@ -730,15 +753,15 @@ class TidingsClient:
 
     async def _accept(self, msg: Message) -> None:
         now = self.clock.now()
+        overlay = kinds.rules(msg.kind).overlay
         if msg.expires_at and msg.expires_at <= now * 1000:
-            if msg.kind != "inbox":  # a banner that expired unseen: the server learns it
+            if overlay:  # an overlay that expired unseen: the server learns it
                 self._receipt(msg.id, "expired", None, ts=msg.expires_at)
             return  # expired: never stored, never shown
-        if msg.kind == "inbox":
+        if overlay is None:
             await self.inbox.add(InboxItem.from_message(msg, now))
             return
-        verdict = decide(msg, now, policy=self.policy, quiet=self.quiet_hours,
-                         device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
+        verdict = self._decide(msg, now)
         item = InboxItem.from_message(msg, now, held=verdict == "hold")
         if verdict == "hold":
             expires_ms = held_expiry(msg, now, quiet=self.quiet_hours, device_tz=self.device_tz)
@@ -747,8 +770,7 @@ class TidingsClient:
         if verdict == "show" and self.clock.now() != now:
             # Storing took a moment: quiet hours (or a cap) may have begun meanwhile. A fast
             # simulated clock makes that moment minutes long.
-            verdict = decide(msg, self.clock.now(), policy=self.policy, quiet=self.quiet_hours,
-                             device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
+            verdict = self._decide(msg, self.clock.now())
             if verdict == "hold":
                 await self.inbox.set_held(item.id, True)
         if verdict == "show":
@@ -756,12 +778,32 @@ class TidingsClient:
         elif verdict == "hold":
             self._reschedule()
 
+    def _decide(self, msg: Message, now: float) -> Verdict:
+        verdict = decide(msg, now, policy=self.policy, quiet=self.quiet_hours,
+                         device_tz=self.device_tz, shown_at=self._shown_at)  # fmt: skip
+        if verdict == "show" and self._waits_for_modal(msg.kind):
+            return "hold"
+        return verdict
+
+    def _waits_for_modal(self, kind: str) -> bool:
+        """A modal waits while another is on screen (one at a time)."""
+        return self._modal is not None and kinds.rules(kind).overlay == "modal"
+
     def _show(self, item: InboxItem) -> None:
         now = self.clock.now()
         self._shown_at = [t for t in self._shown_at if now - t < 3600] + [now]
         self.stats.displayed += 1
-        self._fire(self._on_banner, item)
+        if kinds.rules(item.kind).overlay == "modal":
+            self._modal = item
+            self._fire(self._on_modal, item)
+        else:
+            self._fire(self._on_banner, item)
         self._receipt(item.id, "displayed", None)
+
+    def _releasable(self) -> list[InboxItem]:
+        """Held overlays that may show once quiet hours and caps allow (not a modal while
+        another is on screen)."""
+        return [i for i in self.inbox.held() if not self._waits_for_modal(i.kind)]
 
     def _reschedule(self, *, force: bool = False) -> None:
         """(Re)arm the timer that releases held banners (a running one is kept unless forced)."""
@@ -770,12 +812,12 @@ class TidingsClient:
                 return
             self._timer.cancel()
             self._timer = None
-        if not self._started or self._closed or not self.inbox.held():
+        if not self._started or self._closed or not self._releasable():
             return
         self._timer = asyncio.get_running_loop().create_task(self._release_later())
 
     async def _release_later(self) -> None:
-        while self.inbox.held():
+        while self._releasable():
             now = self.clock.now()
             if self.quiet_hours is not None and self.quiet_hours.is_quiet(now, self.device_tz):
                 await self.clock.sleep(
@@ -786,17 +828,19 @@ class TidingsClient:
             if wait > 0:
                 await self.clock.sleep(wait)
                 continue
-            held = self.inbox.held()
-            to_show, rest = release([i.to_message() for i in held], now, policy=self.policy)
-            shown = {m.id for m in to_show}
-            for item in held:
+            held = {i.id: i for i in self._releasable()}
+            to_show, _ = release([i.to_message() for i in held.values()], now, policy=self.policy)
+            modals = [m.id for m in to_show if kinds.rules(m.kind).overlay == "modal"]
+            waiting = set(modals[1:])  # one modal at a time: the others wait for it to close
+            for item in held.values():
+                if item.id in waiting:
+                    continue
                 await self.inbox.set_held(item.id, False)
                 if item.expired(now):  # held too long: it expired unseen
                     self._receipt(item.id, "expired", None, ts=int(item.expires_at * 1000))
-            for item in sorted(held, key=lambda i: (i.created_at, i.id), reverse=True):
-                if item.id in shown:
-                    self._show(item)
-            del rest
+            for m in to_show:  # newest first
+                if m.id not in waiting:
+                    self._show(held[m.id])
             return
 
     def _cap_wait(self, now: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from tidings.protocol import kinds
 from tidings.protocol.frames import Action, InboxChange, Message
 
 if TYPE_CHECKING:
@@ -98,13 +99,14 @@ class Inbox:
     # --- reading ------------------------------------------------------------------------------
 
     def items(self) -> list[InboxItem]:
-        """Visible items, newest first: not expired, not snoozed, not banner-only."""
+        """Visible items, newest first: not expired, not snoozed, only kinds kept in the inbox
+        (not banner-only or modal)."""
         now = self._client.clock.now()
         return sorted(
             (
                 i
                 for i in self._items.values()
-                if i.kind != "banner"
+                if kinds.rules(i.kind).inbox
                 and not i.expired(now)
                 and i.snoozed_until <= now
                 and not (i.read and i.expire_after_read)

@@ -18,7 +18,8 @@ T = TypeVar("T")
 class SyncTidingsClient:
     """Runs a :class:`TidingsClient` on a background thread; every method blocks.
 
-    Callbacks registered with ``on_banner``/``on_inbox_change``/``on_error`` run on that thread.
+    Callbacks registered with ``on_banner``/``on_modal``/``on_inbox_change``/``on_error`` run on
+    that thread.
     Takes the same arguments as :class:`TidingsClient`.
     """
 
@@ -34,6 +35,9 @@ class SyncTidingsClient:
 
     def on_banner(self, callback: Any) -> None:
         self.client.on_banner(callback)
+
+    def on_modal(self, callback: Any) -> None:
+        self.client.on_modal(callback)
 
     def on_inbox_change(self, callback: Any) -> None:
         self.client.on_inbox_change(callback)

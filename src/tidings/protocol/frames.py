@@ -16,7 +16,7 @@ from itertools import chain, compress, repeat
 from operator import is_
 from typing import Any, ClassVar, Literal, TypeAlias
 
-from tidings.protocol import limits
+from tidings.protocol import kinds, limits
 from tidings.protocol.errors import (
     InvalidField,
     MalformedFrame,
@@ -63,7 +63,7 @@ __all__ = [
     "frame_from_wire",
 ]
 
-Kind = Literal["banner", "inbox", "both"]
+Kind: TypeAlias = kinds.KindName
 Category: TypeAlias = str
 """A message category: ``marketing``, ``transactional`` or one the app declares (PROTOCOL.md
 §Message); any name matching :data:`CATEGORY_NAME`."""
@@ -71,7 +71,8 @@ Priority = Literal["normal", "urgent"]
 ReceiptKind = Literal["displayed", "clicked", "dismissed", "expired"]
 InboxStateName = Literal["read", "unread", "deleted"]
 
-KINDS: frozenset[str] = frozenset({"banner", "inbox", "both"})
+KINDS: frozenset[str] = frozenset(kinds.NAMES)
+"""The message kinds this version knows (the table is :mod:`tidings.protocol.kinds`)."""
 CATEGORIES: frozenset[str] = frozenset({"marketing", "transactional"})
 """The categories every app has; an app may declare more (the gateway checks which)."""
 CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -350,7 +351,7 @@ class Message:
             id=_str(_get(m, "id", where), n["id"], limits.MAX_ID_LEN),
             # Kinds and priorities may grow: a message of a kind this version cannot show is
             # kept as inbox content, never refused (a refused deliver would come back forever).
-            kind=_growing(_get(m, "kind", where), n["kind"], KINDS, "inbox"),
+            kind=_growing(_get(m, "kind", where), n["kind"], KINDS, kinds.UNKNOWN_KIND_READS_AS),
             title=_str(_get(m, "title", where), n["title"], limits.MAX_TITLE_LEN, empty=True),
             body=_str(_get(m, "body", where), n["body"], limits.MAX_BODY_LEN, empty=True),
             category=_category(m.get("category", "marketing"), n["category"]),

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from websockets.asyncio.server import Server
 from websockets.protocol import State
 
-from tidings.protocol import codes, limits
+from tidings.protocol import codes, kinds, limits
 from tidings.protocol.codec import encode_message
 from tidings.protocol.errors import AuthError, ConfigError, InvalidField, TidingsError
 from tidings.protocol.frames import (
@@ -38,6 +38,7 @@ from tidings.protocol.frames import (
     Identify,
     InboxState,
     InboxUpdate,
+    Kind,
     Message,
     Ok,
     Ping,
@@ -98,7 +99,7 @@ class SendRequest:
     app: str
     users: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
-    kind: Literal["banner", "inbox", "both"] = "both"
+    kind: Kind = "both"
     title: str = ""
     body: str = ""
     category: str = "marketing"  # marketing, transactional or one of the app's own
@@ -319,7 +320,8 @@ class Node:
         # first device; a banner cannot wait for a device that does not exist.
         reached = set(targets.values())
         waiting = sorted(set(request.users) - reached)
-        if waiting and request.kind == "banner":
+        kind = kinds.KINDS[request.kind]
+        if waiting and kind.needs_device:
             skipped["no_device"] = len(waiting)
             waiting = []
         if request.category != TRANSACTIONAL and (targets or waiting):
@@ -331,9 +333,7 @@ class Node:
                 waiting = [u for u in waiting if u not in out]
                 skipped["opted_out"] = len(out)
         now = self.clock()
-        ttl = request.ttl or (
-            app_cfg.banner_ttl_s if request.kind == "banner" else app_cfg.inbox_ttl_s
-        )
+        ttl = request.ttl or (app_cfg.banner_ttl_s if kind.short_lived else app_cfg.inbox_ttl_s)
         message = Message(
             id=uuid.uuid4().hex,
             kind=request.kind,
@@ -350,7 +350,7 @@ class Node:
             actions=request.actions,
             data=request.data,
             expire_after_read=request.expire_after_read,
-            ttl_default=request.ttl is None and request.kind == "banner",
+            ttl_default=request.ttl is None and kind.short_lived,
         )
         on_device = set(targets.values())
         users = sorted(on_device | set(waiting))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.server.campaigns.model import Action, Content, ContentKind
+from tidings.server.campaigns.model import Action, Content
 from tidings.server.campaigns.templates import (
     ContentLimits,
     TemplateError,
@@ -159,7 +159,7 @@ def test_rendered_length_limits_are_checked_at_creation() -> None:
     with pytest.raises(TemplateError) as info:
         validate_content(banner)
     assert info.value.field == "content.title"
-    validate_content(Content(kind=ContentKind.INBOX, title="T" * 31, body="B" * 500))
+    validate_content(Content(kind="inbox", title="T" * 31, body="B" * 500))
     validate_content(banner, limits=ContentLimits(banner_title_max=40))
     with pytest.raises(TemplateError) as info:
         validate_content(Content(body="x", data={"sku": "{{ event.sku }}"}))

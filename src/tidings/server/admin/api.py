@@ -76,9 +76,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from tidings import __version__
-from tidings.protocol import codes, limits
+from tidings.protocol import codes, kinds, limits
 from tidings.protocol.errors import InvalidField, TidingsError
-from tidings.protocol.frames import Action, check_json
+from tidings.protocol.frames import Action, Kind, check_json
 from tidings.server.broker import InProcessBroker
 from tidings.server.campaigns.templates import ContentLimits, copy_length, is_template
 from tidings.server.config import AppConfig
@@ -404,7 +404,14 @@ class SendBody(_Model):
 
     app: AppId
     to: Target
-    kind: Literal["banner", "inbox", "both"] = "both"
+    kind: Annotated[
+        Kind,
+        Field(
+            description="Where it shows: "
+            + "; ".join(f"`{k.name}`: {k.description}" for k in kinds.KINDS.values())
+            + "."
+        ),
+    ] = "both"
     title: Title
     body: Body
     category: Annotated[
@@ -433,6 +440,9 @@ class SendBody(_Model):
         ids = [a.id for a in self.actions]
         if len(set(ids)) != len(ids):
             raise _field_error("actions", "actions: action ids must be unique")
+        most = kinds.KINDS[self.kind].max_actions
+        if len(ids) > most:
+            raise _field_error("actions", f"actions: at most {most} for kind {self.kind!r}")
         for name in ("title", "body"):
             if is_template(getattr(self, name)):
                 raise _field_error(name, (

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from tidings.protocol import kinds
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action as WireAction
 from tidings.protocol.frames import Message
@@ -841,7 +842,7 @@ class CampaignEngine:
                 continue
             message = Message(
                 id=uuid.uuid4().hex,
-                kind=str(content.kind),  # type: ignore[arg-type]
+                kind=content.kind,
                 title=rendered.title,
                 body=rendered.body,
                 category=str(content.category),  # type: ignore[arg-type]
@@ -856,7 +857,7 @@ class CampaignEngine:
                     WireAction(id=a.id, label=a.label, url=a.url) for a in rendered.actions
                 ),
                 data=dict(rendered.data),
-                ttl_default=content.ttl_s is None and str(content.kind) == "banner",
+                ttl_default=content.ttl_s is None and kinds.rules(content.kind).short_lived,
             )
             try:
                 wire = fit_frame(message, self.max_frame_bytes)
@@ -875,9 +876,9 @@ class CampaignEngine:
         no_device_users: set[str] = set()
         for user, message, wire, caps in keep:
             targets = devices.get(user, [])
-            if not targets and message.kind == "banner":
+            if not targets and kinds.rules(message.kind).needs_device:
                 decisions.append(_decision(c, user, now, Reason.NO_DEVICE,
-                                           "a banner-only message needs a device",
+                                           f"a {message.kind} message needs a device",
                                            message.variant))  # fmt: skip
                 counts["skipped_no_device"] += 1
                 continue

@@ -50,9 +50,10 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from tidings.protocol import codes, limits
+from tidings.protocol import codes, kinds, limits
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.frames import CATEGORIES, CATEGORY_NAME
+from tidings.protocol.kinds import KindName
 from tidings.server.campaigns.sendtime import (
     DEFAULT_SEND_HOUR,
     SendPolicy,
@@ -88,7 +89,6 @@ __all__ = [
     "CampaignStatus",
     "Category",
     "Content",
-    "ContentKind",
     "Conversion",
     "Decision",
     "Frequency",
@@ -181,14 +181,6 @@ TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = MappingProxyTy
 """Every legal status change: target status -> the statuses it may come from."""
 
 
-class ContentKind(StrEnum):
-    """Where the message shows: a banner, the inbox, or both."""
-
-    BANNER = "banner"
-    INBOX = "inbox"
-    BOTH = "both"
-
-
 class Category(StrEnum):
     """Message category, as on the wire; transactional bypasses marketing caps and opt-outs."""
 
@@ -262,7 +254,8 @@ class Action:
 class Content:
     """What a message says; the text fields and ``data`` values are templates."""
 
-    kind: ContentKind = ContentKind.BANNER
+    kind: KindName = "banner"
+    """Where the message shows (:mod:`tidings.protocol.kinds`)."""
     title: str = ""
     body: str = ""
     image_url: str | None = None
@@ -282,7 +275,7 @@ class Content:
         """The TTL, or the default for the content kind."""
         if self.ttl_s is not None:
             return self.ttl_s
-        return DEFAULT_BANNER_TTL_S if self.kind is ContentKind.BANNER else DEFAULT_INBOX_TTL_S
+        return DEFAULT_BANNER_TTL_S if kinds.rules(self.kind).short_lived else DEFAULT_INBOX_TTL_S
 
     @property
     def transactional(self) -> bool:
@@ -635,7 +628,9 @@ def _segment(data: object) -> Node:
 
 def _content(data: object, path: str) -> Content:
     d = _obj(data, path, _CONTENT_KEYS)
-    kind = _enum(d, "kind", path, ContentKind, "banner")
+    kind = d.get("kind", "banner")
+    if kind not in kinds.KINDS:
+        raise CampaignError(_join(path, "kind"), f"must be one of {', '.join(kinds.NAMES)}")
     title = _str(d, "title", path, default="", max_len=limits.MAX_TITLE_LEN, allow_empty=True)
     body = _str(d, "body", path, default="", max_len=limits.MAX_BODY_LEN, allow_empty=True)
     if not title and not body:
@@ -645,7 +640,7 @@ def _content(data: object, path: str) -> Content:
         title=title,
         body=body,
         image_url=_opt_str(d, "image_url", path, limits.MAX_URL_LEN),
-        actions=_actions(d.get("actions", []), _join(path, "actions")),
+        actions=_actions(d.get("actions", []), _join(path, "actions"), kinds.KINDS[kind]),
         data=_data(d.get("data", {}), _join(path, "data")),
         category=_category(d, path),
         priority=_enum(d, "priority", path, Priority, "normal"),
@@ -663,11 +658,11 @@ def _category(d: Mapping[str, Any], path: str) -> Category | str:
     return Category(value) if value in CATEGORIES else value
 
 
-def _actions(data: object, path: str) -> tuple[Action, ...]:
+def _actions(data: object, path: str, kind: kinds.KindRules) -> tuple[Action, ...]:
     if not isinstance(data, list):
         raise CampaignError(path, "must be a list")
-    if len(data) > limits.MAX_ACTIONS:
-        raise CampaignError(path, f"at most {limits.MAX_ACTIONS} actions")
+    if len(data) > kind.max_actions:
+        raise CampaignError(path, f"at most {kind.max_actions} actions for kind {kind.name!r}")
     out = []
     seen = set()
     for i, raw in enumerate(data):

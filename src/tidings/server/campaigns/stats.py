@@ -31,11 +31,11 @@ from enum import StrEnum
 from statistics import NormalDist
 from typing import Any
 
+from tidings.protocol import kinds
 from tidings.server.campaigns.model import (
     CONTROL,
     Campaign,
     CampaignStatus,
-    ContentKind,
     Conversion,
 )
 from tidings.server.campaigns.variants import (
@@ -71,11 +71,7 @@ __all__ = [
     "winner",
 ]
 
-CHANNEL_STAGES: Mapping[str, tuple[str, ...]] = {
-    str(ContentKind.BANNER): ("delivered", "displayed", "clicked", "dismissed"),
-    str(ContentKind.INBOX): ("delivered", "read", "clicked"),
-    str(ContentKind.BOTH): ("delivered", "displayed", "read", "clicked", "dismissed"),
-}
+CHANNEL_STAGES: Mapping[str, tuple[str, ...]] = {k.name: k.funnel for k in kinds.KINDS.values()}
 """The stages each channel's funnel always shows (with 0), in order; receipt kinds outside
 these (such as ``expired``) follow when the devices sent any."""
 

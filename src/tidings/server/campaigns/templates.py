@@ -38,9 +38,9 @@ import regex
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from tidings.protocol import codes
+from tidings.protocol import codes, kinds
 from tidings.protocol.errors import TidingsError
-from tidings.server.campaigns.model import Action, Campaign, Content, ContentKind, Overflow
+from tidings.server.campaigns.model import Action, Campaign, Content, Overflow
 from tidings.server.config import AppConfig
 from tidings.server.targeting.profiles import Profile
 
@@ -156,18 +156,16 @@ class ContentLimits:
             inbox_title_max=app.inbox_title_max, inbox_body_max=app.inbox_body_max,
         )  # fmt: skip
 
-    def for_kind(self, kind: ContentKind | str) -> tuple[int, int]:
-        """Return ``(title_max, body_max)``; ``both`` must fit as a banner and in the inbox.
+    def for_kind(self, kind: str) -> tuple[int, int]:
+        """Return ``(title_max, body_max)``: an overlay (banner, modal) has the banner limits,
+        the inbox its own, and ``both`` must fit both.
 
         The one rule for direct sends (admin API) and campaigns alike.
         """
-        banner = (self.banner_title_max, self.banner_body_max)
-        inbox = (self.inbox_title_max, self.inbox_body_max)
-        if kind == ContentKind.INBOX:
-            return inbox
-        if kind == ContentKind.BANNER:
-            return banner
-        return min(banner[0], inbox[0]), min(banner[1], inbox[1])
+        return kinds.rules(kind).limits(
+            (self.banner_title_max, self.banner_body_max),
+            (self.inbox_title_max, self.inbox_body_max),
+        )
 
 
 DEFAULT_LIMITS = ContentLimits()

@@ -38,6 +38,7 @@ from typing import Any
 
 import aiosqlite
 
+from tidings.protocol import kinds
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreError
 from tidings.server.storage.admission import (
@@ -1711,7 +1712,7 @@ primary key on ``app`` alone): 2 s instead of 7 ms for a campaign of 7,000 sends
 def inbox_users(m: OutMessage, refused: set[tuple[str, str]]) -> list[str]:
     """The users whose inbox keeps ``m``: its accepted recipients, with or without a device
     (none for a banner-only message)."""
-    if m.fields.get("kind") not in ("inbox", "both"):
+    if not kinds.rules(m.fields.get("kind", "")).inbox:
         return []
     users = [u for _, u in m.targets] + list(m.waiting)
     return [u for u in dict.fromkeys(users) if (m.message_id, u) not in refused]

@@ -24,6 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, RadioButton, RadioSet, Static
 
+from tidings.protocol import kinds
 from tidings.server.campaigns.templates import is_template
 from tidings.simulator.engine.sim import AdminError
 from tidings.simulator.screens.base import SimScreen
@@ -42,7 +43,7 @@ PREVIEW_DELAY_S = 0.3
 """Typing pause before the audience preview is asked for."""
 
 PREVIEW_SAMPLE = 5
-KINDS = ("banner", "inbox", "both")
+KINDS = kinds.NAMES
 _ERROR_TARGETS = ("name", "segment", "title", "body", "kind", "variant-b", "form")
 
 
@@ -158,9 +159,8 @@ class ComposerScreen(SimScreen):
             with Horizontal(classes="form-row"):
                 yield Label("Kind", classes="field-label")
                 with RadioSet(id="kind"):
-                    yield RadioButton("banner", id="kind-banner")
-                    yield RadioButton("inbox", id="kind-inbox")
-                    yield RadioButton("both", id="kind-both", value=True)
+                    for name in KINDS:
+                        yield RadioButton(name, id=f"kind-{name}", value=name == "both")
             yield Static("", id="kind-error", classes="field-error")
             yield from self._row(
                 "Variant b",
@@ -316,7 +316,7 @@ class ComposerScreen(SimScreen):
 
     @property
     def kind(self) -> str:
-        """The content kind picked: banner, inbox or both."""
+        """The content kind picked (one of :data:`KINDS`)."""
         pressed = self.query_one("#kind", RadioSet).pressed_button
         return "both" if pressed is None or pressed.id is None else pressed.id.removeprefix("kind-")
 
