@@ -143,7 +143,7 @@ class ModalHost(Widget):
             self.call_later(self._show, client, item)
 
     def _show(self, client: TidingsClient, item: InboxItem) -> None:
-        self.app.push_screen(
-            MessageModal(item, client),
-            callback=lambda action: self.post_message(self.Closed(item, action)),
-        )
+        def closed(action: str | None) -> None:
+            self.post_message(self.Closed(item, action))
+
+        self.app.push_screen(MessageModal(item, client), callback=closed)
