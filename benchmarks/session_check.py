@@ -1,7 +1,7 @@
 """What one node's check of its sessions against PostgreSQL costs, once a second.
 
 Each node of a cluster compares its live sessions with the store every second
-(:meth:`Node.check_sessions`: one query per 5,000 sessions, the comparison made by the server).
+(:meth:`Sessions.check_sessions`: one query per 5,000 sessions, the comparison made by the server).
 This puts N devices in a fresh schema and times a whole check round over N sessions that are
 up to date (the common case: nothing comes back).
 
@@ -22,7 +22,7 @@ import uuid
 
 import asyncpg
 
-from tidings.server.node import CHECK_BATCH
+from tidings.server.gateway.sessions import CHECK_BATCH
 from tidings.server.storage import PostgresStore
 
 DSN = os.environ.get("TIDINGS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"

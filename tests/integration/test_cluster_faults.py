@@ -26,7 +26,8 @@ from test_cluster import PG_DSN, REDIS_URL, _unavailable, started_cluster, token
 from tidings.protocol import codes
 from tidings.protocol.codec import encode_message
 from tidings.protocol.frames import Deliver, Event, Events, Message, Ok
-from tidings.server.node import CHECK_S, Node, SendRequest
+from tidings.server.gateway.sessions import CHECK_S
+from tidings.server.node import Node, SendRequest
 from tidings.server.redis_broker import SILENT_S
 from tidings.server.storage import Outcome, OutMessage
 

@@ -165,7 +165,7 @@ async def test_a_gateway_fault_that_also_closes_the_connection_loses_no_event(
 async def test_a_device_answered_internal_at_the_handshake_retries_until_it_connects(
     gateway: Node, devices: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = gateway.open_session
+    real = gateway.sessions.open_session
     refused: list[float] = []
 
     async def disk_full_twice(*args: Any, **kwargs: Any) -> Any:
@@ -174,7 +174,7 @@ async def test_a_device_answered_internal_at_the_handshake_retries_until_it_conn
             raise StoreError("database or disk is full", temporary=True)
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(gateway, "open_session", disk_full_twice)
+    monkeypatch.setattr(gateway.sessions, "open_session", disk_full_twice)
     phone = await devices("phone", user="u1", connect=False, backoff_base=0.05, backoff_cap=0.2)
     await phone.client.wait_connected(timeout=timeout(5))
     assert len(refused) == 2

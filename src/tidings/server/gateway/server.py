@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -15,19 +14,17 @@ from tidings.protocol import SUBPROTOCOL, codes
 from tidings.protocol.errors import AuthError, InvalidField, ProtocolError, TidingsError
 from tidings.protocol.frames import Hello
 from tidings.protocol.session import ServerSession
-from tidings.server.gateway.connection import GatewayConnection, connection_factory
-
-if TYPE_CHECKING:
-    from tidings.server.gateway.connection import Session
-    from tidings.server.node import Node
+from tidings.server.gateway.connection import GatewayConnection, Session, connection_factory
+from tidings.server.gateway.sessions import Sessions
 
 __all__ = ["check_hello", "start_server"]
 
 log = logging.getLogger(__name__)
 
 
-async def start_server(node: Node, host: str, port: int) -> Server:
-    """Listen for devices on ``host:port``; every connection runs :func:`_handle`."""
+async def start_server(node: Sessions, host: str, port: int) -> Server:
+    """Listen for devices on ``host:port``; every connection runs :func:`_handle`, which hands
+    the ``hello`` and then each frame to the node's :class:`Sessions`."""
     cfg = node.config
 
     async def handler(ws: ServerConnection) -> None:
@@ -56,7 +53,7 @@ async def start_server(node: Node, host: str, port: int) -> Server:
     )
 
 
-async def _handle(node: Node, ws: GatewayConnection) -> None:
+async def _handle(node: Sessions, ws: GatewayConnection) -> None:
     metrics = node.metrics
     if ws.subprotocol != SUBPROTOCOL:
         await ws.close(codes.CLOSE_UNSUPPORTED, f"subprotocol {SUBPROTOCOL} required")
@@ -114,8 +111,8 @@ async def _handle(node: Node, ws: GatewayConnection) -> None:
     await _pump(node, ws, session)
 
 
-async def _pump(node: Node, ws: GatewayConnection, session: Session) -> None:
-    """The open phase: feed each message to the core, dispatch its frame to the node."""
+async def _pump(node: Sessions, ws: GatewayConnection, session: Session) -> None:
+    """The open phase: feed each message to the core, dispatch its frame to the sessions."""
     metrics = node.metrics
     try:
         async for data in ws:
