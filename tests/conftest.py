@@ -12,6 +12,7 @@ import pytest_asyncio
 from helpers import APP_A, gateway_config
 
 from tidings.protocol.tokens import mint_token
+from tidings.server.app import serve
 from tidings.server.config import AppConfig
 from tidings.server.node import Node
 
@@ -28,12 +29,8 @@ async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
 @pytest_asyncio.fixture
 async def gateway(tmp_path: Path, loop_errors: list[dict[str, Any]]) -> AsyncIterator[Node]:
     """A started node on 127.0.0.1, port 0, with a fresh SQLite database."""
-    node = Node(gateway_config(tmp_path / "tidings.db"))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
+    async with serve(gateway_config(tmp_path / "tidings.db"), admin=False) as running:
+        yield running.node
 
 
 @pytest.fixture

@@ -196,55 +196,28 @@ def _run_gateway(args: argparse.Namespace) -> int:
 
 
 async def _serve_gateway(config: Any) -> int:
-    from tidings.protocol.errors import TidingsError
-    from tidings.server.admin import AdminServer
-    from tidings.server.errors import StoreError
+    from tidings.server.app import CannotServe, serve
     from tidings.server.heap import HeapKeeper
-    from tidings.server.node import Node
 
-    node = Node(config)
     try:
-        await node.start()
-    except OSError as exc:
-        return _fail(
-            f"cannot listen for devices on {config.host}:{config.port}: {exc.strerror or exc}; "
-            "choose another with --port (0 picks a free one)"
-        )
-    except StoreError as exc:  # one line that names the database file and what to do
+        async with serve(config) as running:
+            print(running.banner(__version__), flush=True)
+            print("Press Ctrl-C to stop.", flush=True)
+            heap = HeapKeeper()  # after start-up: the loaded state is frozen at once
+            heap.start()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            try:
+                await stop.wait()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+                print("tidings gateway: shutting down (Ctrl-C again to force)", flush=True)
+                heap.stop()
+    except CannotServe as exc:
         return _fail(exc.reason)
-    except TidingsError as exc:
-        return _fail(f"cannot start the gateway: {exc.reason}")
-    admin = AdminServer(node, config.admin_host, config.admin_port)
-    try:
-        await admin.start()
-    except OSError as exc:
-        await node.stop()
-        return _fail(
-            f"cannot listen for the admin API on {config.admin_host}:{config.admin_port}: "
-            f"{exc.strerror or exc}; choose another with --admin-port (0 picks a free one)"
-        )
-    apps = ", ".join(a.id for a in config.apps)
-    print(
-        f"tidings gateway {__version__}: devices on ws://{config.host}:{node.port}, "
-        f"admin API on {admin.url} (apps: {apps}; {node.describe()})",
-        flush=True,
-    )
-    print("Press Ctrl-C to stop.", flush=True)
-    heap = HeapKeeper()  # after start-up: the loaded state is frozen at once
-    heap.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        print("tidings gateway: shutting down (Ctrl-C again to force)", flush=True)
-        await admin.stop()
-        await node.stop()
-        heap.stop()
     print("tidings gateway: stopped", flush=True)
     return 0
 

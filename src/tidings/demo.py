@@ -13,7 +13,11 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the server extra is imported when the demo runs
+    from tidings.client_sdk import QuietHours
+    from tidings.server.app import Running
 
 __all__ = ["configure", "run"]
 
@@ -50,12 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from tidings.client_sdk import QuietHours, TerminalRenderer, TidingsClient
+    from tidings.client_sdk import QuietHours
     from tidings.protocol.errors import TidingsError
-    from tidings.protocol.tokens import mint_token
-    from tidings.server.admin import AdminServer
-    from tidings.server.config import DEV_ADMIN_KEY, DEV_APP, DEV_SECRET, load_config
-    from tidings.server.node import Node, SendRequest
+    from tidings.server.app import CannotServe, serve
+    from tidings.server.config import load_config
 
     try:
         config = load_config(overrides={"port": args.port, "admin_port": args.admin_port,
@@ -67,23 +69,31 @@ async def _demo(args: argparse.Namespace) -> int:
     except TidingsError as exc:
         print(f"tidings demo: {exc.reason}", file=sys.stderr)
         return 2
-    node = Node(config)
     try:
-        await node.start()
-        admin = AdminServer(node, config.admin_host, config.admin_port)
-        await admin.start()
-    except OSError as exc:
-        await node.stop()
-        print(f"tidings demo: cannot listen ({exc.strerror or exc}); try --port/--admin-port 0",
-              file=sys.stderr)  # fmt: skip
+        async with serve(config) as running:
+            await _device(args, running, quiet)
+    except CannotServe as exc:
+        print(f"tidings demo: {exc.reason}", file=sys.stderr)
         return 2
+    return 0
+
+
+async def _device(args: argparse.Namespace, running: Running, quiet: QuietHours | None) -> None:
+    """One SDK device on the running gateway, printing what it gets, until Ctrl-C."""
+    from tidings.client_sdk import TerminalRenderer, TidingsClient
+    from tidings.protocol.tokens import mint_token
+    from tidings.server.config import DEV_ADMIN_KEY, DEV_APP, DEV_SECRET
+    from tidings.server.node import SendRequest
+
+    node, admin = running.node, running.admin
+    assert admin is not None
     token = mint_token(secret=DEV_SECRET, app=DEV_APP, device=args.device, user=args.user)
     client = TidingsClient(url=f"ws://127.0.0.1:{node.port}", token=token,
                            device_id=args.device, quiet_hours=quiet)  # fmt: skip
     TerminalRenderer().attach(client)
     print(
         f"Tidings demo: gateway on ws://127.0.0.1:{node.port}, admin API on {admin.url} "
-        f"(development keys; db {config.db}).\n"
+        f"(development keys; db {node.config.db}).\n"
         f"Device {args.device!r} of user {args.user!r} is connected. From another terminal try:\n\n"
         f"  .venv/bin/tidings send --admin-url {admin.url} --admin-key {DEV_ADMIN_KEY} "
         f'--to-user {args.user} --title "Hello" --body "Sent from the CLI"\n\n'
@@ -108,6 +118,5 @@ async def _demo(args: argparse.Namespace) -> int:
             else:
                 await waiter
     finally:
-        await admin.stop()
-        await node.stop()
-    return 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

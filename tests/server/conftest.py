@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from tidings.server.admin import AdminServer
+from tidings.server.app import serve
 from tidings.server.config import AppConfig, GatewayConfig
 from tidings.server.node import Node
 
@@ -49,15 +50,9 @@ async def admin(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Admin
     Modules that use it run on the module's loop:
     ``pytestmark = pytest.mark.asyncio(loop_scope="module")``.
     """
-    node = Node(admin_config(tmp_path_factory.mktemp("admin") / "tidings.db"))
-    await node.start()
-    server = AdminServer(node, "127.0.0.1", 0)
-    try:
-        await server.start()
+    async with serve(admin_config(tmp_path_factory.mktemp("admin") / "tidings.db")) as running:
+        assert running.admin is not None
         async with httpx.AsyncClient(
-            base_url=server.url, trust_env=False, timeout=10 * TIMEOUT_SCALE
+            base_url=running.admin.url, trust_env=False, timeout=10 * TIMEOUT_SCALE
         ) as client:
-            yield AdminHarness(node=node, server=server, client=client)
-    finally:
-        await server.stop()
-        await node.stop()
+            yield AdminHarness(node=running.node, server=running.admin, client=client)
