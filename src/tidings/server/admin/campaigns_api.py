@@ -28,8 +28,8 @@ from fastapi.responses import Response
 from pydantic import AfterValidator
 
 from tidings.protocol import codes, limits
-from tidings.server.admin.api import (
-    _ERRORS,
+from tidings.server.admin.common import (
+    ERRORS,
     ONE_LINE,
     ApiError,
     Caller,
@@ -37,10 +37,10 @@ from tidings.server.admin.api import (
     IdempotencyKey,
     PathId,
     QueryApp,
-    _check_document,
-    _one_line,
-    _resolve,
+    check_document,
     once,
+    one_line,
+    resolve_app,
 )
 from tidings.server.campaigns.model import Campaign
 from tidings.server.node import Node
@@ -51,7 +51,7 @@ MAX_DECISIONS = 1_000
 """Most decision log entries one request returns."""
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
+    **ERRORS,
     409: {"model": ErrorBody, "description": "The campaign's status refuses the request."},
 }
 
@@ -97,8 +97,8 @@ def install(api: FastAPI, node: Node) -> None:
         if not isinstance(app, str) or not app:
             raise ApiError(422, codes.ERR_INVALID_FIELD, "app: required, the app's id",
                            field="app")  # fmt: skip
-        _check_document(body, "")
-        return _resolve(node, app, key_app, "app").id
+        check_document(body, "")
+        return resolve_app(node, app, key_app, "app").id
 
     @api.post("/v1/campaigns", status_code=201, responses=_RESPONSES,
               summary="Create a campaign", tags=["campaigns"])  # fmt: skip
@@ -213,7 +213,7 @@ def install(api: FastAPI, node: Node) -> None:
         user: Annotated[
             str | None,
             Query(min_length=1, max_length=limits.MAX_ID_LEN, json_schema_extra=ONE_LINE),
-            AfterValidator(lambda v: v if v is None else _one_line(v)),
+            AfterValidator(lambda v: v if v is None else one_line(v)),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_DECISIONS)] = 100,
     ) -> dict[str, Any]:

@@ -21,13 +21,13 @@ from pydantic import BaseModel, Field
 
 from tidings.protocol import codes
 from tidings.protocol.simtime import MAX_SPEED
-from tidings.server.admin.api import _ERRORS, ERR_CONFLICT, ApiError, Caller, _Model
+from tidings.server.admin.common import ERR_CONFLICT, ERRORS, ApiError, Caller, Model
 from tidings.server.node import Node
 
 __all__ = ["ClockBody", "ClockJSON", "install"]
 
 
-class ClockBody(_Model):
+class ClockBody(Model):
     """What to change; fields left out keep their value."""
 
     speed: Annotated[float, Field(gt=0, le=MAX_SPEED)] | None = Field(
@@ -65,9 +65,9 @@ def _json(node: Node) -> ClockJSON:
 
 def install(api: FastAPI, node: Node) -> None:
     """Add the clock endpoints to the admin app."""
-    errors = {**_ERRORS, 409: {"description": "The gateway runs on the system clock."}}
+    errors = {**ERRORS, 409: {"description": "The gateway runs on the system clock."}}
 
-    @api.get("/v1/clock", response_model=ClockJSON, responses=_ERRORS, tags=["clock"],
+    @api.get("/v1/clock", response_model=ClockJSON, responses=ERRORS, tags=["clock"],
              summary="The gateway's clock")  # fmt: skip
     async def get_clock(key_app: Caller) -> ClockJSON:
         """The gateway's time; with ``simulated`` true it is the simulated clock that every

@@ -27,8 +27,8 @@ from tidings.protocol import codes, limits
 from tidings.protocol.codec import decode_map
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.frames import Event, Message
-from tidings.server.admin.api import (
-    _ERRORS,
+from tidings.server.admin.common import (
+    ERRORS,
     JSON_OBJECT_SCHEMA,
     ONE_LINE,
     ApiError,
@@ -36,15 +36,15 @@ from tidings.server.admin.api import (
     Caller,
     Ident,
     Integral,
+    Model,
     PathId,
     QueryApp,
-    _check_document,
-    _field_error,
-    _json_object,
-    _Model,
-    _non_null,
-    _one_line,
-    _resolve,
+    check_document,
+    field_error,
+    json_object,
+    non_null,
+    one_line,
+    resolve_app,
 )
 from tidings.server.node import Node
 from tidings.server.targeting import segments
@@ -57,7 +57,7 @@ MAX_SAMPLE = 100
 """Most user ids a preview returns as its sample."""
 
 
-class PreviewBody(_Model):
+class PreviewBody(Model):
     """A segment as text (``text``) or as its JSON tree (``segment``): exactly one."""
 
     app: str = Field(min_length=1, max_length=64)
@@ -94,17 +94,17 @@ def _tree(body: PreviewBody) -> segments.Node:
 Name = Annotated[
     str,
     Field(min_length=1, max_length=limits.MAX_NAME_LEN, json_schema_extra=ONE_LINE),
-    AfterValidator(_one_line),
+    AfterValidator(one_line),
 ]
 
 
-class UserPatch(_Model):
+class UserPatch(Model):
     """``PATCH /v1/users/{id}``: merge attributes (``null`` removes one) and set consent."""
 
-    model_config = ConfigDict(json_schema_extra=_non_null("attrs", "consent"))
+    model_config = ConfigDict(json_schema_extra=non_null("attrs", "consent"))
 
     app: AppId
-    attrs: Annotated[dict[str, Any], AfterValidator(_json_object("attrs"))] | None = Field(
+    attrs: Annotated[dict[str, Any], AfterValidator(json_object("attrs"))] | None = Field(
         default=None, json_schema_extra=JSON_OBJECT_SCHEMA
     )
     consent: dict[Name, bool] | None = Field(
@@ -118,24 +118,24 @@ class UserPatch(_Model):
     @model_validator(mode="after")
     def _transactional_is_mandatory(self) -> UserPatch:
         if self.consent and self.consent.get(TRANSACTIONAL) is False:
-            raise _field_error(f"consent.{TRANSACTIONAL}",
+            raise field_error(f"consent.{TRANSACTIONAL}",
                                f"consent.{TRANSACTIONAL}: transactional messages cannot be "
                                "refused")  # fmt: skip
         return self
 
 
-class EventIn(_Model):
+class EventIn(Model):
     """One behaviour event; ``id`` de-duplicates resends, ``ts`` is unix ms (default now)."""
 
     id: Ident | None = None
     name: Name
-    props: Annotated[dict[str, Any], AfterValidator(_json_object("props"))] = Field(
+    props: Annotated[dict[str, Any], AfterValidator(json_object("props"))] = Field(
         default_factory=dict, json_schema_extra=JSON_OBJECT_SCHEMA
     )
     ts: Annotated[int, Field(ge=0, le=limits.MAX_INT), Integral] | None = None
 
 
-class EventsBody(_Model):
+class EventsBody(Model):
     """``POST /v1/events``: events of one user, e.g. purchases reported by the app's backend."""
 
     app: AppId
@@ -192,7 +192,7 @@ def install(api: FastAPI, node: Node) -> None:
     @api.post(
         "/v1/segments/preview",
         response_model=Preview,
-        responses=_ERRORS,
+        responses=ERRORS,
         summary="Preview a segment's audience",
         tags=["targeting"],
     )
@@ -201,7 +201,7 @@ def install(api: FastAPI, node: Node) -> None:
 
         The text form and the JSON tree are equivalent; the answer carries both, canonical.
         """
-        target = _resolve(node, body.app, key_app, "app")
+        target = resolve_app(node, body.app, key_app, "app")
         tree = _tree(body)
         count, sample = await node.engine.audience.preview(target.id, tree, sample=body.sample)
         return Preview(count=count, sample=sample, segment=segments.to_json(tree),
@@ -209,7 +209,7 @@ def install(api: FastAPI, node: Node) -> None:
 
     # --- tag rules ------------------------------------------------------------------------------
 
-    @api.get("/v1/tag-rules", responses=_ERRORS, summary="List tag rules", tags=["targeting"])
+    @api.get("/v1/tag-rules", responses=ERRORS, summary="List tag rules", tags=["targeting"])
     async def list_tag_rules(target: QueryApp) -> dict[str, Any]:
         """The app's behaviour tag rules, by name."""
         return {"rules": [r.to_json() for r in node.engine.audience.tag_rules(target.id)]}
@@ -221,13 +221,13 @@ def install(api: FastAPI, node: Node) -> None:
         raise ApiError(404, codes.ERR_NOT_FOUND, f"name: no tag rule {name!r} in app {app!r}",
                        field="name")  # fmt: skip
 
-    @api.get("/v1/tag-rules/{name}", responses=_ERRORS, summary="Read a tag rule",
+    @api.get("/v1/tag-rules/{name}", responses=ERRORS, summary="Read a tag rule",
              tags=["targeting"])  # fmt: skip
     async def get_tag_rule(name: PathId, target: QueryApp) -> dict[str, Any]:
         """One tag rule."""
         return _rule(target.id, name).to_json()
 
-    @api.put("/v1/tag-rules/{name}", responses=_ERRORS, summary="Create or replace a tag rule",
+    @api.put("/v1/tag-rules/{name}", responses=ERRORS, summary="Create or replace a tag rule",
              tags=["targeting"])  # fmt: skip
     async def put_tag_rule(
         name: PathId,
@@ -246,7 +246,7 @@ def install(api: FastAPI, node: Node) -> None:
         Stored events within the rule's window count at once: users who already qualify hold
         the tag when this answers.
         """
-        _check_document(rule, "")
+        check_document(rule, "")
         if rule.setdefault("name", name) != name:
             raise ApiError(422, codes.ERR_INVALID_FIELD,
                            f"name: must match the path ({name!r})", field="name")  # fmt: skip
@@ -255,7 +255,7 @@ def install(api: FastAPI, node: Node) -> None:
         return parsed.to_json()
 
     @api.delete("/v1/tag-rules/{name}", status_code=204, response_class=Response,
-                responses=_ERRORS, summary="Delete a tag rule", tags=["targeting"])  # fmt: skip
+                responses=ERRORS, summary="Delete a tag rule", tags=["targeting"])  # fmt: skip
     async def delete_tag_rule(name: PathId, target: QueryApp) -> Response:
         """Delete a tag rule; users holding its tag lose it."""
         if not await node.engine.audience.delete_tag_rule(target.id, name):
@@ -264,13 +264,13 @@ def install(api: FastAPI, node: Node) -> None:
 
     # --- settings -------------------------------------------------------------------------------
 
-    @api.get("/v1/settings", responses=_ERRORS, summary="Read the app's settings",
+    @api.get("/v1/settings", responses=ERRORS, summary="Read the app's settings",
              tags=["settings"])  # fmt: skip
     async def get_settings(target: QueryApp) -> dict[str, Any]:
         """The app's policy now, every key: categories, value event, caps, thresholds."""
         return node.engine.policy(target.id).to_json()
 
-    @api.put("/v1/settings", responses=_ERRORS, summary="Replace the app's settings",
+    @api.put("/v1/settings", responses=ERRORS, summary="Replace the app's settings",
              tags=["settings"])  # fmt: skip
     async def put_settings(
         target: QueryApp,
@@ -289,11 +289,11 @@ def install(api: FastAPI, node: Node) -> None:
         """Replace the app's stored settings: what the document leaves out takes the value of
         the configuration file. Validated (422 names the key path), stored, in force at once on
         every node; the answer is the whole policy now."""
-        _check_document(settings, "")
+        check_document(settings, "")
         policy = await node.engine.set_settings(target.id, settings)
         return policy.to_json()
 
-    @api.delete("/v1/settings", responses=_ERRORS, summary="Reset the app's settings",
+    @api.delete("/v1/settings", responses=ERRORS, summary="Reset the app's settings",
                 tags=["settings"])  # fmt: skip
     async def reset_settings(target: QueryApp) -> dict[str, Any]:
         """Forget the stored settings: the configuration file's hold again (the answer)."""
@@ -309,25 +309,25 @@ def install(api: FastAPI, node: Node) -> None:
                            field="id")  # fmt: skip
         return p
 
-    @api.get("/v1/users/{user_id}", responses=_ERRORS, summary="Read a user's profile",
+    @api.get("/v1/users/{user_id}", responses=ERRORS, summary="Read a user's profile",
              tags=["users"])  # fmt: skip
     async def get_user(user_id: PathId, target: QueryApp) -> dict[str, Any]:
         """The live profile: attributes, tags, lifecycle, tier, active hours, consent, device
         facts and purchase statistics."""
         return profile_json(_profile(target.id, user_id))
 
-    @api.patch("/v1/users/{user_id}", responses=_ERRORS, summary="Update a user's profile",
+    @api.patch("/v1/users/{user_id}", responses=ERRORS, summary="Update a user's profile",
                tags=["users"])  # fmt: skip
     async def patch_user(user_id: PathId, body: UserPatch, key_app: Caller) -> dict[str, Any]:
         """Merge attributes (``null`` removes one) and set consent per category; creates the
         profile if the user is new. ``transactional`` consent cannot be refused."""
-        target = _resolve(node, body.app, key_app, "app")
+        target = resolve_app(node, body.app, key_app, "app")
         await node.ingest.attributes(target.id, user_id, body.attrs or {})
         if body.consent:
             await node.ingest.consent(target.id, user_id, body.consent)
         return profile_json(_profile(target.id, user_id))
 
-    @api.get("/v1/users/{user_id}/export", responses=_ERRORS, summary="Export a user's data",
+    @api.get("/v1/users/{user_id}/export", responses=ERRORS, summary="Export a user's data",
              tags=["users"])  # fmt: skip
     async def export_user(user_id: PathId, target: QueryApp) -> dict[str, Any]:
         """Everything stored about a user (profile, devices, events, messages with their text,
@@ -347,7 +347,7 @@ def install(api: FastAPI, node: Node) -> None:
         return data
 
     @api.delete("/v1/users/{user_id}", status_code=204, response_class=Response,
-                responses=_ERRORS, summary="Erase a user", tags=["users"])  # fmt: skip
+                responses=ERRORS, summary="Erase a user", tags=["users"])  # fmt: skip
     async def erase_user(user_id: PathId, target: QueryApp) -> Response:
         """Erase a user: profile, events, messages, decisions, pending work and the messages
         still queued for their devices. Their devices still connected are disconnected
@@ -358,12 +358,12 @@ def install(api: FastAPI, node: Node) -> None:
 
     # --- events ---------------------------------------------------------------------------------
 
-    @api.post("/v1/events", status_code=202, response_model=EventsAccepted, responses=_ERRORS,
+    @api.post("/v1/events", status_code=202, response_model=EventsAccepted, responses=ERRORS,
               summary="Report behaviour events", tags=["users"])  # fmt: skip
     async def post_events(body: EventsBody, key_app: Caller) -> EventsAccepted:
         """Store a user's events (e.g. purchases the app's backend saw); the profile, tags and
         triggered campaigns follow as if a device had sent them."""
-        target = _resolve(node, body.app, key_app, "app")
+        target = resolve_app(node, body.app, key_app, "app")
         now = node.clock()
         events = [
             Event(id=e.id or uuid.uuid4().hex, name=e.name,
