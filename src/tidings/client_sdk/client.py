@@ -194,11 +194,12 @@ class TidingsClient:
         self.max_outbox = max_outbox
         self.flush_delay = flush_delay
         self.stats = ClientStats()
-        self.inbox = Inbox(self, inbox_limit)
         self.session: str | None = None
         self.user: str | None = None
         self.last_error: Exception | None = None
         self._store = open_store(store_path)
+        self.inbox = Inbox(self._store, now=lambda: self.clock.now(), changed=self._inbox_changed,
+                           report=self._report_inbox, limit=inbox_limit)  # fmt: skip
         self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
         self._retry_backoff = Backoff(base=backoff_base, cap=backoff_cap)
         self._retry: asyncio.TimerHandle | None = None
@@ -287,6 +288,9 @@ class TidingsClient:
 
     def _inbox_changed(self) -> None:
         self._fire(self._on_inbox)
+
+    def _report_inbox(self, change: InboxChange) -> None:
+        self._queue({"k": "inbox", "id": change.id, "state": change.state})
 
     # --- lifecycle ----------------------------------------------------------------------------
 

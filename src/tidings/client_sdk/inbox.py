@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tidings.client_sdk.store import LocalStore
 from tidings.protocol import kinds
 from tidings.protocol.frames import Action, InboxChange, Message
-
-if TYPE_CHECKING:
-    from tidings.client_sdk.client import TidingsClient
 
 __all__ = ["DEFAULT_INBOX_LIMIT", "Inbox", "InboxItem"]
 
@@ -91,8 +90,27 @@ class InboxItem:
 class Inbox:
     """The device's inbox. Read it with :meth:`items`; change it with the async methods."""
 
-    def __init__(self, client: TidingsClient, limit: int = DEFAULT_INBOX_LIMIT) -> None:
-        self._client = client
+    def __init__(
+        self,
+        store: LocalStore,
+        *,
+        now: Callable[[], float],
+        changed: Callable[[], None],
+        report: Callable[[InboxChange], None],
+        limit: int = DEFAULT_INBOX_LIMIT,
+    ) -> None:
+        """
+        Args:
+            store: Where items are kept across restarts.
+            now: The device clock (Unix seconds).
+            changed: Called after every change (the app's ``on_inbox_change``).
+            report: Sends a change the user made here to the server (read, unread, deleted).
+            limit: Items kept; the oldest is evicted when a new one arrives.
+        """
+        self._store = store
+        self._now = now
+        self._changed = changed
+        self._report = report
         self._items: dict[str, InboxItem] = {}
         self.limit = limit
 
@@ -101,7 +119,7 @@ class Inbox:
     def items(self) -> list[InboxItem]:
         """Visible items, newest first: not expired, not snoozed, only kinds kept in the inbox
         (not banner-only or modal)."""
-        now = self._client.clock.now()
+        now = self._now()
         return sorted(
             (
                 i
@@ -143,11 +161,12 @@ class Inbox:
         item = self._items.get(item_id)
         if item is not None:
             await self._put(replace(item, snoozed_until=until))
-            self._client._inbox_changed()
+            self._changed()
 
     async def _change(self, item_id: str, state: str) -> None:
-        if await self.apply(InboxChange(id=item_id, state=state)):  # type: ignore[arg-type]
-            self._client._queue({"k": "inbox", "id": item_id, "state": state})
+        change = InboxChange(id=item_id, state=state)  # type: ignore[arg-type]
+        if await self.apply(change):
+            self._report(change)
 
     # --- used by the client -------------------------------------------------------------------
 
@@ -163,7 +182,7 @@ class Inbox:
         if item.read == read and not item.held:
             return False
         await self._put(replace(item, read=read, held=False if read else item.held))
-        self._client._inbox_changed()
+        self._changed()
         return True
 
     async def add(self, item: InboxItem) -> None:
@@ -175,21 +194,20 @@ class Inbox:
         if len(self._items) > self.limit:
             oldest = min(self._items.values(), key=lambda i: (i.created_at, i.id))
             await self.remove(oldest.id, notify=False)
-        self._client._inbox_changed()
+        self._changed()
 
     async def remove(self, item_id: str, *, notify: bool = True) -> bool:
         if self._items.pop(item_id, None) is None:
             return False
-        await self._client._store.delete_item(item_id)
+        await self._store.delete_item(item_id)
         if notify:
-            self._client._inbox_changed()
+            self._changed()
         return True
 
     async def _put(self, item: InboxItem) -> None:
         self._items[item.id] = item
-        store = self._client._store
-        if store.persistent:  # in memory, the dict above is the store
-            await store.save_item(item.id, item.to_json())
+        if self._store.persistent:  # in memory, the dict above is the store
+            await self._store.save_item(item.id, item.to_json())
 
     def _load(self, items: list[InboxItem]) -> None:
         self._items = {i.id: i for i in items}

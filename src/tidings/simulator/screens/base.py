@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from textual.screen import Screen
 
-if TYPE_CHECKING:
-    from tidings.simulator.app import SimApp
-    from tidings.simulator.engine.sim import SimEngine
+from tidings.simulator.engine.sim import SimEngine
 
-__all__ = ["SimScreen"]
+__all__ = ["SimHost", "SimScreen"]
+
+
+class SimHost(Protocol):
+    """What the screens need of the app that shows them (:class:`~tidings.simulator.app.SimApp`,
+    which imports the screens: they do not import it back). Its reactives (``snapshot``,
+    ``status``, ``selected_campaign``) are watched on ``self.app``."""
+
+    engine: SimEngine
+    running: bool
+    """Every device is connected and the engine samples."""
+    selected_campaign: str | None
+    """The campaign picked on the campaigns screen, for the others to follow."""
+    events_per_s: float | None
+    deliveries_per_s: float
+    latency_history: list[float]
+    delivery_history: list[float]
+    distribution_days: list[tuple[str, dict[str, dict[str, int]]]]
+    """The latest lifecycle/tier distribution of each simulated day, oldest first."""
 
 
 class SimScreen(Screen[None]):
-    """A screen of :class:`~tidings.simulator.app.SimApp`."""
+    """A screen of a :class:`SimHost` app."""
 
     @property
-    def sim(self) -> SimApp:
+    def sim(self) -> SimHost:
         """The app, typed."""
-        return cast("SimApp", self.app)
+        return cast(SimHost, self.app)
 
     @property
     def engine(self) -> SimEngine:

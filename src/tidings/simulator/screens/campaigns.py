@@ -115,7 +115,7 @@ class CampaignsScreen(SimScreen):
         table = self.query_one("#campaigns", DataTable)
         for name in _COLUMNS:
             table.add_column(name, key=name)
-        self.watch(self.sim, "snapshot", self._sampled, init=False)
+        self.watch(self.app, "snapshot", self._sampled, init=False)
         self.action_reload()
 
     def on_screen_resume(self) -> None:

@@ -189,7 +189,7 @@ class ComposerScreen(SimScreen):
                     yield Static("", id=f"{name}-error", classes="field-error")
 
     def on_mount(self) -> None:
-        self.watch(self.sim, "status", lambda _status: self._schedule_preview())
+        self.watch(self.app, "status", lambda _status: self._schedule_preview())
 
     def on_screen_resume(self) -> None:
         """Opening the composer puts the cursor in its first field (unless one has it already)."""

@@ -78,8 +78,8 @@ class DashboardScreen(SimScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.watch(self.sim, "status", self._status)
-        self.watch(self.sim, "snapshot", self._sampled)
+        self.watch(self.app, "status", self._status)
+        self.watch(self.app, "snapshot", self._sampled)
 
     def _status(self, status: str) -> None:
         if not self.sim.running:

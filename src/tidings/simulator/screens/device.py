@@ -133,8 +133,8 @@ class DeviceScreen(SimScreen):
 
     def on_mount(self) -> None:
         self.sub_title = f"device d{self.index}"
-        self.watch(self.sim, "snapshot", self._sampled, init=False)
-        self.watch(self.sim, "selected_campaign", self._campaign_changed, init=False)
+        self.watch(self.app, "snapshot", self._sampled, init=False)
+        self.watch(self.app, "selected_campaign", self._campaign_changed, init=False)
         self.action_reload()
 
     def _sampled(self, _snap: Snapshot) -> None:
