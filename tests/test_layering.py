@@ -89,3 +89,44 @@ def test_sql_lives_only_under_server_storage() -> None:
                 ) and (" FROM " in text or "INTO " in text or " SET " in text):
                     bad.append(f"{f.relative_to(ROOT)}:{node.lineno}")
     assert not bad
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Every product module and the product modules it imports: at the top, inside functions
+    and under ``TYPE_CHECKING`` alike (a loop hidden in a function is still a loop)."""
+    files = {}
+    for f in ROOT.rglob("*.py"):
+        parts = ("tidings", *f.relative_to(ROOT).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph: dict[str, set[str]] = {}
+    for name, f in files.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    found.add(full if full in files else node.module)
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+def test_no_product_module_imports_itself_through_others() -> None:
+    graph = _module_imports()
+    loops: list[list[str]] = []
+    done: set[str] = set()
+
+    def walk(module: str, path: list[str]) -> None:
+        for nxt in sorted(graph[module]):
+            if nxt in path:
+                loops.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in done:
+                walk(nxt, [*path, nxt])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            walk(module, [module])
+    assert not loops, "\n".join(" -> ".join(loop) for loop in loops[:5])
+    assert len(graph) > 90 and "tidings.protocol.kinds" in graph["tidings.protocol.frames"]
