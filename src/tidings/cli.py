@@ -19,14 +19,12 @@ import os
 import signal
 import sys
 import textwrap
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO, cast
 
 from tidings import __version__
+from tidings.admin_client import AdminClient, AdminError, quote
 from tidings.protocol import kinds
 from tidings.words import REASONS, decision_lines
 
@@ -344,22 +342,21 @@ def _send_payload(args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
-def _print_api_error(status: int, raw: bytes, out: TextIO) -> None:
-    try:
-        error = json.loads(raw)["error"]
-        details = [d["message"] for d in error.get("details") or []]
-        message = str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        print(f"tidings: error: the admin API answered HTTP {status}", file=out)
+def _print_api_error(error: AdminError, out: TextIO) -> None:
+    if error.status == 0:  # no answer: the message says what to do
+        print(f"tidings: error: {error.reason}", file=out)
+        return
+    if error.code == "http_error":  # an answer not in the API's shape
+        print(f"tidings: error: the admin API answered HTTP {error.status}", file=out)
         return
     # A segment's parse error is its text with a caret under the fault on the next line: the
     # lines after the first are indented as far as the prefix, so the caret stays in place.
     prefix = "tidings: error: "
-    first, *rest = message.split("\n")
+    first, *rest = error.reason.split("\n")
     lines = [prefix + first, *(" " * len(prefix) + line for line in rest)]
-    lines[-1] += f" (HTTP {status})"
+    lines[-1] += f" (HTTP {error.status})"
     print("\n".join(lines), file=out)
-    for extra in details[1:]:
+    for extra in error.details[1:]:
         print(f"  also: {extra}", file=out)
 
 
@@ -375,34 +372,14 @@ def _call_admin(
 
     ``payload`` (if not None) is sent as the JSON body; ``query`` becomes the query string.
     """
-    base = (args.admin_url or _env("TIDINGS_ADMIN_URL", DEFAULT_ADMIN_URL)).rstrip("/")
+    base = args.admin_url or _env("TIDINGS_ADMIN_URL", DEFAULT_ADMIN_URL)
     key = args.admin_key or _env("TIDINGS_ADMIN_KEY", "dev-admin-key")
-    url = f"{base}{path}"
-    if query:
-        url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-    headers = {"Authorization": f"Bearer {key}"}
-    data = None
-    if payload is not None:
-        data = json.dumps(payload).encode("utf-8")
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    admin = AdminClient(base, key, timeout=DEFAULT_SEND_TIMEOUT_S)
     try:
-        with urllib.request.urlopen(request, timeout=DEFAULT_SEND_TIMEOUT_S) as response:
-            raw: bytes = response.read()
-            return raw
-    except urllib.error.HTTPError as exc:
-        _print_api_error(exc.code, exc.read(), sys.stderr)
+        return admin.raw(method, path, payload, query=query)
+    except AdminError as exc:
+        _print_api_error(exc, sys.stderr)
         return 1
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ConnectionRefusedError):
-            return _fail(
-                f"cannot reach the admin API at {base} (connection refused); "
-                "start a gateway with `tidings gateway` or pass --admin-url",
-                1,
-            )
-        return _fail(f"cannot reach the admin API at {base}: {exc.reason}", 1)
-    except (TimeoutError, OSError) as exc:
-        return _fail(f"the admin API at {base} did not answer: {exc}", 1)
 
 
 def _add_admin_options(p: argparse.ArgumentParser) -> None:
@@ -475,10 +452,6 @@ def _run_send(args: argparse.Namespace) -> int:
 
 def _app(args: argparse.Namespace) -> str:
     return str(args.app or _env("TIDINGS_APP", "demo"))
-
-
-def _q(ident: str) -> str:
-    return urllib.parse.quote(ident, safe="")
 
 
 def _when(ts: float | None) -> str:
@@ -651,10 +624,12 @@ def _run_campaign(args: argparse.Namespace) -> int:
     elif action == "list":
         raw = _call_admin(args, "/v1/campaigns", method="GET", query={"app": _app(args)})
     elif action in ("show", "stats"):
-        path = f"/v1/campaigns/{_q(args.id)}" + ("/stats" if action == "stats" else "")
+        path = f"/v1/campaigns/{quote(args.id)}" + ("/stats" if action == "stats" else "")
         raw = _call_admin(args, path, method="GET", query={"app": _app(args)})
     else:
-        raw = _call_admin(args, f"/v1/campaigns/{_q(args.id)}/{action}", query={"app": _app(args)})
+        raw = _call_admin(
+            args, f"/v1/campaigns/{quote(args.id)}/{action}", query={"app": _app(args)}
+        )
     if isinstance(raw, int):
         return raw
     result = json.loads(raw)
@@ -707,7 +682,7 @@ def _run_why(args: argparse.Namespace) -> int:
         return _fail("--limit must be between 1 and 1000")
     tz = args.tz
     if tz == "user":
-        user = _get_json(args, f"/v1/users/{_q(args.user)}")
+        user = _get_json(args, f"/v1/users/{quote(args.user)}")
         if isinstance(user, int):
             return user
         tz = user.get("tz") or None
@@ -719,7 +694,7 @@ def _run_why(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.tz == "user":
         zone_name = f"{tz} (the user's zone)"
-    result = _get_json(args, f"/v1/campaigns/{_q(args.campaign)}/decisions", user=args.user,
+    result = _get_json(args, f"/v1/campaigns/{quote(args.campaign)}/decisions", user=args.user,
                        limit=args.limit)  # fmt: skip
     if isinstance(result, int):
         return result
@@ -777,7 +752,7 @@ def _print_profile(p: dict[str, Any]) -> None:
 
 
 def _run_user(args: argparse.Namespace) -> int:
-    action, path = args.user_command, f"/v1/users/{_q(args.id)}"
+    action, path = args.user_command, f"/v1/users/{quote(args.id)}"
     if action == "set":
         attrs = _parse_attrs(args.attrs)
         if isinstance(attrs, str):
@@ -1058,7 +1033,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
                               coordinator=coordinator)  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc))
-    except (RuntimeError, OSError) as exc:  # the gateway stopped answering, or never started
+    except (RuntimeError, OSError, AdminError) as exc:  # the gateway stopped answering
         return _fail(f"the load test stopped: {exc}", 1)
     print(report.table())
     if args.json:

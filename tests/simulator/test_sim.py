@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from tidings.admin_client import AdminError
 from tidings.client_sdk.ui import inbox_line
 from tidings.simulator.engine.fleet import Fleet, FleetConfig
 from tidings.simulator.engine.personas import assign
-from tidings.simulator.engine.sim import AdminError, SimEngine, _admin_error
+from tidings.simulator.engine.sim import SimEngine
 from tidings.simulator.screens.composer import build_campaign, field_target, slug
 from tidings.simulator.screens.device import inbox_item
 from tidings.simulator.screens.devices import matches
@@ -74,7 +75,7 @@ def test_device_rows_name_every_device_with_its_persona_and_zone() -> None:
 def test_admin_errors_keep_the_field_and_line_up_the_caret_without_the_field_prefix() -> None:
     message = "text: attr.age >\n                ^ expected a value after '>'"  # as the gateway
     body = {"error": {"code": "invalid_field", "field": "text", "message": message}}
-    err = _admin_error(422, json.dumps(body).encode())
+    err = AdminError.from_answer(422, json.dumps(body).encode())
     assert (err.status, err.code, err.field, err.temporary) == (422, "invalid_field", "text", False)
     assert err.detail == "attr.age >\n          ^ expected a value after '>'"
     assert not err.missing_endpoint
@@ -84,9 +85,13 @@ def test_admin_errors_tell_a_missing_endpoint_from_a_missing_campaign() -> None:
     def error(message: str) -> bytes:
         return json.dumps({"error": {"code": "not_found", "message": message}}).encode()
 
-    assert _admin_error(404, error("no such endpoint: GET '/v1/campaigns'")).missing_endpoint
-    assert not _admin_error(404, error("id: no campaign 'x' in app 'demo'")).missing_endpoint
-    odd = _admin_error(502, b"<html>bad gateway</html>")
+    assert AdminError.from_answer(
+        404, error("no such endpoint: GET '/v1/campaigns'")
+    ).missing_endpoint
+    assert not AdminError.from_answer(
+        404, error("id: no campaign 'x' in app 'demo'")
+    ).missing_endpoint
+    odd = AdminError.from_answer(502, b"<html>bad gateway</html>")
     assert odd.code == "http_error" and odd.temporary and "502" in odd.reason
     assert AdminError(0, "unreachable", "no answer").temporary
 

@@ -19,17 +19,16 @@ import collections
 import contextlib
 import heapq
 import itertools
-import json
 import multiprocessing as mp
 import random
 import resource
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidings.admin_client import AdminClient, AdminError
 from tidings.client_sdk.clock import ClockState, SimClock
 from tidings.server.heap import HeapKeeper
 from tidings.simulator.engine.living import (
@@ -72,11 +71,9 @@ LIVING_FLUSH_S = 0.02
 is many simulated minutes, and a purchase must reach the gateway before a cart reminder is due."""
 
 
-def read_clock(admin: str, key: str, timeout: float = 10.0) -> ClockState:
-    """The clock of the gateway whose admin API is at ``admin`` (``GET /v1/clock``)."""
-    req = urllib.request.Request(f"{admin}/v1/clock", headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        body = json.loads(resp.read())
+def read_clock(admin: AdminClient) -> ClockState:
+    """The clock of the gateway behind ``admin`` (``GET /v1/clock``)."""
+    body = admin.call("GET", "/v1/clock")
     return ClockState(float(body["now"]), float(body["speed"]), bool(body["paused"]),
                       float(body["real_time"]))  # fmt: skip
 
@@ -270,20 +267,24 @@ class _Worker:
 
     async def follow_clock(self) -> None:
         """Read the gateway's clock once now, then every :data:`CLOCK_POLL_S` (forever)."""
-        assert self.cfg.admin is not None
-        state = await asyncio.to_thread(read_clock, self.cfg.admin, self.cfg.admin_key)
+        state = await asyncio.to_thread(read_clock, self._admin())
         self.clock = SimClock(state.now, state.speed, paused=state.paused)
         self.clock.follow(state)
 
     async def poll_clock(self) -> None:
-        assert self.clock is not None and self.cfg.admin is not None
+        assert self.clock is not None
+        admin = self._admin()
         while True:
             await asyncio.sleep(CLOCK_POLL_S)
             try:
-                state = await asyncio.to_thread(read_clock, self.cfg.admin, self.cfg.admin_key)
-            except OSError:
+                state = await asyncio.to_thread(read_clock, admin)
+            except AdminError:
                 continue  # the gateway restarts (or stops): keep the last reading
             self.set_clock(state)
+
+    def _admin(self) -> AdminClient:
+        assert self.cfg.admin is not None
+        return AdminClient(self.cfg.admin, self.cfg.admin_key, timeout=10.0)
 
     def set_clock(self, state: ClockState) -> None:
         """Take a reading of the gateway's clock if it differs from ours (speed, pause, time)."""

@@ -39,7 +39,6 @@ a campaign they should not have (``not_in_audience``) or missed one they should 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -47,13 +46,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.admin_client import AdminClient, AdminError
 from tidings.protocol.simtime import check_speed
 from tidings.server.campaigns.engine import TICK_S
 from tidings.simulator.engine.baseline import BareServer
@@ -177,9 +175,9 @@ class GatewayProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                self.admin("GET", "/healthz")
+                self.admin.call("GET", "/healthz")
                 return
-            except OSError:
+            except AdminError:
                 if (code := self.proc.poll()) is not None:
                     raise RuntimeError(
                         f"the gateway exited with status {code} at start; run `{' '.join(cmd[1:])}`"
@@ -204,28 +202,10 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.admin_port}{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={
-                "Authorization": f"Bearer {DEV_ADMIN_KEY}",
-                "Content-Type": "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=ADMIN_TIMEOUT_S) as resp:
-                body_text = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise RuntimeError(f"{method} {path}: HTTP {exc.code} {detail}") from None
-        except TimeoutError:
-            raise RuntimeError(
-                f"{method} {path}: the gateway's admin API did not answer within"
-                f" {ADMIN_TIMEOUT_S:.0f} s (the machine may be overloaded: try fewer --devices)"
-            ) from None
-        return json.loads(body_text) if body_text else None
+    @property
+    def admin(self) -> AdminClient:
+        """The gateway's admin API (the development app's key)."""
+        return AdminClient(self.admin_url, DEV_ADMIN_KEY, timeout=ADMIN_TIMEOUT_S)
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
@@ -333,7 +313,7 @@ def _broadcast(
     starts = [s for _ in range(rounds) for s in range(0, devices, MAX_TARGETS_PER_SEND)]
     for start in starts:
         users = [f"u{i}" for i in range(start, min(devices, start + MAX_TARGETS_PER_SEND))]
-        result = gateway.admin("POST", "/v1/messages", {
+        result = gateway.admin.call("POST", "/v1/messages", {
             "app": "demo", "to": {"users": users}, "kind": "banner", "title": "Flash sale",
             "body": "Half price until midnight", "category": "transactional",
         })  # fmt: skip
@@ -388,14 +368,14 @@ class _CampaignRun:
 
 
 def _create_campaign(gateway: GatewayProcess, spec: dict[str, Any]) -> None:
-    gateway.admin("POST", "/v1/campaigns", {"app": "demo", **spec})
-    gateway.admin("POST", f"/v1/campaigns/{spec['id']}/start?app=demo")
+    gateway.admin.call("POST", "/v1/campaigns", {"app": "demo", **spec})
+    gateway.admin.call("POST", f"/v1/campaigns/{spec['id']}/start?app=demo")
 
 
 def _sent(gateway: GatewayProcess, campaigns: tuple[str, ...]) -> int:
     total = 0
     for campaign in campaigns:
-        stats = gateway.admin("GET", f"/v1/campaigns/{campaign}/stats?app=demo")
+        stats = gateway.admin.call("GET", f"/v1/campaigns/{campaign}/stats?app=demo")
         total += int(stats["total"]["sent"])
     return total
 
@@ -552,11 +532,13 @@ def run_loadtest(
         epoch = None
         if scenario == "week":
             # Day 0 starts at the next UTC midnight; everyone connects then, the clock paused.
-            epoch = first_midnight(read_clock(gateway.admin_url, DEV_ADMIN_KEY).now)
-            gateway.admin("PUT", "/v1/clock", {"now": epoch, "paused": True})
+            epoch = first_midnight(read_clock(gateway.admin).now)
+            gateway.admin.call("PUT", "/v1/clock", {"now": epoch, "paused": True})
         if scenario == "segment":
             # Defined before anyone connects: the tag is earned live, as events arrive.
-            gateway.admin("PUT", f"/v1/tag-rules/{SPORTS_FAN.name}?app=demo", SPORTS_FAN.to_json())
+            gateway.admin.call(
+                "PUT", f"/v1/tag-rules/{SPORTS_FAN.name}?app=demo", SPORTS_FAN.to_json()
+            )
         config = FleetConfig(
             url=gateways.urls,
             devices=devices,
@@ -574,8 +556,7 @@ def run_loadtest(
         fleet = Fleet(config, coordinator)
         if scenario == "week":
             assert epoch is not None and speed is not None
-            week = WeekRun(admin=gateway.admin, admin_url=gateway.admin_url,
-                           admin_key=DEV_ADMIN_KEY, fleet=fleet, devices=devices, seed=seed,
+            week = WeekRun(admin=gateway.admin, fleet=fleet, devices=devices, seed=seed,
                            days=days, speed=speed, epoch=epoch, progress=progress)  # fmt: skip
             week.before_connect()
         try:
@@ -730,11 +711,10 @@ def _judge(
 
 def _events_total(gateway: GatewayProcess) -> float:
     """The gateway's ``tidings_events_total`` counter (behaviour events taken)."""
-    with urllib.request.urlopen(f"{gateway.admin_url}/metrics", timeout=30) as resp:
-        for line in resp.read().decode().splitlines():
-            name, _, value = line.partition(" ")
-            if name == "tidings_events_total":
-                return float(value)
+    for line in gateway.admin.raw("GET", "/metrics").decode().splitlines():
+        name, _, value = line.partition(" ")
+        if name == "tidings_events_total":
+            return float(value)
     return 0.0
 
 

@@ -14,21 +14,17 @@ live their personas' days (sessions, carts, purchases, reactions to messages; se
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
+from tidings.admin_client import AdminError, quote
 from tidings.client_sdk import ClockState, QuietHours
 from tidings.client_sdk.quiet_hours import zone
-from tidings.protocol.errors import TidingsError
 from tidings.simulator.engine.fleet import Fleet, FleetConfig, read_clock
 from tidings.simulator.engine.loadtest import DEV_ADMIN_KEY, GatewayProcess
 from tidings.simulator.engine.personas import assign
@@ -45,36 +41,6 @@ LIFECYCLE_STAGES = ("new", "active", "dormant", "churned")
 
 TIERS = ("high_value", "potential", "basic", "dormant")
 """Value tiers, in the order :meth:`SimEngine.distribution` reports them."""
-
-
-class AdminError(TidingsError):
-    """The admin API refused a request (or could not be reached).
-
-    Attributes:
-        status: HTTP status, 0 when the gateway did not answer at all.
-        field: The request field the error names (``"text"``, ``"content.title"``), if any.
-    """
-
-    def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
-        super().__init__(reason, code=code, temporary=status == 0 or status >= 500)
-        self.status = status
-        self.field = field
-
-    @property
-    def missing_endpoint(self) -> bool:
-        """True when this gateway has no such endpoint (an older server)."""
-        return self.status in (404, 405) and self.reason.startswith("no such endpoint")
-
-    @property
-    def detail(self) -> str:
-        """The message without its leading ``"<field>: "``; a caret line under it (indented
-        as far as that prefix by the gateway) loses as much, so it still lines up."""
-        prefix = f"{self.field}: "
-        if self.field and self.reason.startswith(prefix):
-            first, *rest = self.reason[len(prefix) :].split("\n")
-            pad = " " * len(prefix)
-            return "\n".join([first, *(r.removeprefix(pad) for r in rest)])
-        return self.reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,7 +186,7 @@ class SimEngine:
     def _clock(self, change: dict[str, Any]) -> None:
         self.call("PUT", "/v1/clock", change)
         if self.started:  # the devices follow now, not at their next poll
-            self.fleet.set_clock(read_clock(self.gateway.admin_url, DEV_ADMIN_KEY))
+            self.fleet.set_clock(read_clock(self.gateway.admin))
 
     def distribution(self) -> dict[str, dict[str, int]]:
         """Users of the demo app by lifecycle stage and by value tier, as the gateway sees them
@@ -259,8 +225,8 @@ class SimEngine:
     def gateway_counters(self) -> dict[str, float]:
         """The gateway's unlabelled Prometheus counters (``{}`` when it does not answer)."""
         try:
-            text = self._http("GET", "/metrics", None).decode()
-        except (OSError, urllib.error.URLError):
+            text = self.gateway.admin.raw("GET", "/metrics").decode()
+        except AdminError:
             return {}
         out: dict[str, float] = {}
         for line in text.splitlines():
@@ -354,7 +320,7 @@ class SimEngine:
 
     def campaign_stats(self, campaign: str) -> dict[str, Any]:
         """The funnel of one campaign: ``{"total": {...}, "variants": {name: {...}}}``."""
-        result: dict[str, Any] = self.call("GET", f"/v1/campaigns/{_q(campaign)}/stats?app=demo")
+        result: dict[str, Any] = self.call("GET", f"/v1/campaigns/{quote(campaign)}/stats?app=demo")
         return result
 
     def create_campaign(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -366,38 +332,21 @@ class SimEngine:
         """``start``, ``pause`` or ``cancel`` a campaign."""
         if action not in ("start", "pause", "cancel"):
             raise ValueError(f"unknown campaign action {action!r}")
-        result = self.call("POST", f"/v1/campaigns/{_q(campaign)}/{action}?app=demo")
+        result = self.call("POST", f"/v1/campaigns/{quote(campaign)}/{action}?app=demo")
         return result if isinstance(result, dict) else {}
 
     def decisions(self, campaign: str, user: str) -> list[dict[str, Any]]:
         """The decision log of ``campaign`` for one user, newest first."""
         result = self.call(
-            "GET", f"/v1/campaigns/{_q(campaign)}/decisions?app=demo&user={_q(user)}"
+            "GET", f"/v1/campaigns/{quote(campaign)}/decisions?app=demo&user={quote(user)}"
         )
         items = result.get("decisions", []) if isinstance(result, dict) else result
         return [d for d in items if isinstance(d, dict)]
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One admin API request; its JSON answer, or :class:`AdminError`."""
-        try:
-            raw = self._http(method, path, body)
-        except urllib.error.HTTPError as exc:
-            raise _admin_error(exc.code, exc.read()) from None
-        except (OSError, urllib.error.URLError) as exc:
-            raise AdminError(0, "unreachable", f"the gateway did not answer: {exc}") from None
-        return json.loads(raw) if raw else {}
-
-    def _http(self, method: str, path: str, body: dict[str, Any] | None) -> bytes:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.gateway.admin_port}{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {DEV_ADMIN_KEY}",
-                     "Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(req, timeout=ADMIN_TIMEOUT_S) as resp:
-            data: bytes = resp.read()
-            return data
+        """One admin API request; its JSON answer (``{}`` for none), or :class:`AdminError`."""
+        answer = self.gateway.admin.call(method, path, body)
+        return {} if answer is None else answer
 
     def stop(self) -> None:
         """Disconnect every device and stop the gateway."""
@@ -406,17 +355,3 @@ class SimEngine:
         self.gateway.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
-
-
-def _q(part: str) -> str:
-    return urllib.parse.quote(part, safe="")
-
-
-def _admin_error(status: int, raw: bytes) -> AdminError:
-    try:
-        err = json.loads(raw)["error"]
-        return AdminError(status, str(err.get("code", "error")), str(err["message"]),
-                          err.get("field"))  # fmt: skip
-    except (ValueError, KeyError, TypeError):
-        text = raw.decode(errors="replace").strip()[:200]
-        return AdminError(status, "http_error", f"HTTP {status}: {text or 'no body'}")

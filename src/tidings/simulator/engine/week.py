@@ -34,12 +34,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from tidings.admin_client import AdminClient, quote
 from tidings.server.campaigns.engine import TICK_S
 from tidings.server.campaigns.model import CONTROL
 from tidings.server.campaigns.sendtime import DEFAULT_SEND_HOUR
@@ -106,9 +106,6 @@ def first_midnight(now: float) -> float:
     return (math.floor(now / DAY) + 1) * DAY
 
 
-Admin = Callable[..., Any]
-
-
 @dataclass(slots=True)
 class _Campaign:
     id: str
@@ -120,9 +117,7 @@ class _Campaign:
 class WeekRun:
     """Drives the scenario's simulated days and judges them."""
 
-    admin: Admin
-    admin_url: str
-    admin_key: str
+    admin: AdminClient
     fleet: Fleet
     devices: int
     seed: int
@@ -138,11 +133,11 @@ class WeekRun:
     # --- driving --------------------------------------------------------------------------
 
     def now(self) -> float:
-        return read_clock(self.admin_url, self.admin_key).now
+        return read_clock(self.admin).now
 
     def _clock(self, change: dict[str, Any]) -> None:
-        self.admin("PUT", "/v1/clock", change)
-        self.fleet.set_clock(read_clock(self.admin_url, self.admin_key))
+        self.admin.call("PUT", "/v1/clock", change)
+        self.fleet.set_clock(read_clock(self.admin))
 
     def _until(self, at: float) -> None:
         while (now := self.now()) < at:
@@ -150,8 +145,8 @@ class WeekRun:
 
     def _start(self, spec: dict[str, Any], kind: str) -> None:
         created = self.now()
-        self.admin("POST", "/v1/campaigns", {"app": "demo", **spec})
-        self.admin("POST", f"/v1/campaigns/{spec['id']}/start?app=demo")
+        self.admin.call("POST", "/v1/campaigns", {"app": "demo", **spec})
+        self.admin.call("POST", f"/v1/campaigns/{spec['id']}/start?app=demo")
         self.campaigns.append(_Campaign(spec["id"], created, kind))
 
     def before_connect(self) -> None:
@@ -382,7 +377,7 @@ class WeekRun:
         return expected, unsure
 
     def _holdout(self, campaign: str) -> int:
-        stats = self.admin("GET", f"/v1/campaigns/{urllib.parse.quote(campaign)}/stats?app=demo")
+        stats = self.admin.call("GET", f"/v1/campaigns/{quote(campaign)}/stats?app=demo")
         holdout = (stats.get("variants") or {}).get(CONTROL) or {}
         return int(holdout.get("targeted", 0))
 
@@ -459,7 +454,7 @@ class WeekRun:
                     continue
                 if kind == "lifecycle" and value in ("high_value", "potential", "basic"):
                     continue
-                n = int(self.admin("POST", "/v1/segments/preview", {
+                n = int(self.admin.call("POST", "/v1/segments/preview", {
                     "app": "demo", "text": f"{kind} = {value}", "sample": 0})["count"])  # fmt: skip
                 if n or expected[kind].get(value):
                     actual[kind][value] = n
@@ -471,7 +466,7 @@ class WeekRun:
         step = max(1, len(users) // PROFILE_SAMPLE)
         wrong = {"lifecycle": 0, "tier": 0}
         for user in users[::step]:
-            got = self.admin("GET", f"/v1/users/{user}?app=demo")
+            got = self.admin.call("GET", f"/v1/users/{user}?app=demo")
             wrong["lifecycle"] += got["lifecycle"] != str(at_end[user].lifecycle)
             wrong["tier"] += got["tier"] != str(at_end[user].tier)
         for kind, n in wrong.items():
