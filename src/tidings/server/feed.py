@@ -24,22 +24,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import msgpack
 
 from tidings.protocol.errors import TidingsError
+from tidings.server.changes import Change, decode, encode
 from tidings.server.errors import FeedBehind
 from tidings.server.storage import FeedStore
 
 __all__ = ["KEEP_S", "POLL_S", "STALE_S", "Announce", "Feed", "alone"]
 
-Announce = Callable[[tuple[Any, ...]], Awaitable[None]]
+Announce = Callable[[Change], Awaitable[None]]
 """How a node tells the others what it changed (:meth:`Feed.announce`; :func:`alone` for a
 single node)."""
 
 
-async def alone(change: tuple[Any, ...]) -> None:
+async def alone(change: Change) -> None:
     """A single node has nobody to tell of a change."""
 
 
@@ -65,7 +63,7 @@ class Feed:
         store: FeedStore,
         node_id: str,
         *,
-        apply: Callable[[tuple[Any, ...]], Awaitable[None]],
+        apply: Callable[[Change], Awaitable[None]],
         resync: Callable[[], Awaitable[None]],
     ) -> None:
         self.store = store
@@ -111,7 +109,7 @@ class Feed:
 
     # --- writing ------------------------------------------------------------------------------
 
-    async def announce(self, change: tuple[Any, ...]) -> None:
+    async def announce(self, change: Change) -> None:
         """Write a change this node stored to the feed, with whatever else was announced
         meanwhile (one write; group commit); returns once it is stored.
 
@@ -119,7 +117,7 @@ class Feed:
             TidingsError: the feed could not be written for :data:`WRITE_RETRY_S`.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((msgpack.packb(list(change), use_bin_type=True), done))
+        self._queue.append((encode(change), done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
         await done
@@ -188,8 +186,8 @@ class Feed:
                 if origin == self.node_id:
                     continue
                 try:
-                    change = tuple(msgpack.unpackb(body, raw=False, use_list=True))
-                except (ValueError, msgpack.UnpackException) as exc:
+                    change = decode(body)
+                except ValueError as exc:
                     log.warning("feed: malformed change dropped: %s", exc)
                     continue
                 await self._apply(change)

@@ -17,6 +17,17 @@ from tidings.protocol import codes
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.frames import Event
 from tidings.server.campaigns.engine import CampaignEngine
+from tidings.server.changes import (
+    AttrsChanged,
+    CampaignChanged,
+    Change,
+    ConsentChanged,
+    DeviceSeen,
+    EventsStored,
+    SettingsReplaced,
+    TagRuleChanged,
+    UserErased,
+)
 from tidings.server.config import AppConfig
 from tidings.server.feed import Announce, alone
 from tidings.server.storage import DeviceRow, Store, anonymous_key
@@ -131,7 +142,7 @@ class Ingest:
                                        registered=device is not None)  # fmt: skip
         fired = [(e.name, e.props, e.ts / 1000) for e in events]
         await self.engine.on_events(app, user_key, fired)
-        await self.announce(("events", app, user_key, fired))
+        await self.announce(EventsStored(app, user_key, fired))
 
     async def attributes(
         self, app: str, user_key: str, attrs: Mapping[str, Any], device: str | None = None
@@ -144,7 +155,7 @@ class Ingest:
         if attrs:
             await self.store.merge_attrs(app, user_key, dict(attrs), self.clock(), device=device)
         self.engine.audience.on_attrs(app, user_key, attrs)
-        await self.announce(("attrs", app, user_key, dict(attrs)))
+        await self.announce(AttrsChanged(app, user_key, dict(attrs)))
 
     async def consent(
         self,
@@ -168,7 +179,7 @@ class Ingest:
         await self.store.set_consent(app, user_key, dict(categories), self.clock(),
                                      device=device)  # fmt: skip
         self.engine.audience.on_consent(app, user_key, categories)
-        await self.announce(("consent", app, user_key, dict(categories)))
+        await self.announce(ConsentChanged(app, user_key, dict(categories)))
 
     async def device(self, row: DeviceRow) -> DeviceRow:
         """A device said hello: record it (with its sequence state) and its facts."""
@@ -177,36 +188,36 @@ class Ingest:
                  "app_version": row.app_version}  # fmt: skip
         user_key = row.user_id or anonymous_key(row.device_id)
         self.engine.audience.on_device(row.app, user_key, **facts)
-        await self.announce(("device", row.app, user_key, facts))
+        await self.announce(DeviceSeen(row.app, user_key, facts))
         return stored
 
     async def erase(self, app: str, user_key: str) -> bool:
         """Erase a user everywhere; False if nothing was known about them."""
         known = await self.engine.erase(app, user_key)
-        await self.announce(("erase", app, user_key))
+        await self.announce(UserErased(app, user_key))
         return known
 
-    async def apply(self, change: tuple[Any, ...]) -> None:
+    async def apply(self, change: Change) -> None:
         """Apply a change another node of the cluster stored and announced.
 
         Profiles and tags follow; triggers do not run again (the node that took the events
         ran them), and campaigns and tag rules are read back from the store.
         """
-        kind, app, key, *rest = change
         audience = self.engine.audience
-        if kind == "events":
-            audience.on_events(app, key, [(n, p, float(ts)) for n, p, ts in rest[0]])
-        elif kind == "attrs":
-            audience.on_attrs(app, key, rest[0])
-        elif kind == "consent":
-            audience.on_consent(app, key, rest[0])
-        elif kind == "device":
-            audience.on_device(app, key, **rest[0])
-        elif kind == "erase":
-            audience.forget(app, key)
-        elif kind == "campaign":
-            await self.engine.reload_campaign(app, key)
-        elif kind == "tag_rule":
-            await audience.reload_tag_rule(app, key)
-        elif kind == "settings":
-            await self.engine.reload_settings(app)
+        match change:
+            case EventsStored(app, user, events):
+                audience.on_events(app, user, events)
+            case AttrsChanged(app, user, attrs):
+                audience.on_attrs(app, user, attrs)
+            case ConsentChanged(app, user, categories):
+                audience.on_consent(app, user, categories)
+            case DeviceSeen(app, user, facts):
+                audience.on_device(app, user, **facts)
+            case UserErased(app, user):
+                audience.forget(app, user)
+            case CampaignChanged(app, campaign):
+                await self.engine.reload_campaign(app, campaign)
+            case TagRuleChanged(app, rule):
+                await audience.reload_tag_rule(app, rule)
+            case SettingsReplaced(app):
+                await self.engine.reload_settings(app)

@@ -34,6 +34,7 @@ from tidings.protocol.frames import (
 from tidings.protocol.simtime import SimTime
 from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
+from tidings.server.changes import Change, UserErased
 from tidings.server.config import GatewayConfig
 from tidings.server.delivery import Outgoing, fit_frame
 from tidings.server.errors import SettingsChanged
@@ -234,14 +235,14 @@ class Node:
         (Changes of the audience and campaigns travel on the feed, not through the broker.)"""
         self.sessions.rejoin()
 
-    async def _on_change(self, change: tuple[Any, ...]) -> None:
+    async def _on_change(self, change: Change) -> None:
         """Another node stored a change (read from the feed): apply it, in feed order."""
         try:
             await self.ingest.apply(change)
-            if change[0] == "erase":
-                self.close_erased(change[1], change[2])
+            if isinstance(change, UserErased):
+                self.close_erased(change.app, change.user)
         except TidingsError as exc:  # unknown app, store hiccup: the next rebuild mends it
-            log.warning("cluster: change %s not applied: %s", change[0], exc.reason)
+            log.warning("cluster: change %s not applied: %s", change.TAG, exc.reason)
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("cluster: malformed change dropped: %s", exc)
 

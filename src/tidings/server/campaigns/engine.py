@@ -69,6 +69,7 @@ from tidings.server.campaigns.templates import (
     validate_campaign,
 )
 from tidings.server.campaigns.variants import assign, in_test_group
+from tidings.server.changes import CampaignChanged, SettingsReplaced
 from tidings.server.config import AppConfig
 from tidings.server.delivery import Outgoing, Publisher, fit_frame
 from tidings.server.errors import CampaignInactive, ClaimLost, Conflict, NotFound, SettingsChanged
@@ -244,7 +245,7 @@ class CampaignEngine:
         await self.store.save_app_settings(app, stored, self.clock())
         self._settings[app] = settings_fingerprint(stored)
         await self._use_policy(app, policy)
-        await self.announce(("settings", app, ""))
+        await self.announce(SettingsReplaced(app))
         return policy
 
     async def reload_settings(self, app: str) -> None:
@@ -456,7 +457,7 @@ class CampaignEngine:
         state.campaigns[campaign.id] = _Live(
             campaign, old.sent_total if old else 0, old.created_at if old else now, now
         )
-        await self.announce(("campaign", campaign.app, campaign.id))
+        await self.announce(CampaignChanged(campaign.app, campaign.id))
         return campaign
 
     async def delete(self, app: str, cid: str) -> None:
@@ -466,7 +467,7 @@ class CampaignEngine:
             raise Conflict("status", "only a draft can be deleted; cancel this campaign")
         await self.store.delete_campaign(app, cid)
         del self._state(app).campaigns[cid]
-        await self.announce(("campaign", app, cid))
+        await self.announce(CampaignChanged(app, cid))
 
     async def _set_status(
         self, app: str, live: _Live, status: CampaignStatus, then: Sequence[PendingSend] = ()
@@ -490,7 +491,7 @@ class CampaignEngine:
                            f"{_VERBS[status]} now (read it again)")  # fmt: skip
         live.campaign = live.campaign.with_status(status)
         live.updated_at = now
-        await self.announce(("campaign", app, live.campaign.id))
+        await self.announce(CampaignChanged(app, live.campaign.id))
 
     async def start_campaign(self, app: str, cid: str) -> Campaign:
         """Start a draft (or resume a paused) campaign."""
@@ -661,7 +662,7 @@ class CampaignEngine:
         testing = {"phase": "testing", "started_at": now, "deadline": now + r.decide_after_s}
         live.rollout = await self.store.swap_rollout(app, live.campaign.id, None, testing)
         self._due_at(due)
-        await self.announce(("campaign", app, live.campaign.id))
+        await self.announce(CampaignChanged(app, live.campaign.id))
 
     async def _rollout_check(self, app: str, live: _Live, row: PendingSend, now: float) -> None:
         """Run one claimed roll-out check: decide (once, in the store) or check again later.
@@ -709,7 +710,7 @@ class CampaignEngine:
                                       f": {best}, the best observed"}  # fmt: skip
             state = await self.store.swap_rollout(app, c.id, state, decided)
             live.rollout = state
-            await self.announce(("campaign", app, c.id))
+            await self.announce(CampaignChanged(app, c.id))
         if state is None or state.get("row") != row.id or c.kind is CampaignKind.TRIGGERED:
             await self.store.commit(app, done)  # decided by another check, or nothing to send
             return

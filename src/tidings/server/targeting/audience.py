@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from tidings.protocol.errors import InvalidField
+from tidings.server.changes import TagRuleChanged
 from tidings.server.feed import Announce, alone
 from tidings.server.storage import ProfileRow, Store
 from tidings.server.targeting.explain import failed_part
@@ -313,7 +314,7 @@ class Audience:
         """Create or replace a tag rule; stored events within its window count at once."""
         await self.store.save_tag_rule(app, rule.name, rule.to_json())
         await self._use_rule(app, rule)
-        await self.announce(("tag_rule", app, rule.name))
+        await self.announce(TagRuleChanged(app, rule.name))
 
     async def reload_tag_rule(self, app: str, name: str) -> None:
         """Another node changed a tag rule: take the stored one (or its absence)."""
@@ -346,7 +347,7 @@ class Audience:
             return False
         await self.store.save_tag_rule(app, name, None)
         self._untag(app, name, state.tags.remove_rule(name), self.clock())
-        await self.announce(("tag_rule", app, name))
+        await self.announce(TagRuleChanged(app, name))
         return True
 
     def _untag(self, app: str, tag: str, users: Iterable[str], now: float) -> None:
