@@ -37,8 +37,9 @@ from tidings.server.storage.rows import (
     SendRow,
     SessionCheck,
     UserRow,
+    anonymous_key,
 )
-from tidings.server.storage.store import SqliteStore, anonymous_key
+from tidings.server.storage.store import SqliteStore
 
 if TYPE_CHECKING:
     from tidings.server.storage.postgres import PostgresStore

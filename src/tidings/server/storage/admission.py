@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from tidings.protocol import kinds
 from tidings.server.errors import CampaignInactive, ClaimLost, SettingsChanged
 from tidings.server.storage.rows import Limit, Outcome, OutMessage, Progress, Refusal, SendRow
 
@@ -23,6 +24,7 @@ __all__ = [
     "campaign_users",
     "consent_checks",
     "forget_erased",
+    "inbox_users",
     "require_progress",
     "require_running",
     "require_settings",
@@ -178,3 +180,12 @@ def admit(
             if within and limit.counts(s.category, s.campaign):
                 per_user[(limit, at)] += 1
     return accepted, refused
+
+
+def inbox_users(m: OutMessage, refused: set[tuple[str, str]]) -> list[str]:
+    """The users whose inbox keeps ``m``: its accepted recipients, with or without a device
+    (none for a banner-only message)."""
+    if not kinds.rules(m.fields.get("kind", "")).inbox:
+        return []
+    users = [u for _, u in m.targets] + list(m.waiting)
+    return [u for u in dict.fromkeys(users) if (m.message_id, u) not in refused]

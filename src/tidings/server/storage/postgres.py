@@ -63,32 +63,31 @@ from tidings.server.storage.admission import (
     campaign_users,
     consent_checks,
     forget_erased,
+    inbox_users,
     require_progress,
     require_running,
     require_settings,
 )
 from tidings.server.storage.rows import (
     INBOX_SQL,
-    CampaignRow,
+    REQUEST_KEEP_S,
     Committed,
     DecisionRow,
     DeviceRow,
-    EventRow,
     FateRow,
     Limit,
     Outcome,
     OutMessage,
-    PendingDelivery,
     PendingSend,
     ProfileRow,
     RequestRow,
     SendRow,
     SessionCheck,
-    UserRow,
+    anonymous_key,
     export_document,
     profiles_from,
 )
-from tidings.server.storage.store import REQUEST_KEEP_S, anonymous_key, inbox_users
+from tidings.server.storage.sql import SqlStore, numbered
 
 try:
     import asyncpg
@@ -242,7 +241,7 @@ def _amount(props: dict[str, Any], prop: str = "amount") -> float | None:
     return 0.0
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """The PostgreSQL store: an ``asyncpg`` pool, numbered migrations, and every write one
     transaction whose locks keep the store's invariants across processes.
 
@@ -398,20 +397,36 @@ class PostgresStore:
             raise _store_error(self.server, exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        """One query's rows."""
+        """One query's rows (``sql`` in either placeholder style, :func:`numbered`)."""
         pool = self._live_pool()
         try:
             async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
-                return list(await con.fetch(sql, *args))
+                return list(await con.fetch(numbered(sql), *args))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise _store_error(self.server, exc) from exc
+
+    async def _rows(self, sql: str, *params: Any) -> list[Any]:
+        return await self._fetch(sql, *params)
+
+    async def _row(self, sql: str, *params: Any) -> Any:
+        rows = await self._fetch(sql, *params)
+        return rows[0] if rows else None
+
+    async def _rows_in(
+        self, sql: str, app: str, values: Sequence[str], *after: object
+    ) -> list[Any]:
+        """``sql`` with its ``IN ({marks})`` list as one array parameter."""
+        if not values:
+            return []
+        return await self._fetch(sql.replace("IN ({marks})", "= ANY(?::text[])"), app,
+                                 list(dict.fromkeys(values)), *after)  # fmt: skip
 
     async def _execute(self, *statements: Any) -> None:
         """Run ``sql, args`` pairs in one transaction."""
 
         async def work(con: _Conn) -> None:
             for i in range(0, len(statements), 2):
-                await con.execute(statements[i], *statements[i + 1])
+                await con.execute(numbered(statements[i]), *statements[i + 1])
 
         await self._write(work)
 
@@ -485,43 +500,6 @@ class PostgresStore:
         )
         return [SessionCheck(device=r[0], last_seq=int(r[1]), epoch=int(r[2])) for r in rows]
 
-    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user_id) of every known device of these users."""
-        if not users:
-            return []
-        rows = await self._fetch(
-            "SELECT device_id, user_id FROM devices WHERE app=$1 AND user_id = ANY($2::text[])",
-            app,
-            list(dict.fromkeys(users)),
-        )
-        return [(r[0], r[1]) for r in rows]
-
-    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user key) of the listed devices that exist."""
-        if not devices:
-            return []
-        rows = await self._fetch(
-            "SELECT device_id, user_id FROM devices WHERE app=$1 AND device_id = ANY($2::text[])",
-            app,
-            list(dict.fromkeys(devices)),
-        )
-        return [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
-
-    async def devices_of_keys(self, app: str, user_keys: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user key) of every known device of these profiles (anonymous too)."""
-        named = [k for k in user_keys if not k.startswith("~")]
-        out = await self.devices_of_users(app, named) if named else []
-        anonymous = [k[1:] for k in user_keys if k.startswith("~")]
-        if anonymous:
-            rows = await self._fetch(
-                "SELECT device_id FROM devices WHERE app=$1 AND user_id IS NULL"
-                " AND device_id = ANY($2::text[])",
-                app,
-                list(dict.fromkeys(anonymous)),
-            )
-            out += [(r[0], anonymous_key(r[0])) for r in rows]
-        return out
-
     async def opted_out(
         self, app: str, user_keys: Sequence[str], category: str = "marketing"
     ) -> set[str]:
@@ -573,27 +551,6 @@ class PostgresStore:
             return list(users), list(facts), list(totals.values())
 
         return profiles_from(*await self._read(work))
-
-    async def user(self, app: str, user_key: str) -> UserRow | None:
-        """A user's profile row, or None."""
-        rows = await self._fetch(
-            "SELECT attrs, consent, first_seen, last_seen, inbox_ver FROM users"
-            " WHERE app=$1 AND user_key=$2",
-            app,
-            user_key,
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        return UserRow(
-            app=app,
-            user_key=user_key,
-            attrs=json.loads(r[0]),
-            consent=json.loads(r[1]),
-            first_seen=r[2],
-            last_seen=r[3],
-            inbox_ver=int(r[4]),
-        )
 
     async def merge_attrs(
         self,
@@ -804,24 +761,6 @@ class PostgresStore:
             deliveries=deliveries, refused=tuple(refused), sent=len(sends), sent_total=total_after
         )
 
-    async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
-        """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
-        rows = await self._fetch(
-            "SELECT d.seq, d.message_id, m.wire, d.inbox_only FROM deliveries d JOIN messages m"
-            " ON m.app=d.app AND m.id=d.message_id"
-            " WHERE d.app=$1 AND d.device_id=$2 AND d.seq>$3 AND d.state=0 AND NOT m.revoked"
-            " AND m.expires_at>$4 ORDER BY d.seq",
-            app,
-            device,
-            after,
-            float(now),
-        )
-        return [
-            PendingDelivery(seq=int(r[0]), message_id=r[1], wire=bytes(r[2]),
-                            inbox_only=bool(r[3]))
-            for r in rows
-        ]  # fmt: skip
-
     async def fill_inbox(
         self, app: str, device: str, user_key: str, resume: int, now: float
     ) -> int:
@@ -869,10 +808,6 @@ class PostgresStore:
             return len(missing)
 
         return await self._write(work)
-
-    async def ack(self, app: str, device: str, seq: int, now: float | None = None) -> None:
-        """Mark every delivery up to ``seq`` acknowledged (at ``now``, when given)."""
-        await self.ack_many([(app, device, seq)], now)
 
     async def ack_many(
         self, acks: Sequence[tuple[str, str, int]], now: float | None = None
@@ -1069,60 +1004,7 @@ class PostgresStore:
 
         await self._write(work)
 
-    async def count_events(self, app: str) -> int:
-        """How many events an app has stored (tests, metrics)."""
-        rows = await self._fetch("SELECT COUNT(*) FROM events WHERE app=$1", app)
-        return int(rows[0][0])
-
-    async def events_since(
-        self, app: str, since: float, *, name: str | None = None, user_key: str | None = None
-    ) -> list[EventRow]:
-        """Stored events with ``ts >= since``, oldest first, optionally of one name or user."""
-        sql = "SELECT user_key, name, props, ts FROM events WHERE app=$1 AND ts>=$2"
-        params: list[Any] = [app, float(since)]
-        if name is not None:
-            params.append(name)
-            sql += f" AND name=${len(params)}"
-        if user_key is not None:
-            params.append(user_key)
-            sql += f" AND user_key=${len(params)}"
-        rows = await self._fetch(sql + " ORDER BY ts", *params)
-        return [EventRow(user_key=r[0], name=r[1], props=json.loads(r[2]), ts=r[3]) for r in rows]
-
     # --- targeting and campaigns -------------------------------------------------------------
-
-    async def campaigns(self, app: str | None = None) -> list[CampaignRow]:
-        """Every stored campaign (of one app, or of all), oldest first."""
-        sql = "SELECT app, id, spec, status, sent_total, created_at, updated_at FROM campaigns"
-        params: tuple[Any, ...] = ()
-        if app is not None:
-            sql, params = sql + " WHERE app=$1", (app,)
-        rows = await self._fetch(sql + ' ORDER BY created_at, id COLLATE "C"', *params)
-        return [
-            CampaignRow(app=r[0], id=r[1], spec=json.loads(r[2]), status=r[3],
-                        sent_total=int(r[4]), created_at=r[5], updated_at=r[6])
-            for r in rows
-        ]  # fmt: skip
-
-    async def save_campaign(
-        self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
-    ) -> None:
-        """Create or replace a campaign definition (its sent total is kept)."""
-        await self._execute(
-            "INSERT INTO campaigns (app, id, spec, status, created_at, updated_at)"
-            " VALUES ($1,$2,$3,$4,$5,$5) ON CONFLICT (app, id) DO UPDATE SET spec=excluded.spec,"
-            " status=excluded.status, updated_at=excluded.updated_at",
-            (app, cid, json.dumps(spec), status, float(now)),
-        )
-
-    async def delete_campaign(self, app: str, cid: str) -> None:
-        """Delete a campaign and its pending work (its log and messages stay for the record)."""
-        await self._execute(
-            "DELETE FROM campaigns WHERE app=$1 AND id=$2",
-            (app, cid),
-            "DELETE FROM pending_sends WHERE app=$1 AND campaign=$2",
-            (app, cid),
-        )
 
     async def set_campaign_status(
         self,
@@ -1154,13 +1036,6 @@ class PostgresStore:
             return True
 
         return await self._write(work)
-
-    async def rollout_states(self, app: str) -> dict[str, dict[str, Any]]:
-        """The stored roll-out state of each of an app's campaigns that has one."""
-        rows = await self._fetch(
-            "SELECT id, rollout FROM campaigns WHERE app=$1 AND rollout IS NOT NULL", app
-        )
-        return {r[0]: json.loads(r[1]) for r in rows}
 
     async def swap_rollout(
         self, app: str, cid: str, expect: dict[str, Any] | None, new: dict[str, Any]
@@ -1244,40 +1119,6 @@ class PostgresStore:
 
         return await self._write(work)
 
-    async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]:
-        """Every stored tag rule as (app, rule JSON)."""
-        rows = await self._fetch(
-            'SELECT app, spec FROM tag_rules ORDER BY app COLLATE "C", name COLLATE "C"'
-        )
-        return [(r[0], json.loads(r[1])) for r in rows]
-
-    async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None:
-        """Create or replace a tag rule; ``None`` deletes it."""
-        if spec is None:
-            await self._execute("DELETE FROM tag_rules WHERE app=$1 AND name=$2", (app, name))
-        else:
-            await self._execute(
-                "INSERT INTO tag_rules (app, name, spec) VALUES ($1,$2,$3) ON CONFLICT"
-                " (app, name) DO UPDATE SET spec=excluded.spec",
-                (app, name, json.dumps(spec)),
-            )
-
-    async def app_settings(self, app: str) -> dict[str, Any] | None:
-        """The settings document the admin API stored for an app, or None."""
-        rows = await self._fetch("SELECT spec FROM app_settings WHERE app=$1", app)
-        return dict(json.loads(rows[0][0])) if rows else None
-
-    async def save_app_settings(self, app: str, spec: dict[str, Any] | None, now: float) -> None:
-        """Store an app's settings document; ``None`` deletes it (the file's settings hold)."""
-        if spec is None:
-            await self._execute("DELETE FROM app_settings WHERE app=$1", (app,))
-        else:
-            await self._execute(
-                "INSERT INTO app_settings (app, spec, updated_at) VALUES ($1,$2,$3) ON CONFLICT"
-                " (app) DO UPDATE SET spec=excluded.spec, updated_at=excluded.updated_at",
-                (app, json.dumps(spec), float(now)),
-            )
-
     async def claim_due(
         self, owner: str, now: float, lease_s: float, limit: int
     ) -> list[PendingSend]:
@@ -1321,30 +1162,6 @@ class PostgresStore:
             f" WHERE NOT EXISTS ({_PAUSED})"
         )
         return None if rows[0][0] is None else float(rows[0][0])
-
-    async def count_pending(self, app: str, campaign: str) -> int:
-        """How much work a campaign still has pending."""
-        rows = await self._fetch(
-            "SELECT COUNT(*) FROM pending_sends WHERE app=$1 AND campaign=$2", app, campaign
-        )
-        return int(rows[0][0])
-
-    async def run_events(self, app: str, campaign: str) -> list[dict[str, Any]]:
-        """The ``event`` of each campaign-wide pending row of a campaign (its runs and
-        checks; a run under way keeps its cursor there, see :class:`Progress`)."""
-        rows = await self._fetch(
-            "SELECT event FROM pending_sends WHERE app=$1 AND campaign=$2 AND user_key IS NULL"
-            " AND event IS NOT NULL",
-            app,
-            campaign,
-        )
-        return [json.loads(r[0]) for r in rows]
-
-    async def drop_pending(self, app: str, campaign: str) -> None:
-        """Forget a campaign's pending work (cancel)."""
-        await self._execute(
-            "DELETE FROM pending_sends WHERE app=$1 AND campaign=$2", (app, campaign)
-        )
 
     # --- analytics ----------------------------------------------------------------------------
 
@@ -1469,61 +1286,6 @@ class PostgresStore:
         for day, stage, n in rows:
             out.setdefault(int(day), {})[stage] = int(n)
         return out
-
-    async def cohorts(
-        self, app: str, campaign: str, within_s: float
-    ) -> list[tuple[str, str | None, str, float, float | None]]:
-        """``(group, variant, user, start, returned_at)`` of everyone a campaign measures.
-
-        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display, inbox
-        read or click of the user's message) and ``holdout`` (the first decision that held the
-        user out). ``returned_at``: for ``sent`` and ``holdout``, the user's first event after
-        ``start`` and at most ``within_s`` after it, else None.
-        """
-        rows = await self._fetch(
-            "WITH starts (grp, variant, user_key, start) AS ("
-            " SELECT 'sent', variant, user_key, MIN(at) FROM sends WHERE app=$1"
-            " AND campaign=$2 GROUP BY variant, user_key"
-            " UNION ALL SELECT 'exposed', s.variant, s.user_key, MIN(r.ts) FROM sends s"
-            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " AND r.kind IN ('displayed', 'read', 'clicked') WHERE s.app=$1 AND s.campaign=$2"
-            " GROUP BY s.variant, s.user_key"
-            " UNION ALL SELECT 'holdout', variant, user_key, MIN(at) FROM decisions"
-            " WHERE app=$1 AND campaign=$2 AND reason='holdout' GROUP BY variant, user_key)"
-            " SELECT grp, variant, user_key, start, CASE WHEN grp='exposed' THEN NULL ELSE"
-            " (SELECT MIN(e.ts) FROM events e WHERE e.app=$1 AND e.user_key=starts.user_key"
-            " AND e.ts>starts.start AND e.ts<=starts.start+$3) END FROM starts"
-            ' ORDER BY grp, variant COLLATE "C", user_key COLLATE "C"',
-            app,
-            campaign,
-            float(within_s),
-        )
-        return [(r[0], r[1], r[2], float(r[3]), None if r[4] is None else float(r[4]))
-                for r in rows]  # fmt: skip
-
-    async def undisplayed_messages(self, app: str, campaign: str) -> list[str]:
-        """Ids of a campaign's messages that no device has displayed yet."""
-        rows = await self._fetch(
-            "SELECT m.id FROM messages m WHERE m.app=$1 AND m.campaign=$2 AND NOT m.revoked"
-            " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.app=m.app AND r.message_id=m.id"
-            " AND r.kind='displayed')",
-            app,
-            campaign,
-        )
-        return [r[0] for r in rows]
-
-    async def sends_since(self, since: float) -> list[tuple[str, SendRow]]:
-        """Every send record newer than ``since`` as (app, row), oldest first."""
-        rows = await self._fetch(
-            "SELECT app, user_key, at, category, campaign, variant, message_id FROM sends"
-            " WHERE at>=$1 ORDER BY at",
-            float(since),
-        )
-        return [
-            (r[0], SendRow(user_key=r[1], at=r[2], category=r[3], campaign=r[4], variant=r[5],
-                           message_id=r[6]))
-            for r in rows
-        ]  # fmt: skip
 
     # --- privacy ------------------------------------------------------------------------------
 
@@ -1658,19 +1420,6 @@ class PostgresStore:
             return None
 
         return await self._write(work)
-
-    async def finish_request(self, app: str, key: str, status: int, answer: str) -> None:
-        """Record the answer of a request made under ``key``."""
-        await self._execute(
-            "UPDATE requests SET status=$1, answer=$2 WHERE app=$3 AND key=$4",
-            (status, answer, app, key),
-        )
-
-    async def abandon_request(self, app: str, key: str) -> None:
-        """Give ``key`` back: the request failed before doing anything, a retry may run."""
-        await self._execute(
-            "DELETE FROM requests WHERE app=$1 AND key=$2 AND status IS NULL", (app, key)
-        )
 
     # --- inbox state --------------------------------------------------------------------------
 

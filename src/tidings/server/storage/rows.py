@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "INBOX_SQL",
+    "REQUEST_KEEP_S",
     "CampaignRow",
     "Committed",
     "DecisionRow",
@@ -25,9 +26,19 @@ __all__ = [
     "RequestRow",
     "SendRow",
     "UserRow",
+    "anonymous_key",
     "export_document",
     "profiles_from",
 ]
+
+
+REQUEST_KEEP_S = 86_400.0
+"""How long an idempotency key and its answer are kept."""
+
+
+def anonymous_key(device_id: str) -> str:
+    """The profile key of a device with no user: ``~`` cannot start a user id we mint."""
+    return "~" + device_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -38,7 +38,6 @@ from typing import Any
 
 import aiosqlite
 
-from tidings.protocol import kinds
 from tidings.protocol.frames import Event, InboxChange
 from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreError
 from tidings.server.storage.admission import (
@@ -47,34 +46,34 @@ from tidings.server.storage.admission import (
     campaign_users,
     consent_checks,
     forget_erased,
+    inbox_users,
     require_progress,
     require_running,
     require_settings,
 )
 from tidings.server.storage.rows import (
     INBOX_SQL,
-    CampaignRow,
+    REQUEST_KEEP_S,
     Committed,
     DecisionRow,
     DeviceRow,
-    EventRow,
     FateRow,
     Limit,
     Outcome,
     OutMessage,
-    PendingDelivery,
     PendingSend,
     ProfileRow,
     Refusal,
     RequestRow,
     SendRow,
     SessionCheck,
-    UserRow,
+    anonymous_key,
     export_document,
     profiles_from,
 )
+from tidings.server.storage.sql import SqlStore
 
-__all__ = ["DURABILITY_MODES", "SqliteStore", "anonymous_key"]
+__all__ = ["DURABILITY_MODES", "SqliteStore"]
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +161,6 @@ class _Reads:
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
 _PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
-REQUEST_KEEP_S = 86_400.0
-"""How long an idempotency key and its answer are kept."""
-
-
-def anonymous_key(device_id: str) -> str:
-    """The profile key of a device with no user: ``~`` cannot start a user id we mint."""
-    return "~" + device_id
 
 
 def _no_write(db: sqlite3.Connection) -> None:
@@ -180,7 +172,7 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]
         yield items[i : i + size]
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """The SQLite store: WAL, numbered migrations, reads on an aiosqlite connection and group
     commits on a connection of their own in the writer thread.
 
@@ -468,7 +460,7 @@ class SqliteStore:
         """Of live sessions given as (device, highest seq sent, session epoch), those the store
         says are behind: a delivery numbered past what was sent, or a newer session since."""
         sent = {d: (s, e) for d, s, e in sessions}
-        rows = await self._select_in(
+        rows = await self._rows_in(
             "SELECT device_id, last_seq, session_epoch FROM devices WHERE app=?"
             " AND device_id IN ({marks})",
             app,
@@ -480,7 +472,13 @@ class SqliteStore:
             if r[1] > sent[r[0]][0] or r[2] > sent[r[0]][1]
         ]
 
-    async def _select_in(
+    async def _rows(self, sql: str, *params: Any) -> list[Any]:
+        return await self._conn.fetchall(sql, params)
+
+    async def _row(self, sql: str, *params: Any) -> Any:
+        return await self._conn.fetchone(sql, params)
+
+    async def _rows_in(
         self, sql: str, app: str, values: Sequence[str], *after: object
     ) -> list[Any]:
         """Run ``sql`` (with ``{marks}`` for the IN list, then ``after``'s parameters) over
@@ -491,30 +489,12 @@ class SqliteStore:
             rows += await self._conn.fetchall(sql.format(marks=marks), (app, *chunk, *after))
         return rows
 
-    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user_id) of every known device of these users."""
-        rows = await self._select_in(
-            "SELECT device_id, user_id FROM devices WHERE app=? AND user_id IN ({marks})",
-            app,
-            users,
-        )
-        return [(r[0], r[1]) for r in rows]
-
-    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user key) of the listed devices that exist."""
-        rows = await self._select_in(
-            "SELECT device_id, user_id FROM devices WHERE app=? AND device_id IN ({marks})",
-            app,
-            devices,
-        )
-        return [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
-
     async def opted_out(
         self, app: str, user_keys: Sequence[str], category: str = "marketing"
     ) -> set[str]:
         """The users among ``user_keys`` who opted out of ``category``."""
         refuses, after = _refuses(category)
-        return {r[0] for r in await self._select_in(_USERS_IN + refuses, app, user_keys, *after)}
+        return {r[0] for r in await self._rows_in(_USERS_IN + refuses, app, user_keys, *after)}
 
     async def profile_rows(
         self, app: str, *, value_event: str = "purchase", amount_prop: str = "amount"
@@ -539,25 +519,6 @@ class SqliteStore:
             (_json_key(amount_prop), app, value_event),
         )
         return profiles_from(users, facts, buys)
-
-    async def user(self, app: str, user_key: str) -> UserRow | None:
-        """A user's profile row, or None."""
-        r = await self._conn.fetchone(
-            "SELECT attrs, consent, first_seen, last_seen, inbox_ver FROM users"
-            " WHERE app=? AND user_key=?",
-            (app, user_key),
-        )
-        if r is None:
-            return None
-        return UserRow(
-            app=app,
-            user_key=user_key,
-            attrs=json.loads(r[0]),
-            consent=json.loads(r[1]),
-            first_seen=r[2],
-            last_seen=r[3],
-            inbox_ver=r[4],
-        )
 
     async def merge_attrs(
         self,
@@ -647,20 +608,6 @@ class SqliteStore:
         result: Committed = await self._submit(write)
         return result
 
-    async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
-        """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
-        rows = await self._conn.fetchall(
-            "SELECT d.seq, d.message_id, m.wire, d.inbox_only FROM deliveries d JOIN messages m"
-            " ON m.app=d.app AND m.id=d.message_id"
-            " WHERE d.app=? AND d.device_id=? AND d.seq>? AND d.state=0 AND m.revoked=0"
-            " AND m.expires_at>? ORDER BY d.seq",
-            (app, device, after, now),
-        )
-        return [
-            PendingDelivery(seq=r[0], message_id=r[1], wire=bytes(r[2]), inbox_only=bool(r[3]))
-            for r in rows
-        ]
-
     async def fill_inbox(
         self, app: str, device: str, user_key: str, resume: int, now: float
     ) -> int:
@@ -688,10 +635,6 @@ class SqliteStore:
 
         result: int = await self._submit(write)
         return result
-
-    async def ack(self, app: str, device: str, seq: int, now: float | None = None) -> None:
-        """Mark every delivery up to ``seq`` acknowledged (at ``now``, when given)."""
-        await self.ack_many([(app, device, seq)], now)
 
     async def ack_many(
         self, acks: Sequence[tuple[str, str, int]], now: float | None = None
@@ -824,60 +767,7 @@ class SqliteStore:
 
         await self._submit(write)
 
-    async def count_events(self, app: str) -> int:
-        """How many events an app has stored (tests, metrics)."""
-        r = await self._conn.fetchone("SELECT COUNT(*) FROM events WHERE app=?", (app,))
-        return int(r[0]) if r else 0
-
     # --- targeting and campaigns -------------------------------------------------------------
-
-    async def events_since(
-        self, app: str, since: float, *, name: str | None = None, user_key: str | None = None
-    ) -> list[EventRow]:
-        """Stored events with ``ts >= since``, oldest first, optionally of one name or user."""
-        sql = "SELECT user_key, name, props, ts FROM events WHERE app=? AND ts>=?"
-        params: list[Any] = [app, since]
-        if name is not None:
-            sql += " AND name=?"
-            params.append(name)
-        if user_key is not None:
-            sql += " AND user_key=?"
-            params.append(user_key)
-        rows = await self._conn.fetchall(sql + " ORDER BY ts", params)
-        return [EventRow(user_key=r[0], name=r[1], props=json.loads(r[2]), ts=r[3]) for r in rows]
-
-    async def campaigns(self, app: str | None = None) -> list[CampaignRow]:
-        """Every stored campaign (of one app, or of all), oldest first."""
-        sql = "SELECT app, id, spec, status, sent_total, created_at, updated_at FROM campaigns"
-        params: tuple[Any, ...] = ()
-        if app is not None:
-            sql, params = sql + " WHERE app=?", (app,)
-        rows = await self._conn.fetchall(sql + " ORDER BY created_at, id", params)
-        return [
-            CampaignRow(app=r[0], id=r[1], spec=json.loads(r[2]), status=r[3], sent_total=r[4],
-                        created_at=r[5], updated_at=r[6])
-            for r in rows
-        ]  # fmt: skip
-
-    async def save_campaign(
-        self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
-    ) -> None:
-        """Create or replace a campaign definition (its sent total is kept)."""
-        await self._execute(
-            "INSERT INTO campaigns (app, id, spec, status, created_at, updated_at)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (app, id) DO UPDATE SET spec=excluded.spec,"
-            " status=excluded.status, updated_at=excluded.updated_at",
-            (app, cid, json.dumps(spec), status, now, now),
-        )
-
-    async def delete_campaign(self, app: str, cid: str) -> None:
-        """Delete a campaign and its pending work (its log and messages stay for the record)."""
-        await self._execute(
-            "DELETE FROM campaigns WHERE app=? AND id=?",
-            (app, cid),
-            "DELETE FROM pending_sends WHERE app=? AND campaign=?",
-            (app, cid),
-        )
 
     async def append_changes(self, origin: str, bodies: Sequence[bytes]) -> None:
         """Add changes to the feed, in order, in one write."""
@@ -920,51 +810,6 @@ class SqliteStore:
         result: int = await self._submit(write)
         return result
 
-    async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]:
-        """Every stored tag rule as (app, rule JSON)."""
-        rows = await self._conn.fetchall("SELECT app, spec FROM tag_rules ORDER BY app, name")
-        return [(r[0], json.loads(r[1])) for r in rows]
-
-    async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None:
-        """Create or replace a tag rule; ``None`` deletes it."""
-        if spec is None:
-            await self._execute("DELETE FROM tag_rules WHERE app=? AND name=?", (app, name))
-        else:
-            await self._execute(
-                "INSERT INTO tag_rules (app, name, spec) VALUES (?,?,?) ON CONFLICT"
-                " (app, name) DO UPDATE SET spec=excluded.spec",
-                (app, name, json.dumps(spec)),
-            )
-
-    async def app_settings(self, app: str) -> dict[str, Any] | None:
-        """The settings document the admin API stored for an app, or None."""
-        r = await self._conn.fetchone("SELECT spec FROM app_settings WHERE app=?", (app,))
-        return None if r is None else dict(json.loads(r[0]))
-
-    async def save_app_settings(self, app: str, spec: dict[str, Any] | None, now: float) -> None:
-        """Store an app's settings document; ``None`` deletes it (the file's settings hold)."""
-        if spec is None:
-            await self._execute("DELETE FROM app_settings WHERE app=?", (app,))
-        else:
-            await self._execute(
-                "INSERT INTO app_settings (app, spec, updated_at) VALUES (?,?,?) ON CONFLICT"
-                " (app) DO UPDATE SET spec=excluded.spec, updated_at=excluded.updated_at",
-                (app, json.dumps(spec), now),
-            )
-
-    async def sends_since(self, since: float) -> list[tuple[str, SendRow]]:
-        """Every send record newer than ``since`` as (app, row), oldest first."""
-        rows = await self._conn.fetchall(
-            "SELECT app, user_key, at, category, campaign, variant, message_id FROM sends"
-            " WHERE at>=? ORDER BY at",
-            (since,),
-        )
-        return [
-            (r[0], SendRow(user_key=r[1], at=r[2], category=r[3], campaign=r[4], variant=r[5],
-                           message_id=r[6]))
-            for r in rows
-        ]  # fmt: skip
-
     async def claim_due(
         self, owner: str, now: float, lease_s: float, limit: int
     ) -> list[PendingSend]:
@@ -1002,27 +847,6 @@ class SqliteStore:
         )
         return None if r is None or r[0] is None else float(r[0])
 
-    async def count_pending(self, app: str, campaign: str) -> int:
-        """How much work a campaign still has pending."""
-        r = await self._conn.fetchone(
-            "SELECT COUNT(*) FROM pending_sends WHERE app=? AND campaign=?", (app, campaign)
-        )
-        return int(r[0]) if r else 0
-
-    async def run_events(self, app: str, campaign: str) -> list[dict[str, Any]]:
-        """The ``event`` of each campaign-wide pending row of a campaign (its runs and
-        checks; a run under way keeps its cursor there, see :class:`Progress`)."""
-        rows = await self._conn.fetchall(
-            "SELECT event FROM pending_sends WHERE app=? AND campaign=? AND user_key IS NULL"
-            " AND event IS NOT NULL",
-            (app, campaign),
-        )
-        return [json.loads(r[0]) for r in rows]
-
-    async def drop_pending(self, app: str, campaign: str) -> None:
-        """Forget a campaign's pending work (cancel)."""
-        await self._execute("DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, campaign))
-
     async def set_campaign_status(
         self,
         app: str,
@@ -1054,13 +878,6 @@ class SqliteStore:
 
         changed: bool = await self._submit(write)
         return changed
-
-    async def rollout_states(self, app: str) -> dict[str, dict[str, Any]]:
-        """The stored roll-out state of each of an app's campaigns that has one."""
-        rows = await self._conn.fetchall(
-            "SELECT id, rollout FROM campaigns WHERE app=? AND rollout IS NOT NULL", (app,)
-        )
-        return {r[0]: json.loads(r[1]) for r in rows}
 
     async def swap_rollout(
         self, app: str, cid: str, expect: dict[str, Any] | None, new: dict[str, Any]
@@ -1201,60 +1018,6 @@ class SqliteStore:
             out.setdefault(int(day), {})[stage] = int(n)
         return out
 
-    async def cohorts(
-        self, app: str, campaign: str, within_s: float
-    ) -> list[tuple[str, str | None, str, float, float | None]]:
-        """``(group, variant, user, start, returned_at)`` of everyone a campaign measures.
-
-        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display, inbox
-        read or click of the user's message) and ``holdout`` (the first decision that held the
-        user out). ``returned_at``: for ``sent`` and ``holdout``, the user's first event after
-        ``start`` and at most ``within_s`` after it, else None.
-        """
-        sql = (
-            "WITH starts (grp, variant, user_key, start) AS ("
-            " SELECT 'sent', variant, user_key, MIN(at) FROM sends WHERE app=:app"
-            " AND campaign=:c GROUP BY variant, user_key"
-            " UNION ALL SELECT 'exposed', s.variant, s.user_key, MIN(r.ts) FROM sends s"
-            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " AND r.kind IN ('displayed', 'read', 'clicked') WHERE s.app=:app AND s.campaign=:c"
-            " GROUP BY s.variant, s.user_key"
-            " UNION ALL SELECT 'holdout', variant, user_key, MIN(at) FROM decisions"
-            " WHERE app=:app AND campaign=:c AND reason='holdout' GROUP BY variant, user_key)"
-            " SELECT grp, variant, user_key, start, CASE WHEN grp='exposed' THEN NULL ELSE"
-            " (SELECT MIN(e.ts) FROM events e WHERE e.app=:app AND e.user_key=starts.user_key"
-            " AND e.ts>starts.start AND e.ts<=starts.start+:w) END FROM starts"
-            " ORDER BY grp, variant, user_key"
-        )
-        rows = await self._conn.fetchall(sql, {"app": app, "c": campaign, "w": within_s})
-        return [(r[0], r[1], r[2], float(r[3]), None if r[4] is None else float(r[4]))
-                for r in rows]  # fmt: skip
-
-    async def undisplayed_messages(self, app: str, campaign: str) -> list[str]:
-        """Ids of a campaign's messages that no device has displayed yet."""
-        rows = await self._conn.fetchall(
-            "SELECT m.id FROM messages m WHERE m.app=? AND m.campaign=? AND m.revoked=0"
-            " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.app=m.app AND r.message_id=m.id"
-            " AND r.kind='displayed')",
-            (app, campaign),
-        )
-        return [r[0] for r in rows]
-
-    async def devices_of_keys(self, app: str, user_keys: Sequence[str]) -> list[tuple[str, str]]:
-        """(device_id, user key) of every known device of these profiles (anonymous too)."""
-        named = [k for k in user_keys if not k.startswith("~")]
-        out = await self.devices_of_users(app, named) if named else []
-        anonymous = [k[1:] for k in user_keys if k.startswith("~")]
-        if anonymous:
-            rows = await self._select_in(
-                "SELECT device_id FROM devices WHERE app=? AND user_id IS NULL"
-                " AND device_id IN ({marks})",
-                app,
-                anonymous,
-            )
-            out += [(r[0], anonymous_key(r[0])) for r in rows]
-        return out
-
     async def erase_user(self, app: str, user_key: str) -> tuple[list[str], list[str]]:
         """Erase a profile and everything about it; return its devices and pending messages.
 
@@ -1352,19 +1115,6 @@ class SqliteStore:
 
         result: RequestRow | None = await self._submit(write)
         return result
-
-    async def finish_request(self, app: str, key: str, status: int, answer: str) -> None:
-        """Record the answer of a request made under ``key``."""
-        await self._execute(
-            "UPDATE requests SET status=?, answer=? WHERE app=? AND key=?",
-            (status, answer, app, key),
-        )
-
-    async def abandon_request(self, app: str, key: str) -> None:
-        """Give ``key`` back: the request failed before doing anything, a retry may run."""
-        await self._execute(
-            "DELETE FROM requests WHERE app=? AND key=? AND status IS NULL", (app, key)
-        )
 
     # --- inbox state --------------------------------------------------------------------------
 
@@ -1707,15 +1457,6 @@ _DELIVERED = (
 ``ANALYZE`` statistics SQLite otherwise walks every delivery of the app for each send (its
 primary key on ``app`` alone): 2 s instead of 7 ms for a campaign of 7,000 sends
 (``benchmarks/campaign_stats.py``)."""
-
-
-def inbox_users(m: OutMessage, refused: set[tuple[str, str]]) -> list[str]:
-    """The users whose inbox keeps ``m``: its accepted recipients, with or without a device
-    (none for a banner-only message)."""
-    if not kinds.rules(m.fields.get("kind", "")).inbox:
-        return []
-    users = [u for _, u in m.targets] + list(m.waiting)
-    return [u for u in dict.fromkeys(users) if (m.message_id, u) not in refused]
 
 
 def _keep_in_inboxes(db: sqlite3.Connection, app: str, m: OutMessage, users: Sequence[str]) -> None:

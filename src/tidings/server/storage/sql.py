@@ -1,0 +1,335 @@
+"""The SQL both stores share: statements written once, with ``?`` placeholders.
+
+:class:`SqlStore` holds the reads and the simple writes whose SQL is the same on SQLite and on
+PostgreSQL. A backend supplies four primitives and keeps only what its engine forces on it
+(transactions, locking, batching, error mapping, the dialect's own statements):
+
+- ``_rows(sql, *params)``: one query's rows;
+- ``_row(sql, *params)``: its first row, or None;
+- ``_rows_in(sql, app, values, *after)``: a query with ``IN ({marks})`` over a list of ids;
+- ``_execute(sql, params, sql, params, ...)``: statements run as one committed write.
+
+The dialect rules the shared statements follow: ``?`` placeholders (PostgreSQL's ``$1, $2...``
+by :func:`numbered`), booleans tested as ``NOT x`` (SQLite stores 0 and 1), text sorted with
+``COLLATE BINARY`` (byte order on both: PostgreSQL's ``"C"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from tidings.server.storage.rows import (
+    CampaignRow,
+    EventRow,
+    PendingDelivery,
+    SendRow,
+    UserRow,
+    anonymous_key,
+)
+
+__all__ = ["SqlStore", "numbered"]
+
+_PLACEHOLDER = re.compile(r"'[^']*'|\?|COLLATE BINARY")
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str) -> str:
+    """``sql`` in PostgreSQL's dialect: each ``?`` outside quotes becomes ``$1, $2...`` in
+    order, and ``COLLATE BINARY`` becomes ``COLLATE "C"``. SQL without either is unchanged."""
+    count = 0
+
+    def swap(m: re.Match[str]) -> str:
+        nonlocal count
+        token = m.group(0)
+        if token == "?":
+            count += 1
+            return f"${count}"
+        return 'COLLATE "C"' if token == "COLLATE BINARY" else token
+
+    return _PLACEHOLDER.sub(swap, sql)
+
+
+class SqlStore:
+    """The statements of :class:`~tidings.server.storage.Store` that both backends share."""
+
+    async def _rows(self, sql: str, *params: Any) -> list[Any]:
+        raise NotImplementedError
+
+    async def _row(self, sql: str, *params: Any) -> Any:
+        raise NotImplementedError
+
+    async def _rows_in(
+        self, sql: str, app: str, values: Sequence[str], *after: object
+    ) -> list[Any]:
+        raise NotImplementedError
+
+    async def _execute(self, *statements: Any) -> None:
+        raise NotImplementedError
+
+    async def ack_many(
+        self, acks: Sequence[tuple[str, str, int]], now: float | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    async def devices_of_users(self, app: str, users: Sequence[str]) -> list[tuple[str, str]]:
+        """(device_id, user_id) of every known device of these users."""
+        rows = await self._rows_in(
+            "SELECT device_id, user_id FROM devices WHERE app=? AND user_id IN ({marks})",
+            app,
+            users,
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def known_devices(self, app: str, devices: Sequence[str]) -> list[tuple[str, str]]:
+        """(device_id, user key) of the listed devices that exist."""
+        rows = await self._rows_in(
+            "SELECT device_id, user_id FROM devices WHERE app=? AND device_id IN ({marks})",
+            app,
+            devices,
+        )
+        return [(r[0], r[1] or anonymous_key(r[0])) for r in rows]
+
+    async def user(self, app: str, user_key: str) -> UserRow | None:
+        """A user's profile row, or None."""
+        r = await self._row(
+            "SELECT attrs, consent, first_seen, last_seen, inbox_ver FROM users"
+            " WHERE app=? AND user_key=?",
+            app,
+            user_key,
+        )
+        if r is None:
+            return None
+        return UserRow(
+            app=app,
+            user_key=user_key,
+            attrs=json.loads(r[0]),
+            consent=json.loads(r[1]),
+            first_seen=r[2],
+            last_seen=r[3],
+            inbox_ver=int(r[4]),
+        )
+
+    async def pending(self, app: str, device: str, after: int, now: float) -> list[PendingDelivery]:
+        """Unacknowledged, unexpired, unrevoked deliveries with ``seq > after``, in order."""
+        rows = await self._rows(
+            "SELECT d.seq, d.message_id, m.wire, d.inbox_only FROM deliveries d JOIN messages m"
+            " ON m.app=d.app AND m.id=d.message_id"
+            " WHERE d.app=? AND d.device_id=? AND d.seq>? AND d.state=0 AND NOT m.revoked"
+            " AND m.expires_at>? ORDER BY d.seq",
+            app,
+            device,
+            after,
+            float(now),
+        )
+        return [
+            PendingDelivery(seq=int(r[0]), message_id=r[1], wire=bytes(r[2]),
+                            inbox_only=bool(r[3]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def ack(self, app: str, device: str, seq: int, now: float | None = None) -> None:
+        """Mark every delivery up to ``seq`` acknowledged (at ``now``, when given)."""
+        await self.ack_many([(app, device, seq)], now)
+
+    async def count_events(self, app: str) -> int:
+        """How many events an app has stored (tests, metrics)."""
+        r = await self._row("SELECT COUNT(*) FROM events WHERE app=?", app)
+        return int(r[0]) if r else 0
+
+    async def events_since(
+        self, app: str, since: float, *, name: str | None = None, user_key: str | None = None
+    ) -> list[EventRow]:
+        """Stored events with ``ts >= since``, oldest first, optionally of one name or user."""
+        sql = "SELECT user_key, name, props, ts FROM events WHERE app=? AND ts>=?"
+        params: list[Any] = [app, float(since)]
+        if name is not None:
+            sql += " AND name=?"
+            params.append(name)
+        if user_key is not None:
+            sql += " AND user_key=?"
+            params.append(user_key)
+        rows = await self._rows(sql + " ORDER BY ts", *params)
+        return [EventRow(user_key=r[0], name=r[1], props=json.loads(r[2]), ts=r[3]) for r in rows]
+
+    async def campaigns(self, app: str | None = None) -> list[CampaignRow]:
+        """Every stored campaign (of one app, or of all), oldest first."""
+        sql = "SELECT app, id, spec, status, sent_total, created_at, updated_at FROM campaigns"
+        params: tuple[Any, ...] = ()
+        if app is not None:
+            sql, params = sql + " WHERE app=?", (app,)
+        rows = await self._rows(sql + " ORDER BY created_at, id COLLATE BINARY", *params)
+        return [
+            CampaignRow(app=r[0], id=r[1], spec=json.loads(r[2]), status=r[3],
+                        sent_total=int(r[4]), created_at=r[5], updated_at=r[6])
+            for r in rows
+        ]  # fmt: skip
+
+    async def save_campaign(
+        self, app: str, cid: str, spec: dict[str, Any], status: str, now: float
+    ) -> None:
+        """Create or replace a campaign definition (its sent total is kept)."""
+        await self._execute(
+            "INSERT INTO campaigns (app, id, spec, status, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (app, id) DO UPDATE SET spec=excluded.spec,"
+            " status=excluded.status, updated_at=excluded.updated_at",
+            (app, cid, json.dumps(spec), status, float(now), float(now)),
+        )
+
+    async def delete_campaign(self, app: str, cid: str) -> None:
+        """Delete a campaign and its pending work (its log and messages stay for the record)."""
+        await self._execute(
+            "DELETE FROM campaigns WHERE app=? AND id=?",
+            (app, cid),
+            "DELETE FROM pending_sends WHERE app=? AND campaign=?",
+            (app, cid),
+        )
+
+    async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every stored tag rule as (app, rule JSON)."""
+        rows = await self._rows(
+            "SELECT app, spec FROM tag_rules ORDER BY app COLLATE BINARY, name COLLATE BINARY"
+        )
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None:
+        """Create or replace a tag rule; ``None`` deletes it."""
+        if spec is None:
+            await self._execute("DELETE FROM tag_rules WHERE app=? AND name=?", (app, name))
+        else:
+            await self._execute(
+                "INSERT INTO tag_rules (app, name, spec) VALUES (?,?,?) ON CONFLICT"
+                " (app, name) DO UPDATE SET spec=excluded.spec",
+                (app, name, json.dumps(spec)),
+            )
+
+    async def app_settings(self, app: str) -> dict[str, Any] | None:
+        """The settings document the admin API stored for an app, or None."""
+        r = await self._row("SELECT spec FROM app_settings WHERE app=?", app)
+        return None if r is None else dict(json.loads(r[0]))
+
+    async def save_app_settings(self, app: str, spec: dict[str, Any] | None, now: float) -> None:
+        """Store an app's settings document; ``None`` deletes it (the file's settings hold)."""
+        if spec is None:
+            await self._execute("DELETE FROM app_settings WHERE app=?", (app,))
+        else:
+            await self._execute(
+                "INSERT INTO app_settings (app, spec, updated_at) VALUES (?,?,?) ON CONFLICT"
+                " (app) DO UPDATE SET spec=excluded.spec, updated_at=excluded.updated_at",
+                (app, json.dumps(spec), float(now)),
+            )
+
+    async def sends_since(self, since: float) -> list[tuple[str, SendRow]]:
+        """Every send record newer than ``since`` as (app, row), oldest first."""
+        rows = await self._rows(
+            "SELECT app, user_key, at, category, campaign, variant, message_id FROM sends"
+            " WHERE at>=? ORDER BY at",
+            float(since),
+        )
+        return [
+            (r[0], SendRow(user_key=r[1], at=r[2], category=r[3], campaign=r[4], variant=r[5],
+                           message_id=r[6]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def count_pending(self, app: str, campaign: str) -> int:
+        """How much work a campaign still has pending."""
+        r = await self._row(
+            "SELECT COUNT(*) FROM pending_sends WHERE app=? AND campaign=?", app, campaign
+        )
+        return int(r[0]) if r else 0
+
+    async def run_events(self, app: str, campaign: str) -> list[dict[str, Any]]:
+        """The ``event`` of each campaign-wide pending row of a campaign (its runs and
+        checks; a run under way keeps its cursor there, see :class:`Progress`)."""
+        rows = await self._rows(
+            "SELECT event FROM pending_sends WHERE app=? AND campaign=? AND user_key IS NULL"
+            " AND event IS NOT NULL",
+            app,
+            campaign,
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def drop_pending(self, app: str, campaign: str) -> None:
+        """Forget a campaign's pending work (cancel)."""
+        await self._execute("DELETE FROM pending_sends WHERE app=? AND campaign=?", (app, campaign))
+
+    async def rollout_states(self, app: str) -> dict[str, dict[str, Any]]:
+        """The stored roll-out state of each of an app's campaigns that has one."""
+        rows = await self._rows(
+            "SELECT id, rollout FROM campaigns WHERE app=? AND rollout IS NOT NULL", app
+        )
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    async def cohorts(
+        self, app: str, campaign: str, within_s: float
+    ) -> list[tuple[str, str | None, str, float, float | None]]:
+        """``(group, variant, user, start, returned_at)`` of everyone a campaign measures.
+
+        Groups: ``sent`` (start: the user's first send), ``exposed`` (the first display, inbox
+        read or click of the user's message) and ``holdout`` (the first decision that held the
+        user out). ``returned_at``: for ``sent`` and ``holdout``, the user's first event after
+        ``start`` and at most ``within_s`` after it, else None.
+        """
+        rows = await self._rows(
+            "WITH starts (grp, variant, user_key, start) AS ("
+            " SELECT 'sent', variant, user_key, MIN(at) FROM sends WHERE app=?"
+            " AND campaign=? GROUP BY variant, user_key"
+            " UNION ALL SELECT 'exposed', s.variant, s.user_key, MIN(r.ts) FROM sends s"
+            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " AND r.kind IN ('displayed', 'read', 'clicked') WHERE s.app=? AND s.campaign=?"
+            " GROUP BY s.variant, s.user_key"
+            " UNION ALL SELECT 'holdout', variant, user_key, MIN(at) FROM decisions"
+            " WHERE app=? AND campaign=? AND reason='holdout' GROUP BY variant, user_key)"
+            " SELECT grp, variant, user_key, start, CASE WHEN grp='exposed' THEN NULL ELSE"
+            " (SELECT MIN(e.ts) FROM events e WHERE e.app=? AND e.user_key=starts.user_key"
+            " AND e.ts>starts.start AND e.ts<=starts.start+?) END FROM starts"
+            " ORDER BY grp, variant COLLATE BINARY, user_key COLLATE BINARY",
+            *(app, campaign) * 3,
+            app,
+            float(within_s),
+        )
+        return [(r[0], r[1], r[2], float(r[3]), None if r[4] is None else float(r[4]))
+                for r in rows]  # fmt: skip
+
+    async def undisplayed_messages(self, app: str, campaign: str) -> list[str]:
+        """Ids of a campaign's messages that no device has displayed yet."""
+        rows = await self._rows(
+            "SELECT m.id FROM messages m WHERE m.app=? AND m.campaign=? AND NOT m.revoked"
+            " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.app=m.app AND r.message_id=m.id"
+            " AND r.kind='displayed')",
+            app,
+            campaign,
+        )
+        return [r[0] for r in rows]
+
+    async def devices_of_keys(self, app: str, user_keys: Sequence[str]) -> list[tuple[str, str]]:
+        """(device_id, user key) of every known device of these profiles (anonymous too)."""
+        named = [k for k in user_keys if not k.startswith("~")]
+        out = await self.devices_of_users(app, named) if named else []
+        anonymous = [k[1:] for k in user_keys if k.startswith("~")]
+        if anonymous:
+            rows = await self._rows_in(
+                "SELECT device_id FROM devices WHERE app=? AND user_id IS NULL"
+                " AND device_id IN ({marks})",
+                app,
+                anonymous,
+            )
+            out += [(r[0], anonymous_key(r[0])) for r in rows]
+        return out
+
+    async def finish_request(self, app: str, key: str, status: int, answer: str) -> None:
+        """Record the answer of a request made under ``key``."""
+        await self._execute(
+            "UPDATE requests SET status=?, answer=? WHERE app=? AND key=?",
+            (status, answer, app, key),
+        )
+
+    async def abandon_request(self, app: str, key: str) -> None:
+        """Give ``key`` back: the request failed before doing anything, a retry may run."""
+        await self._execute(
+            "DELETE FROM requests WHERE app=? AND key=? AND status IS NULL", (app, key)
+        )
