@@ -72,7 +72,6 @@ from tidings.server.storage.rows import (
     INBOX_SQL,
     REQUEST_KEEP_S,
     Committed,
-    DecisionRow,
     DeviceRow,
     FateRow,
     Limit,
@@ -87,7 +86,7 @@ from tidings.server.storage.rows import (
     export_document,
     profiles_from,
 )
-from tidings.server.storage.sql import SqlStore, numbered
+from tidings.server.storage.sql import PAUSED, SqlStore, numbered
 
 try:
     import asyncpg
@@ -127,7 +126,6 @@ _CLAIM_LOCK = -1  # the advisory lock of claim_due, beside the buckets 0..USER_L
 _MIGRATION_LOCK = 0x7D1D  # the advisory lock class of migrations (any constant will do)
 
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
-_PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 # Device rows are locked in one order by every write (module docstring, step 4).
 _MISSING_INBOX = (
     "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
@@ -1136,7 +1134,7 @@ class PostgresStore(SqlStore):
             await con.execute("SELECT pg_advisory_xact_lock($1, $2)", self._ns, _CLAIM_LOCK)
             rows = await con.fetch(
                 "WITH due AS (SELECT id FROM pending_sends p WHERE due_at<=$3 AND (claim_until<=$3"
-                f" OR claimed_by=$1) AND NOT EXISTS ({_PAUSED}) ORDER BY due_at, id LIMIT $4"
+                f" OR claimed_by=$1) AND NOT EXISTS ({PAUSED}) ORDER BY due_at, id LIMIT $4"
                 " FOR UPDATE OF p SKIP LOCKED)"
                 " UPDATE pending_sends s SET claimed_by=$1, claim_until=$2 FROM due"
                 " WHERE s.id=due.id RETURNING s.id, s.app, s.campaign, s.user_key, s.due_at,"
@@ -1155,35 +1153,7 @@ class PostgresStore(SqlStore):
 
         return await self._write(work)
 
-    async def next_due(self) -> float | None:
-        """When the earliest pending work may be claimed (not paused; lease over), or None."""
-        rows = await self._fetch(
-            "SELECT MIN(GREATEST(due_at, claim_until)) FROM pending_sends p"
-            f" WHERE NOT EXISTS ({_PAUSED})"
-        )
-        return None if rows[0][0] is None else float(rows[0][0])
-
     # --- analytics ----------------------------------------------------------------------------
-
-    async def decisions(
-        self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
-    ) -> list[DecisionRow]:
-        """The decision log of a campaign (for one user, or everyone), newest first."""
-        sql = (
-            "SELECT campaign, user_key, at, reason, detail, variant, message_id, id"
-            " FROM decisions WHERE app=$1 AND campaign=$2"
-        )
-        params: list[Any] = [app, campaign]
-        if user_key is not None:
-            params.append(user_key)
-            sql += f" AND user_key=${len(params)}"
-        params.append(limit)
-        rows = await self._fetch(sql + f" ORDER BY at DESC, id DESC LIMIT ${len(params)}", *params)
-        return [
-            DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
-                        variant=r[5], message_id=r[6], seq=int(r[7]))
-            for r in rows
-        ]  # fmt: skip
 
     async def fates(self, app: str, user_key: str, message_ids: Sequence[str]) -> list[FateRow]:
         """What happened to these messages sent to the user, oldest first (see
@@ -1206,86 +1176,6 @@ class PostgresStore(SqlStore):
         out = [FateRow(message_id=r[0], what=r[1], at=float(r[2]), device=r[3], action=r[4])
                for r in rows]  # fmt: skip
         return sorted(out, key=lambda f: (f.at, f.what, f.device or ""))
-
-    async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]:
-        """Per variant: targeted, sent, delivered, displayed, clicked, dismissed counts."""
-        queries = (
-            "SELECT variant, 'targeted', COUNT(DISTINCT user_key) FROM decisions"
-            " WHERE app=$1 AND campaign=$2 AND reason NOT IN ('not_in_segment', 'trigger_filter',"
-            " 'outside_trigger_window', 'campaign_inactive', 'scheduled') GROUP BY variant",
-            "SELECT variant, 'sent', COUNT(*) FROM sends WHERE app=$1 AND campaign=$2"
-            " GROUP BY variant",
-            "SELECT s.variant, 'delivered', COUNT(DISTINCT s.message_id) FROM sends s"
-            " JOIN deliveries d ON d.app=s.app AND d.message_id=s.message_id AND d.state=1"
-            " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant",
-            "SELECT s.variant, r.kind, COUNT(DISTINCT s.message_id) FROM sends s"
-            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant, r.kind",
-        )
-
-        async def work(con: _Conn) -> list[Any]:
-            return [r for sql in queries for r in await con.fetch(sql, app, campaign)]
-
-        out: dict[str | None, dict[str, int]] = {}
-        for variant, stage, n in await self._read(work):
-            out.setdefault(variant, {})[stage] = int(n)
-        return out
-
-    async def channel_counts(
-        self, app: str, campaign: str
-    ) -> dict[str | None, dict[str, dict[str, int]]]:
-        """Per variant, per message kind: messages delivered, with each receipt kind, and seen.
-
-        Each message counts once per stage, however many of the user's devices reported it;
-        ``seen`` counts the messages displayed, read or clicked (a click implies it was seen).
-        """
-        join = " FROM sends s JOIN messages m ON m.app=s.app AND m.id=s.message_id"
-        queries = (
-            "SELECT s.variant, m.kind, 'delivered', COUNT(DISTINCT s.message_id)" + join
-            + " JOIN deliveries d ON d.app=s.app AND d.message_id=s.message_id AND d.state=1"
-            " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant, m.kind",
-            "SELECT s.variant, m.kind, r.kind, COUNT(DISTINCT s.message_id)" + join
-            + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant, m.kind, r.kind",
-            "SELECT s.variant, m.kind, 'seen', COUNT(DISTINCT s.message_id)" + join
-            + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
-            " AND r.kind IN ('displayed', 'read', 'clicked')"
-            " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.variant, m.kind",
-        )  # fmt: skip
-
-        # One statement, so one snapshot: a receipt (which proves its delivery) stored while
-        # this reads cannot count as seen without counting as delivered.
-        rows = await self._fetch(" UNION ALL ".join(queries), app, campaign)
-        out: dict[str | None, dict[str, dict[str, int]]] = {}
-        for variant, kind, stage, n in rows:
-            out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
-        return out
-
-    async def funnel_by_day(self, app: str, campaign: str) -> dict[int, dict[str, int]]:
-        """Per day (``int(ts // 86400)``, UTC): the campaign's sends, and its messages first
-        delivered, first seen (displayed, read or clicked) and first clicked that day."""
-        first = (
-            "SELECT '{}', MIN(r.ts) FROM sends s JOIN receipts r ON r.app=s.app"
-            " AND r.message_id=s.message_id AND r.kind IN {}"
-            " WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.message_id"
-        )
-        seen = first.format("displayed", "('displayed', 'read', 'clicked')")
-        clicked = first.format("clicked", "('clicked')")
-        rows = await self._fetch(
-            "SELECT floor(t / 86400)::int8, stage, COUNT(*) FROM ("
-            " SELECT 'sent' AS stage, at AS t FROM sends WHERE app=$1 AND campaign=$2"
-            " UNION ALL SELECT 'delivered', MIN(d.acked_at) FROM sends s JOIN deliveries d"
-            " ON d.app=s.app AND d.message_id=s.message_id AND d.state=1"
-            " AND d.acked_at IS NOT NULL WHERE s.app=$1 AND s.campaign=$2 GROUP BY s.message_id"
-            f" UNION ALL {seen} UNION ALL {clicked}"
-            ") AS f GROUP BY 1, 2",
-            app,
-            campaign,
-        )
-        out: dict[int, dict[str, int]] = {}
-        for day, stage, n in rows:
-            out.setdefault(int(day), {})[stage] = int(n)
-        return out
 
     # --- privacy ------------------------------------------------------------------------------
 

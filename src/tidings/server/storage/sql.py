@@ -20,10 +20,11 @@ import functools
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from tidings.server.storage.rows import (
     CampaignRow,
+    DecisionRow,
     EventRow,
     PendingDelivery,
     SendRow,
@@ -31,7 +32,10 @@ from tidings.server.storage.rows import (
     anonymous_key,
 )
 
-__all__ = ["SqlStore", "numbered"]
+__all__ = ["PAUSED", "SqlStore", "numbered"]
+
+PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
+"""The campaign of pending work ``p`` is paused: its work waits."""
 
 _PLACEHOLDER = re.compile(r"'[^']*'|\?|COLLATE BINARY")
 
@@ -55,6 +59,13 @@ def numbered(sql: str) -> str:
 
 class SqlStore:
     """The statements of :class:`~tidings.server.storage.Store` that both backends share."""
+
+    ROW_ID: ClassVar[str] = "id"
+    """The column that orders rows of the same time by insertion (SQLite's ``rowid``)."""
+    DELIVERIES: ClassVar[str] = "deliveries d"
+    """The deliveries table as a campaign's stats read it by message (SQLite needs a hint)."""
+    DAY_OF: ClassVar[str] = "floor({} / 86400)::int8"
+    """The UTC day number of a time in seconds."""
 
     async def _rows(self, sql: str, *params: Any) -> list[Any]:
         raise NotImplementedError
@@ -333,3 +344,112 @@ class SqlStore:
         await self._execute(
             "DELETE FROM requests WHERE app=? AND key=? AND status IS NULL", (app, key)
         )
+
+    async def next_due(self) -> float | None:
+        """When the earliest pending work may be claimed (not paused; lease over), or None."""
+        r = await self._row(
+            "SELECT MIN(CASE WHEN due_at > claim_until THEN due_at ELSE claim_until END)"
+            f" FROM pending_sends p WHERE NOT EXISTS ({PAUSED})"
+        )
+        return None if r is None or r[0] is None else float(r[0])
+
+    async def decisions(
+        self, app: str, campaign: str, user_key: str | None = None, limit: int = 100
+    ) -> list[DecisionRow]:
+        """The decision log of a campaign (for one user, or everyone), newest first."""
+        sql = (
+            f"SELECT campaign, user_key, at, reason, detail, variant, message_id, {self.ROW_ID}"
+            " FROM decisions WHERE app=? AND campaign=?"
+        )
+        params: list[Any] = [app, campaign]
+        if user_key is not None:
+            sql += " AND user_key=?"
+            params.append(user_key)
+        rows = await self._rows(
+            sql + f" ORDER BY at DESC, {self.ROW_ID} DESC LIMIT ?", *params, limit
+        )
+        return [
+            DecisionRow(campaign=r[0], user_key=r[1], at=r[2], reason=r[3], detail=r[4],
+                        variant=r[5], message_id=r[6], seq=int(r[7]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def funnel_counts(self, app: str, campaign: str) -> dict[str | None, dict[str, int]]:
+        """Per variant: targeted, sent, delivered, displayed, clicked, dismissed counts (one
+        statement, so one snapshot)."""
+        queries = (
+            "SELECT variant, 'targeted', COUNT(DISTINCT user_key) FROM decisions"
+            " WHERE app=? AND campaign=? AND reason NOT IN ('not_in_segment', 'trigger_filter',"
+            " 'outside_trigger_window', 'campaign_inactive', 'scheduled') GROUP BY variant",
+            "SELECT variant, 'sent', COUNT(*) FROM sends WHERE app=? AND campaign=?"
+            " GROUP BY variant",
+            "SELECT s.variant, 'delivered', COUNT(DISTINCT s.message_id) FROM sends s"
+            f" WHERE s.app=? AND s.campaign=? AND {self._delivered()} GROUP BY s.variant",
+            "SELECT s.variant, r.kind, COUNT(DISTINCT s.message_id) FROM sends s"
+            " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, r.kind",
+        )
+        out: dict[str | None, dict[str, int]] = {}
+        for variant, stage, n in await self._rows(" UNION ALL ".join(queries),
+                                                  *(app, campaign) * 4):  # fmt: skip
+            out.setdefault(variant, {})[stage] = int(n)
+        return out
+
+    async def channel_counts(
+        self, app: str, campaign: str
+    ) -> dict[str | None, dict[str, dict[str, int]]]:
+        """Per variant, per message kind: messages delivered, with each receipt kind, and seen.
+
+        Each message counts once per stage, however many of the user's devices reported it;
+        ``seen`` counts the messages displayed, read or clicked (a click implies it was seen).
+        """
+        join = " FROM sends s JOIN messages m ON m.app=s.app AND m.id=s.message_id"
+        queries = (
+            "SELECT s.variant, m.kind, 'delivered', COUNT(DISTINCT s.message_id)" + join
+            + f" WHERE s.app=? AND s.campaign=? AND {self._delivered()}"
+            " GROUP BY s.variant, m.kind",
+            "SELECT s.variant, m.kind, r.kind, COUNT(DISTINCT s.message_id)" + join
+            + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind, r.kind",
+            "SELECT s.variant, m.kind, 'seen', COUNT(DISTINCT s.message_id)" + join
+            + " JOIN receipts r ON r.app=s.app AND r.message_id=s.message_id"
+            " AND r.kind IN ('displayed', 'read', 'clicked')"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.variant, m.kind",
+        )  # fmt: skip
+        # One statement, so one snapshot: a receipt (which proves its delivery) stored while
+        # this reads cannot count as seen without counting as delivered.
+        rows = await self._rows(" UNION ALL ".join(queries), *(app, campaign) * 3)
+        out: dict[str | None, dict[str, dict[str, int]]] = {}
+        for variant, kind, stage, n in rows:
+            out.setdefault(variant, {}).setdefault(kind, {})[stage] = int(n)
+        return out
+
+    async def funnel_by_day(self, app: str, campaign: str) -> dict[int, dict[str, int]]:
+        """Per day (``int(ts // 86400)``, UTC): the campaign's sends, and its messages first
+        delivered, first seen (displayed, read or clicked) and first clicked that day."""
+        first = (
+            "SELECT '{}', MIN(r.ts) FROM sends s JOIN receipts r ON r.app=s.app"
+            " AND r.message_id=s.message_id AND r.kind IN {}"
+            " WHERE s.app=? AND s.campaign=? GROUP BY s.message_id"
+        )
+        seen = first.format("displayed", "('displayed', 'read', 'clicked')")
+        clicked = first.format("clicked", "('clicked')")
+        rows = await self._rows(
+            f"SELECT {self.DAY_OF.format('t')}, stage, COUNT(*) FROM ("
+            " SELECT 'sent' AS stage, at AS t FROM sends WHERE app=? AND campaign=?"
+            f" UNION ALL SELECT 'delivered', MIN(d.acked_at) FROM sends s JOIN {self.DELIVERIES}"
+            " ON d.app=s.app AND d.message_id=s.message_id AND d.state=1"
+            " AND d.acked_at IS NOT NULL WHERE s.app=? AND s.campaign=? GROUP BY s.message_id"
+            f" UNION ALL {seen} UNION ALL {clicked}"
+            ") AS f GROUP BY 1, 2",
+            *(app, campaign) * 4,
+        )
+        out: dict[int, dict[str, int]] = {}
+        for day, stage, n in rows:
+            out.setdefault(int(day), {})[stage] = int(n)
+        return out
+
+    def _delivered(self) -> str:
+        """A campaign's send ``s`` was acknowledged by a device (probed by message)."""
+        return (f"EXISTS (SELECT 1 FROM {self.DELIVERIES} WHERE d.app=s.app"
+                " AND d.message_id=s.message_id AND d.state=1)")  # fmt: skip
