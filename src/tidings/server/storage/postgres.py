@@ -1329,28 +1329,6 @@ class PostgresStore(SqlStore):
 
         return await self._write(work)
 
-    async def inbox_since(self, app: str, user_key: str, ver: int) -> tuple[int, list[InboxChange]]:
-        """The user's inbox version and every change after ``ver``."""
-
-        async def work(con: _Conn) -> tuple[list[Any], Any]:
-            rows = await con.fetch(
-                "SELECT message_id, state, ver FROM inbox_state WHERE app=$1 AND user_key=$2"
-                " AND ver>$3 ORDER BY ver",
-                app,
-                user_key,
-                ver,
-            )
-            current = await con.fetchval(
-                "SELECT inbox_ver FROM users WHERE app=$1 AND user_key=$2", app, user_key
-            )
-            return list(rows), current
-
-        rows, current = await self._read(work)
-        return (
-            0 if current is None else int(current),
-            [InboxChange(id=m, state=s, ver=int(v)) for m, s, v in rows],
-        )
-
 
 # --- the steps of a write, inside its transaction ----------------------------------------------
 

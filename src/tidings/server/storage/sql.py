@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from tidings.protocol.frames import InboxChange
 from tidings.server.storage.rows import (
     CampaignRow,
     DecisionRow,
@@ -448,6 +449,23 @@ class SqlStore:
         for day, stage, n in rows:
             out.setdefault(int(day), {})[stage] = int(n)
         return out
+
+    async def inbox_since(self, app: str, user_key: str, ver: int) -> tuple[int, list[InboxChange]]:
+        """The user's inbox version and every change after ``ver``."""
+        # One read (one snapshot, one trip; a hello makes it): the version on every row, and
+        # a row with no change when there is none.
+        rows = await self._rows(
+            "SELECT u.inbox_ver, s.message_id, s.state, s.ver FROM users u LEFT JOIN inbox_state"
+            " s ON s.app=u.app AND s.user_key=u.user_key AND s.ver>? WHERE u.app=? AND"
+            " u.user_key=? ORDER BY s.ver",
+            ver,
+            app,
+            user_key,
+        )
+        current = int(rows[0][0]) if rows else 0
+        changes = [InboxChange(id=m, state=st, ver=int(v)) for _, m, st, v in rows
+                   if m is not None]  # fmt: skip
+        return current, changes
 
     def _delivered(self) -> str:
         """A campaign's send ``s`` was acknowledged by a device (probed by message)."""

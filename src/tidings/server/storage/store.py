@@ -1043,20 +1043,6 @@ class SqliteStore(SqlStore):
         result: tuple[int, list[InboxChange]] = await self._submit(write)
         return result
 
-    async def inbox_since(self, app: str, user_key: str, ver: int) -> tuple[int, list[InboxChange]]:
-        """The user's inbox version and every change after ``ver``."""
-        # One read (one snapshot, one trip; a hello makes it): the version on every row, and
-        # a row with no change when there is none.
-        rows = await self._conn.fetchall(
-            "SELECT u.inbox_ver, s.message_id, s.state, s.ver FROM users u LEFT JOIN inbox_state"
-            " s ON s.app=u.app AND s.user_key=u.user_key AND s.ver>? WHERE u.app=? AND"
-            " u.user_key=? ORDER BY s.ver",
-            (ver, app, user_key),
-        )
-        current = int(rows[0][0]) if rows else 0
-        changes = [InboxChange(id=m, state=st, ver=v) for _, m, st, v in rows if m is not None]
-        return current, changes
-
 
 def _inbox_apply(
     db: sqlite3.Connection,
