@@ -30,7 +30,7 @@ from tidings.server.changes import (
 )
 from tidings.server.config import AppConfig
 from tidings.server.feed import Announce, alone
-from tidings.server.storage import DeviceRow, Store, anonymous_key
+from tidings.server.storage import DeviceRow, IngestStore, anonymous_key
 
 __all__ = ["SERVER_DEVICE", "EventQuota", "Ingest"]
 
@@ -115,7 +115,7 @@ class Ingest:
 
     def __init__(
         self,
-        store: Store,
+        store: IngestStore,
         engine: CampaignEngine,
         clock: Callable[[], float],
         quota: EventQuota,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 
 from tidings.protocol.errors import TidingsError
-from tidings.server.storage import Store
+from tidings.server.storage import ReachableStore
 
 __all__ = ["ANSWER_S", "WATCH_S", "StoreWatch"]
 
@@ -29,7 +29,7 @@ ANSWER_S = 1.0
 class StoreWatch:
     """Ping a store in the background; :attr:`ok` and :attr:`lost` tell the result."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ReachableStore) -> None:
         self.store = store
         self.ok = True
         self.lost = asyncio.Event()

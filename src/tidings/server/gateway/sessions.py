@@ -48,7 +48,7 @@ from tidings.server.gateway.connection import GatewayConnection, Session
 from tidings.server.hub import Hub
 from tidings.server.ingest import Ingest
 from tidings.server.metrics import Metrics
-from tidings.server.storage import DeviceRow, PendingDelivery, Store, anonymous_key
+from tidings.server.storage import DeliveryStore, DeviceRow, PendingDelivery, anonymous_key
 
 __all__ = ["BATCH_WINDOW_S", "CHECK_BATCH", "CHECK_S", "Sessions", "jitter_ms"]
 
@@ -80,7 +80,7 @@ class Sessions:
         config: GatewayConfig,
         *,
         clock: Callable[[], float],
-        store: Store,
+        store: DeliveryStore,
         hub: Hub,
         broker: Broker,
         ingest: Ingest,

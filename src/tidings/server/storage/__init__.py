@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.server.storage.protocols import (
     AnalyticsStore,
+    AudienceStore,
     CampaignStore,
     DeliveryStore,
     FeedStore,
+    IngestStore,
     PrivacyStore,
     ProfileStore,
+    ReachableStore,
     RequestStore,
     Store,
 )
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnalyticsStore",
+    "AudienceStore",
     "CampaignRow",
     "CampaignStore",
     "Committed",
@@ -55,6 +59,7 @@ __all__ = [
     "EventRow",
     "FateRow",
     "FeedStore",
+    "IngestStore",
     "Limit",
     "OutMessage",
     "Outcome",
@@ -65,6 +70,7 @@ __all__ = [
     "ProfileRow",
     "ProfileStore",
     "Progress",
+    "ReachableStore",
     "Refusal",
     "RequestRow",
     "RequestStore",

@@ -10,7 +10,13 @@ contract suite (``tests/server/storage``), which every implementation must pass:
 - :class:`CampaignStore`: campaign and tag rule definitions, status changes, claimed due work;
 - :class:`AnalyticsStore`: the decision log, funnels, conversions, send history;
 - :class:`PrivacyStore`: erasure and export of everything about one user;
-- :class:`RequestStore`: admin requests made once under an idempotency key.
+- :class:`RequestStore`: admin requests made once under an idempotency key;
+- :class:`FeedStore`: the change feed between the processes of a cluster.
+
+Consumers take the roles they use: the gateway's sessions a :class:`DeliveryStore`, ingest an
+:class:`IngestStore`, the targeting view an :class:`AudienceStore`, the feed a
+:class:`FeedStore`, the store watch a :class:`ReachableStore`; the campaign engine, which
+decides, sends and reports, takes the whole :class:`Store`.
 """
 
 from __future__ import annotations
@@ -39,11 +45,14 @@ from tidings.server.storage.rows import (
 
 __all__ = [
     "AnalyticsStore",
+    "AudienceStore",
     "CampaignStore",
     "DeliveryStore",
     "FeedStore",
+    "IngestStore",
     "PrivacyStore",
     "ProfileStore",
+    "ReachableStore",
     "RequestStore",
     "Store",
 ]
@@ -219,6 +228,25 @@ class FeedStore(Protocol):
         self, cursor: str | None, limit: int = 10_000
     ) -> tuple[str, list[tuple[str, bytes]]]: ...
     async def trim_changes(self, keep_s: float) -> int: ...
+
+
+class ReachableStore(Protocol):
+    """A store that can say whether it answers now (``ping`` raises if it does not)."""
+
+    async def ping(self) -> None: ...
+
+
+class IngestStore(ProfileStore, Protocol):
+    """What taking a device's hello and its reports writes: profiles, and the device row."""
+
+    async def upsert_device(self, row: DeviceRow) -> DeviceRow: ...
+
+
+class AudienceStore(ProfileStore, Protocol):
+    """What the targeting view reads and keeps: profiles and the tag rules."""
+
+    async def tag_rules(self) -> list[tuple[str, dict[str, Any]]]: ...
+    async def save_tag_rule(self, app: str, name: str, spec: dict[str, Any] | None) -> None: ...
 
 
 class Store(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tidings.protocol.errors import InvalidField
 from tidings.server.changes import TagRuleChanged
 from tidings.server.feed import Announce, alone
-from tidings.server.storage import ProfileRow, Store
+from tidings.server.storage import AudienceStore, ProfileRow
 from tidings.server.targeting.explain import failed_part
 from tidings.server.targeting.index import ProfileIndex
 from tidings.server.targeting.lifecycle import DEFAULT_THRESHOLDS, Thresholds, next_change_at
@@ -75,7 +75,7 @@ class Audience:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AudienceStore,
         apps: Iterable[str],
         clock: Callable[[], float],
         announce: Announce = alone,
