@@ -12,7 +12,8 @@ import pytest
 import test_cli
 from test_cli import START_TIMEOUT_S, Gateway, _clean_environ
 
-from tidings.cli import _count, main
+from tidings.cli import main
+from tidings.cli.common import plural
 
 gateway = test_cli.gateway
 """The gateway subprocess the other command-line tests use (one per module)."""
@@ -80,7 +81,7 @@ def test_counts_are_pluralised(gateway: Gateway, capsys: pytest.CaptureFixture[s
      (2, "day", "2 days")],
 )  # fmt: skip
 def test_count_names_one_thing_in_the_singular(n: int, noun: str, shown: str) -> None:
-    assert _count(n, noun) == shown
+    assert plural(n, noun) == shown
 
 
 def _run_into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[bytes]:
