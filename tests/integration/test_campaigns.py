@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from helpers import APP_A, Device, gateway_config, timeout
 
 from tidings.client_sdk import TidingsClient
 from tidings.protocol.tokens import mint_token
+from tidings.server.app import serve
 from tidings.server.node import Node
 
 
@@ -287,3 +289,29 @@ async def test_a_campaign_paused_elsewhere_sends_nothing_though_this_node_never_
     assert len(phone.banners) == 1
     assert engine.campaign("demo", "views")[1] == 1
     assert await _reasons(gateway, "views", "viewer") == ["sent"]
+
+
+async def test_campaign_messages_live_as_long_as_the_apps_settings_say_for_their_kind(
+    tmp_path: Path, mint: Any
+) -> None:
+    app = dataclasses.replace(APP_A, banner_ttl_s=600, inbox_ttl_s=2 * 86_400)
+    async with serve(dataclasses.replace(gateway_config(tmp_path / "t.db"), apps=(app,)),
+                     admin=False) as running:  # fmt: skip
+        node = running.node
+        phone = Device(TidingsClient(url=f"ws://127.0.0.1:{node.port}", device_id="p",
+                                     token=mint("p", user="u1")))  # fmt: skip
+        await phone.client.start()
+        try:
+            await phone.client.wait_connected(timeout=timeout(5))
+            await phone.client.identify("u1", {"age": 30})
+            await _until(lambda: node.engine.audience.profile("demo", "u1") is not None)
+            for kind in ("banner", "inbox"):
+                await node.engine.save(_campaign(kind, content={"kind": kind, "title": kind,
+                                                                "body": "b"}))  # fmt: skip
+                await node.engine.start_campaign("demo", kind)
+            await phone.until(lambda: len(phone.messages) == 2)
+        finally:
+            await phone.client.close()
+    lives = {m.kind: (m.expires_at - m.created_at) // 1000 for m in phone.messages}
+    assert lives == {"banner": 600, "inbox": 2 * 86_400}
+    assert {m.kind: m.ttl_default for m in phone.messages} == {"banner": True, "inbox": False}

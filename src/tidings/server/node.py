@@ -16,14 +16,13 @@ import os
 import re
 import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from websockets.asyncio.server import Server
 
-from tidings.protocol import codes, kinds
+from tidings.protocol import codes
 from tidings.protocol.codec import encode_message
 from tidings.protocol.errors import ConfigError, InvalidField, TidingsError
 from tidings.protocol.frames import (
@@ -36,7 +35,7 @@ from tidings.server.broker import Broker, InProcessBroker
 from tidings.server.campaigns.engine import CampaignEngine
 from tidings.server.changes import Change, UserErased
 from tidings.server.config import GatewayConfig
-from tidings.server.delivery import Outgoing, fit_frame
+from tidings.server.delivery import Outgoing, fit_frame, new_message, route
 from tidings.server.errors import SettingsChanged
 from tidings.server.feed import Announce, Feed, alone
 from tidings.server.gateway.server import start_server
@@ -261,22 +260,21 @@ class Node:
         if app_cfg is None:
             raise InvalidField("app", f"unknown app {request.app!r}")
         t0 = time.perf_counter()
-        targets: dict[str, str] = {}  # device -> user key
+        devices: dict[str, list[str]] = {}  # user key -> devices
         if request.users:
             for device, user in await self.store.devices_of_users(request.app, request.users):
-                targets[device] = user
+                devices.setdefault(user, []).append(device)
+        named: list[str] = []  # the user keys of the devices named
         if request.devices:
             for device, user_key in await self.store.known_devices(request.app, request.devices):
-                targets.setdefault(device, user_key)
-        skipped: dict[str, int] = {}
-        # Named users with no device yet: an inbox message waits in their inbox for their
-        # first device; a banner cannot wait for a device that does not exist.
+                if device not in devices.setdefault(user_key, []):
+                    devices[user_key].append(device)
+                named.append(user_key)
+        routes = route(request.kind, [*request.users, *named], devices)
+        targets = dict(routes.targets)  # device -> user key
+        waiting = list(routes.waiting)
+        skipped: dict[str, int] = {"no_device": len(routes.no_device)} if routes.no_device else {}
         reached = set(targets.values())
-        waiting = sorted(set(request.users) - reached)
-        kind = kinds.KINDS[request.kind]
-        if waiting and kind.needs_device:
-            skipped["no_device"] = len(waiting)
-            waiting = []
         if request.category != TRANSACTIONAL and (targets or waiting):
             out = await self.store.opted_out(
                 request.app, sorted(reached | set(waiting)), request.category
@@ -286,25 +284,14 @@ class Node:
                 waiting = [u for u in waiting if u not in out]
                 skipped["opted_out"] = len(out)
         now = self.clock()
-        ttl = request.ttl or (app_cfg.banner_ttl_s if kind.short_lived else app_cfg.inbox_ttl_s)
-        message = Message(
-            id=uuid.uuid4().hex,
-            kind=request.kind,
-            title=request.title,
-            body=request.body,
-            category=request.category,
-            priority=request.priority,
-            created_at=int(now * 1000),
-            expires_at=int((now + ttl) * 1000),
-            campaign=request.campaign,
-            variant=request.variant,
-            collapse_key=request.collapse_key,
-            image=request.image,
-            actions=request.actions,
-            data=request.data,
+        message = new_message(
+            kind=request.kind, title=request.title, body=request.body, now=now,
+            ttl_s=request.ttl, ttls=(app_cfg.banner_ttl_s, app_cfg.inbox_ttl_s),
+            category=request.category, priority=request.priority, campaign=request.campaign,
+            variant=request.variant, collapse_key=request.collapse_key, image=request.image,
+            actions=request.actions, data=request.data,
             expire_after_read=request.expire_after_read,
-            ttl_default=request.ttl is None and kind.short_lived,
-        )
+        )  # fmt: skip
         on_device = set(targets.values())
         users = sorted(on_device | set(waiting))
         wire = fit_frame(message, self._config.max_frame_bytes)

@@ -105,7 +105,7 @@ def test_defaults_and_the_text_form_of_segments() -> None:
         }
     )
     assert c.status is CampaignStatus.DRAFT
-    assert c.content.effective_ttl_s == 7 * 86_400
+    assert c.content.ttl_s is None  # the app's inbox lifetime applies
     assert c.content.kind == "inbox"
     assert c.send_time.policy is SendPolicy.IMMEDIATE
     assert c.with_status(CampaignStatus.RUNNING).status is CampaignStatus.RUNNING

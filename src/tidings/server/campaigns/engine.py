@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from tidings.protocol import kinds
 from tidings.protocol.errors import InvalidField, TidingsError
 from tidings.protocol.frames import Action as WireAction
 from tidings.protocol.frames import Message
@@ -71,7 +70,7 @@ from tidings.server.campaigns.templates import (
 from tidings.server.campaigns.variants import assign, in_test_group
 from tidings.server.changes import CampaignChanged, SettingsReplaced
 from tidings.server.config import AppConfig
-from tidings.server.delivery import Outgoing, Publisher, fit_frame
+from tidings.server.delivery import Outgoing, Publisher, fit_frame, new_message, route
 from tidings.server.errors import CampaignInactive, ClaimLost, Conflict, NotFound, SettingsChanged
 from tidings.server.feed import Announce, alone
 from tidings.server.policy import AppPolicy
@@ -776,6 +775,8 @@ class CampaignEngine:
         """
         c = live.campaign
         limits = self.limits(app)
+        cfg = self._configs[app]
+        ttls = (cfg.banner_ttl_s, cfg.inbox_ttl_s)
         cap_config = self._caps(app)
         decisions: list[DecisionRow] = []
         later: list[PendingSend] = []
@@ -841,25 +842,15 @@ class CampaignEngine:
                 decisions.append(_decision(c, item.user, now, Reason.TEMPLATE_ERROR,
                                            exc.reason, variant))  # fmt: skip
                 continue
-            message = Message(
-                id=uuid.uuid4().hex,
-                kind=content.kind,
-                title=rendered.title,
-                body=rendered.body,
-                category=str(content.category),  # type: ignore[arg-type]
-                priority=str(content.priority),  # type: ignore[arg-type]
-                created_at=int(now * 1000),
-                expires_at=int((now + content.effective_ttl_s) * 1000),
-                campaign=c.id,
-                variant=variant,
-                collapse_key=content.collapse_key,
-                image=rendered.image_url,
-                actions=tuple(
-                    WireAction(id=a.id, label=a.label, url=a.url) for a in rendered.actions
-                ),
-                data=dict(rendered.data),
-                ttl_default=content.ttl_s is None and kinds.rules(content.kind).short_lived,
-            )
+            message = new_message(
+                kind=content.kind, title=rendered.title, body=rendered.body, now=now,
+                ttl_s=content.ttl_s, ttls=ttls, category=str(content.category),
+                priority=str(content.priority), campaign=c.id, variant=variant,
+                collapse_key=content.collapse_key, image=rendered.image_url,
+                actions=[WireAction(id=a.id, label=a.label, url=a.url)
+                         for a in rendered.actions],
+                data=rendered.data,
+            )  # fmt: skip
             try:
                 wire = fit_frame(message, self.max_frame_bytes)
             except InvalidField as exc:
@@ -876,28 +867,26 @@ class CampaignEngine:
         counts = {"no_device": 0, "skipped_no_device": 0}
         no_device_users: set[str] = set()
         for user, message, wire, caps in keep:
-            targets = devices.get(user, [])
-            if not targets and kinds.rules(message.kind).needs_device:
+            routes = route(message.kind, [user], devices)
+            if routes.no_device:
                 decisions.append(_decision(c, user, now, Reason.NO_DEVICE,
                                            f"a {message.kind} message needs a device",
                                            message.variant))  # fmt: skip
                 counts["skipped_no_device"] += 1
                 continue
             where = (
-                f"{len(targets)} device(s)"
-                if targets
+                f"{len(routes.targets)} device(s)"
+                if routes.targets
                 else "no device yet: kept in the user's inbox for their first device"
             )
-            if not targets:
-                no_device_users.add(user)
+            no_device_users.update(routes.waiting)
             sends.append(SendRow(
                 user_key=user, at=now, category=message.category, message_id=message.id,
                 campaign=c.id, variant=message.variant, limits=caps,
                 decision=_decision(c, user, now, Reason.SENT, where, message.variant,
                                    message.id),
             ))  # fmt: skip
-            out.append(Outgoing(message, wire, tuple((d, user) for d in targets),
-                                () if targets else (user,)))  # fmt: skip
+            out.append(Outgoing(message, wire, routes.targets, routes.waiting))
         finished = [*done, *(i.pending_id for i in items if i.pending_id)]
         claimed = bool(finished) or progress is not None
         try:

@@ -76,9 +76,7 @@ from tidings.server.targeting.segments import to_json as segment_to_json
 
 __all__ = [
     "CONTROL",
-    "DEFAULT_BANNER_TTL_S",
     "DEFAULT_CONVERSION_WINDOW_S",
-    "DEFAULT_INBOX_TTL_S",
     "DEFAULT_MIN_SAMPLE",
     "MAX_VARIANTS",
     "TRANSITIONS",
@@ -108,11 +106,6 @@ __all__ = [
 CONTROL = "control"
 """Name of the holdout group; no variant may use it."""
 
-DEFAULT_BANNER_TTL_S = 3_600
-"""A banner expires after an hour unless the campaign says otherwise."""
-
-DEFAULT_INBOX_TTL_S = 7 * 86_400
-"""An inbox message (or banner + inbox) expires after a week unless the campaign says otherwise."""
 
 MAX_VARIANTS = 10
 """Most variants in one A/B test."""
@@ -266,16 +259,11 @@ class Content:
     which; see :class:`~tidings.server.policy.AppPolicy`)."""
     priority: Priority = Priority.NORMAL
     ttl_s: int | None = None
+    """Seconds the message lives; None: the app's lifetime for the kind (``banner_ttl_s`` for
+    the kinds shown only as an overlay, ``inbox_ttl_s`` for those kept in the inbox)."""
     collapse_key: str | None = None
     overflow: Overflow = Overflow.SKIP
     """What to do when the rendered title or body is longer than the app allows."""
-
-    @property
-    def effective_ttl_s(self) -> int:
-        """The TTL, or the default for the content kind."""
-        if self.ttl_s is not None:
-            return self.ttl_s
-        return DEFAULT_BANNER_TTL_S if kinds.rules(self.kind).short_lived else DEFAULT_INBOX_TTL_S
 
     @property
     def transactional(self) -> bool:
