@@ -38,8 +38,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +57,7 @@ from tidings.client_sdk.errors import (
     is_temporary,
 )
 from tidings.client_sdk.inbox import DEFAULT_INBOX_LIMIT, Inbox, InboxItem
+from tidings.client_sdk.outbox import DEFAULT_MAX_OUTBOX, Entry, Outbox
 from tidings.client_sdk.quiet_hours import QuietHours, zone
 from tidings.client_sdk.store import open_store
 from tidings.protocol import SUBPROTOCOL, codes, kinds, limits
@@ -93,9 +93,6 @@ __all__ = ["DEFAULT_MAX_OUTBOX", "STABLE_SESSION_S", "ClientStats", "TidingsClie
 log = logging.getLogger(__name__)
 
 SDK_VERSION = "0.1.0"
-DEFAULT_MAX_OUTBOX = 10_000
-"""Queued requests kept while offline; the oldest events are dropped first beyond it (in memory
-and in the local store)."""
 HANDSHAKE_TIMEOUT_S = 10.0
 STABLE_SESSION_S = 10.0
 """Seconds a session must stay open before its end resets the reconnect backoff. A session that
@@ -191,21 +188,20 @@ class TidingsClient:
         self.policy = banner_policy or BannerPolicy()
         self.device_info = DeviceInfo(platform=platform, app_version=app_version, locale=locale,
                                       tz=device_tz, sdk_version=SDK_VERSION)  # fmt: skip
-        self.max_outbox = max_outbox
         self.flush_delay = flush_delay
         self.stats = ClientStats()
         self.session: str | None = None
         self.user: str | None = None
         self.last_error: Exception | None = None
         self._store = open_store(store_path)
+        self.outbox = Outbox(self._store, limit=max_outbox, dropped=self._dropped)
+        """What this device still has to tell the gateway (events and requests)."""
         self.inbox = Inbox(self._store, now=lambda: self.clock.now(), changed=self._inbox_changed,
                            report=self._report_inbox, limit=inbox_limit)  # fmt: skip
         self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
         self._retry_backoff = Backoff(base=backoff_base, cap=backoff_cap)
         self._retry: asyncio.TimerHandle | None = None
         self._welcomed_at: float | None = None
-        self._loaded = False
-        self._persisting: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._failed: Exception | None = None
@@ -216,8 +212,6 @@ class TidingsClient:
         self._timer: asyncio.Task[None] | None = None
         self._proto = ClientSession(seen=self._seen)
         self._shown_at: list[float] = []
-        self._outbox: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self._next_entry = 1
         self._flush_scheduled = False
         self._goaway_ms: int | None = None
         self._on_banner: list[Callable[..., Any]] = []
@@ -307,7 +301,7 @@ class TidingsClient:
     @property
     def pending_requests(self) -> int:
         """Requests (events, receipts, ...) not yet confirmed by the gateway."""
-        return len(self._outbox)
+        return len(self.outbox)
 
     async def start(self) -> None:
         """Load local state and start connecting (returns at once; see wait_connected)."""
@@ -321,7 +315,7 @@ class TidingsClient:
                                     inbox_ver=await self._store.get("inbox_ver"),
                                     seen=self._seen)  # fmt: skip
         self.inbox._load([InboxItem.from_json(d) for d in await self._store.load_items()])
-        self._load_outbox(await self._store.outbox_load())
+        self.outbox.load(await self._store.outbox_load())
         self._task = asyncio.create_task(self._run(), name=f"tidings-{self.device_id}")
         self._reschedule()
 
@@ -363,9 +357,7 @@ class TidingsClient:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._connected.clear()
-        if self._persisting is not None:  # what was queued just before close is on disk
-            await self._persisting
-        self._loaded = False  # the store closes now: nothing more is written
+        await self.outbox.drained()  # what was queued just before close is on disk
         if self._started:
             await self._store.close()
 
@@ -435,75 +427,15 @@ class TidingsClient:
 
     # --- outbox -------------------------------------------------------------------------------
 
-    def _queue(self, entry: dict[str, Any]) -> None:
+    def _queue(self, entry: Entry) -> None:
         if self._closed:
             raise ClientClosed("this client was closed")
-        entry_id = self._next_entry
-        self._next_entry += 1
-        self._outbox[entry_id] = entry
-        evicted = self._evict()
-        # One commit adds the entry and deletes what the bound evicted, so a restart brings
-        # back exactly what is queued now.
-        self._persist(lambda: self._store.outbox_add(entry_id, entry, evict=evicted))
+        self.outbox.add(entry)
         if self.connected:
             self._schedule_flush()
 
-    def _load_outbox(self, stored: list[tuple[int, dict[str, Any]]]) -> None:
-        """Put the entries of the last run before those queued since this client was made.
-
-        Runs without awaiting, so nothing is queued between reading and merging.
-        """
-        early = list(self._outbox.values())
-        self._outbox.clear()
-        for entry_id, entry in stored:
-            self._outbox[entry_id] = entry
-            self._next_entry = max(self._next_entry, entry_id + 1)
-        for entry in early:  # numbered after the stored ones: ids are the order of sending
-            self._outbox[self._next_entry] = entry
-            self._next_entry += 1
-        stored_ids = {entry_id for entry_id, _ in stored}
-        evicted = set(self._evict())  # the bound may be lower than in the last run
-        self._loaded = True
-        for entry_id, entry in self._outbox.items():
-            if entry_id not in stored_ids:
-                self._persist(functools.partial(self._store.outbox_add, entry_id, entry))
-        gone = sorted(evicted & stored_ids)
-        if gone:
-            self._persist(lambda: self._store.outbox_remove(gone))
-
-    def _evict(self) -> list[int]:
-        """Drop entries beyond ``max_outbox``: the oldest events first, else the oldest entries."""
-        excess = len(self._outbox) - self.max_outbox
-        if excess <= 0:
-            return []
-        victims = [k for k, e in self._outbox.items() if e["k"] == "event"][:excess]
-        if len(victims) < excess:
-            chosen = set(victims)
-            victims += [k for k in self._outbox if k not in chosen][: excess - len(victims)]
-        for entry_id in victims:
-            del self._outbox[entry_id]
-        self.stats.events_dropped += len(victims)
-        return victims
-
-    def _persist(self, write: Callable[[], Awaitable[None]]) -> None:
-        """Run a write of the outbox to the local store after the writes queued before it.
-
-        The caller never waits; writes keep their order (an add is never overtaken by the
-        removal of the same entry) and ``close`` waits for the last one.
-        """
-        if not (self._loaded and self._store.persistent):
-            return
-        previous = self._persisting
-
-        async def run() -> None:
-            if previous is not None:
-                await previous
-            try:
-                await write()
-            except Exception:
-                log.exception("tidings: writing the outbox to %s failed", self._store)
-
-        self._persisting = asyncio.get_running_loop().create_task(run())
+    def _dropped(self, n: int) -> None:
+        self.stats.events_dropped += n
 
     def _schedule_flush(self) -> None:
         """Send what was gathered (acks, requests) ``flush_delay`` from now, all together."""
@@ -519,35 +451,15 @@ class TidingsClient:
     def _flush_outbox(self) -> None:
         if not self.connected or self._retry is not None:
             return  # offline, or backing off after a temporary error: the retry timer sends
-        sending = self._proto.in_flight()
-        events: list[tuple[int, Event]] = []
-        for entry_id, e in list(self._outbox.items()):
-            if entry_id in sending:
-                continue
-            if e["k"] == "event":
-                events.append((entry_id, Event(id=e["id"], name=e["name"], ts=e["ts"],
-                                               props=e["props"])))  # fmt: skip
-                if len(events) == limits.MAX_EVENTS_PER_BATCH:
-                    self._send_events(events)
-                    events = []
-                continue
-            self._proto.send_request(functools.partial(_request, e), (entry_id,))
-        if events:
-            self._send_events(events)
+        for ids, entries in self.outbox.batches(self._proto.in_flight()):
+            self._proto.send_request(functools.partial(_request, entries), ids)
         self._transmit()
-
-    def _send_events(self, events: list[tuple[int, Event]]) -> None:
-        batch = tuple(e for _, e in events)
-        self._proto.send_request(lambda rid: Events(rid=rid, events=batch), [i for i, _ in events])
 
     def _answered(self, answer: RequestAnswered) -> None:
         """``ok``: the request is durably stored; forget it."""
-        ids = answer.entries
-        for entry_id in ids:
-            self._outbox.pop(entry_id, None)
-        if ids:
+        if answer.entries:
+            self.outbox.remove(answer.entries)
             self._retry_backoff.reset()
-            self._persist(lambda: self._store.outbox_remove(list(ids)))
 
     def _failed_request(self, failure: RequestFailed) -> None:
         """``error``: keep the request for a retry, or drop and report it (see ``is_temporary``)."""
@@ -561,10 +473,9 @@ class TidingsClient:
                 self._hold_requests()
             return
         log.warning("tidings: the gateway refused a request (%s): %s", frame.code, frame.message)
-        dropped = [(i, self._outbox.pop(i)) for i in ids if i in self._outbox]
+        dropped = self.outbox.remove(ids)
         if frame.rid is None or not dropped:
             return  # not about a queued request: the close that follows says what happens next
-        self._persist(lambda: self._store.outbox_remove([i for i, _ in dropped]))
         self.stats.requests_refused += len(dropped)
         requests = tuple(QueuedRequest.from_entry(e) for _, e in dropped)
         error = RequestRefused(frame.message, code=frame.code, rid=frame.rid, requests=requests)
@@ -667,10 +578,7 @@ class TidingsClient:
         """The user was erased (close 4007): drop what this device holds of them — queued
         events and reports, the inbox, the delivery cursor — here and in the local store, so
         nothing of the erased profile is sent again (PROTOCOL.md §10)."""
-        dropped = list(self._outbox)
-        self._outbox.clear()
-        if dropped:
-            self._persist(lambda: self._store.outbox_remove(dropped))
+        self.outbox.clear()
         for item in list(self.inbox._items.values()):
             await self.inbox.remove(item.id, notify=False)
         await self._store.put("seq", 0)
@@ -868,8 +776,13 @@ def _gateway_urls(url: str | Sequence[str]) -> tuple[str, ...]:
     return urls
 
 
-def _request(entry: dict[str, Any], rid: int) -> Request:
-    """The request frame for one outbox entry that is not an event."""
+def _request(entries: list[Entry], rid: int) -> Request:
+    """The request frame for outbox entries: a batch of events, or one other request."""
+    entry = entries[0]
+    if entry["k"] == "event":
+        return Events(rid=rid, events=tuple(
+            Event(id=e["id"], name=e["name"], ts=e["ts"], props=e["props"]) for e in entries
+        ))  # fmt: skip
     if entry["k"] == "identify":
         return Identify(rid=rid, user=entry["user"], attrs=entry["attrs"])
     if entry["k"] == "prefs":
