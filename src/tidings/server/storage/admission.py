@@ -15,7 +15,15 @@ from typing import Any
 
 from tidings.protocol import kinds
 from tidings.server.errors import CampaignInactive, ClaimLost, SettingsChanged
-from tidings.server.storage.rows import Limit, Outcome, OutMessage, Progress, Refusal, SendRow
+from tidings.server.storage.rows import (
+    DecisionRow,
+    Limit,
+    Outcome,
+    OutMessage,
+    Progress,
+    Refusal,
+    SendRow,
+)
 
 __all__ = [
     "CONSENTLESS",
@@ -25,6 +33,8 @@ __all__ = [
     "consent_checks",
     "forget_erased",
     "inbox_users",
+    "kept_messages",
+    "logged_decisions",
     "require_progress",
     "require_running",
     "require_settings",
@@ -189,3 +199,39 @@ def inbox_users(m: OutMessage, refused: set[tuple[str, str]]) -> list[str]:
         return []
     users = [u for _, u in m.targets] + list(m.waiting)
     return [u for u in dict.fromkeys(users) if (m.message_id, u) not in refused]
+
+
+def kept_messages(
+    messages: Sequence[OutMessage],
+    outcome: Outcome,
+    sends: Sequence[SendRow],
+    refused: Sequence[Refusal],
+) -> list[tuple[OutMessage, list[str]]]:
+    """The messages a commit stores, each with the devices it goes to.
+
+    A message all of whose sends were refused is not stored; one with no sends (a direct send
+    to devices with nothing counted) or an accepted send is, for its accepted users' devices.
+    """
+    refused_keys = {(r.message_id, r.user_key) for r in refused}
+    sent_ids = {s.message_id for s in sends}
+    asked_ids = {s.message_id for s in outcome.sends}
+    return [
+        (m, [d for d, u in m.targets if (m.message_id, u) not in refused_keys])
+        for m in messages
+        if m.message_id in sent_ids or m.message_id not in asked_ids
+    ]
+
+
+def logged_decisions(
+    outcome: Outcome, sends: Sequence[SendRow], refused: Sequence[Refusal]
+) -> list[DecisionRow]:
+    """What a commit writes to the decision log, in order: the outcome's own decisions, then
+    each accepted send's, then each refused send's with the reason the store refused it."""
+    decisions = list(outcome.decisions)
+    decisions += [s.decision for s in sends if s.decision is not None]
+    why = {(r.message_id, r.user_key): r for r in refused}
+    for s in outcome.sends:
+        r = why.get((s.message_id, s.user_key))
+        if r is not None and s.decision is not None:
+            decisions.append(replace(s.decision, reason=r.reason, detail=r.detail, message_id=None))
+    return decisions

@@ -50,7 +50,6 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -64,6 +63,8 @@ from tidings.server.storage.admission import (
     consent_checks,
     forget_erased,
     inbox_users,
+    kept_messages,
+    logged_decisions,
     require_progress,
     require_running,
     require_settings,
@@ -86,7 +87,15 @@ from tidings.server.storage.rows import (
     export_document,
     profiles_from,
 )
-from tidings.server.storage.sql import PAUSED, SqlStore, numbered
+from tidings.server.storage.sql import (
+    PAUSED,
+    TOUCH_USER,
+    UPSERT_DEVICE,
+    SqlStore,
+    device_params,
+    numbered,
+    stored_device,
+)
 
 try:
     import asyncpg
@@ -444,34 +453,12 @@ class PostgresStore(SqlStore):
     async def upsert_device(self, row: DeviceRow) -> DeviceRow:
         """Record a device at hello; return it with its stored sequence state."""
 
+        device, user = device_params(row)
+
         async def work(con: _Conn) -> DeviceRow:
-            stored = await con.fetchrow(
-                "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
-                " sdk_version, first_seen, last_seen, session_epoch)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,1)"
-                " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
-                " platform=excluded.platform, app_version=excluded.app_version,"
-                " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
-                " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1"
-                " RETURNING first_seen, last_seq, acked_seq, session_epoch",
-                row.app, row.device_id, row.user_id, row.platform, row.app_version, row.locale,
-                row.tz, row.sdk_version, float(row.first_seen), float(row.last_seen),
-            )  # fmt: skip
-            await con.execute(
-                "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES ($1,$2,$3,$4)"
-                " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen",
-                row.app,
-                row.user_id or anonymous_key(row.device_id),
-                float(row.first_seen),
-                float(row.last_seen),
-            )
-            return replace(
-                row,
-                first_seen=stored[0],
-                last_seq=int(stored[1]),
-                acked_seq=int(stored[2]),
-                epoch=int(stored[3]),
-            )
+            stored = await con.fetchrow(numbered(UPSERT_DEVICE), *device)
+            await con.execute(numbered(TOUCH_USER), *user)
+            return stored_device(row, stored)
 
         return await self._write(work)
 
@@ -691,13 +678,7 @@ class PostgresStore(SqlStore):
         refused_keys = {(r.message_id, r.user_key) for r in refused}
         # A message all of whose sends were refused is not stored; one with no sends (a direct
         # send to devices with nothing counted) or an accepted send is, for its accepted users.
-        sent_ids = {s.message_id for s in sends}
-        asked_ids = {s.message_id for s in outcome.sends}
-        kept = [
-            (m, [d for d, u in m.targets if (m.message_id, u) not in refused_keys])
-            for m in messages
-            if m.message_id in sent_ids or m.message_id not in asked_ids
-        ]
+        kept = kept_messages(messages, outcome, sends, refused)
         seqs = await _next_seqs(con, app, [d for _, devices in kept for d in devices])
         deliveries: dict[str, tuple[tuple[str, int], ...]] = {}
         for m, devices in kept:
@@ -718,15 +699,7 @@ class PostgresStore(SqlStore):
                 [s.variant for s in sends],
                 [s.message_id for s in sends],
             )
-        decisions = list(outcome.decisions)
-        decisions += [s.decision for s in sends if s.decision is not None]
-        why = {(r.message_id, r.user_key): r for r in refused}
-        for s in outcome.sends:
-            r = why.get((s.message_id, s.user_key))
-            if r is not None and s.decision is not None:
-                decisions.append(
-                    replace(s.decision, reason=r.reason, detail=r.detail, message_id=None)
-                )
+        decisions = logged_decisions(outcome, sends, refused)
         if decisions:
             # In list order: the log's id orders entries logged at the same time.
             await con.execute(

@@ -20,12 +20,14 @@ import functools
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from tidings.protocol.frames import InboxChange
 from tidings.server.storage.rows import (
     CampaignRow,
     DecisionRow,
+    DeviceRow,
     EventRow,
     PendingDelivery,
     SendRow,
@@ -33,7 +35,50 @@ from tidings.server.storage.rows import (
     anonymous_key,
 )
 
-__all__ = ["PAUSED", "SqlStore", "numbered"]
+__all__ = [
+    "PAUSED",
+    "TOUCH_USER",
+    "UPSERT_DEVICE",
+    "SqlStore",
+    "device_params",
+    "numbered",
+    "stored_device",
+]
+
+UPSERT_DEVICE = (
+    "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
+    " sdk_version, first_seen, last_seen, session_epoch)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,1)"
+    " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
+    " platform=excluded.platform, app_version=excluded.app_version,"
+    " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
+    " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1"
+    " RETURNING first_seen, last_seq, acked_seq, session_epoch"
+)
+"""A device's hello: its row made or refreshed with a new session epoch; its stored state back
+(:func:`device_params` are the parameters, :func:`stored_device` reads the answer)."""
+TOUCH_USER = (
+    "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES (?,?,?,?)"
+    " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen"
+)
+"""The profile of a device that said hello exists and was seen now."""
+
+
+def device_params(row: DeviceRow) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The parameters of :data:`UPSERT_DEVICE` and :data:`TOUCH_USER` for a hello."""
+    first, last = float(row.first_seen), float(row.last_seen)
+    return (
+        (row.app, row.device_id, row.user_id, row.platform, row.app_version, row.locale,
+         row.tz, row.sdk_version, first, last),
+        (row.app, row.user_id or anonymous_key(row.device_id), first, last),
+    )  # fmt: skip
+
+
+def stored_device(row: DeviceRow, stored: Any) -> DeviceRow:
+    """``row`` with the sequence state :data:`UPSERT_DEVICE` returned."""
+    return replace(row, first_seen=stored[0], last_seq=int(stored[1]), acked_seq=int(stored[2]),
+                   epoch=int(stored[3]))  # fmt: skip
+
 
 PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 """The campaign of pending work ``p`` is paused: its work waits."""

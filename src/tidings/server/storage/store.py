@@ -32,7 +32,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -47,6 +46,8 @@ from tidings.server.storage.admission import (
     consent_checks,
     forget_erased,
     inbox_users,
+    kept_messages,
+    logged_decisions,
     require_progress,
     require_running,
     require_settings,
@@ -70,7 +71,14 @@ from tidings.server.storage.rows import (
     export_document,
     profiles_from,
 )
-from tidings.server.storage.sql import PAUSED, SqlStore
+from tidings.server.storage.sql import (
+    PAUSED,
+    TOUCH_USER,
+    UPSERT_DEVICE,
+    SqlStore,
+    device_params,
+    stored_device,
+)
 
 __all__ = ["DURABILITY_MODES", "SqliteStore"]
 
@@ -427,34 +435,12 @@ class SqliteStore(SqlStore):
     async def upsert_device(self, row: DeviceRow) -> DeviceRow:
         """Record a device at hello; return it with its stored sequence state."""
 
+        device, user = device_params(row)
+
         def write(db: sqlite3.Connection) -> DeviceRow:
-            db.execute(
-                "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
-                " sdk_version, first_seen, last_seen, session_epoch)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,1)"
-                " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
-                " platform=excluded.platform, app_version=excluded.app_version,"
-                " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
-                " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1",
-                (
-                    row.app, row.device_id, row.user_id, row.platform, row.app_version,
-                    row.locale, row.tz, row.sdk_version, row.first_seen, row.last_seen,
-                ),
-            )  # fmt: skip
-            user_key = row.user_id or anonymous_key(row.device_id)
-            db.execute(
-                "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES (?,?,?,?)"
-                " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen",
-                (row.app, user_key, row.first_seen, row.last_seen),
-            )
-            stored = db.execute(
-                "SELECT first_seen, last_seq, acked_seq, session_epoch FROM devices"
-                " WHERE app=? AND device_id=?",
-                (row.app, row.device_id),
-            ).fetchone()
-            assert stored is not None
-            return replace(row, first_seen=stored[0], last_seq=stored[1], acked_seq=stored[2],
-                           epoch=stored[3])  # fmt: skip
+            stored = db.execute(UPSERT_DEVICE, device).fetchone()
+            db.execute(TOUCH_USER, user)
+            return stored_device(row, stored)
 
         result: DeviceRow = await self._submit(write)
         return result
@@ -1125,15 +1111,7 @@ def _commit_outcome(
         require_progress(bool(moved), at, outcome.claim)
     sends, refused = _admit(db, app, outcome, budget_left)
     refused_keys = {(r.message_id, r.user_key) for r in refused}
-    # A message all of whose sends were refused is not stored; one with no sends (a direct
-    # send to devices with nothing counted) or an accepted send is, for its accepted users.
-    sent_ids = {s.message_id for s in sends}
-    asked_ids = {s.message_id for s in outcome.sends}
-    kept = [
-        (m, [d for d, u in m.targets if (m.message_id, u) not in refused_keys])
-        for m in messages
-        if m.message_id in sent_ids or m.message_id not in asked_ids
-    ]
+    kept = kept_messages(messages, outcome, sends, refused)
     seqs = _next_seqs(db, app, [d for _, devices in kept for d in devices])
     deliveries: dict[str, tuple[tuple[str, int], ...]] = {}
     for m, devices in kept:
@@ -1147,13 +1125,7 @@ def _commit_outcome(
             [(app, r.user_key, r.at, r.category, r.campaign, r.variant, r.message_id)
              for r in sends],
         )  # fmt: skip
-    decisions = list(outcome.decisions)
-    decisions += [s.decision for s in sends if s.decision is not None]
-    why = {(r.message_id, r.user_key): r for r in refused}
-    for s in outcome.sends:
-        r = why.get((s.message_id, s.user_key))
-        if r is not None and s.decision is not None:
-            decisions.append(replace(s.decision, reason=r.reason, detail=r.detail, message_id=None))
+    decisions = logged_decisions(outcome, sends, refused)
     if decisions:
         db.executemany(
             "INSERT INTO decisions (app, campaign, user_key, at, reason, detail, variant,"
