@@ -35,6 +35,7 @@ __all__ = [
     "inbox_users",
     "kept_messages",
     "logged_decisions",
+    "merged_attrs",
     "require_progress",
     "require_running",
     "require_settings",
@@ -235,3 +236,15 @@ def logged_decisions(
         if r is not None and s.decision is not None:
             decisions.append(replace(s.decision, reason=r.reason, detail=r.detail, message_id=None))
     return decisions
+
+
+def merged_attrs(stored: str | None, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A profile's attributes (``stored`` as JSON, or None) with ``changes`` merged in: a
+    value sets its key, ``None`` removes it."""
+    merged: dict[str, Any] = json.loads(stored) if stored is not None else {}
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

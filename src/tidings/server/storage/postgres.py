@@ -50,7 +50,6 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -65,6 +64,7 @@ from tidings.server.storage.admission import (
     inbox_users,
     kept_messages,
     logged_decisions,
+    merged_attrs,
     require_progress,
     require_running,
     require_settings,
@@ -93,6 +93,7 @@ from tidings.server.storage.sql import (
     UPSERT_DEVICE,
     SqlStore,
     device_params,
+    migrations,
     numbered,
     stored_device,
 )
@@ -325,10 +326,7 @@ class PostgresStore(SqlStore):
             await con.execute(f"CREATE SCHEMA {_quote_ident(self.schema)}")
         await con.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         current = int(await con.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
-        folder = resources.files("tidings.server.storage") / "migrations" / "postgres"
-        scripts = sorted(
-            (int(p.name.split("_", 1)[0]), p) for p in folder.iterdir() if p.name.endswith(".sql")
-        )
+        scripts = migrations("migrations/postgres")
         latest = scripts[-1][0] if scripts else 0
         if current > latest:
             # Running old code on a newer schema would misread or damage what it wrote.
@@ -556,12 +554,7 @@ class PostgresStore(SqlStore):
             stored = await con.fetchval(
                 "SELECT attrs FROM users WHERE app=$1 AND user_key=$2", app, user_key
             )
-            merged = json.loads(stored) if stored is not None else {}
-            for key, value in attrs.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
+            merged = merged_attrs(stored, attrs)
             await con.execute(
                 "INSERT INTO users (app, user_key, attrs, first_seen, last_seen)"
                 " VALUES ($1,$2,$3,$4,$4) ON CONFLICT (app, user_key) DO UPDATE SET"

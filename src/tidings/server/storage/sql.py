@@ -21,6 +21,8 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import replace
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, ClassVar
 
 from tidings.protocol.frames import InboxChange
@@ -41,6 +43,7 @@ __all__ = [
     "UPSERT_DEVICE",
     "SqlStore",
     "device_params",
+    "migrations",
     "numbered",
     "stored_device",
 ]
@@ -78,6 +81,15 @@ def stored_device(row: DeviceRow, stored: Any) -> DeviceRow:
     """``row`` with the sequence state :data:`UPSERT_DEVICE` returned."""
     return replace(row, first_seen=stored[0], last_seq=int(stored[1]), acked_seq=int(stored[2]),
                    epoch=int(stored[3]))  # fmt: skip
+
+
+def migrations(folder: str) -> list[tuple[int, Traversable]]:
+    """The numbered ``NNNN_name.sql`` scripts of a migrations ``folder`` of this package, in
+    order, as (version, script)."""
+    where = resources.files("tidings.server.storage").joinpath(*folder.split("/"))
+    return sorted(
+        (int(p.name.split("_", 1)[0]), p) for p in where.iterdir() if p.name.endswith(".sql")
+    )
 
 
 PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"

@@ -32,7 +32,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from typing import Any
 
 import aiosqlite
@@ -48,6 +47,7 @@ from tidings.server.storage.admission import (
     inbox_users,
     kept_messages,
     logged_decisions,
+    merged_attrs,
     require_progress,
     require_running,
     require_settings,
@@ -77,6 +77,7 @@ from tidings.server.storage.sql import (
     UPSERT_DEVICE,
     SqlStore,
     device_params,
+    migrations,
     stored_device,
 )
 
@@ -274,10 +275,7 @@ class SqliteStore(SqlStore):
         async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
             row = await cur.fetchone()
         current = int(row[0]) if row else 0
-        folder = resources.files("tidings.server.storage") / "migrations"
-        scripts = sorted(
-            (int(p.name.split("_", 1)[0]), p) for p in folder.iterdir() if p.name.endswith(".sql")
-        )
+        scripts = migrations("migrations")
         latest = scripts[-1][0] if scripts else 0
         if current > latest:
             # Running old code on a newer schema would misread or damage what it wrote.
@@ -532,12 +530,7 @@ class SqliteStore(SqlStore):
             r = db.execute(
                 "SELECT attrs FROM users WHERE app=? AND user_key=?", (app, user_key)
             ).fetchone()
-            merged = json.loads(r[0]) if r else {}
-            for key, value in attrs.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
+            merged = merged_attrs(r[0] if r else None, attrs)
             db.execute(
                 "INSERT INTO users (app, user_key, attrs, first_seen, last_seen) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (app, user_key) DO UPDATE SET attrs=excluded.attrs,"
