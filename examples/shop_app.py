@@ -27,7 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, Static
 
 from tidings.client_sdk import TidingsClient
-from tidings.client_sdk.ui import BannerToast, InboxList
+from tidings.client_sdk.ui import BannerToast, InboxList, ModalHost
 from tidings.protocol.tokens import mint_token
 
 DEV_APP = "demo"
@@ -77,6 +77,7 @@ class ShopApp(App[None]):
         yield Header()
         yield Static("connecting…", id="status")
         yield BannerToast(self.client, id="toast")
+        yield ModalHost(self.client)  # modal messages, centred, one at a time
         yield Static(id="product")
         yield InboxList(self.client, id="inbox")
         yield Footer()
