@@ -362,7 +362,9 @@ class _Worker:
                 if self.cfg.living and device_plan is not None:
                     self.react(device_plan, msg.campaign, topic, received_at)
 
-        def on_banner(item: Any) -> None:
+        def on_overlay(item: Any, *, modal: bool = False) -> None:
+            """A banner or modal shown: count it; the persona clicks it or (a modal waits for
+            an answer) dismisses it."""
             key = (i, item.id)
             self.displayed[key] = self.displayed.get(key, 0) + 1
             if quiet is not None:
@@ -375,9 +377,13 @@ class _Worker:
                 if self.rng.random() < click_probability(persona, topic):
                     self.clicks[f"{kind}_clicked"] += 1
                     asyncio.get_running_loop().create_task(client.click(item.id, "open"))
+                    return
+            if modal:
+                asyncio.get_running_loop().create_task(client.dismiss(item.id))
 
         client.on_message(on_message)
-        client.on_banner(on_banner)
+        client.on_banner(on_overlay)
+        client.on_modal(lambda item: on_overlay(item, modal=True))
         self.connected_at.setdefault(f"u{i}", []).append(self.now())
         await client.start()
         await client.wait_connected(timeout=120)
