@@ -60,9 +60,10 @@ from tidings.client_sdk.inbox import DEFAULT_INBOX_LIMIT, Inbox, InboxItem
 from tidings.client_sdk.outbox import DEFAULT_MAX_OUTBOX, Entry, Outbox
 from tidings.client_sdk.quiet_hours import QuietHours, zone
 from tidings.client_sdk.store import open_store
+from tidings.client_sdk.transport import STABLE_SESSION_S, Dialer, gateway_urls
 from tidings.protocol import SUBPROTOCOL, codes, kinds, limits
 from tidings.protocol.backoff import Backoff
-from tidings.protocol.errors import ConfigError, ProtocolError
+from tidings.protocol.errors import ProtocolError
 from tidings.protocol.frames import (
     DeviceInfo,
     Event,
@@ -94,10 +95,6 @@ log = logging.getLogger(__name__)
 
 SDK_VERSION = "0.1.0"
 HANDSHAKE_TIMEOUT_S = 10.0
-STABLE_SESSION_S = 10.0
-"""Seconds a session must stay open before its end resets the reconnect backoff. A session that
-ends sooner counts as one more failure, so a connection that fails right after each ``welcome``
-backs off up to the cap instead of reconnecting every ``backoff_base`` seconds."""
 DEFAULT_FLUSH_DELAY_S = 1.0
 """Seconds what the device reports (events, receipts, profile changes, delivery acks) is
 gathered before it is sent: a burst leaves as one batch and the radio wakes once, not per item.
@@ -178,9 +175,9 @@ class TidingsClient:
         flush_delay: float = DEFAULT_FLUSH_DELAY_S,
     ) -> None:
         zone(device_tz)
-        self.urls = _gateway_urls(url)
+        self.urls = gateway_urls(url)
         """The gateways, in the order of rotation."""
-        self._url_at = 0  # the URL in use, or the one the next attempt tries
+        self._dialer = Dialer(self.urls, backoff_base=backoff_base, backoff_cap=backoff_cap)
         self.token, self.device_id = token, device_id
         self.quiet_hours = quiet_hours
         self.clock: Clock = clock or SystemClock()
@@ -198,10 +195,8 @@ class TidingsClient:
         """What this device still has to tell the gateway (events and requests)."""
         self.inbox = Inbox(self._store, now=lambda: self.clock.now(), changed=self._inbox_changed,
                            report=self._report_inbox, limit=inbox_limit)  # fmt: skip
-        self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
         self._retry_backoff = Backoff(base=backoff_base, cap=backoff_cap)
         self._retry: asyncio.TimerHandle | None = None
-        self._welcomed_at: float | None = None
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._failed: Exception | None = None
@@ -213,7 +208,6 @@ class TidingsClient:
         self._proto = ClientSession(seen=self._seen)
         self._shown_at: list[float] = []
         self._flush_scheduled = False
-        self._goaway_ms: int | None = None
         self._on_banner: list[Callable[..., Any]] = []
         self._on_modal: list[Callable[..., Any]] = []
         self._modal: InboxItem | None = None  # the modal on screen: one at a time
@@ -291,7 +285,7 @@ class TidingsClient:
     @property
     def url(self) -> str:
         """The gateway in use, or the one the next attempt tries (see ``urls``)."""
-        return self.urls[self._url_at]
+        return self._dialer.url
 
     @property
     def connected(self) -> bool:
@@ -509,10 +503,8 @@ class TidingsClient:
             log.debug("tidings: write failed: %s", exc)
 
     async def _run(self) -> None:
-        tried = 0  # attempts since the last welcome or the last backoff
         while not self._closed:
             close_code: int | None = None
-            welcomed = False
             try:
                 async with connect(self.url, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                                    compression=None, max_size=limits.MAX_FRAME_BYTES * 4,
@@ -540,7 +532,6 @@ class TidingsClient:
                 self._ws = None
                 self._connected.clear()
                 self._proto.connection_lost()
-                welcomed = self._end_session()
             if self._closed:
                 return
             if close_code == codes.CLOSE_ERASED:
@@ -550,29 +541,7 @@ class TidingsClient:
                                       close_code=close_code))  # fmt: skip
                 return
             self.stats.reconnects += 1
-            # A rotation starts at the URL that worked last and tries each once (§12).
-            tried = 0 if welcomed else tried + 1
-            if not welcomed:
-                self._url_at = (self._url_at + 1) % len(self.urls)
-            if self._goaway_ms is not None:
-                delay, self._goaway_ms = self._goaway_ms / 1000 * _jitter(), None
-            elif 0 < tried < len(self.urls):
-                delay = 0.0  # the next gateway of this rotation
-            else:
-                tried = 0
-                delay = self._backoff.next_delay()
-            await asyncio.sleep(delay)
-
-    def _end_session(self) -> bool:
-        """Reset the reconnect backoff if the session that ended had proved stable; return
-        whether it was welcomed at all."""
-        if self._welcomed_at is None:
-            return False
-        lasted = asyncio.get_running_loop().time() - self._welcomed_at
-        self._welcomed_at = None
-        if lasted >= STABLE_SESSION_S:
-            self._backoff.reset()
-        return True
+            await asyncio.sleep(self._dialer.lost(asyncio.get_running_loop().time()))
 
     async def _forget_user(self) -> None:
         """The user was erased (close 4007): drop what this device holds of them — queued
@@ -613,7 +582,7 @@ class TidingsClient:
             return
         self.session, self.user = first.session, first.user
         # The backoff is reset when this session ends, if it lasted (see STABLE_SESSION_S).
-        self._welcomed_at = asyncio.get_running_loop().time()
+        self._dialer.welcomed(asyncio.get_running_loop().time())
         self._connected.set()
         self._flush_outbox()
         async for message in ws:
@@ -638,7 +607,7 @@ class TidingsClient:
                 await self.inbox.apply(change)
             await self._store.put("inbox_ver", self._proto.inbox_applied(event.ver))
         elif isinstance(event, GoAway):
-            self._goaway_ms = event.reconnect_ms
+            self._dialer.go_away(event.reconnect_ms)
 
     def _seen(self, message_id: str) -> bool:
         """Whether a message was recorded before: display is exactly-once (§3)."""
@@ -765,17 +734,6 @@ class TidingsClient:
         return max(0.0, *waits)
 
 
-def _gateway_urls(url: str | Sequence[str]) -> tuple[str, ...]:
-    """The gateways ``url`` names, checked: at least one, each ``ws://`` or ``wss://``."""
-    urls = (url,) if isinstance(url, str) else tuple(url)
-    if not urls:
-        raise ConfigError("url: name at least one gateway")
-    for u in urls:
-        if not isinstance(u, str) or not u.startswith(("ws://", "wss://")) or len(u) < 6:
-            raise ConfigError(f"url: {str(u)[:200]!r} is not a ws:// or wss:// URL")
-    return urls
-
-
 def _request(entries: list[Entry], rid: int) -> Request:
     """The request frame for outbox entries: a batch of events, or one other request."""
     entry = entries[0]
@@ -791,9 +749,3 @@ def _request(entries: list[Entry], rid: int) -> Request:
         return Receipt(rid=rid, id=entry["id"], kind=entry["kind"], ts=entry["ts"],
                        action=entry["action"])  # fmt: skip
     return InboxUpdate(rid=rid, changes=(InboxChange(id=entry["id"], state=entry["state"]),))
-
-
-def _jitter() -> float:
-    import random
-
-    return 0.5 + random.random()
