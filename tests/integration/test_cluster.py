@@ -366,3 +366,62 @@ async def test_with_postgresql_out_of_reach_admin_answers_503_and_devices_stay(
         await proxy.stop()
         await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await admin.close()
+
+
+async def test_a_connect_storm_with_devices_moving_between_nodes_leaves_one_session_each(
+    cluster: list[Node],
+) -> None:
+    """Hellos arriving together share their route claims (one Redis pipeline per batch): the
+    rule still holds for each device — its later hello wins, the earlier session is closed —
+    and every device gets a message sent after the storm exactly once, on its live session.
+    Racers say hello to both nodes at the same moment: one session of each survives."""
+    a, b = cluster
+    stay = [f"st{i}" for i in range(120)]
+    movers = [f"mv{i}" for i in range(40)]
+    racers = [f"rc{i}" for i in range(40)]
+    first, raced_a, raced_b = await asyncio.gather(
+        asyncio.gather(*(open_session(a.port, token(d, f"u-{d}")) for d in stay + movers)),
+        asyncio.gather(*(open_session(a.port, token(d, f"u-{d}")) for d in racers)),
+        asyncio.gather(*(open_session(b.port, token(d, f"u-{d}")) for d in racers)),
+    )
+    second = await asyncio.gather(*(open_session(b.port, token(d, f"u-{d}")) for d in movers))
+    for old in first[len(stay) :]:  # each mover's first session was replaced
+        await asyncio.wait_for(old.ws.wait_closed(), timeout(10))
+        assert old.ws.close_code == codes.CLOSE_REPLACED
+    live = dict(zip(stay, first[: len(stay)], strict=True)) | dict(zip(movers, second, strict=True))
+    for device, on_a, on_b in zip(racers, raced_a, raced_b, strict=True):
+        closed = await _closed_within([on_a, on_b], 10)
+        assert closed is not None and closed.ws.close_code == codes.CLOSE_REPLACED, device
+        live[device] = on_b if closed is on_a else on_a
+    sent = await a.send(SendRequest(app=APP_A.id, users=tuple(f"u-{d}" for d in live),
+                                    kind="inbox", title="t", body="after the storm",
+                                    category="transactional"))  # fmt: skip
+    assert sent.devices == len(live)
+    got = await asyncio.gather(*(_deliveries_for(c, 3) for c in live.values()))
+    assert [[d.msg.id for d in g] for g in got] == [[sent.message_id]] * len(live)
+    assert all(c.ws.close_code is None for c in live.values())
+    assert a.connected_devices() + b.connected_devices() == len(live)
+    for client in live.values():
+        await client.close()
+
+
+async def _closed_within(clients: list[Any], seconds: float) -> Any:
+    """The first of ``clients`` the server closes within ``seconds`` (None if none)."""
+    waits = {asyncio.ensure_future(c.ws.wait_closed()): c for c in clients}
+    done, pending = await asyncio.wait(waits, timeout=timeout(seconds),
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    for task in pending:
+        task.cancel()
+    return waits[next(iter(done))] if done else None
+
+
+async def _deliveries_for(client: Any, seconds: float) -> list[Deliver]:
+    """The deliveries ``client`` receives within ``seconds``."""
+    got: list[Deliver] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                frame = await client.recv(timeout=seconds)
+                if isinstance(frame, Deliver):
+                    got.append(frame)
+    return got

@@ -62,6 +62,9 @@ NODE_TTL_S = 6.0
 SILENT_S = 2 * HEARTBEAT_S + 1.0
 """A node that has not heard its own ping for this long counts Redis as lost (a silent drop)."""
 
+CLAIM_BATCH = 1_000
+"""Route claims sent to Redis in one pipeline (hellos arriving together)."""
+
 RETRY_S = 0.5
 """Seconds between heartbeats while Redis is lost: the way back is found quickly."""
 
@@ -86,6 +89,10 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
+
+
+_Claim = tuple[str, str, int, "asyncio.Future[bool]"]
+"""A route claim waiting for its batch: app, device, epoch, and its answer."""
 
 
 class RedisBroker:
@@ -115,6 +122,8 @@ class RedisBroker:
         self._lost_at = 0.0  # when Redis was last counted as lost
         self._listener: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._claims: list[_Claim] = []  # route claims waiting for the next batch
+        self._claiming: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -132,7 +141,7 @@ class RedisBroker:
 
     async def stop(self) -> None:
         """Stop listening; this node's routes and heartbeat go away with it."""
-        tasks = [*self._tasks, *([self._listener] if self._listener else [])]
+        tasks = [*self._tasks, *(t for t in (self._listener, self._claiming) if t is not None)]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -176,12 +185,31 @@ class RedisBroker:
             if not kept and self.healthy:
                 self._lost("Redis lost this node's keys (restarted empty, or away too long)")
             silent = time.monotonic() - self._heard
-            if silent > SILENT_S:
+            if silent > SILENT_S and not await self._hears_a_ping():
                 self._lost(f"nothing heard from Redis for {silent:.1f} s")
                 self._relisten()
             elif not self.healthy and self._heard > self._lost_at:
                 # It hears its own ping again, so it listens on its channel: come back.
                 await self._rejoin()
+
+    async def _hears_a_ping(self) -> bool:
+        """Ping once more and give the listener :data:`HEARTBEAT_S` to hear it.
+
+        A process whose event loop was busy for seconds (a connect storm) wakes this task and
+        the listener together, with the answer to the last ping unread in the socket: judged
+        before the listener runs, the subscription would look dead and every session would
+        replay its queue, on top of the storm. A dead subscription hears nothing either way.
+        """
+        asked = time.monotonic()
+        try:
+            await self.redis.publish(self._channel(self.node_id), _pack(("ping", self.node_id)))
+        except (RedisError, OSError):
+            return False
+        while time.monotonic() - asked < HEARTBEAT_S:
+            await asyncio.sleep(0.05)
+            if self._heard >= asked:
+                return True
+        return False
 
     def _relisten(self) -> None:
         """Drop the subscription, which may be dead without knowing it, and subscribe again."""
@@ -227,15 +255,37 @@ class RedisBroker:
 
     async def claim_device(self, app: str, device: str, epoch: int) -> bool:
         """Route ``device`` here for its session of ``epoch``; an older session on another
-        node is closed there. False when a newer session holds the route."""
-        try:
-            answer = await self.redis.eval(  # type: ignore[misc]
-                _CLAIM, 1, self._routes(app), device, self.node_id, epoch
-            )
-        except (RedisError, OSError) as exc:
-            self._lost(f"cannot route {app}/{device} here ({exc})")
-            return True  # served here; routes are registered again when Redis is back
-        return self._claimed(app, device, epoch, answer)
+        node is closed there. False when a newer session holds the route.
+
+        Claims made together share a round trip: while one batch is on its way, the next
+        gathers (at most :data:`CLAIM_BATCH`), in the order they were made, so one device's
+        later claim follows its earlier one. A connect storm costs Redis one connection and a
+        pipeline per batch instead of a connection per hello.
+        """
+        claim: _Claim = (app, device, epoch, asyncio.get_running_loop().create_future())
+        self._claims.append(claim)
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.get_running_loop().create_task(self._claim_batches())
+        return await claim[3]
+
+    async def _claim_batches(self) -> None:
+        while self._claims:
+            batch, self._claims = self._claims[:CLAIM_BATCH], self._claims[CLAIM_BATCH:]
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for app, device, epoch, _ in batch:
+                        pipe.eval(_CLAIM, 1, self._routes(app), device, self.node_id, epoch)
+                    answers = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as exc:
+                answers = [exc] * len(batch)
+            for (app, device, epoch, done), answer in zip(batch, answers, strict=True):
+                if isinstance(answer, Exception):
+                    self._lost(f"cannot route {app}/{device} here ({answer})")
+                    claimed = True  # served here; routes are registered again when Redis is back
+                else:
+                    claimed = self._claimed(app, device, epoch, answer)
+                if not done.done():  # its hello may have given up meanwhile
+                    done.set_result(claimed)
 
     def _claimed(self, app: str, device: str, epoch: int, answer: list[Any]) -> bool:
         """Act on :data:`_CLAIM`'s answer: kick the older session another node held; False
