@@ -174,3 +174,29 @@ async def test_the_export_lists_the_users_inbox_with_its_state(store: Store) -> 
     ]
     await store.erase_user("a", "u9")
     assert (await store.export_user("a", "u9"))["inbox"] == []
+
+
+async def test_a_hello_is_owed_its_queue_the_inbox_it_lacks_and_the_changes_it_missed(
+    store: Store,
+) -> None:
+    await add_devices(store, "a", [("phone", "u1")])
+    for mid in ("m1", "m2"):
+        await store.commit("a", sends(mid, "u1"),
+                           [message(mid, "both", targets=(("phone", "u1"),))])  # fmt: skip
+    ver, _ = await store.inbox_update("a", "u1", [InboxChange(id="m1", state="read")], NOW)
+    await add_devices(store, "a", [("tablet", "u1")])
+    await deliver(store, "a", "m3", [("tablet", "u1")])  # the tablet's own seq 1
+
+    owed = await store.resume_state("a", "tablet", "u1", 0, 0, NOW + 1)
+    assert [(p.seq, p.message_id, p.inbox_only) for p in owed.pending] == [
+        (1, "m3", False), (2, "m1", True), (3, "m2", True)
+    ]  # fmt: skip
+    assert owed.inbox_ver == ver and [(c.id, c.state) for c in owed.changes] == [("m1", "read")]
+    again = await store.resume_state("a", "tablet", "u1", 0, ver, NOW + 1)  # a reconnect
+    assert [p.seq for p in again.pending] == [1, 2, 3] and again.changes == []
+    # Acked up to 3: nothing is owed, and nothing of the inbox is queued twice.
+    await store.ack("a", "tablet", 3, NOW + 2)
+    done = await store.resume_state("a", "tablet", "u1", 3, ver, NOW + 2)
+    assert (done.pending, done.inbox_ver, done.changes) == ([], ver, [])
+    nobody = await store.resume_state("a", "ghost", "~ghost", 0, 0, NOW)
+    assert (nobody.pending, nobody.inbox_ver, nobody.changes) == ([], 0, [])

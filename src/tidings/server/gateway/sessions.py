@@ -209,18 +209,17 @@ class Sessions:
             try:
                 if resume > row.acked_seq:
                     await self.store.ack(claims.app, claims.device, resume, now)
+                session.resume(resume)
                 # The inbox is the user's: what this device does not hold (new, reinstalled,
                 # or sent while the user had no device) is queued for it now, as inbox items.
-                await self.store.fill_inbox(claims.app, claims.device, session.user_key,
-                                            resume, now)  # fmt: skip
-                session.resume(resume)
-                for pending in await self.store.pending(claims.app, claims.device, resume, now):
+                owed = await self.store.resume_state(claims.app, claims.device,
+                                                     session.user_key, resume, hello.inbox_ver,
+                                                     now)  # fmt: skip
+                for pending in owed.pending:
                     session.replay(pending.seq, _wire(pending))
             finally:
                 session.end_replay()
-            ver, changes = await self.store.inbox_since(
-                claims.app, session.user_key, hello.inbox_ver
-            )
+            ver, changes = owed.inbox_ver, owed.changes
             for i in range(0, len(changes), limits.MAX_IDS_PER_FRAME):
                 chunk = changes[i : i + limits.MAX_IDS_PER_FRAME]
                 last = i + limits.MAX_IDS_PER_FRAME >= len(changes)

@@ -38,6 +38,7 @@ from tidings.server.storage.rows import (
     PendingSend,
     ProfileRow,
     RequestRow,
+    ResumeState,
     SendRow,
     SessionCheck,
     UserRow,
@@ -79,6 +80,9 @@ class DeliveryStore(Protocol):
     async def fill_inbox(
         self, app: str, device: str, user_key: str, resume: int, now: float
     ) -> int: ...
+    async def resume_state(
+        self, app: str, device: str, user_key: str, after: int, inbox_ver: int, now: float
+    ) -> ResumeState: ...
     async def ack(self, app: str, device: str, seq: int, now: float | None = None) -> None: ...
     async def ack_many(
         self, acks: Sequence[tuple[str, str, int]], now: float | None = None

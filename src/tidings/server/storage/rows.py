@@ -24,6 +24,7 @@ __all__ = [
     "ProfileRow",
     "Refusal",
     "RequestRow",
+    "ResumeState",
     "SendRow",
     "UserRow",
     "anonymous_key",
@@ -83,6 +84,17 @@ class PendingDelivery:
     inbox_only: bool = False
     """An older inbox message given to a device that did not hold it: it goes on the wire with
     kind ``inbox`` (never shown as a banner)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeState:
+    """What a device that says hello is owed: its queue after its cursor (with the user's
+    inbox messages it did not hold queued first), and the user's inbox changes it missed."""
+
+    pending: list[PendingDelivery]
+    inbox_ver: int
+    changes: list[Any]
+    """:class:`~tidings.protocol.frames.InboxChange` after the device's ``inbox_ver``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,7 @@ from tidings.server.storage.rows import (
     DeviceRow,
     EventRow,
     PendingDelivery,
+    ResumeState,
     SendRow,
     UserRow,
     anonymous_key,
@@ -523,6 +524,22 @@ class SqlStore:
         changes = [InboxChange(id=m, state=st, ver=int(v)) for _, m, st, v in rows
                    if m is not None]  # fmt: skip
         return current, changes
+
+    async def resume_state(
+        self, app: str, device: str, user_key: str, after: int, inbox_ver: int, now: float
+    ) -> ResumeState:
+        """What a device resuming after sequence number ``after`` is owed (its hello): the
+        user's inbox messages it does not hold are queued for it (:meth:`fill_inbox`), then its
+        queue is read, and the user's inbox changes after ``inbox_ver``."""
+        await self.fill_inbox(app, device, user_key, after, now)
+        pending = await self.pending(app, device, after, now)
+        ver, changes = await self.inbox_since(app, user_key, inbox_ver)
+        return ResumeState(pending=pending, inbox_ver=ver, changes=changes)
+
+    async def fill_inbox(
+        self, app: str, device: str, user_key: str, resume: int, now: float
+    ) -> int:
+        raise NotImplementedError
 
     def _delivered(self) -> str:
         """A campaign's send ``s`` was acknowledged by a device (probed by message)."""
