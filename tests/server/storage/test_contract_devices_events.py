@@ -311,3 +311,22 @@ async def test_events_since_filters_by_name_and_user_together(store: Store) -> N
     await _three_users_events(store)
     rows = await store.events_since("a", 0, name="open", user_key="u2")
     assert [(r.user_key, r.name, r.ts) for r in rows] == [("u2", "open", NOW - 20)]
+
+
+async def test_hellos_made_together_each_take_the_next_epoch_of_their_device_in_order(
+    store: Store,
+) -> None:
+    """Hellos that arrive at once may share a write (a batch): a device's later hello still
+    takes the higher session epoch, and every other device and profile is recorded."""
+    rows = [device("a", "twice", "u1", at=NOW + i) for i in range(3)]
+    rows += [device("a", f"d{i}", f"u{i % 5}", at=NOW + i) for i in range(40)]
+    rows.insert(20, device("a", "twice", "u1", at=NOW + 50))
+    stored = await asyncio.gather(*(store.upsert_device(r) for r in rows))
+    twice = [s.epoch for r, s in zip(rows, stored, strict=True) if r.device_id == "twice"]
+    assert twice == [1, 2, 3, 4]
+    assert sorted(s.epoch for s in stored if s.device_id != "twice") == [1] * 40
+    assert [s.device_id for s in stored] == [r.device_id for r in rows]
+    assert len(await store.known_devices("a", [f"d{i}" for i in range(40)])) == 40
+    user = await store.user("a", "u1")  # seen last by its last hello in the list
+    last = [r.last_seen for r in rows if r.user_id == "u1"][-1]
+    assert user is not None and (user.first_seen, user.last_seen) == (NOW, last)

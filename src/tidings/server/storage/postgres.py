@@ -91,8 +91,6 @@ from tidings.server.storage.rows import (
 )
 from tidings.server.storage.sql import (
     PAUSED,
-    TOUCH_USER,
-    UPSERT_DEVICE,
     SqlStore,
     device_params,
     migrations,
@@ -130,6 +128,8 @@ USER_LOCK_BUCKETS = 1024
 """Advisory locks that stand for users (see the module docstring); a commit holds at most
 this many lock-table slots, and two commits to different users wait for each other with
 probability 1/1024 per pair of users."""
+HELLO_BATCH = 500
+"""Devices recorded in one transaction when they say hello together."""
 WRITE_ATTEMPTS = 4
 """How many times a write transaction runs before a deadlock or serialization failure is
 reported (as a temporary :class:`StoreError`)."""
@@ -184,6 +184,63 @@ def _server_of(dsn: str) -> str:
         return "PostgreSQL (unparsable DSN)"
     database = parts.path.lstrip("/") or "(default database)"
     return f"PostgreSQL at {host}:{port}/{database}"
+
+
+_Hello = tuple[DeviceRow, "asyncio.Future[DeviceRow]"]
+"""A device waiting for its batch of hellos, and its stored row."""
+
+_UPSERT_DEVICES = (
+    "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
+    " sdk_version, first_seen, last_seen, session_epoch)"
+    " SELECT a, d, u, p, v, l, t, s, f, ls, 1 FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::float8[], $10::float8[])"
+    ' AS x(a, d, u, p, v, l, t, s, f, ls) ORDER BY a COLLATE "C", d COLLATE "C"'
+    " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
+    " platform=excluded.platform, app_version=excluded.app_version,"
+    " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
+    " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1"
+    " RETURNING app, device_id, first_seen, last_seq, acked_seq, session_epoch"
+)
+""":data:`~tidings.server.storage.sql.UPSERT_DEVICE` for many devices, in device order (the
+lock order of the module docstring, step 4)."""
+_TOUCH_USERS = (
+    "INSERT INTO users (app, user_key, first_seen, last_seen)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[])"
+    ' AS x(a, k, f, l) ORDER BY a COLLATE "C", k COLLATE "C"'
+    " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen"
+)
+
+
+async def _upsert_devices(con: _Conn, rows: Sequence[DeviceRow]) -> list[DeviceRow]:
+    """Record these hellos in one transaction; each row back with its stored state, in order.
+
+    ``ON CONFLICT`` may touch a row once per statement: a device that said hello twice in the
+    batch goes in the next round, so its later hello takes the next epoch.
+    """
+    out: list[DeviceRow | None] = [None] * len(rows)
+    todo = list(range(len(rows)))
+    while todo:
+        taken: set[tuple[str, str]] = set()
+        first: list[int] = []
+        later: list[int] = []
+        for i in todo:
+            key = (rows[i].app, rows[i].device_id)
+            (later if key in taken else first).append(i)
+            taken.add(key)
+        params = [device_params(rows[i])[0] for i in first]
+        stored = await con.fetch(_UPSERT_DEVICES, *(list(col) for col in zip(*params, strict=True)))
+        by_key = {(r[0], r[1]): r[2:] for r in stored}
+        for i in first:
+            out[i] = stored_device(rows[i], by_key[(rows[i].app, rows[i].device_id)])
+        todo = later
+    users: dict[tuple[str, str], tuple[float, float]] = {}
+    for row in rows:
+        _, (app, key, since, at) = device_params(row)
+        seen = users.get((app, key))  # as one hello after another: the first made, the last seen
+        users[(app, key)] = (since if seen is None else seen[0], at)
+    await con.execute(_TOUCH_USERS, [a for a, _ in users], [k for _, k in users],
+                      [f for f, _ in users.values()], [t for _, t in users.values()])  # fmt: skip
+    return [r for r in out if r is not None]
 
 
 async def _keep_session(con: Any) -> None:
@@ -301,6 +358,8 @@ class PostgresStore(SqlStore):
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self._pool: Any = None  # asyncpg.Pool
+        self._hellos: list[_Hello] = []  # devices waiting for the next batch of hellos
+        self._helloing: asyncio.Task[None] | None = None
         self._ns = 0  # the advisory lock class of this schema (set at open)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -474,16 +533,36 @@ class PostgresStore(SqlStore):
     # --- devices and users --------------------------------------------------------------------
 
     async def upsert_device(self, row: DeviceRow) -> DeviceRow:
-        """Record a device at hello; return it with its stored sequence state."""
+        """Record a device at hello; return it with its stored sequence state.
 
-        device, user = device_params(row)
+        Hellos arriving together share one transaction (:data:`HELLO_BATCH` at most; the next
+        batch gathers while one commits), in the order they arrived: a device's later hello
+        takes the higher session epoch, even in the same batch.
+        """
+        hello: _Hello = (row, asyncio.get_running_loop().create_future())
+        self._hellos.append(hello)
+        if self._helloing is None or self._helloing.done():
+            self._helloing = asyncio.get_running_loop().create_task(self._hello_batches())
+        return await hello[1]
 
-        async def work(con: _Conn) -> DeviceRow:
-            stored = await con.fetchrow(numbered(UPSERT_DEVICE), *device)
-            await con.execute(numbered(TOUCH_USER), *user)
-            return stored_device(row, stored)
+    async def _hello_batches(self) -> None:
+        while self._hellos:
+            batch, self._hellos = self._hellos[:HELLO_BATCH], self._hellos[HELLO_BATCH:]
+            rows = [row for row, _ in batch]
 
-        return await self._write(work)
+            async def work(con: _Conn, rows: list[DeviceRow] = rows) -> list[DeviceRow]:
+                return await _upsert_devices(con, rows)
+
+            try:
+                stored = await self._write(work)
+            except StoreError as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), row in zip(batch, stored, strict=True):
+                if not done.done():  # its hello may have given up meanwhile
+                    done.set_result(row)
 
     async def check_sessions(
         self, app: str, sessions: Sequence[tuple[str, int, int]]
