@@ -91,8 +91,9 @@ return 0
 """
 
 
-_Claim = tuple[str, str, int, "asyncio.Future[bool]"]
-"""A route claim waiting for its batch: app, device, epoch, and its answer."""
+_Claim = tuple[str, str, int, "asyncio.Future[bool] | None"]
+"""A route claim (or, without an answer to wait for, a release) waiting for its batch: app,
+device, epoch, and its answer."""
 
 
 class RedisBroker:
@@ -263,22 +264,33 @@ class RedisBroker:
         pipeline per batch instead of a connection per hello.
         """
         claim: _Claim = (app, device, epoch, asyncio.get_running_loop().create_future())
-        self._claims.append(claim)
-        if self._claiming is None or self._claiming.done():
-            self._claiming = asyncio.get_running_loop().create_task(self._claim_batches())
+        self._route_op(claim)
+        assert claim[3] is not None
         return await claim[3]
 
+    def _route_op(self, op: _Claim) -> None:
+        self._claims.append(op)
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.get_running_loop().create_task(self._claim_batches())
+
     async def _claim_batches(self) -> None:
+        """Send waiting route claims and releases, in order, one pipeline per batch."""
         while self._claims:
             batch, self._claims = self._claims[:CLAIM_BATCH], self._claims[CLAIM_BATCH:]
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for app, device, epoch, _ in batch:
-                        pipe.eval(_CLAIM, 1, self._routes(app), device, self.node_id, epoch)
+                    for app, device, epoch, done in batch:
+                        if done is None:  # a release
+                            pipe.eval(_RELEASE, 1, self._routes(app), device,
+                                      f"{self.node_id}|{epoch}")  # fmt: skip
+                        else:
+                            pipe.eval(_CLAIM, 1, self._routes(app), device, self.node_id, epoch)
                     answers = await pipe.execute(raise_on_error=False)
             except (RedisError, OSError) as exc:
                 answers = [exc] * len(batch)
             for (app, device, epoch, done), answer in zip(batch, answers, strict=True):
+                if done is None:
+                    continue  # a failed release leaves a stale route: the next claim replaces it
                 if isinstance(answer, Exception):
                     self._lost(f"cannot route {app}/{device} here ({answer})")
                     claimed = True  # served here; routes are registered again when Redis is back
@@ -296,11 +308,10 @@ class RedisBroker:
         return bool(ok)
 
     async def release_device(self, app: str, device: str, epoch: int) -> None:
-        """Forget ``device``'s route, if it is still this session's."""
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.eval(  # type: ignore[misc]
-                _RELEASE, 1, self._routes(app), device, f"{self.node_id}|{epoch}"
-            )
+        """Forget ``device``'s route, if it is still this session's (with the claims and
+        releases made together, in one pipeline: a crowd leaving at once costs one round
+        trip per batch, and never a connection each)."""
+        self._route_op((app, device, epoch, None))
 
     # --- the Broker interface -----------------------------------------------------------------
 

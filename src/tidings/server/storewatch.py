@@ -5,6 +5,9 @@ its timeout. The watch asks the store a trivial question every :data:`WATCH_S` a
 unreachable when no answer comes within :data:`ANSWER_S`: the admin API then answers ``503``
 at once, and also to the requests already waiting on the store, instead of letting them hang
 (what they asked may have been stored: a retry with the same ``Idempotency-Key`` is safe).
+
+A ping that waits for a connection of a busy pool (a connect storm) is late, not lost: while
+other calls got answers within :data:`ANSWER_S`, the store counts as answering.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from tidings.protocol.errors import TidingsError
 from tidings.server.storage import ReachableStore
@@ -53,7 +57,10 @@ class StoreWatch:
             if ping is None or ping.done():
                 ping = asyncio.ensure_future(self.store.ping())
             done, _ = await asyncio.wait({ping}, timeout=ANSWER_S)
-            failed = not done or ping.cancelled() or ping.exception() is not None
+            busy = time.monotonic() - self.store.answered_at < ANSWER_S
+            failed = (not done and not busy) or (
+                bool(done) and (ping.cancelled() or ping.exception() is not None)
+            )
             if failed:
                 if self.ok:
                     why = "no answer in time" if not done else _reason(ping)

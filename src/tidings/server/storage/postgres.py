@@ -47,6 +47,7 @@ import json
 import logging
 import random
 import re
+import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -358,6 +359,9 @@ class PostgresStore(SqlStore):
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self._pool: Any = None  # asyncpg.Pool
+        self.answered_at = 0.0
+        """When the server last answered a call (monotonic seconds): a busy pool is not a
+        silent server (:class:`~tidings.server.storewatch.StoreWatch`)."""
         self._hellos: list[_Hello] = []  # devices waiting for the next batch of hellos
         self._helloing: asyncio.Task[None] | None = None
         self._ns = 0  # the advisory lock class of this schema (set at open)
@@ -462,7 +466,9 @@ class PostgresStore(SqlStore):
         for attempt in itertools.count(1):
             try:
                 async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con, con.transaction():
-                    return await work(con)
+                    result = await work(con)
+                self.answered_at = time.monotonic()
+                return result
             except asyncpg.TransactionRollbackError as exc:
                 if attempt >= WRITE_ATTEMPTS:
                     raise _store_error(self.server, exc) from exc
@@ -481,7 +487,9 @@ class PostgresStore(SqlStore):
                 pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con,
                 con.transaction(isolation="repeatable_read", readonly=True),
             ):
-                return await work(con)
+                result = await work(con)
+            self.answered_at = time.monotonic()
+            return result
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise _store_error(self.server, exc) from exc
 
@@ -490,7 +498,9 @@ class PostgresStore(SqlStore):
         pool = self._live_pool()
         try:
             async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
-                return list(await con.fetch(numbered(sql), *args))
+                rows = list(await con.fetch(numbered(sql), *args))
+            self.answered_at = time.monotonic()
+            return rows
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise _store_error(self.server, exc) from exc
 

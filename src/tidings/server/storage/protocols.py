@@ -235,7 +235,10 @@ class FeedStore(Protocol):
 
 
 class ReachableStore(Protocol):
-    """A store that can say whether it answers now (``ping`` raises if it does not)."""
+    """A store that can say whether it answers now (``ping`` raises if it does not) and
+    when it last answered any call (``answered_at``, monotonic seconds)."""
+
+    answered_at: float
 
     async def ping(self) -> None: ...
 
@@ -261,6 +264,7 @@ class Store(
     AnalyticsStore,
     PrivacyStore,
     RequestStore,
+    ReachableStore,
     Protocol,
 ):
     """Every role, plus opening and closing; what the node is given."""
@@ -268,4 +272,3 @@ class Store(
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def flush(self) -> None: ...
-    async def ping(self) -> None: ...

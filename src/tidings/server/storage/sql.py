@@ -125,6 +125,8 @@ class SqlStore:
     """The deliveries table as a campaign's stats read it by message (SQLite needs a hint)."""
     DAY_OF: ClassVar[str] = "floor({} / 86400)::int8"
     """The UTC day number of a time in seconds."""
+    answered_at: float = 0.0
+    """When the store last answered a call (monotonic seconds; a networked store keeps it)."""
 
     async def _rows(self, sql: str, *params: Any) -> list[Any]:
         raise NotImplementedError

@@ -129,6 +129,9 @@ class DeviceReport:
     cart_at: dict[str, float] = field(default_factory=dict)  # user -> add_to_cart time (ms)
     activity: dict[str, Activity] = field(default_factory=dict)  # living devices, by user
     connected_at: dict[str, list[float]] = field(default_factory=dict)  # user -> hellos (s)
+    rehello_ms: list[float] = field(default_factory=list)
+    """Lean devices coming back after their connection was lost: each new connection's start
+    to its welcome (the backoff before it not counted)."""
 
 
 @dataclass(slots=True)
@@ -231,6 +234,7 @@ class _Worker:
         self.clients: list[Any] = []
         self.bare: list[Any] = []
         self.hello_ms: list[float] = []  # each device: connect started to welcomed
+        self.rehello_ms: list[float] = []  # lean devices again, after a lost connection
         self.connect_s = 0.0  # this worker's devices: first connect to the last welcomed
         self.wire_tasks: list[asyncio.Task[None]] = []
         self.wire_open: set[int] = set()  # lean devices whose session is open now
@@ -449,6 +453,7 @@ class _Worker:
         async def live() -> None:
             attempt = 0
             while True:
+                started = time.perf_counter()
                 try:
                     async with connect(urls[attempt % len(urls)], subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                                        compression=None, max_size=None, ping_interval=None,
@@ -459,6 +464,8 @@ class _Worker:
                         if not isinstance(first, Welcome):
                             raise ProtocolError(f"no welcome: {first!r}")
                         self.wire_open.add(i)
+                        if welcomed.is_set():
+                            self.rehello_ms.append((time.perf_counter() - started) * 1000)
                         welcomed.set()
                         async for data in ws:
                             # Stamp and queue: the frames of a burst are all read before any
@@ -505,8 +512,9 @@ class _Worker:
                 if isinstance(event, Delivery):
                     if not event.duplicate:
                         msg = event.msg
-                        self.latencies.append(read_at * 1000 - msg.sent_at)
-                        self.handled.append(time.time() * 1000 - msg.sent_at)
+                        if msg.sent_at:  # 0: replayed from the store, not a live fan-out
+                            self.latencies.append(read_at * 1000 - msg.sent_at)
+                            self.handled.append(time.time() * 1000 - msg.sent_at)
                         self.received[msg.id] = self.received.get(msg.id, 0) + 1
                     session.processed(event.seq)
                     session.ack()
@@ -656,8 +664,9 @@ class _Worker:
             "cart_at": dict(self.cart_at),
             "activity": {u: (a.sessions, a.carts, a.purchases) for u, a in self.activity.items()},
             "connected_at": dict(self.connected_at),
+            "rehello_ms": self.rehello_ms,
         }
-        self.latencies, self.handled = [], []
+        self.latencies, self.handled, self.rehello_ms = [], [], []
         return out
 
     async def settle(self, timeout: float) -> None:  # noqa: ASYNC109
@@ -966,6 +975,7 @@ class Fleet:
             for user, (sessions, carts, purchases) in r["activity"].items():
                 report.activity[user] = Activity(list(sessions), list(carts), list(purchases))
             report.connected_at.update(r["connected_at"])
+            report.rehello_ms.extend(r["rehello_ms"])
         return report
 
     def shop(self, buy_after: float = 0.5) -> int:

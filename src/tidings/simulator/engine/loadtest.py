@@ -349,6 +349,7 @@ def _collect(fleet: Fleet, ids: list[str], timeout: float) -> DeviceReport:
         merged.clicks = r.clicks
         merged.duplicates_dropped = r.duplicates_dropped
         merged.reconnects = r.reconnects
+        merged.rehello_ms += r.rehello_ms
     return merged
 
 
@@ -608,6 +609,11 @@ def run_loadtest(
             cpu = gateways.cpu_since(cpu0)
             rss = gateways.rss_mib()
             extra["nodes"] = len(gateways.nodes)
+            if report.rehello_ms:  # lean devices that came back (reconnect storm, failover)
+                again = percentiles(report.rehello_ms)
+                extra["reconnected_devices"] = len(report.rehello_ms)
+                extra["reconnect_hello_p50_ms"] = round(again["p50"], 1)
+                extra["reconnect_hello_p99_ms"] = round(again["p99"], 1)
             violations: dict[str, int] = {}
             if week is not None:
                 latencies, precision, recall, audience = week.judge(report, violations, extra)
