@@ -239,6 +239,7 @@ class Gateways:
         if postgres:
             run_db, self._drop = _fresh_database(self._db)
         prefix = f"loadtest-{uuid.uuid4().hex[:8]}:"
+        self._broker, self._prefix = broker, prefix
         self.nodes = [GatewayProcess(run_db, broker=broker, node_id=f"node-{i}", prefix=prefix,
                                      clock=clock) for i in range(nodes)]  # fmt: skip
 
@@ -261,6 +262,9 @@ class Gateways:
         if self._drop is not None:
             _drop_database(self._db, self._drop)
             self._drop = None
+        if self._broker:  # the run's keys in Redis (its routes) go with its database
+            _drop_keys(self._broker, self._prefix)
+            self._broker = None
 
     def cpu_seconds(self) -> dict[int, float]:
         """CPU seconds of each running node, by its index."""
@@ -285,6 +289,19 @@ def _fresh_database(dsn: str) -> tuple[str, str]:
 
 def _drop_database(dsn: str, name: str) -> None:
     _run_sql(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _drop_keys(url: str, prefix: str) -> None:
+    """Delete the keys under ``prefix`` on the Redis at ``url``."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def _run_sql(dsn: str, sql: str) -> None:
