@@ -729,7 +729,12 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
         if cfg.admin is not None:
             await worker.follow_clock()
             background.append(asyncio.get_running_loop().create_task(worker.poll_clock()))
-        await worker.connect(lambda n: conn.send(("progress", n)))
+        try:
+            await worker.connect(lambda n: conn.send(("progress", n)))
+        except (TimeoutError, OSError) as exc:  # said once, to the coordinator, in words
+            conn.send(("failed", 0, f"{type(exc).__name__}: {exc}" if str(exc) else
+                       "a device was not welcomed in time"))  # fmt: skip
+            return
         heap.settle()
         if cfg.living and cfg.personas and worker.clock is not None:
             background.append(asyncio.get_running_loop().create_task(worker.live()))
@@ -878,6 +883,7 @@ class Fleet:
                 proc = ctx.Process(target=_worker_main, args=(self.cfg, indexes, child),
                                    daemon=True)  # fmt: skip
                 proc.start()
+                child.close()  # the worker's end: this process sees EOF if the worker dies
                 self._procs.append(proc)
                 self._pipes.append(parent)
                 self.offsets.append((0.0, 0.0))
@@ -889,7 +895,16 @@ class Fleet:
             for w in list(pending):
                 pipe = self._pipes[w]
                 while pipe.poll(0.02):
-                    kind, n, *more = pipe.recv()
+                    try:
+                        kind, n, *more = pipe.recv()
+                    except EOFError:
+                        kind, more = "failed", ["it stopped"]
+                    if kind == "failed":
+                        raise RuntimeError(
+                            f"device worker {w + 1} could not connect its devices ({more[0]}):"
+                            " the gateway did not welcome them in time; try fewer --devices,"
+                            " more --workers, or workers on more machines"
+                        )
                     counts[w] = n
                     if kind == "connected":
                         self.connects[w] = more[0]
