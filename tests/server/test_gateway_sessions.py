@@ -167,9 +167,9 @@ class FailingStore(SqliteStore):
         self._fail("upsert_device")
         return await super().upsert_device(row)
 
-    async def pending(self, app: str, device: str, after: int, now: float) -> Any:
-        self._fail("pending")
-        return await super().pending(app, device, after, now)
+    async def resume_state(self, *args: Any) -> Any:
+        self._fail("resume_state")  # what a hello reads after its device row: its queue
+        return await super().resume_state(*args)
 
 
 @pytest_asyncio.fixture
@@ -208,7 +208,7 @@ async def test_a_store_failure_while_opening_leaves_no_session_registered(
     failing: tuple[Node, FailingStore], mint: Mint
 ) -> None:
     node, store = failing
-    store.failing = {"pending"}
+    store.failing = {"resume_state"}
     client = await RawClient.connect(node.port)
     assert isinstance(await client.hello(mint("d1", user="u1")), Welcome)
     err = await client.recv_until(Error)

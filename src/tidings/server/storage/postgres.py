@@ -79,11 +79,9 @@ from tidings.server.storage.rows import (
     Limit,
     Outcome,
     OutMessage,
-    PendingDelivery,
     PendingSend,
     ProfileRow,
     RequestRow,
-    ResumeState,
     SendRow,
     SessionCheck,
     anonymous_key,
@@ -91,6 +89,7 @@ from tidings.server.storage.rows import (
     profiles_from,
 )
 from tidings.server.storage.sql import (
+    MISSING_INBOX,
     PAUSED,
     SqlStore,
     device_params,
@@ -140,30 +139,6 @@ _MIGRATION_LOCK = 0x7D1D  # the advisory lock class of migrations (any constant 
 
 STATE_PENDING, STATE_ACKED, STATE_DROPPED = 0, 1, 2
 # Device rows are locked in one order by every write (module docstring, step 4).
-_MISSING_INBOX = (
-    "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
-    " ON m.app=u.app AND m.id=u.message_id"
-    " WHERE u.app=$1 AND u.user_key=$2 AND m.expires_at>$3 AND NOT m.revoked"
-    " AND NOT EXISTS (SELECT 1 FROM inbox_state s WHERE s.app=u.app"
-    " AND s.user_key=u.user_key AND s.message_id=u.message_id AND s.state='deleted')"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.app=u.app"
-    " AND d.device_id=$4 AND d.message_id=u.message_id"
-    " AND (d.state=0 OR (d.state=1 AND d.seq<=$5)))"
-)
-_RESUME = (
-    "SELECT 'p', d.seq, d.message_id, m.wire, d.inbox_only, NULL::text, NULL::int8"
-    " FROM deliveries d JOIN messages m ON m.app=d.app AND m.id=d.message_id"
-    " WHERE d.app=$1 AND d.device_id=$4 AND d.seq>$5 AND d.state=0 AND NOT m.revoked"
-    " AND m.expires_at>$3"
-    f" UNION ALL (SELECT 'm', NULL, x.message_id, NULL, NULL, NULL, NULL FROM"
-    f" ({_MISSING_INBOX} LIMIT 1) x)"
-    " UNION ALL SELECT 'i', s.ver, s.message_id, NULL, NULL, s.state, u.inbox_ver FROM users u"
-    " LEFT JOIN inbox_state s ON s.app=u.app AND s.user_key=u.user_key AND s.ver>$6"
-    " WHERE u.app=$1 AND u.user_key=$2"
-)
-"""A hello's reads in one statement (one snapshot, one trip): ``p`` rows are the device's
-queue after its cursor ``$5``, an ``m`` row says the user's inbox has a message the device
-lacks, ``i`` rows carry the user's inbox version and each change after ``$6``."""
 _LOCK_DEVICES = (
     "SELECT device_id FROM (SELECT device_id FROM devices WHERE app=$1"
     ' AND device_id = ANY($2::text[]) ORDER BY device_id COLLATE "C" FOR {mode}) locked'
@@ -839,30 +814,6 @@ class PostgresStore(SqlStore):
             deliveries=deliveries, refused=tuple(refused), sent=len(sends), sent_total=total_after
         )
 
-    async def resume_state(
-        self, app: str, device: str, user_key: str, after: int, inbox_ver: int, now: float
-    ) -> ResumeState:
-        """What a device saying hello is owed, in one statement when the user's inbox has
-        nothing the device lacks (almost every hello): its queue, whether the inbox has a
-        message to give it, and the inbox changes it missed. Otherwise the inbox is filled
-        (:meth:`fill_inbox`, under the device's lock) and the queue read again."""
-        rows = await self._fetch(_RESUME, app, user_key, float(now), device, after, inbox_ver)
-        pending = sorted(
-            (PendingDelivery(seq=int(r[1]), message_id=r[2], wire=bytes(r[3]),
-                             inbox_only=bool(r[4])) for r in rows if r[0] == "p"),
-            key=lambda p: p.seq,
-        )  # fmt: skip
-        inbox = [r for r in rows if r[0] == "i"]
-        changes = sorted(
-            (InboxChange(id=r[2], state=r[5], ver=int(r[1])) for r in inbox if r[2] is not None),
-            key=lambda c: c.ver,
-        )
-        if any(r[0] == "m" for r in rows) and await self.fill_inbox(app, device, user_key,
-                                                                     after, now):  # fmt: skip
-            pending = await self.pending(app, device, after, now)
-        return ResumeState(pending=pending, inbox_ver=int(inbox[0][6]) if inbox else 0,
-                           changes=changes)  # fmt: skip
-
     async def fill_inbox(
         self, app: str, device: str, user_key: str, resume: int, now: float
     ) -> int:
@@ -871,7 +822,7 @@ class PostgresStore(SqlStore):
 
         # Most hellos find nothing missing: look first, and write (where the look is repeated
         # under the device's lock) only when something is.
-        if not await self._fetch(_MISSING_INBOX + " LIMIT 1", app, user_key, float(now),
+        if not await self._fetch(MISSING_INBOX + " LIMIT 1", app, user_key, float(now),
                                  device, resume):  # fmt: skip
             return 0
 
@@ -885,7 +836,7 @@ class PostgresStore(SqlStore):
                 float(now),
             )
             missing = await con.fetch(
-                _MISSING_INBOX + " ORDER BY m.created_at, m.id",
+                numbered(MISSING_INBOX + " ORDER BY m.created_at, m.id"),
                 app,
                 user_key,
                 float(now),

@@ -39,7 +39,9 @@ from tidings.server.storage.rows import (
 )
 
 __all__ = [
+    "MISSING_INBOX",
     "PAUSED",
+    "RESUME",
     "TOUCH_USER",
     "UPSERT_DEVICE",
     "SqlStore",
@@ -92,6 +94,32 @@ def migrations(folder: str) -> list[tuple[int, Traversable]]:
         (int(p.name.split("_", 1)[0]), p) for p in where.iterdir() if p.name.endswith(".sql")
     )
 
+
+MISSING_INBOX = (
+    "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
+    " ON m.app=u.app AND m.id=u.message_id"
+    " WHERE u.app=? AND u.user_key=? AND m.expires_at>? AND NOT m.revoked"
+    " AND NOT EXISTS (SELECT 1 FROM inbox_state s WHERE s.app=u.app AND s.user_key=u.user_key"
+    " AND s.message_id=u.message_id AND s.state='deleted')"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.app=u.app AND d.device_id=?"
+    " AND d.message_id=u.message_id AND (d.state=0 OR (d.state=1 AND d.seq<=?)))"
+)
+"""The messages of a user's inbox a device does not hold (parameters: app, user key, now,
+device, the device's cursor; :meth:`~tidings.server.storage.DeliveryStore.fill_inbox`)."""
+RESUME = (
+    "SELECT 'p', d.seq, d.message_id, m.wire, d.inbox_only, CAST(NULL AS TEXT),"
+    " CAST(NULL AS BIGINT) FROM deliveries d JOIN messages m ON m.app=d.app AND m.id=d.message_id"
+    " WHERE d.app=? AND d.device_id=? AND d.seq>? AND d.state=0 AND NOT m.revoked"
+    " AND m.expires_at>?"
+    f" UNION ALL SELECT 'm', NULL, x.message_id, NULL, NULL, NULL, NULL FROM ({MISSING_INBOX}"
+    " LIMIT 1) x"
+    " UNION ALL SELECT 'i', s.ver, s.message_id, NULL, NULL, s.state, u.inbox_ver FROM users u"
+    " LEFT JOIN inbox_state s ON s.app=u.app AND s.user_key=u.user_key AND s.ver>?"
+    " WHERE u.app=? AND u.user_key=?"
+)
+"""A hello's reads in one statement (one snapshot, one trip): ``p`` rows are the device's
+queue after its cursor, an ``m`` row says the user's inbox has a message the device lacks,
+``i`` rows carry the user's inbox version and each change after the device's."""
 
 PAUSED = "SELECT 1 FROM campaigns c WHERE c.app=p.app AND c.id=p.campaign AND c.status='paused'"
 """The campaign of pending work ``p`` is paused: its work waits."""
@@ -530,13 +558,31 @@ class SqlStore:
     async def resume_state(
         self, app: str, device: str, user_key: str, after: int, inbox_ver: int, now: float
     ) -> ResumeState:
-        """What a device resuming after sequence number ``after`` is owed (its hello): the
-        user's inbox messages it does not hold are queued for it (:meth:`fill_inbox`), then its
-        queue is read, and the user's inbox changes after ``inbox_ver``."""
-        await self.fill_inbox(app, device, user_key, after, now)
-        pending = await self.pending(app, device, after, now)
-        ver, changes = await self.inbox_since(app, user_key, inbox_ver)
-        return ResumeState(pending=pending, inbox_ver=ver, changes=changes)
+        """What a device resuming after sequence number ``after`` is owed (its hello): its
+        queue, with the user's inbox messages it does not hold queued first
+        (:meth:`fill_inbox`), and the user's inbox changes after ``inbox_ver``.
+
+        One statement (:data:`RESUME`) when the inbox has nothing the device lacks, which is
+        almost every hello; otherwise the inbox is filled and the queue read again.
+        """
+        now = float(now)
+        rows = await self._rows(RESUME, app, device, after, now, app, user_key, now, device,
+                                after, inbox_ver, app, user_key)  # fmt: skip
+        pending = sorted(
+            (PendingDelivery(seq=int(r[1]), message_id=r[2], wire=bytes(r[3]),
+                             inbox_only=bool(r[4])) for r in rows if r[0] == "p"),
+            key=lambda p: p.seq,
+        )  # fmt: skip
+        inbox = [r for r in rows if r[0] == "i"]
+        changes = sorted(
+            (InboxChange(id=r[2], state=r[5], ver=int(r[1])) for r in inbox if r[2] is not None),
+            key=lambda c: c.ver,
+        )
+        if any(r[0] == "m" for r in rows) and await self.fill_inbox(app, device, user_key,
+                                                                     after, now):  # fmt: skip
+            pending = await self.pending(app, device, after, now)
+        return ResumeState(pending=pending, inbox_ver=int(inbox[0][6]) if inbox else 0,
+                           changes=changes)  # fmt: skip
 
     async def fill_inbox(
         self, app: str, device: str, user_key: str, resume: int, now: float

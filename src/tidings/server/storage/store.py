@@ -72,6 +72,7 @@ from tidings.server.storage.rows import (
     profiles_from,
 )
 from tidings.server.storage.sql import (
+    MISSING_INBOX,
     PAUSED,
     TOUCH_USER,
     UPSERT_DEVICE,
@@ -609,7 +610,7 @@ class SqliteStore(SqlStore):
         # Most hellos find nothing missing: look on the read connection first, and write
         # (where the look is repeated under the write lock) only when something is.
         missing = await self._conn.fetchone(
-            _MISSING_INBOX + " LIMIT 1", (app, user_key, now, device, resume)
+            MISSING_INBOX + " LIMIT 1", (app, user_key, now, device, resume)
         )
         if missing is None:
             return 0
@@ -1317,18 +1318,6 @@ def _keep_in_inboxes(db: sqlite3.Connection, app: str, m: OutMessage, users: Seq
     )
 
 
-_MISSING_INBOX = (
-    "SELECT u.message_id, u.collapse_key FROM user_inbox u JOIN messages m"
-    " ON m.app=u.app AND m.id=u.message_id"
-    " WHERE u.app=? AND u.user_key=? AND m.expires_at>? AND m.revoked=0"
-    " AND NOT EXISTS (SELECT 1 FROM inbox_state s WHERE s.app=u.app AND s.user_key=u.user_key"
-    " AND s.message_id=u.message_id AND s.state='deleted')"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.app=u.app AND d.device_id=?"
-    " AND d.message_id=u.message_id AND (d.state=0 OR (d.state=1 AND d.seq<=?)))"
-)
-"""The messages of a user's inbox a device does not hold (:meth:`SqliteStore.fill_inbox`)."""
-
-
 def _fill_inbox(
     db: sqlite3.Connection, app: str, device: str, user_key: str, resume: int, now: float
 ) -> int:
@@ -1337,7 +1326,7 @@ def _fill_inbox(
         "DELETE FROM user_inbox WHERE app=? AND user_key=? AND expires_at<=?", (app, user_key, now)
     )
     missing = db.execute(
-        _MISSING_INBOX + " ORDER BY m.created_at, m.id", (app, user_key, now, device, resume)
+        MISSING_INBOX + " ORDER BY m.created_at, m.id", (app, user_key, now, device, resume)
     ).fetchall()
     if not missing:
         return 0
