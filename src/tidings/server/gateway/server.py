@@ -22,14 +22,14 @@ __all__ = ["check_hello", "start_server"]
 log = logging.getLogger(__name__)
 
 
-async def start_server(node: Sessions, host: str, port: int) -> Server:
+async def start_server(sessions: Sessions, host: str, port: int) -> Server:
     """Listen for devices on ``host:port``; every connection runs :func:`_handle`, which hands
     the ``hello`` and then each frame to the node's :class:`Sessions`."""
-    cfg = node.config
+    cfg = sessions.config
 
     async def handler(ws: ServerConnection) -> None:
         assert isinstance(ws, GatewayConnection)
-        await _handle(node, ws)
+        await _handle(sessions, ws)
 
     return await serve(
         handler,
@@ -40,7 +40,7 @@ async def start_server(node: Sessions, host: str, port: int) -> Server:
             queue_limit=cfg.send_queue_bytes,
             rate=cfg.rate_limit_per_s,
             burst=cfg.rate_burst,
-            metrics=node.metrics,
+            metrics=sessions.metrics,
         ),
         subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
         compression=None,
@@ -53,15 +53,15 @@ async def start_server(node: Sessions, host: str, port: int) -> Server:
     )
 
 
-async def _handle(node: Sessions, ws: GatewayConnection) -> None:
-    metrics = node.metrics
+async def _handle(sessions: Sessions, ws: GatewayConnection) -> None:
+    metrics = sessions.metrics
     if ws.subprotocol != SUBPROTOCOL:
         await ws.close(codes.CLOSE_UNSUPPORTED, f"subprotocol {SUBPROTOCOL} required")
         return
-    proto = ServerSession(max_frame_bytes=node.config.max_frame_bytes)
+    proto = ServerSession(max_frame_bytes=sessions.config.max_frame_bytes)
     # --- handshake: nothing exists until a valid hello (PROTOCOL.md §2) ----------------------
     try:
-        data = await asyncio.wait_for(ws.recv(), node.config.hello_timeout_s)
+        data = await asyncio.wait_for(ws.recv(), sessions.config.hello_timeout_s)
     except TimeoutError:
         # A slow network, not a broken client: a code it may retry on (§10).
         metrics.hello_timeouts += 1
@@ -77,7 +77,7 @@ async def _handle(node: Sessions, ws: GatewayConnection) -> None:
                     codes.CLOSE_UNSUPPORTED)  # fmt: skip
             return
         check_hello(hello)
-        claims = node.authenticate(hello.token)
+        claims = sessions.authenticate(hello.token)
     except AuthError as exc:
         metrics.auth_failures += 1
         close = (
@@ -93,7 +93,7 @@ async def _handle(node: Sessions, ws: GatewayConnection) -> None:
         return
 
     try:
-        session = await node.open_session(ws, proto, claims, hello)
+        session = await sessions.open_session(ws, proto, claims, hello)
     except TidingsError as exc:
         # The store failed (disk full...): the device retries later (§5, §10).
         metrics.store_failures += 1
@@ -108,12 +108,12 @@ async def _handle(node: Sessions, ws: GatewayConnection) -> None:
         proto.close()
         ws.refuse(codes.CLOSE_REPLACED, "a newer connection of this device", [])
         return
-    await _pump(node, ws, session)
+    await _pump(sessions, ws, session)
 
 
-async def _pump(node: Sessions, ws: GatewayConnection, session: Session) -> None:
+async def _pump(sessions: Sessions, ws: GatewayConnection, session: Session) -> None:
     """The open phase: feed each message to the core, dispatch its frame to the sessions."""
-    metrics = node.metrics
+    metrics = sessions.metrics
     try:
         async for data in ws:
             if session.closing:
@@ -128,7 +128,7 @@ async def _pump(node: Sessions, ws: GatewayConnection, session: Session) -> None
                 continue
             rid = getattr(frame, "rid", None)  # every error answering a request carries it (§4)
             try:
-                await node.dispatch(session, frame)
+                await sessions.dispatch(session, frame)
             except TidingsError as exc:
                 session.error(exc.code, exc.reason, rid)
             except Exception:  # a bug must cost one connection, never the gateway
@@ -142,7 +142,7 @@ async def _pump(node: Sessions, ws: GatewayConnection, session: Session) -> None
         session.error(codes.ERR_INTERNAL, "server fault; retry later")
         session.close(codes.CLOSE_INTERNAL, "internal error")
     finally:
-        node.close_session(session)
+        sessions.close_session(session)
         # Returning from the handler would close with 1000: let our close code go out first.
         await session.closed()
 

@@ -1196,7 +1196,7 @@ def _refuses(category: str) -> tuple[str, tuple[str, ...]]:
 def _rows_in(
     db: sqlite3.Connection, sql: str, app: str, values: Sequence[str], *after: object
 ) -> list[Any]:
-    """:meth:`SqliteStore._select_in` inside the writer's transaction."""
+    """:meth:`SqliteStore._rows_in` inside the writer's transaction."""
     rows: list[Any] = []
     for chunk in _chunks(list(dict.fromkeys(values))):
         marks = ",".join("?" * len(chunk))
