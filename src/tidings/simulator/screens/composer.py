@@ -21,6 +21,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, RadioButton, RadioSet, Static
 
@@ -250,7 +251,10 @@ class ComposerScreen(SimScreen):
             self._set_preview(exc.detail, "-error")
 
     def _set_preview(self, content: str | Text, state: str) -> None:
-        preview = self.query_one("#preview", Static)
+        try:
+            preview = self.query_one("#preview", Static)
+        except NoMatches:  # the screen is being taken down (the app closes): drop the answer
+            return
         preview.update(Text(content) if isinstance(content, str) else content)
         for name in ("-hint", "-pending", "-ok", "-error"):
             preview.set_class(name == state, name)
