@@ -20,12 +20,12 @@ it reads again, rebuilds its whole view from the store instead of catching up ro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from tidings.protocol.errors import TidingsError
+from tidings.server.batches import Batches
 from tidings.server.changes import Change, decode, encode
 from tidings.server.errors import FeedBehind
 from tidings.server.storage import FeedStore
@@ -73,9 +73,8 @@ class Feed:
         self._cursor: str | None = None
         self._read_at = time.monotonic()  # the last successful read
         self._reading = asyncio.Lock()  # one reader at a time: each change is applied once
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writes: Batches[bytes, None] = Batches(self._append)
         self._tasks: list[asyncio.Task[None]] = []
-        self._writer: asyncio.Task[None] | None = None
         self.applied = 0  # changes of other nodes applied here
 
     async def start(self) -> None:
@@ -90,9 +89,7 @@ class Feed:
 
     async def stop(self) -> None:
         """Write what is still queued, then stop following."""
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer
+        await self._writes.drain()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -116,33 +113,20 @@ class Feed:
         Raises:
             TidingsError: the feed could not be written for :data:`WRITE_RETRY_S`.
         """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((encode(change), done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-        await done
+        await self._writes(encode(change))
 
-    async def _write(self) -> None:
-        await asyncio.sleep(0)  # what the other tasks announce now joins this write
-        while self._queue:
-            batch, self._queue = self._queue, []
-            deadline = time.monotonic() + WRITE_RETRY_S
-            while True:
-                try:
-                    await self.store.append_changes(self.node_id, [b for b, _ in batch])
-                except TidingsError as exc:
-                    if time.monotonic() < deadline:
-                        await asyncio.sleep(0.1)
-                        continue
-                    log.warning("feed: %d change(s) not written: %s", len(batch), exc.reason)
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    break
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-                break
+    async def _append(self, bodies: list[bytes]) -> list[None]:
+        """Write a batch of changes, retrying for :data:`WRITE_RETRY_S`."""
+        deadline = time.monotonic() + WRITE_RETRY_S
+        while True:
+            try:
+                await self.store.append_changes(self.node_id, bodies)
+                return [None] * len(bodies)
+            except TidingsError as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("feed: %d change(s) not written: %s", len(bodies), exc.reason)
+                    raise
+                await asyncio.sleep(0.1)
 
     # --- reading ------------------------------------------------------------------------------
 

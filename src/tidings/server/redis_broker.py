@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 from tidings.protocol import codes
 from tidings.protocol.codec import encode
 from tidings.protocol.frames import InboxState
+from tidings.server.batches import Batches
 from tidings.server.broker import InProcessBroker
 from tidings.server.hub import Hub
 
@@ -91,9 +92,8 @@ return 0
 """
 
 
-_Claim = tuple[str, str, int, "asyncio.Future[bool] | None"]
-"""A route claim (or, without an answer to wait for, a release) waiting for its batch: app,
-device, epoch, and its answer."""
+_RouteOp = tuple[str, str, int, bool]
+"""A route claim (True) or release (False) of app, device and session epoch."""
 
 
 class RedisBroker:
@@ -123,8 +123,8 @@ class RedisBroker:
         self._lost_at = 0.0  # when Redis was last counted as lost
         self._listener: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._claims: list[_Claim] = []  # route claims waiting for the next batch
-        self._claiming: asyncio.Task[None] | None = None
+        self._routing: Batches[_RouteOp, bool | None] = Batches(self._route_batch,
+                                                                limit=CLAIM_BATCH)  # fmt: skip
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -142,7 +142,8 @@ class RedisBroker:
 
     async def stop(self) -> None:
         """Stop listening; this node's routes and heartbeat go away with it."""
-        tasks = [*self._tasks, *(t for t in (self._listener, self._claiming) if t is not None)]
+        self._routing.cancel()
+        tasks = [*self._tasks, *([self._listener] if self._listener else [])]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -263,41 +264,32 @@ class RedisBroker:
         later claim follows its earlier one. A connect storm costs Redis one connection and a
         pipeline per batch instead of a connection per hello.
         """
-        claim: _Claim = (app, device, epoch, asyncio.get_running_loop().create_future())
-        self._route_op(claim)
-        assert claim[3] is not None
-        return await claim[3]
+        claimed = await self._routing((app, device, epoch, True))
+        return bool(claimed)
 
-    def _route_op(self, op: _Claim) -> None:
-        self._claims.append(op)
-        if self._claiming is None or self._claiming.done():
-            self._claiming = asyncio.get_running_loop().create_task(self._claim_batches())
-
-    async def _claim_batches(self) -> None:
-        """Send waiting route claims and releases, in order, one pipeline per batch."""
-        while self._claims:
-            batch, self._claims = self._claims[:CLAIM_BATCH], self._claims[CLAIM_BATCH:]
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for app, device, epoch, done in batch:
-                        if done is None:  # a release
-                            pipe.eval(_RELEASE, 1, self._routes(app), device,
-                                      f"{self.node_id}|{epoch}")  # fmt: skip
-                        else:
-                            pipe.eval(_CLAIM, 1, self._routes(app), device, self.node_id, epoch)
-                    answers = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError) as exc:
-                answers = [exc] * len(batch)
-            for (app, device, epoch, done), answer in zip(batch, answers, strict=True):
-                if done is None:
-                    continue  # a failed release leaves a stale route: the next claim replaces it
-                if isinstance(answer, Exception):
-                    self._lost(f"cannot route {app}/{device} here ({answer})")
-                    claimed = True  # served here; routes are registered again when Redis is back
-                else:
-                    claimed = self._claimed(app, device, epoch, answer)
-                if not done.done():  # its hello may have given up meanwhile
-                    done.set_result(claimed)
+    async def _route_batch(self, ops: list[_RouteOp]) -> list[bool | None]:
+        """Send route claims and releases, in order, in one pipeline; each claim's answer."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for app, device, epoch, claim in ops:
+                    if claim:
+                        pipe.eval(_CLAIM, 1, self._routes(app), device, self.node_id, epoch)
+                    else:
+                        pipe.eval(_RELEASE, 1, self._routes(app), device,
+                                  f"{self.node_id}|{epoch}")  # fmt: skip
+                answers = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            answers = [exc] * len(ops)
+        out: list[bool | None] = []
+        for (app, device, epoch, claim), answer in zip(ops, answers, strict=True):
+            if not claim:  # a failed release leaves a stale route: the next claim replaces it
+                out.append(None)
+            elif isinstance(answer, Exception):
+                self._lost(f"cannot route {app}/{device} here ({answer})")
+                out.append(True)  # served here; routes are registered again when Redis is back
+            else:
+                out.append(self._claimed(app, device, epoch, answer))
+        return out
 
     def _claimed(self, app: str, device: str, epoch: int, answer: list[Any]) -> bool:
         """Act on :data:`_CLAIM`'s answer: kick the older session another node held; False
@@ -311,7 +303,7 @@ class RedisBroker:
         """Forget ``device``'s route, if it is still this session's (with the claims and
         releases made together, in one pipeline: a crowd leaving at once costs one round
         trip per batch, and never a connection each)."""
-        self._route_op((app, device, epoch, None))
+        await self._routing((app, device, epoch, False))
 
     # --- the Broker interface -----------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.protocol.frames import Event, InboxChange
+from tidings.server.batches import Batches
 from tidings.server.errors import ClaimLost, DeviceErased, FeedBehind, StoreError
 from tidings.server.storage.admission import (
     Counts,
@@ -89,8 +90,12 @@ from tidings.server.storage.rows import (
     profiles_from,
 )
 from tidings.server.storage.sql import (
+    DEVICE_SEEN,
+    INSERT_DEVICE,
+    INSERT_USER,
     MISSING_INBOX,
     PAUSED,
+    USER_SEEN,
     SqlStore,
     device_params,
     migrations,
@@ -162,28 +167,17 @@ def _server_of(dsn: str) -> str:
     return f"PostgreSQL at {host}:{port}/{database}"
 
 
-_Hello = tuple[DeviceRow, "asyncio.Future[DeviceRow]"]
-"""A device waiting for its batch of hellos, and its stored row."""
-
 _UPSERT_DEVICES = (
-    "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
-    " sdk_version, first_seen, last_seen, session_epoch)"
-    " SELECT a, d, u, p, v, l, t, s, f, ls, 1 FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::float8[], $10::float8[])"
-    ' AS x(a, d, u, p, v, l, t, s, f, ls) ORDER BY a COLLATE "C", d COLLATE "C"'
-    " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
-    " platform=excluded.platform, app_version=excluded.app_version,"
-    " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
-    " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1"
-    " RETURNING app, device_id, first_seen, last_seq, acked_seq, session_epoch"
+    INSERT_DEVICE + " SELECT a, d, u, p, v, l, t, s, f, ls, 1 FROM unnest($1::text[],"
+    " $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
+    " $9::float8[], $10::float8[]) AS x(a, d, u, p, v, l, t, s, f, ls)"
+    ' ORDER BY a COLLATE "C", d COLLATE "C"' + DEVICE_SEEN
 )
 """:data:`~tidings.server.storage.sql.UPSERT_DEVICE` for many devices, in device order (the
 lock order of the module docstring, step 4)."""
 _TOUCH_USERS = (
-    "INSERT INTO users (app, user_key, first_seen, last_seen)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[])"
-    ' AS x(a, k, f, l) ORDER BY a COLLATE "C", k COLLATE "C"'
-    " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen"
+    INSERT_USER + " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[])"
+    ' AS x(a, k, f, l) ORDER BY a COLLATE "C", k COLLATE "C"' + USER_SEEN
 )
 
 
@@ -193,6 +187,7 @@ async def _upsert_devices(con: _Conn, rows: Sequence[DeviceRow]) -> list[DeviceR
     ``ON CONFLICT`` may touch a row once per statement: a device that said hello twice in the
     batch goes in the next round, so its later hello takes the next epoch.
     """
+    params = [device_params(row) for row in rows]
     out: list[DeviceRow | None] = [None] * len(rows)
     todo = list(range(len(rows)))
     while todo:
@@ -203,15 +198,14 @@ async def _upsert_devices(con: _Conn, rows: Sequence[DeviceRow]) -> list[DeviceR
             key = (rows[i].app, rows[i].device_id)
             (later if key in taken else first).append(i)
             taken.add(key)
-        params = [device_params(rows[i])[0] for i in first]
-        stored = await con.fetch(_UPSERT_DEVICES, *(list(col) for col in zip(*params, strict=True)))
-        by_key = {(r[0], r[1]): r[2:] for r in stored}
+        columns = zip(*(params[i][0] for i in first), strict=True)
+        stored = await con.fetch(_UPSERT_DEVICES, *(list(c) for c in columns))
+        by_key = {(r[4], r[5]): r for r in stored}
         for i in first:
             out[i] = stored_device(rows[i], by_key[(rows[i].app, rows[i].device_id)])
         todo = later
     users: dict[tuple[str, str], tuple[float, float]] = {}
-    for row in rows:
-        _, (app, key, since, at) = device_params(row)
+    for _, (app, key, since, at) in params:
         seen = users.get((app, key))  # as one hello after another: the first made, the last seen
         users[(app, key)] = (since if seen is None else seen[0], at)
     await con.execute(_TOUCH_USERS, [a for a, _ in users], [k for _, k in users],
@@ -337,8 +331,8 @@ class PostgresStore(SqlStore):
         self.answered_at = 0.0
         """When the server last answered a call (monotonic seconds): a busy pool is not a
         silent server (:class:`~tidings.server.storewatch.StoreWatch`)."""
-        self._hellos: list[_Hello] = []  # devices waiting for the next batch of hellos
-        self._helloing: asyncio.Task[None] | None = None
+        self._hellos: Batches[DeviceRow, DeviceRow] = Batches(self._upsert_batch,
+                                                              limit=HELLO_BATCH)  # fmt: skip
         self._ns = 0  # the advisory lock class of this schema (set at open)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -524,30 +518,13 @@ class PostgresStore(SqlStore):
         batch gathers while one commits), in the order they arrived: a device's later hello
         takes the higher session epoch, even in the same batch.
         """
-        hello: _Hello = (row, asyncio.get_running_loop().create_future())
-        self._hellos.append(hello)
-        if self._helloing is None or self._helloing.done():
-            self._helloing = asyncio.get_running_loop().create_task(self._hello_batches())
-        return await hello[1]
+        return await self._hellos(row)
 
-    async def _hello_batches(self) -> None:
-        while self._hellos:
-            batch, self._hellos = self._hellos[:HELLO_BATCH], self._hellos[HELLO_BATCH:]
-            rows = [row for row, _ in batch]
+    async def _upsert_batch(self, rows: list[DeviceRow]) -> list[DeviceRow]:
+        async def work(con: _Conn) -> list[DeviceRow]:
+            return await _upsert_devices(con, rows)
 
-            async def work(con: _Conn, rows: list[DeviceRow] = rows) -> list[DeviceRow]:
-                return await _upsert_devices(con, rows)
-
-            try:
-                stored = await self._write(work)
-            except StoreError as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), row in zip(batch, stored, strict=True):
-                if not done.done():  # its hello may have given up meanwhile
-                    done.set_result(row)
+        return await self._write(work)
 
     async def check_sessions(
         self, app: str, sessions: Sequence[tuple[str, int, int]]

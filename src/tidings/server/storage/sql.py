@@ -39,11 +39,15 @@ from tidings.server.storage.rows import (
 )
 
 __all__ = [
+    "DEVICE_SEEN",
+    "INSERT_DEVICE",
+    "INSERT_USER",
     "MISSING_INBOX",
     "PAUSED",
     "RESUME",
     "TOUCH_USER",
     "UPSERT_DEVICE",
+    "USER_SEEN",
     "SqlStore",
     "device_params",
     "migrations",
@@ -51,22 +55,24 @@ __all__ = [
     "stored_device",
 ]
 
-UPSERT_DEVICE = (
+INSERT_DEVICE = (
     "INSERT INTO devices (app, device_id, user_id, platform, app_version, locale, tz,"
     " sdk_version, first_seen, last_seen, session_epoch)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,1)"
+)
+DEVICE_SEEN = (
     " ON CONFLICT (app, device_id) DO UPDATE SET user_id=excluded.user_id,"
     " platform=excluded.platform, app_version=excluded.app_version,"
     " locale=excluded.locale, tz=excluded.tz, sdk_version=excluded.sdk_version,"
     " last_seen=excluded.last_seen, session_epoch=devices.session_epoch+1"
-    " RETURNING first_seen, last_seq, acked_seq, session_epoch"
+    " RETURNING first_seen, last_seq, acked_seq, session_epoch, app, device_id"
 )
-"""A device's hello: its row made or refreshed with a new session epoch; its stored state back
-(:func:`device_params` are the parameters, :func:`stored_device` reads the answer)."""
-TOUCH_USER = (
-    "INSERT INTO users (app, user_key, first_seen, last_seen) VALUES (?,?,?,?)"
-    " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen"
-)
+"""What a hello does to a device row that exists: new facts, a new session epoch; and the
+stored state back (:func:`stored_device` reads it)."""
+UPSERT_DEVICE = INSERT_DEVICE + " VALUES (?,?,?,?,?,?,?,?,?,?,1)" + DEVICE_SEEN
+"""A device's hello: its row made or refreshed (:func:`device_params` are the parameters)."""
+INSERT_USER = "INSERT INTO users (app, user_key, first_seen, last_seen)"
+USER_SEEN = " ON CONFLICT (app, user_key) DO UPDATE SET last_seen=excluded.last_seen"
+TOUCH_USER = INSERT_USER + " VALUES (?,?,?,?)" + USER_SEEN
 """The profile of a device that said hello exists and was seen now."""
 
 
