@@ -668,13 +668,13 @@ class TidingsClient:
 
     def _waits_for_modal(self, kind: str) -> bool:
         """A modal waits while another is on screen (one at a time)."""
-        return self._modal is not None and kinds.rules(kind).overlay == "modal"
+        return self._modal is not None and _is_modal(kind)
 
     def _show(self, item: InboxItem) -> None:
         now = self.clock.now()
         self._shown_at = [t for t in self._shown_at if now - t < 3600] + [now]
         self.stats.displayed += 1
-        if kinds.rules(item.kind).overlay == "modal":
+        if _is_modal(item.kind):
             self._modal = item
             self._fire(self._on_modal, item)
         else:
@@ -711,7 +711,7 @@ class TidingsClient:
                 continue
             held = {i.id: i for i in self._releasable()}
             to_show, _ = release([i.to_message() for i in held.values()], now, policy=self.policy)
-            modals = [m.id for m in to_show if kinds.rules(m.kind).overlay == "modal"]
+            modals = [m.id for m in to_show if _is_modal(m.kind)]
             waiting = set(modals[1:])  # one modal at a time: the others wait for it to close
             for item in held.values():
                 if item.id in waiting:
@@ -732,6 +732,10 @@ class TidingsClient:
         if self.policy.max_per_hour is not None and len(recent) >= self.policy.max_per_hour:
             waits.append(recent[len(recent) - self.policy.max_per_hour] + 3600 - now)
         return max(0.0, *waits)
+
+
+def _is_modal(kind: str) -> bool:
+    return kinds.rules(kind).overlay == "modal"
 
 
 def _request(entries: list[Entry], rid: int) -> Request:
