@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tidings.simulator.engine import percentiles, run_loadtest
+from tidings.simulator.engine import loadtest
 from tidings.simulator.engine.fleet import Coordinator
 from tidings.simulator.engine.loadtest import _free_port
 from tidings.simulator.engine.report import LoadReport
@@ -48,6 +50,22 @@ def test_lean_wire_devices_resume_after_the_gateway_is_killed_and_ack_every_deli
                              device_kind="wire")  # fmt: skip
     assert broadcast.delivery_ratio == 1.0 and len(broadcast.latencies_ms) == 40
     assert [w["devices"] for w in broadcast.fleet_workers] == [20, 20]
+
+
+def test_an_audience_larger_than_one_request_is_sent_in_slices_and_judged_per_slice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # More users than one request may name: the broadcast goes out in slices, each message
+    # to its own slice of users. Each is expected by its own slice only (not by every device),
+    # and the run does not wait its whole timeout for deliveries that were never due.
+    monkeypatch.setattr(loadtest, "MAX_TARGETS_PER_SEND", 16)
+    started = time.monotonic()
+    report = run_loadtest(devices=40, scenario="broadcast", workers=2, timeout=60,
+                          device_kind="wire", gateway_logs=str(tmp_path / "logs"))  # fmt: skip
+    assert report.delivery_ratio == 1.0 and (report.precision, report.recall) == (1.0, 1.0)
+    assert len(report.latencies_ms) == 40  # 16 + 16 + 8: each device got its slice's message
+    assert time.monotonic() - started < 60
+    assert (tmp_path / "logs" / "node-0.log").read_text()  # the gateway's own output, kept
 
 
 def test_workers_joined_over_tcp_run_the_fleet_and_their_clocks_are_read() -> None:

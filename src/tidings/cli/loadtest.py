@@ -69,6 +69,9 @@ def _configure_loadtest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=None,
                    help="simulated seconds per real second of the week scenario "
                    "(default: 3600, an hour a second)")  # fmt: skip
+    p.add_argument("--gateway-logs", metavar="DIR",
+                   help="keep each gateway's log as DIR/node-N.log (default: discarded); read"
+                   " them when a run loses messages or stops")  # fmt: skip
 
 
 def _progress(stage: str, n: int, total: int) -> None:
@@ -117,7 +120,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
                               personas=not args.no_personas, nodes=args.nodes,
                               db=args.db, broker=args.broker, days=args.days,
                               speed=args.speed, device_kind=args.device_kind,
-                              coordinator=coordinator)  # fmt: skip
+                              coordinator=coordinator,
+                              gateway_logs=args.gateway_logs)  # fmt: skip
     except ValueError as exc:
         return fail(str(exc))
     except (RuntimeError, OSError, AdminError) as exc:  # the gateway stopped answering

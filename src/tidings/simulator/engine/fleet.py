@@ -22,6 +22,7 @@ import itertools
 import multiprocessing as mp
 import random
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -529,9 +530,18 @@ class _Worker:
             return len(self.wire_open)
         return sum(1 for c in self.clients if c.connected)
 
-    async def wait_received(self, message_id: str, timeout: float) -> None:  # noqa: ASYNC109
+    async def wait_received(
+        self,
+        message_id: str,
+        timeout: float,  # noqa: ASYNC109
+        users: tuple[int, int] | None = None,
+    ) -> None:
+        """Wait until each of this worker's devices in ``users`` (first, end), or every one,
+        got ``message_id``."""
+        first, end = users or (0, sys.maxsize)
+        expected = sum(1 for i in self.indexes if first <= i < end)
         deadline = time.monotonic() + timeout
-        while self.received.get(message_id, 0) < len(self.indexes):
+        while self.received.get(message_id, 0) < expected:
             if time.monotonic() > deadline:
                 return
             await asyncio.sleep(0.02)
@@ -747,7 +757,7 @@ def _worker_main(cfg: FleetConfig, indexes: list[int], conn: Any) -> None:
         while True:
             cmd, *args = await asyncio.to_thread(conn.recv)
             if cmd == "wait_received":
-                await worker.wait_received(args[0], args[1])
+                await worker.wait_received(*args)
                 conn.send(("report", worker.report()))
             elif cmd == "wait_connected":
                 t0 = time.monotonic()
@@ -961,9 +971,14 @@ class Fleet:
             pipe.send(("inbox", index))
             return list(pipe.recv()[1])
 
-    def wait_received(self, message_id: str, timeout: float = 60.0) -> DeviceReport:
-        """Wait until every device got ``message_id`` (or the timeout); merge the reports."""
-        return self._merge(self._ask("wait_received", message_id, timeout))
+    def wait_received(
+        self, message_id: str, timeout: float = 60.0, users: tuple[int, int] | None = None
+    ) -> DeviceReport:
+        """Wait until every device got ``message_id`` (or the timeout); merge the reports.
+
+        ``users``: the message went to the users of devices ``first`` to ``end - 1`` only.
+        """
+        return self._merge(self._ask("wait_received", message_id, timeout, users))
 
     def report(self) -> DeviceReport:
         """What the devices saw so far, merged (latencies since the last report)."""

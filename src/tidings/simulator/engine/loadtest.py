@@ -144,9 +144,10 @@ class GatewayProcess:
 
     def __init__(
         self, db: str, *, broker: str | None = None, node_id: str | None = None,
-        prefix: str | None = None, clock: str | None = None,
+        prefix: str | None = None, clock: str | None = None, log: str | None = None,
     ) -> None:  # fmt: skip
         self.db = db
+        self.log = log  # a file the gateway's output is added to (else it is discarded)
         self.broker, self.node_id, self.prefix = broker, node_id, prefix
         self.clock = clock  # "simulated": the gateway runs on a simulated clock
         self.port, self.admin_port = _free_port(), _free_port()
@@ -169,9 +170,12 @@ class GatewayProcess:
         if self.broker:
             cmd += ["--broker", self.broker, "--node-id", self.node_id or f"n{self.port}"]
             env["TIDINGS_BROKER_PREFIX"] = self.prefix or "tidings:"
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-        )
+        if self.log is None:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+        else:
+            with open(self.log, "ab") as out:  # the child keeps its own copy
+                self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -227,7 +231,8 @@ class Gateways:
     PostgreSQL database (made from ``db`` for this run and dropped after it) and Redis."""
 
     def __init__(self, tmp: str, *, nodes: int = 1, db: str | None = None,
-                 broker: str | None = None, clock: str | None = None) -> None:  # fmt: skip
+                 broker: str | None = None, clock: str | None = None,
+                 logs: str | None = None) -> None:  # fmt: skip
         self._drop: str | None = None
         self._db = db or ""
         postgres = self._db.startswith(("postgresql://", "postgres://"))
@@ -240,8 +245,13 @@ class Gateways:
             run_db, self._drop = _fresh_database(self._db)
         prefix = f"loadtest-{uuid.uuid4().hex[:8]}:"
         self._broker, self._prefix = broker, prefix
-        self.nodes = [GatewayProcess(run_db, broker=broker, node_id=f"node-{i}", prefix=prefix,
-                                     clock=clock) for i in range(nodes)]  # fmt: skip
+        if logs is not None:
+            os.makedirs(logs, exist_ok=True)
+        self.nodes = [
+            GatewayProcess(run_db, broker=broker, node_id=f"node-{i}", prefix=prefix, clock=clock,
+                           log=None if logs is None else os.path.join(logs, f"node-{i}.log"))
+            for i in range(nodes)
+        ]  # fmt: skip
 
     @property
     def first(self) -> GatewayProcess:
@@ -321,24 +331,26 @@ def _run_sql(dsn: str, sql: str) -> None:
 def _broadcast(
     gateway: GatewayProcess, devices: int, then: Callable[[], None] | None = None,
     rounds: int = 1,
-) -> list[str]:  # fmt: skip
+) -> dict[str, tuple[int, int]]:  # fmt: skip
     """Send ``rounds`` messages to every device's user, at most 10,000 users per request.
 
-    ``then`` runs right after the first request is answered (stored), while it fans out.
+    Returns each message's id and its users, as the device indexes ``(first, end)``. ``then``
+    runs right after the first request is answered (stored), while it fans out.
     """
-    ids = []
+    sent = {}
     starts = [s for _ in range(rounds) for s in range(0, devices, MAX_TARGETS_PER_SEND)]
     for start in starts:
-        users = [f"u{i}" for i in range(start, min(devices, start + MAX_TARGETS_PER_SEND))]
+        end = min(devices, start + MAX_TARGETS_PER_SEND)
         result = gateway.admin.call("POST", "/v1/messages", {
-            "app": "demo", "to": {"users": users}, "kind": "banner", "title": "Flash sale",
-            "body": "Half price until midnight", "category": "transactional",
+            "app": "demo", "to": {"users": [f"u{i}" for i in range(start, end)]},
+            "kind": "banner", "title": "Flash sale", "body": "Half price until midnight",
+            "category": "transactional",
         })  # fmt: skip
-        ids.append(result["message_id"])
+        sent[result["message_id"]] = (start, end)
         if then is not None:
             then()
             then = None
-    return ids
+    return sent
 
 
 def _busiest(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -352,10 +364,10 @@ def _busiest(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str,
     ]  # fmt: skip
 
 
-def _collect(fleet: Fleet, ids: list[str], timeout: float) -> DeviceReport:
+def _collect(fleet: Fleet, sent: dict[str, tuple[int, int]], timeout: float) -> DeviceReport:
     merged = DeviceReport()
-    for message_id in ids:
-        r = fleet.wait_received(message_id, timeout)
+    for message_id, users in sent.items():
+        r = fleet.wait_received(message_id, timeout, users)
         merged.latencies_ms += r.latencies_ms
         merged.handled_ms += r.handled_ms
         merged.workers = _busiest(merged.workers, r.workers)
@@ -501,6 +513,7 @@ def run_loadtest(
     speed: float | None = None,
     device_kind: str = "sdk",
     coordinator: Coordinator | None = None,
+    gateway_logs: str | None = None,
 ) -> LoadReport:
     """Run one scenario end to end and return its report.
 
@@ -539,11 +552,11 @@ def run_loadtest(
     elif speed is not None:
         raise ValueError("--speed and --days are for the week scenario")
     extra: dict[str, Any] = {}
-    ids: list[str] = []
+    sent: dict[str, tuple[int, int]] = {}
     run: _CampaignRun | None = None
     week: WeekRun | None = None
     with tempfile.TemporaryDirectory() as tmp:
-        gateways = Gateways(tmp, nodes=nodes, db=db, broker=broker,
+        gateways = Gateways(tmp, nodes=nodes, db=db, broker=broker, logs=gateway_logs,
                             clock="simulated" if scenario == "week" else None)  # fmt: skip
         gateways.start()
         gateway = gateways.first
@@ -617,12 +630,12 @@ def run_loadtest(
                 # the node each reconnects to.
                 victim = gateways.nodes[-1]
                 t0 = time.perf_counter()
-                ids = _broadcast(gateway, devices, then=victim.kill, rounds=FAILOVER_ROUNDS)
+                sent = _broadcast(gateway, devices, then=victim.kill, rounds=FAILOVER_ROUNDS)
                 extra["killed_node_after_s"] = round(time.perf_counter() - t0, 3)
             else:
-                ids = _broadcast(gateway, devices)
+                sent = _broadcast(gateway, devices)
             campaigns = run is not None or week is not None
-            report = fleet.report() if campaigns else _collect(fleet, ids, timeout)
+            report = fleet.report() if campaigns else _collect(fleet, sent, timeout)
             cpu = gateways.cpu_since(cpu0)
             rss = gateways.rss_mib()
             extra["nodes"] = len(gateways.nodes)
@@ -646,9 +659,11 @@ def run_loadtest(
     if week is not None:
         extra["reconnects"] = report.reconnects
     elif run is None:
-        expected = devices * len(ids)
-        got = sum(min(devices, report.received.get(mid, 0)) for mid in ids)
-        unexpected = sum(n for mid, n in report.received.items() if mid not in ids)
+        # Each message went to the users of its slice of devices, at most 10,000.
+        expected = sum(end - first for first, end in sent.values())
+        got = sum(min(end - first, report.received.get(mid, 0))
+                  for mid, (first, end) in sent.items())  # fmt: skip
+        unexpected = sum(n for mid, n in report.received.items() if mid not in sent)
         delivery = got / expected if expected else 1.0
         precision = got / (got + unexpected) if got + unexpected else 1.0
         recall = delivery
