@@ -1,8 +1,11 @@
 """Gateway memory per idle connection: RSS with N welcomed, idle devices minus RSS with none.
+With ``--idle S``, also the gateway's CPU over S seconds of those devices doing nothing: what
+keeping them alive costs (its pings every ``--heartbeat`` seconds; the devices send none).
 
 Usage::
 
     .venv/bin/python benchmarks/idle_memory.py --devices 5000
+    .venv/bin/python benchmarks/idle_memory.py --devices 10000 --heartbeat 5 --idle 20
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -43,7 +47,8 @@ def _worker(url: str, indexes: list[int], ready: Any, stop: Any) -> None:
         async def one(i: int) -> None:
             async with sem:
                 token = mint_token(secret="dev-secret", app="demo", device=f"d{i}", user=f"u{i}")
-                ws = await connect(url, subprotocols=[SUBPROTOCOL], compression=None)  # type: ignore[list-item]
+                ws = await connect(url, subprotocols=[SUBPROTOCOL], compression=None,  # type: ignore[list-item]
+                                   ping_interval=None)  # fmt: skip
                 await ws.send(encode(Hello(token=token)))
                 await ws.recv()
                 conns.append(ws)
@@ -63,8 +68,14 @@ def main() -> int:
     )
     parser.add_argument("--devices", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--heartbeat", type=float, default=25.0,
+                        help="the gateway's heartbeat_s (default 25, as shipped)")  # fmt: skip
+    parser.add_argument("--idle", type=float, default=0.0,
+                        help="seconds of idle to read the gateway's CPU over"
+                        " (default: none)")  # fmt: skip
     args = parser.parse_args()
     raise_nofile()
+    os.environ["TIDINGS_HEARTBEAT_S"] = str(args.heartbeat)
     with tempfile.TemporaryDirectory() as tmp:
         gateway = GatewayProcess(f"{tmp}/m.db")
         gateway.start()
@@ -88,6 +99,9 @@ def main() -> int:
             n = sum(r.recv() for r in readies)
             time.sleep(1.0)
             after = rss_kb(gateway.proc.pid)
+            cpu0 = gateway.cpu_seconds()
+            time.sleep(args.idle)
+            idle_cpu = gateway.cpu_seconds() - cpu0
             for s in stops:
                 s.send("stop")
             for p in procs:
@@ -97,6 +111,10 @@ def main() -> int:
     per = (after - before) / n
     print(f"{n} idle devices: gateway RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB, "
           f"{per:.1f} KiB per connection")  # fmt: skip
+    if args.idle:
+        print(f"idle {args.idle:.0f} s, heartbeat {args.heartbeat:g} s: gateway CPU "
+              f"{idle_cpu:.2f} s ({100 * idle_cpu / args.idle:.1f} % of a core), "
+              f"{1e6 * idle_cpu / (n * args.idle / args.heartbeat):.1f} us per ping")  # fmt: skip
     return 0
 
 

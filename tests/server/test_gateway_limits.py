@@ -17,7 +17,7 @@ import pytest_asyncio
 from helpers import gateway_config, timeout
 from rawclient import RawClient, open_session
 from websockets.client import ClientProtocol
-from websockets.frames import CLOSE, Close
+from websockets.frames import CLOSE, PING, Close
 from websockets.frames import Frame as WsFrame
 from websockets.protocol import State
 from websockets.uri import parse_uri
@@ -57,6 +57,7 @@ class RawSocket:
         self.sock = sock
         self.proto = proto
         self.loop = asyncio.get_running_loop()
+        self.pings_seen = 0
 
     @classmethod
     async def connect(cls, port: int, rcvbuf: int | None = None) -> RawSocket:
@@ -97,6 +98,8 @@ class RawSocket:
             await self.read()
             self.proto.data_to_send()  # drop the automatic pongs: this peer never answers
             for event in self.proto.events_received():
+                if isinstance(event, WsFrame) and event.opcode is PING:
+                    self.pings_seen += 1
                 if isinstance(event, WsFrame) and event.opcode is CLOSE:
                     return Close.parse(event.data).code
             if self.proto.state is State.CLOSED:
@@ -189,8 +192,29 @@ async def test_a_peer_that_ignores_pings_is_closed_with_4103(
     finally:
         raw.close()
     assert code == codes.CLOSE_HEARTBEAT_TIMEOUT
+    assert raw.pings_seen >= 1  # pinged, and closed because the ping went unanswered
     assert codes.should_reconnect(code)
     assert node.metrics.heartbeat_timeouts == 1
+
+
+async def test_a_peer_that_answers_pings_stays_through_many_intervals(
+    make_node: Callable[..., Any], mint: Mint
+) -> None:
+    node = await make_node(heartbeat_s=0.2)
+    raw = await RawSocket.connect(node.port)
+    try:
+        await raw.send_frame(encode(Hello(token=mint("alive", user="u1"))))
+        deadline = time.monotonic() + 1.5  # seven intervals
+        while time.monotonic() < deadline:
+            await raw.read()
+            await raw.flush()  # the automatic pongs go back
+            for event in raw.proto.events_received():
+                assert not (isinstance(event, WsFrame) and event.opcode is CLOSE), event
+                raw.pings_seen += isinstance(event, WsFrame) and event.opcode is PING
+    finally:
+        raw.close()
+    assert raw.pings_seen >= 4
+    assert node.metrics.heartbeat_timeouts == 0
 
 
 async def test_no_hello_in_time_closes_with_a_code_the_client_may_retry(

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings.simulator.engine import percentiles, run_loadtest
-from tidings.simulator.engine import loadtest
+from tidings.simulator.engine import loadtest, percentiles, run_loadtest
 from tidings.simulator.engine.fleet import Coordinator
 from tidings.simulator.engine.loadtest import _free_port
 from tidings.simulator.engine.report import LoadReport

@@ -8,7 +8,8 @@ on it, from the first byte after the HTTP upgrade, authenticated or not (PROTOCO
   connection instead of letting its unsent bytes pass ``send_queue_bytes``. A peer that does
   not read cannot grow the gateway's memory, whatever it sends;
 - **rate limit over every frame**, control frames (ping, pong, close) included;
-- **heartbeat**: an unanswered WebSocket ping closes with 4103, not websockets' 1011;
+- **heartbeat**: one timer for all connections (:mod:`.heartbeat`), not a task each; an
+  unanswered WebSocket ping closes with 4103, not websockets' 1011;
 - **oversized frames** get ``error frame_too_large`` before the 1009 close.
 
 :class:`Session` is an authenticated device on such a connection: its identity, and the pump
@@ -40,6 +41,7 @@ from tidings.protocol.codec import encode
 from tidings.protocol.frames import Error, Frame
 from tidings.protocol.session import DeliverySkipped, ReplayNeeded, ServerSession
 from tidings.server.errors import ServerError
+from tidings.server.gateway.heartbeat import Heartbeat
 
 if TYPE_CHECKING:
     from tidings.server.metrics import Metrics
@@ -121,12 +123,17 @@ class GatewayConnection(ServerConnection):
         queue_limit: int,
         limiter: RateLimiter,
         metrics: Metrics,
+        heartbeat: Heartbeat | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(protocol, server, **kwargs)
         self.queue_limit = queue_limit
         self.limiter = limiter
         self.metrics = metrics
+        self.heartbeat = heartbeat
+        """The server's keepalive timer; ``None``: no keepalive."""
+        self._pinged = False  # a ping went out at the heartbeat's last visit
+        self._heard = False  # bytes arrived since then
         self.refused = False
         self._abort_timer: asyncio.TimerHandle | None = None
 
@@ -225,29 +232,36 @@ class GatewayConnection(ServerConnection):
                 return
         super().process_event(event)
 
-    # --- keepalive ---------------------------------------------------------------------------
+    # --- keepalive: one timer for every connection (heartbeat.py) -----------------------------
 
-    async def keepalive(self) -> None:
-        """Ping every ``ping_interval``; a pong missing after ``ping_timeout`` closes with
-        4103 (PROTOCOL.md §2, step 6), which tells the client to reconnect with backoff."""
-        assert self.ping_interval is not None
-        while True:
-            await asyncio.sleep(self.ping_interval)
-            try:
-                pong = await self.ping()
-            except ConnectionClosed:
-                return
-            try:
-                async with asyncio.timeout(self.ping_timeout):
-                    await pong
-            except TimeoutError:
-                self.metrics.heartbeat_timeouts += 1
-                self.refuse(codes.CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")
-                return
-            except ConnectionClosed:
-                return
+    def start_keepalive(self) -> None:
+        """Join the server's :class:`Heartbeat` instead of starting a task of our own."""
+        if self.heartbeat is not None:
+            self.heartbeat.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True  # anything at all, a pong or a frame, says the peer is there
+        super().data_received(data)
+
+    def beat(self) -> None:
+        """The heartbeat's visit, once an interval: close with 4103 (PROTOCOL.md §2, step 6)
+        when nothing was heard since the last ping, else ping."""
+        if self.refused or self.protocol.state is not State.OPEN:
+            return
+        if self._pinged and not self._heard:
+            self.metrics.heartbeat_timeouts += 1
+            self.refuse(codes.CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")
+            return
+        self._pinged, self._heard = True, False
+        try:
+            self.protocol.send_ping(b"")
+            self.send_data()
+        except Exception as exc:  # aborted as a slow consumer, or the transport is gone
+            log.debug("ping to %s failed: %s", self.id, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.discard(self)
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
@@ -261,11 +275,13 @@ def connection_factory(
     rate: float,
     burst: int,
     metrics: Metrics,
+    heartbeat: Heartbeat | None = None,
 ) -> Callable[..., GatewayConnection]:
     """The ``create_connection`` argument of ``websockets.asyncio.server.serve``.
 
     It replaces the protocol that ``serve`` built with a :class:`GatewayProtocol` of the same
-    settings (subprotocol ``tidings.v1``, no extensions, ``max_frame_bytes``).
+    settings (subprotocol ``tidings.v1``, no extensions, ``max_frame_bytes``); every connection
+    is kept alive by ``heartbeat``.
     """
 
     def create(_protocol: ServerProtocol, server: Server, **kwargs: Any) -> GatewayConnection:
@@ -276,6 +292,7 @@ def connection_factory(
             queue_limit=queue_limit,
             limiter=RateLimiter(rate, burst, loop.time()),
             metrics=metrics,
+            heartbeat=heartbeat,
             **kwargs,
         )
 

@@ -15,6 +15,7 @@ from tidings.protocol.errors import AuthError, InvalidField, ProtocolError, Tidi
 from tidings.protocol.frames import Hello
 from tidings.protocol.session import ServerSession
 from tidings.server.gateway.connection import GatewayConnection, Session, connection_factory
+from tidings.server.gateway.heartbeat import Heartbeat
 from tidings.server.gateway.sessions import Sessions
 
 __all__ = ["check_hello", "start_server"]
@@ -41,13 +42,13 @@ async def start_server(sessions: Sessions, host: str, port: int) -> Server:
             rate=cfg.rate_limit_per_s,
             burst=cfg.rate_burst,
             metrics=sessions.metrics,
+            heartbeat=Heartbeat(cfg.heartbeat_s),
         ),
         subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
         compression=None,
         max_size=cfg.max_frame_bytes,
         max_queue=16,
-        ping_interval=cfg.heartbeat_s,
-        ping_timeout=cfg.heartbeat_s,
+        ping_interval=None,  # the Heartbeat keeps every connection alive (heartbeat.py)
         close_timeout=cfg.close_timeout_s,
         backlog=4096,
     )
