@@ -132,7 +132,9 @@ def test_a_broadcast_reports_wire_and_handled_latency_and_each_workers_load() ->
     assert fleet["device_kind"] == "sdk" and not fleet["saturated"]
     assert [w["devices"] for w in fleet["workers"]] == [15, 15]
     assert all(w["cpu_pct"] >= 0 and w["loop_lag_ms"]["p99"] >= 0 for w in fleet["workers"])
+    assert all(20 < w["rss_mib"] < 2000 for w in fleet["workers"])  # a Python process's own
     assert "SATURATED" not in report.table() and "fleet worker 2" in report.table()
+    assert "KiB a device" in report.table()
     # The connect storm, per worker and per device.
     connect = data["connect"]
     assert [w["devices"] for w in connect["workers"]] == [15, 15]

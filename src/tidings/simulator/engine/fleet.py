@@ -72,6 +72,18 @@ LIVING_FLUSH_S = 0.02
 is many simulated minutes, and a purchase must reach the gateway before a cart reminder is due."""
 
 
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of process ``pid`` (this one by default), in MiB; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def read_clock(admin: AdminClient) -> ClockState:
     """The clock of the gateway behind ``admin`` (``GET /v1/clock``)."""
     body = admin.call("GET", "/v1/clock")
@@ -654,6 +666,10 @@ class _Worker:
         """Campaign messages of ``campaign`` received so far (by this worker's devices)."""
         return sum(1 for entry in self.campaign_log if entry[1] == campaign)
 
+    def _size(self) -> dict[str, Any]:
+        """This worker's devices and its memory, beside its load."""
+        return {"devices": len(self.indexes), "rss_mib": round(rss_mib(), 1)}
+
     def report(self) -> dict[str, Any]:
         self.quiet_violations += sum(
             1 for quiet, tz, at, urgent in self.shown
@@ -663,7 +679,7 @@ class _Worker:
         out = {
             "latencies": self.latencies,
             "handled": self.handled,
-            "load": self.load.read() | {"devices": len(self.indexes)},
+            "load": self.load.read() | self._size(),
             "received": self.received,
             "displayed_twice": sum(1 for n in self.displayed.values() if n > 1),
             "quiet_violations": self.quiet_violations,

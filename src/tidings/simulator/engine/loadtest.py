@@ -62,6 +62,7 @@ from tidings.simulator.engine.fleet import (
     Fleet,
     FleetConfig,
     read_clock,
+    rss_mib,
 )
 from tidings.simulator.engine.personas import plan
 from tidings.simulator.engine.report import LoadReport, percentiles
@@ -219,11 +220,7 @@ class GatewayProcess:
 
     def rss_mib(self) -> float:
         assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_mib(self.proc.pid)
 
 
 class Gateways:
@@ -359,7 +356,8 @@ def _busiest(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str,
         return list(b)
     return [
         {"cpu_pct": max(x["cpu_pct"], y["cpu_pct"]), "devices": x["devices"],
-         "loop_lag_ms": {k: max(x["loop_lag_ms"][k], y["loop_lag_ms"][k]) for k in ("p50", "p99")}}
+         "loop_lag_ms": {k: max(x["loop_lag_ms"][k], y["loop_lag_ms"][k]) for k in ("p50", "p99")},
+         "rss_mib": max(x.get("rss_mib", 0.0), y.get("rss_mib", 0.0))}
         for x, y in zip(a, b, strict=True)
     ]  # fmt: skip
 

@@ -50,7 +50,8 @@ class LoadReport:
     """Sent to the moment the device's SDK was done with it (``latencies_ms`` is the wire:
     sent to the frame read off the device's socket). None where not measured."""
     fleet_workers: list[dict[str, Any]] = field(default_factory=list)
-    """Each worker's own load during the run: ``cpu_pct``, ``loop_lag_ms`` p50/p99, devices."""
+    """Each worker's own load during the run: ``cpu_pct``, ``loop_lag_ms`` p50/p99, devices,
+    ``rss_mib``."""
     device_kind: str = "sdk"
     connect: dict[str, Any] = field(default_factory=dict)
     """The connect phase (:meth:`~tidings.simulator.engine.fleet.Fleet.connect_report`): per
@@ -114,7 +115,8 @@ class LoadReport:
             ("precision / recall", f"{self.precision:.3f} / {self.recall:.3f}"),
             ("violations", _plain(j["violations"])),
             *(row for kind, n in self.violations.items() for row in _rows(kind, n, "  ")),
-            ("gateway CPU / RSS", f"{self.gateway_cpu_s:.2f} s / {self.gateway_rss_mib:.1f} MiB"),
+            ("gateway CPU / RSS", f"{self.gateway_cpu_s:.2f} s / {self.gateway_rss_mib:.1f} MiB"
+             f" ({self.gateway_rss_mib * 1024 / max(1, self.devices):.1f} KiB a device)"),
         ]  # fmt: skip
         handled = j["latency_ms"]["handled"]
         if handled is not None:
@@ -122,8 +124,11 @@ class LoadReport:
             rows.append(("handled p50/p95/p99/max", done))
         for n, w in enumerate(self.fleet_workers, 1):
             lag = w["loop_lag_ms"]
-            rows.append((f"fleet worker {n}", f"{w['devices']:,} devices, CPU {w['cpu_pct']:.0f} %,"
-                         f" loop lag p50/p99 {lag['p50']:.0f} / {lag['p99']:.0f} ms"))  # fmt: skip
+            memory = (f", RSS {w['rss_mib']:.0f} MiB ({w['rss_mib'] * 1024 / w['devices']:.1f} KiB"
+                      " a device)" if w.get("rss_mib") and w["devices"] else "")  # fmt: skip
+            load = (f"{w['devices']:,} devices, CPU {w['cpu_pct']:.0f} %, loop lag p50/p99"
+                    f" {lag['p50']:.0f} / {lag['p99']:.0f} ms{memory}")  # fmt: skip
+            rows.append((f"fleet worker {n}", load))
         if self.saturated:
             which = ", ".join(str(n) for n in self.saturated)
             rows.append(("SATURATED", f"the device fleet was the bottleneck (worker {which}):"
