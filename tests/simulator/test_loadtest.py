@@ -148,7 +148,30 @@ def test_a_fleet_that_is_the_bottleneck_says_so_in_one_plain_line() -> None:
                           fault="busy")  # fmt: skip
     assert report.to_json()["fleet"]["saturated"] and report.saturated == [1]
     (line,) = [row for row in report.table().splitlines() if row.startswith("SATURATED")]
-    assert "worker 1" in line and "--workers" in line
+    assert "worker 1" in line and "--workers" in line  # its own loop blocked, not the machine
+    assert report.to_json()["fleet"]["starved_of_cpu"] is False
+
+
+def test_a_fleet_starved_of_cores_by_the_machine_is_told_apart_from_a_busy_one() -> None:
+    # Both workers woke late. Busy with their own work, more workers would help; late while
+    # waiting for a core that other processes held, they would not: the line says which.
+    def report(waited: float) -> LoadReport:
+        load = {"cpu_pct": 12.0, "loop_lag_ms": {"p50": 40.0, "p99": 220.0}, "devices": 5,
+                "rss_mib": 60.0, "waited_for_cpu_pct": waited}  # fmt: skip
+        return LoadReport(devices=10, scenario="broadcast", connect_s=1.0, latencies_ms=[5.0],
+                          delivery_ratio=1.0, precision=1.0, recall=1.0, violations={},
+                          gateway_cpu_s=1.0, gateway_rss_mib=80.0,
+                          fleet_workers=[load, dict(load)])  # fmt: skip
+
+    starved, busy = report(60.0), report(2.0)
+    assert starved.saturated == busy.saturated == [1, 2]
+    (line,) = [r for r in starved.table().splitlines() if r.startswith("SATURATED")]
+    assert "cores were the bottleneck" in line and "other machines" in line
+    assert starved.to_json()["fleet"]["starved_of_cpu"] is True
+    (line,) = [r for r in busy.table().splitlines() if r.startswith("SATURATED")]
+    assert "--workers" in line and "cores were" not in line
+    assert busy.to_json()["fleet"]["starved_of_cpu"] is False
+    assert "waited for a core 60 %" in starved.table()
 
 
 def test_the_table_words_every_row_and_never_prints_a_raw_mapping() -> None:

@@ -188,12 +188,16 @@ broadcast) is judged with the second before it ended."""
 
 
 class LoadMeter:
-    """A worker's own load: how late its event loop wakes (lag) and its share of a core."""
+    """A worker's own load: how late its event loop wakes (lag), its share of a core, and
+    its share of time spent ready to run but waiting for a core that other processes held."""
 
     def __init__(self) -> None:
-        # (monotonic time, loop lag in ms or None, process CPU seconds) every tick, the last
-        # minute; a tick that overlapped deferred work has no lag (see ``deferring``)
-        self._ticks: collections.deque[tuple[float, float | None, float]] = collections.deque()
+        # (monotonic time, loop lag in ms or None, process CPU seconds, seconds waited for a
+        # core) every tick, the last minute; a tick that overlapped deferred work has no lag
+        # (see ``deferring``)
+        self._ticks: collections.deque[tuple[float, float | None, float, float]] = (
+            collections.deque()
+        )
         self._since = time.monotonic()
         self._deferred = 0  # deferred work started so far
         self._deferring = False
@@ -217,7 +221,7 @@ class LoadMeter:
             late = max(0.0, (loop.time() - before - LAG_TICK_S) * 1000)
             lag = None if self._deferring or self._deferred != deferred else late
             now = time.monotonic()
-            self._ticks.append((now, lag, time.process_time()))
+            self._ticks.append((now, lag, time.process_time(), _waited_for_a_core()))
             while self._ticks and self._ticks[0][0] < now - 60:
                 self._ticks.popleft()
 
@@ -228,16 +232,28 @@ class LoadMeter:
         start = min(self._since, now - LOAD_WINDOW_S)
         self._since = now
         window = [t for t in self._ticks if t[0] >= start]
-        lags = sorted(lag for _, lag, _ in window if lag is not None)
-        share = 0.0
+        lags = sorted(lag for _, lag, _, _ in window if lag is not None)
+        share = waited = 0.0
         if len(window) > 1:
-            (t0, _, cpu0), (t1, _, cpu1) = window[0], window[-1]
+            (t0, _, cpu0, wait0), (t1, _, cpu1, wait1) = window[0], window[-1]
             share = 100 * (cpu1 - cpu0) / max(t1 - t0, 1e-9)
+            waited = 100 * (wait1 - wait0) / max(t1 - t0, 1e-9)
 
         def rank(p: float) -> float:
             return round(lags[min(len(lags) - 1, int(p * len(lags)))], 1) if lags else 0.0
 
-        return {"cpu_pct": round(share, 1), "loop_lag_ms": {"p50": rank(0.5), "p99": rank(0.99)}}
+        return {"cpu_pct": round(share, 1), "loop_lag_ms": {"p50": rank(0.5), "p99": rank(0.99)},
+                "waited_for_cpu_pct": round(waited, 1)}  # fmt: skip
+
+
+def _waited_for_a_core() -> float:
+    """Seconds this process's main thread was ready to run but waited for a core (Linux's
+    ``/proc/self/schedstat``; 0 where there is none)."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class _Worker:
@@ -442,10 +458,14 @@ class _Worker:
 
     def _urls(self, i: int) -> tuple[str, ...]:
         """The gateways device ``i`` tries, in order: each device starts on its own node of a
-        cluster and fails over to the next."""
-        urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else self.cfg.url
+        cluster (``i`` modulo the nodes) and fails over to the others, in an order that
+        differs from one device to the next, as a fleet given shuffled lists (or behind a load
+        balancer) does: the devices of a node that dies spread over the ones left."""
+        urls = (self.cfg.url,) if isinstance(self.cfg.url, str) else tuple(self.cfg.url)
         own = i % len(urls)
-        return tuple(urls[own:] + urls[:own])
+        others = urls[own + 1 :] + urls[:own]
+        turn = (i // len(urls)) % max(1, len(others))
+        return (urls[own], *others[turn:], *others[:turn])
 
     async def _wire(self, i: int) -> None:
         """A lean device: ``tidings.v1`` through the protocol's sans-I/O session over a bare

@@ -357,7 +357,7 @@ def _busiest(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str,
     return [
         {"cpu_pct": max(x["cpu_pct"], y["cpu_pct"]), "devices": x["devices"],
          "loop_lag_ms": {k: max(x["loop_lag_ms"][k], y["loop_lag_ms"][k]) for k in ("p50", "p99")},
-         "rss_mib": max(x.get("rss_mib", 0.0), y.get("rss_mib", 0.0))}
+         **{k: max(x.get(k, 0.0), y.get(k, 0.0)) for k in ("rss_mib", "waited_for_cpu_pct")}}
         for x, y in zip(a, b, strict=True)
     ]  # fmt: skip
 

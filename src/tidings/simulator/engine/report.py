@@ -64,6 +64,15 @@ class LoadReport:
         return saturated_workers(self.fleet_workers)
 
     @property
+    def starved(self) -> bool:
+        """Every saturated worker spent much of the run waiting for a core that other
+        processes of this machine held: more workers here would not help."""
+        loads = [self.fleet_workers[n - 1] for n in self.saturated]
+        return bool(loads) and all(
+            w.get("waited_for_cpu_pct", 0.0) >= STARVED_WAIT_PCT for w in loads
+        )
+
+    @property
     def lost(self) -> bool:
         return self.delivery_ratio < 1.0
 
@@ -88,6 +97,7 @@ class LoadReport:
             "fleet": {
                 "workers": self.fleet_workers,
                 "saturated": bool(self.saturated),
+                "starved_of_cpu": bool(self.saturated) and self.starved,
                 "device_kind": self.device_kind,
             },
             "delivery_ratio": self.delivery_ratio,
@@ -126,10 +136,19 @@ class LoadReport:
             lag = w["loop_lag_ms"]
             memory = (f", RSS {w['rss_mib']:.0f} MiB ({w['rss_mib'] * 1024 / w['devices']:.1f} KiB"
                       " a device)" if w.get("rss_mib") and w["devices"] else "")  # fmt: skip
-            load = (f"{w['devices']:,} devices, CPU {w['cpu_pct']:.0f} %, loop lag p50/p99"
-                    f" {lag['p50']:.0f} / {lag['p99']:.0f} ms{memory}")  # fmt: skip
+            waited = w.get("waited_for_cpu_pct", 0.0)
+            load = (f"{w['devices']:,} devices, CPU {w['cpu_pct']:.0f} %, waited for a core"
+                    f" {waited:.0f} %, loop lag p50/p99 {lag['p50']:.0f} / {lag['p99']:.0f} ms"
+                    f"{memory}")  # fmt: skip
             rows.append((f"fleet worker {n}", load))
-        if self.saturated:
+        if self.saturated and self.starved:
+            which = ", ".join(str(n) for n in self.saturated)
+            rows.append(("SATURATED", f"this machine's cores were the bottleneck: fleet worker"
+                         f" {which} spent much of the run waiting for a core that the gateways,"
+                         " the store or the other workers held, so the latencies include that"
+                         " wait and more --workers would not help; run the workers on other"
+                         " machines (tidings loadtest-worker)"))  # fmt: skip
+        elif self.saturated:
             which = ", ".join(str(n) for n in self.saturated)
             rows.append(("SATURATED", f"the device fleet was the bottleneck (worker {which}):"
                          " its latencies are its own queueing as much as the gateway's; run"
@@ -151,6 +170,10 @@ SATURATED_LAG_MS = 50.0
 SATURATED_CPU_PCT = 90.0
 """A fleet worker whose event loop woke more than this late at p99, or that used more than
 this share of a core, was the bottleneck: what it measured is its own queueing."""
+
+STARVED_WAIT_PCT = 25.0
+"""A saturated worker that spent this share of the run ready to run but without a core (other
+processes held them) was starved by the machine, not busy with its own work."""
 
 
 def saturated_workers(loads: Iterable[Mapping[str, Any]]) -> list[int]:
