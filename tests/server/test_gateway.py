@@ -448,3 +448,22 @@ async def test_a_delivery_that_skips_a_sequence_number_is_sent_after_the_missing
     assert (first.seq, first.msg.id) == (1, "theirs")
     assert (second.seq, second.msg.id) == (2, ours.message_id)
     assert await client.nothing_for()
+
+
+async def test_each_welcome_is_timed_from_the_accepted_connection(
+    gateway: Node, mint: Mint
+) -> None:
+    # The gateway's own view of a hello (accepted → welcome written), apart from what the
+    # device measures, which also holds its connect and the accept queue.
+    before = gateway.metrics.hello.count
+    t0 = time.monotonic()
+    devices = [await open_session(gateway.port, mint(f"h{i}", user="u1")) for i in range(3)]
+    took = time.monotonic() - t0
+    hello = gateway.metrics.hello
+    assert hello.count == before + 3
+    assert 0 < hello.total <= took + 0.01 * hello.count  # each within its device's own wait
+    text = gateway.metrics.render()
+    assert f"tidings_hello_seconds_count {hello.count}" in text
+    assert f'tidings_hello_seconds_bucket{{le="+Inf"}} {hello.count}' in text
+    for device in devices:
+        await device.close()

@@ -1,4 +1,5 @@
-"""Node metrics: plain counters and one latency histogram, rendered as Prometheus text."""
+"""Node metrics: plain counters and two latency histograms (fan-out, hello), rendered as
+Prometheus text."""
 
 from __future__ import annotations
 
@@ -6,10 +7,43 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["LATENCY_BUCKETS_S", "Metrics"]
+__all__ = ["HELLO_BUCKETS_S", "LATENCY_BUCKETS_S", "Histogram", "Metrics"]
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Upper bounds of the fan-out latency histogram, in seconds."""
+
+HELLO_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+"""Upper bounds of the hello histogram (a connection opened → its welcome written), seconds."""
+
+
+@dataclass(slots=True)
+class Histogram:
+    """A Prometheus histogram: counts per upper bound, their sum and count."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)  # per bound, and one past the last
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def render(self, name: str, help_: str) -> list[str]:
+        lines = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            cumulative += n
+            lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        lines.append(f"{name}_sum {self.total}")
+        lines.append(f"{name}_count {self.count}")
+        return lines
 
 
 @dataclass(slots=True)
@@ -33,15 +67,16 @@ class Metrics:
     store_failures: int = 0  # connections closed 4104 because the store failed
     store_replays: int = 0  # sessions replayed because the store held what no publish brought
     connections: Counter[str] = field(default_factory=Counter)
-    _buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
-    _latency_sum: float = 0.0
-    _latency_count: int = 0
+    fanout: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    """Each send's fan-out: accepted → the last device write."""
+    hello: Histogram = field(default_factory=lambda: Histogram(HELLO_BUCKETS_S))
+    """Each session's opening, as the gateway sees it: the connection handed to it by the
+    kernel's accept queue → its ``welcome`` written (upgrade, token, store, route). A device
+    counts the time before too (its connect, the accept queue, its own process's delays)."""
 
     def observe_fanout(self, seconds: float) -> None:
         """Record one fan-out's duration (send accepted → last device write)."""
-        self._buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self._latency_sum += seconds
-        self._latency_count += 1
+        self.fanout.observe(seconds)
 
     def render(self) -> str:
         """Prometheus text exposition format 0.0.4."""
@@ -100,13 +135,7 @@ class Metrics:
             self.store_replays,
             "Sessions replayed from the store because a delivery's publish never arrived.",
         )
-        name = "tidings_fanout_latency_seconds"
-        lines += [f"# HELP {name} Fan-out duration per send.", f"# TYPE {name} histogram"]
-        cumulative = 0
-        for bound, n in zip(LATENCY_BUCKETS_S, self._buckets, strict=False):
-            cumulative += n
-            lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self._latency_count}')
-        lines.append(f"{name}_sum {self._latency_sum}")
-        lines.append(f"{name}_count {self._latency_count}")
+        lines += self.fanout.render("tidings_fanout_latency_seconds", "Fan-out duration per send.")
+        lines += self.hello.render("tidings_hello_seconds",
+                                   "A connection accepted to its welcome written.")  # fmt: skip
         return "\n".join(lines) + "\n"

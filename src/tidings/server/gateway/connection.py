@@ -132,6 +132,8 @@ class GatewayConnection(ServerConnection):
         self.metrics = metrics
         self.heartbeat = heartbeat
         """The server's keepalive timer; ``None``: no keepalive."""
+        self.opened_at = self.loop.time()
+        """When the kernel handed this connection over (the start of its hello, for metrics)."""
         self._pinged = False  # a ping went out at the heartbeat's last visit
         self._heard = False  # bytes arrived since then
         self.refused = False

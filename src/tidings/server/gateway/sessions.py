@@ -209,6 +209,7 @@ class Sessions:
         self.metrics.connections[claims.app] += 1
         try:
             session.send(self._welcome(session, now))
+            self.metrics.hello.observe(ws.loop.time() - ws.opened_at)
             resume = min(hello.resume, row.last_seq)
             try:
                 if resume > row.acked_seq:
