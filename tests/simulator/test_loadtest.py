@@ -140,6 +140,11 @@ def test_a_broadcast_reports_wire_and_handled_latency_and_each_workers_load() ->
     assert [w["devices"] for w in connect["workers"]] == [15, 15]
     assert all(w["rate_per_s"] > 0 and w["hello_p99_ms"] > 0 for w in connect["workers"])
     assert 0 < connect["hello_ms"]["p50"] <= connect["hello_ms"]["p99"]
+    # And the gateway's own view of the same hellos, from its histogram: every one counted,
+    # none longer than the devices saw (the bound is the bucket the p99 falls in).
+    own = connect["gateway_hello_ms"]
+    assert own["count"] == 30 and 0 < own["p50"] <= own["p99"]
+    assert "gateway's own hello" in report.table()
     assert "connect worker 2" in report.table() and "hello p50/p95/p99/max" in report.table()
 
 
@@ -263,6 +268,9 @@ def test_a_node_killed_mid_fan_out_loses_nothing_and_shows_nothing_twice() -> No
     assert report.extra["nodes"] == 3
     # every one of the 5 messages on every device (the ratio counts them), none shown twice
     assert report.delivery_ratio == 1.0 and report.violations == {}
+    # The dead node's 20 devices said hello again on the two left, which timed them too.
+    own = report.extra["gateway_reconnect_hello_ms"]
+    assert own["count"] >= 20 and 0 < own["p50"] <= own["p99"]
 
 
 def test_a_segment_campaign_on_a_cluster_matches_the_ground_truth() -> None:

@@ -285,6 +285,43 @@ class Gateways:
     def rss_mib(self) -> float:
         return sum(g.rss_mib() for g in self.nodes if g.proc and g.proc.poll() is None)
 
+    def hellos(self) -> dict[int, dict[float, int]]:
+        """Each running node's hello histogram (``tidings_hello_seconds``): how many of its
+        hellos took at most each bound, in seconds, by the node's index."""
+        return {i: _hello_buckets(g) for i, g in enumerate(self.nodes)
+                if g.proc and g.proc.poll() is None}  # fmt: skip
+
+
+def _hello_buckets(gateway: GatewayProcess) -> dict[float, int]:
+    buckets = {}
+    prefix = 'tidings_hello_seconds_bucket{le="'
+    for line in gateway.admin.raw("GET", "/metrics").decode().splitlines():
+        if line.startswith(prefix):
+            bound, _, count = line[len(prefix) :].partition('"} ')
+            buckets[float(bound)] = int(count)
+    return buckets
+
+
+def gateway_hello_ms(
+    before: dict[int, dict[float, int]], after: dict[int, dict[float, int]]
+) -> dict[str, float | int] | None:
+    """The gateways' own hello percentiles between two readings of :meth:`Gateways.hellos`
+    (the nodes running at both), as the bucket bounds they fall under, in ms: a hello taking
+    ``p99`` means at most that long. None when no node welcomed anyone meanwhile."""
+    merged: dict[float, int] = {}
+    for i, buckets in after.items():
+        for bound, n in buckets.items():
+            merged[bound] = merged.get(bound, 0) + n - before.get(i, {}).get(bound, 0)
+    bounds = sorted(merged)
+    total = merged.get(float("inf"), 0)
+    if not total:
+        return None
+
+    def under(q: float) -> float:
+        return next(b for b in bounds if merged[b] >= q * total) * 1000
+
+    return {"count": total, "p50": under(0.5), "p99": under(0.99)}
+
 
 def _fresh_database(dsn: str) -> tuple[str, str]:
     """Create an empty database next to ``dsn``'s; return its URL and name."""
@@ -593,6 +630,7 @@ def run_loadtest(
                 None if progress is None else (lambda n, total: progress("connecting", n, total))
             )
             connect_report = fleet.connect_report()
+            connect_report["gateway_hello_ms"] = gateway_hello_ms({}, gateways.hellos())
             if coordinator is not None:
                 extra["worker_clocks"] = [
                     {"offset_ms": round(o * 1000, 3), "uncertainty_ms": round(u * 1000, 3)}
@@ -627,6 +665,7 @@ def run_loadtest(
                 # The later messages are stored while it is down: they reach its devices on
                 # the node each reconnects to.
                 victim = gateways.nodes[-1]
+                hellos0 = gateways.hellos()
                 t0 = time.perf_counter()
                 sent = _broadcast(gateway, devices, then=victim.kill, rounds=FAILOVER_ROUNDS)
                 extra["killed_node_after_s"] = round(time.perf_counter() - t0, 3)
@@ -634,6 +673,9 @@ def run_loadtest(
                 sent = _broadcast(gateway, devices)
             campaigns = run is not None or week is not None
             report = fleet.report() if campaigns else _collect(fleet, sent, timeout)
+            if scenario == "node-failure":  # the survivors' own view of the devices' return
+                own = gateway_hello_ms(hellos0, gateways.hellos())
+                extra["gateway_reconnect_hello_ms"] = own
             cpu = gateways.cpu_since(cpu0)
             rss = gateways.rss_mib()
             extra["nodes"] = len(gateways.nodes)

@@ -190,6 +190,9 @@ def _hello_rows(connect: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not connect:
         return []
     rows = [("hello p50/p95/p99/max", f"{_four(connect['hello_ms'])} (connect to welcome)")]
+    if own := connect.get("gateway_hello_ms"):
+        rows.append(("gateway's own hello", f"p50 ≤ {own['p50']:,.0f} / p99 ≤ {own['p99']:,.0f} ms"
+                     " (accepted to welcome written, from its histogram)"))  # fmt: skip
     for n, w in enumerate(connect["workers"], 1):
         said = (f"{w['devices']:,} devices in {w['seconds']:.2f} s ({w['rate_per_s']:,}/s),"
                 f" hello p99 {w['hello_p99_ms']:.0f} ms")  # fmt: skip
