@@ -108,3 +108,18 @@ async def test_a_closed_store_refuses_calls_with_a_temporary_error(tmp_path: Pat
         with pytest.raises(StoreError) as caught:
             await store.count_events("a")
         assert caught.value.temporary
+
+
+def test_hellos_of_one_batch_go_in_rounds_where_no_device_is_twice() -> None:
+    # ON CONFLICT may touch a row once per statement: a device's second hello in a batch
+    # waits for the next round (and takes the next epoch); a batch without one is one
+    # statement, run as a transaction of its own.
+    from tidings.server.storage.rows import DeviceRow
+
+    def row(device: str, app: str = "demo") -> DeviceRow:
+        return DeviceRow(app=app, device_id=device, user_id="u", first_seen=1.0, last_seen=1.0)
+
+    rows = [row("a"), row("b"), row("a"), row("a", app="other"), row("a"), row("b")]
+    assert postgres._hello_rounds(rows) == [[0, 1, 3], [2, 5], [4]]
+    assert postgres._hello_rounds(rows[:2]) == [[0, 1]]
+    assert "$14::float8[]" in postgres._HELLOS and "$15" not in postgres._HELLOS

@@ -175,41 +175,70 @@ _UPSERT_DEVICES = (
 )
 """:data:`~tidings.server.storage.sql.UPSERT_DEVICE` for many devices, in device order (the
 lock order of the module docstring, step 4)."""
-_TOUCH_USERS = (
-    INSERT_USER + " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[])"
-    ' AS x(a, k, f, l) ORDER BY a COLLATE "C", k COLLATE "C"' + USER_SEEN
-)
 
 
-async def _upsert_devices(con: _Conn, rows: Sequence[DeviceRow]) -> list[DeviceRow]:
-    """Record these hellos in one transaction; each row back with its stored state, in order.
+def _touch_users_sql(first: int) -> str:
+    """Profiles made or seen, from four arrays numbered from ``$first``, in user order."""
+    a, k, f, last = (f"${n}" for n in range(first, first + 4))
+    return (
+        INSERT_USER + f" SELECT * FROM unnest({a}::text[], {k}::text[], {f}::float8[],"
+        f' {last}::float8[]) AS x(a, k, f, l) ORDER BY a COLLATE "C", k COLLATE "C"' + USER_SEEN
+    )
 
-    ``ON CONFLICT`` may touch a row once per statement: a device that said hello twice in the
-    batch goes in the next round, so its later hello takes the next epoch.
-    """
-    params = [device_params(row) for row in rows]
-    out: list[DeviceRow | None] = [None] * len(rows)
-    todo = list(range(len(rows)))
-    while todo:
-        taken: set[tuple[str, str]] = set()
-        first: list[int] = []
-        later: list[int] = []
-        for i in todo:
-            key = (rows[i].app, rows[i].device_id)
-            (later if key in taken else first).append(i)
-            taken.add(key)
-        columns = zip(*(params[i][0] for i in first), strict=True)
-        stored = await con.fetch(_UPSERT_DEVICES, *(list(c) for c in columns))
-        by_key = {(r[4], r[5]): r for r in stored}
-        for i in first:
-            out[i] = stored_device(rows[i], by_key[(rows[i].app, rows[i].device_id)])
-        todo = later
+
+_TOUCH_USERS = _touch_users_sql(1)
+_HELLOS = f"WITH d AS ({_UPSERT_DEVICES}), u AS ({_touch_users_sql(11)}) SELECT * FROM d"
+"""A batch of hellos with no device twice, as one statement (its own transaction): the devices
+upserted in device order, then their profiles touched. One round trip instead of four
+(``BEGIN``, devices, profiles, ``COMMIT``): the row locks of a hello are held for the time the
+server takes to run it, never for the time a busy gateway takes to send the next statement."""
+
+
+def _hello_rounds(rows: Sequence[DeviceRow]) -> list[list[int]]:
+    """The rows of a batch in rounds where no device is twice (``ON CONFLICT`` may touch a
+    row once per statement): a device that said hello twice goes in the next round, so its
+    later hello takes the next epoch. Almost every batch is one round."""
+    rounds: list[list[int]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, row in enumerate(rows):
+        key = (row.app, row.device_id)
+        n = seen[key] = seen.get(key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    return rounds
+
+
+def _users_seen(params: Sequence[tuple[tuple[Any, ...], tuple[Any, ...]]]) -> list[list[Any]]:
+    """The :data:`_TOUCH_USERS` columns for these hellos' profiles: each once, made at its
+    first hello and seen at its last."""
     users: dict[tuple[str, str], tuple[float, float]] = {}
     for _, (app, key, since, at) in params:
-        seen = users.get((app, key))  # as one hello after another: the first made, the last seen
+        seen = users.get((app, key))
         users[(app, key)] = (since if seen is None else seen[0], at)
-    await con.execute(_TOUCH_USERS, [a for a, _ in users], [k for _, k in users],
-                      [f for f, _ in users.values()], [t for _, t in users.values()])  # fmt: skip
+    return [[a for a, _ in users], [k for _, k in users],
+            [f for f, _ in users.values()], [t for _, t in users.values()]]  # fmt: skip
+
+
+async def _upsert_devices(
+    con: _Conn, rows: Sequence[DeviceRow], rounds: list[list[int]]
+) -> list[DeviceRow]:
+    """Record these hellos (in their :func:`_hello_rounds`) in one transaction, or as
+    :data:`_HELLOS` alone when there is one round; each row back with its stored state, in
+    order."""
+    params = [device_params(row) for row in rows]
+    out: list[DeviceRow | None] = [None] * len(rows)
+    for n, todo in enumerate(rounds):
+        columns = [list(c) for c in zip(*(params[i][0] for i in todo), strict=True)]
+        if len(rounds) == 1:
+            stored = await con.fetch(_HELLOS, *columns, *_users_seen(params))
+        else:
+            stored = await con.fetch(_UPSERT_DEVICES, *columns)
+            if n == len(rounds) - 1:
+                await con.execute(_TOUCH_USERS, *_users_seen(params))
+        by_key = {(r[4], r[5]): r for r in stored}
+        for i in todo:
+            out[i] = stored_device(rows[i], by_key[(rows[i].app, rows[i].device_id)])
     return [r for r in out if r is not None]
 
 
@@ -429,13 +458,23 @@ class PostgresStore(SqlStore):
             raise StoreError("store is closed", temporary=True)
         return self._pool
 
-    async def _write(self, work: Callable[[_Conn], Awaitable[_T]]) -> _T:
-        """Run ``work`` in one transaction, again from the start if it lost a race."""
+    async def _write(
+        self, work: Callable[[_Conn], Awaitable[_T]], *, transaction: bool = True
+    ) -> _T:
+        """Run ``work`` in one transaction, again from the start if it lost a race.
+
+        ``transaction=False``: ``work`` is a single statement, a transaction of its own
+        without the two round trips of ``BEGIN`` and ``COMMIT``.
+        """
         pool = self._live_pool()
         for attempt in itertools.count(1):
             try:
-                async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con, con.transaction():
-                    result = await work(con)
+                async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
+                    if transaction:
+                        async with con.transaction():
+                            result = await work(con)
+                    else:
+                        result = await work(con)
                 self.answered_at = time.monotonic()
                 return result
             except asyncpg.TransactionRollbackError as exc:
@@ -521,10 +560,13 @@ class PostgresStore(SqlStore):
         return await self._hellos(row)
 
     async def _upsert_batch(self, rows: list[DeviceRow]) -> list[DeviceRow]:
-        async def work(con: _Conn) -> list[DeviceRow]:
-            return await _upsert_devices(con, rows)
+        rounds = _hello_rounds(rows)
 
-        return await self._write(work)
+        async def work(con: _Conn) -> list[DeviceRow]:
+            return await _upsert_devices(con, rows, rounds)
+
+        # One round is one statement, a transaction of its own.
+        return await self._write(work, transaction=len(rounds) > 1)
 
     async def check_sessions(
         self, app: str, sessions: Sequence[tuple[str, int, int]]
