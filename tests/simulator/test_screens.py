@@ -265,6 +265,12 @@ async def test_the_dashboard_says_when_the_device_fleet_is_the_bottleneck() -> N
         app.apply_sample(Snapshot(24, 0, 0, loads=(calm, busy)), 1.0)
         await _until(pilot, lambda: "bottleneck" in str(note.content))
         assert "worker 2: CPU 99 %, loop lag p99 180 ms" in str(note.content)
+        # Late while waiting for a core other processes held: the machine, said as such.
+        starved = {"cpu_pct": 12.0, "loop_lag_ms": {"p50": 30.0, "p99": 240.0}, "devices": 12,
+                   "waited_for_cpu_pct": 55.0}  # fmt: skip
+        app.apply_sample(Snapshot(24, 0, 0, loads=(calm, starved)), 1.5)
+        await _until(pilot, lambda: "cores are the bottleneck" in str(note.content))
+        assert "waited for a core 55 %" in str(note.content)
 
 
 def test_a_simulation_starts_in_the_morning_of_the_most_personas() -> None:

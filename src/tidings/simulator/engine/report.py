@@ -15,6 +15,7 @@ __all__ = [
     "LoadReport",
     "percentiles",
     "saturated_workers",
+    "starved_of_cpu",
     "write_svg",
 ]
 
@@ -67,10 +68,7 @@ class LoadReport:
     def starved(self) -> bool:
         """Every saturated worker spent much of the run waiting for a core that other
         processes of this machine held: more workers here would not help."""
-        loads = [self.fleet_workers[n - 1] for n in self.saturated]
-        return bool(loads) and all(
-            w.get("waited_for_cpu_pct", 0.0) >= STARVED_WAIT_PCT for w in loads
-        )
+        return starved_of_cpu(self.fleet_workers)
 
     @property
     def lost(self) -> bool:
@@ -183,6 +181,13 @@ def saturated_workers(loads: Iterable[Mapping[str, Any]]) -> list[int]:
         n for n, load in enumerate(loads, 1)
         if load["loop_lag_ms"]["p99"] > SATURATED_LAG_MS or load["cpu_pct"] > SATURATED_CPU_PCT
     ]  # fmt: skip
+
+
+def starved_of_cpu(loads: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every saturated worker (:func:`saturated_workers`) waited for a core
+    :data:`STARVED_WAIT_PCT` of the time or more: the machine, not the fleet's own work."""
+    late = [loads[n - 1] for n in saturated_workers(loads)]
+    return bool(late) and all(w.get("waited_for_cpu_pct", 0.0) >= STARVED_WAIT_PCT for w in late)
 
 
 def _hello_rows(connect: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Sparkline, Static
 
+from tidings.simulator.engine.report import starved_of_cpu
 from tidings.simulator.engine.sim import LIFECYCLE_STAGES, TIERS, Endpoints, Snapshot
 from tidings.simulator.screens.base import SimScreen
 from tidings.simulator.widgets import ClockBar, DistributionChart, MetricTile
@@ -41,6 +42,14 @@ def fleet_note(snap: Snapshot) -> Text:
         return Text()
     worst = max(snap.loads, key=lambda w: w["loop_lag_ms"]["p99"])
     which = ", ".join(str(n) for n in snap.saturated)
+    if starved_of_cpu(snap.loads):
+        return Text(
+            f"This machine's cores are the bottleneck (worker {which} waited for a core"
+            f" {worst.get('waited_for_cpu_pct', 0.0):.0f} % of the time, loop lag p99"
+            f" {worst['loop_lag_ms']['p99']:.0f} ms): the latencies include that wait; more"
+            " --workers here would not help, run the devices on other machines.",
+            style="bold",
+        )
     return Text(
         f"The device fleet is the bottleneck (worker {which}: CPU {worst['cpu_pct']:.0f} %,"
         f" loop lag p99 {worst['loop_lag_ms']['p99']:.0f} ms): the latencies are its own"
