@@ -7,7 +7,8 @@ at once, and also to the requests already waiting on the store, instead of letti
 (what they asked may have been stored: a retry with the same ``Idempotency-Key`` is safe).
 
 A ping that waits for a connection of a busy pool (a connect storm) is late, not lost: while
-other calls got answers within :data:`ANSWER_S`, the store counts as answering.
+other calls got answers within :data:`ANSWER_S`, the store counts as answering. Nor is an
+answer that arrived while this process's own loop was stalled (:data:`LATE_S`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from tidings.protocol.errors import TidingsError
 from tidings.server.storage import ReachableStore
 
-__all__ = ["ANSWER_S", "WATCH_S", "StoreWatch"]
+__all__ = ["ANSWER_S", "LATE_S", "WATCH_S", "StoreWatch"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ WATCH_S = 0.5
 """Seconds between two pings of the store."""
 ANSWER_S = 1.0
 """A ping not answered within this long counts the store as unreachable."""
+LATE_S = 0.1
+"""A wait for a ping that ends this much later than asked was stalled by this process's own
+loop, and is not a verdict on the store."""
 
 
 class StoreWatch:
@@ -56,7 +60,14 @@ class StoreWatch:
             # partition may take long to give its connection back (asyncpg resets it).
             if ping is None or ping.done():
                 ping = asyncio.ensure_future(self.store.ping())
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
             done, _ = await asyncio.wait({ping}, timeout=ANSWER_S)
+            if not done and loop.time() - asked > ANSWER_S + LATE_S:
+                # This process's loop was itself stalled (a full collection, no core for it):
+                # the ping may not even have gone out, or its answer not been read. The
+                # stall says nothing of the store: it gets ANSWER_S more of a running loop.
+                done, _ = await asyncio.wait({ping}, timeout=ANSWER_S)
             busy = time.monotonic() - self.store.answered_at < ANSWER_S
             failed = (not done and not busy) or (
                 bool(done) and (ping.cancelled() or ping.exception() is not None)
