@@ -20,15 +20,7 @@ import time
 from typing import Any
 
 from tidings.simulator.engine import GatewayProcess, raise_nofile
-from tidings.simulator.engine.fleet import DEFAULT_RAMP
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from tidings.simulator.engine.fleet import DEFAULT_RAMP, rss_mib
 
 
 def _worker(url: str, indexes: list[int], ready: Any, stop: Any) -> None:
@@ -83,7 +75,7 @@ def main() -> int:
         try:
             # Warm the paths once (imports, first connection) before the baseline reading.
             ctx = mp.get_context("spawn")
-            before = rss_kb(gateway.proc.pid)
+            before = rss_mib(gateway.proc.pid) * 1024
             procs, readies, stops = [], [], []
             for w in range(args.workers):
                 r_recv, r_send = ctx.Pipe(duplex=False)
@@ -98,7 +90,7 @@ def main() -> int:
                 stops.append(s_send)
             n = sum(r.recv() for r in readies)
             time.sleep(1.0)
-            after = rss_kb(gateway.proc.pid)
+            after = rss_mib(gateway.proc.pid) * 1024
             cpu0 = gateway.cpu_seconds()
             time.sleep(args.idle)
             idle_cpu = gateway.cpu_seconds() - cpu0

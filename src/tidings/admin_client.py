@@ -154,6 +154,23 @@ class AdminClient:
             raise AdminError(0, "unreachable", f"the admin API at {self.base_url} did not "
                              f"answer: {exc}") from None  # fmt: skip
 
+    def metrics(self) -> dict[str, float]:
+        """The gateway's Prometheus samples from ``/metrics``, by series (the name with its
+        labels as written: ``tidings_events_total``, ``tidings_hello_seconds_bucket{le="1.0"}``).
+
+        Raises:
+            AdminError: the API did not answer.
+        """
+        out: dict[str, float] = {}
+        for line in self.raw("GET", "/metrics").decode().splitlines():
+            series, _, value = line.rpartition(" ")
+            if series and not line.startswith("#"):
+                try:
+                    out[series] = float(value)
+                except ValueError:
+                    continue
+        return out
+
 
 def quote(part: str) -> str:
     """One path segment (an id) quoted for a URL."""

@@ -293,13 +293,10 @@ class Gateways:
 
 
 def _hello_buckets(gateway: GatewayProcess) -> dict[float, int]:
-    buckets = {}
     prefix = 'tidings_hello_seconds_bucket{le="'
-    for line in gateway.admin.raw("GET", "/metrics").decode().splitlines():
-        if line.startswith(prefix):
-            bound, _, count = line[len(prefix) :].partition('"} ')
-            buckets[float(bound)] = int(count)
-    return buckets
+    return {float(series[len(prefix) : -2]): int(count)
+            for series, count in gateway.admin.metrics().items()
+            if series.startswith(prefix)}  # fmt: skip
 
 
 def gateway_hello_ms(
@@ -789,11 +786,7 @@ def _judge(
 
 def _events_total(gateway: GatewayProcess) -> float:
     """The gateway's ``tidings_events_total`` counter (behaviour events taken)."""
-    for line in gateway.admin.raw("GET", "/metrics").decode().splitlines():
-        name, _, value = line.partition(" ")
-        if name == "tidings_events_total":
-            return float(value)
-    return 0.0
+    return gateway.admin.metrics().get("tidings_events_total", 0.0)
 
 
 def _rounded(samples: list[float]) -> dict[str, float]:

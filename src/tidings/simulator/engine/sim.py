@@ -225,18 +225,10 @@ class SimEngine:
     def gateway_counters(self) -> dict[str, float]:
         """The gateway's unlabelled Prometheus counters (``{}`` when it does not answer)."""
         try:
-            text = self.gateway.admin.raw("GET", "/metrics").decode()
+            samples = self.gateway.admin.metrics()
         except AdminError:
             return {}
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name and not name.startswith("#") and "{" not in name:
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    continue
-        return out
+        return {name: value for name, value in samples.items() if "{" not in name}
 
     def send(self, *, title: str, body: str, users: list[str] | None = None,
              kind: str = "both", category: str = "marketing") -> dict[str, Any]:  # fmt: skip
